@@ -1,0 +1,1 @@
+"""Advocacy propensity service: the `advocacy` command line ties the packages together."""

@@ -1,0 +1,151 @@
+"""The `advocacy` command line (spec section 7).
+
+Heavy libraries are imported inside each command so that `advocacy --help` stays fast.
+Every command turns bad input into a one-line error and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Advocacy propensity: features, models, batch scoring and the scoring service.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DataDir = Annotated[Path, typer.Option("--data", help="Directory of raw tables (spec section 2).")]
+
+
+def clear_errors(fn: F) -> F:
+    """Report expected failures (bad input, missing files) as one line and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from features.contracts import DataContractError
+
+        try:
+            return fn(*args, **kwargs)
+        except (DataContractError, FileNotFoundError, ValueError, KeyError) as err:
+            message = err.args[0] if isinstance(err, KeyError) and err.args else err
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_time(value: str | None, name: str = "--as-of") -> Any:
+    """A UTC timestamp from the command line (naive means UTC)."""
+    import pandas as pd
+
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except ValueError:
+        raise ValueError(f"{name}: not a date or timestamp: {value!r}") from None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+@app.command()
+@clear_errors
+def generate(
+    out: Annotated[Path, typer.Option(help="Directory to write the world into.")],
+    customers: Annotated[int, typer.Option(min=10, help="Number of customers.")] = 2000,
+    months: Annotated[int, typer.Option(min=6, max=120, help="Months of history.")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same world).")] = 0,
+    end: Annotated[str, typer.Option(help="First day after the simulated period (UTC).")] = "2026-11-01",
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+) -> None:
+    """Write a synthetic world in the spec's layout, plus truth/ with the true probabilities."""
+    from features.io import write_tables
+    from features.synthetic import generate_world
+
+    if fmt not in ("parquet", "csv"):
+        raise ValueError(f"--format must be parquet or csv, got {fmt!r}")
+    with console.status(f"Simulating {customers:,} customers x {months} months"):
+        world = generate_world(n_customers=customers, months=months, seed=seed, end=parse_time(end, "--end"))
+    write_tables(world.tables, out, fmt)
+    write_tables(world.truth, out / "truth", "parquet")
+    rows = ", ".join(f"{name} {len(frame):,}" for name, frame in world.tables.items())
+    console.print(f"Wrote {out}: {rows}")
+
+
+@app.command()
+@clear_errors
+def features(
+    data: DataDir,
+    as_of: Annotated[str, typer.Option("--as-of", help="Features from events strictly before this time (UTC).")],
+    out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv), written atomically.")],
+) -> None:
+    """Write the point-in-time feature table of every active customer as of a time."""
+    from features.io import read_world, write_frame
+    from features.pointintime import active_points, build_features
+
+    world = read_world(data)
+    frame = build_features(world, active_points(world, parse_time(as_of)))
+    write_frame(frame, out)
+    console.print(f"Wrote {len(frame):,} feature rows x {frame.shape[1] - 2} features to {out}")
+
+
+def _print_baseline_summary(scored: Any, title: str) -> None:
+    from features.baseline import BASELINE_TIERS, NO_TIER
+
+    counts = scored["tier"].value_counts()
+    table = Table(title=title)
+    table.add_column("baseline tier")
+    table.add_column("customers", justify="right")
+    table.add_column("share", justify="right")
+    for tier in [name for name, _ in BASELINE_TIERS] + [NO_TIER]:
+        n = int(counts.get(tier, 0))
+        table.add_row(tier, f"{n:,}", f"{n / max(len(scored), 1):.1%}")
+    console.print(table)
+
+
+@app.command()
+@clear_errors
+def baseline(
+    data: DataDir,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the end of the data.")] = None,
+) -> None:
+    """Print the points baseline's tier counts for every active customer."""
+    from features.baseline import score_baseline
+    from features.io import read_world
+    from features.labels import observed_until
+    from features.pointintime import active_points, build_features
+
+    world = read_world(data)
+    when = parse_time(as_of) or observed_until(world)
+    frame = build_features(world, active_points(world, when))
+    _print_baseline_summary(score_baseline(frame), f"Points baseline as of {when:%Y-%m-%d}, {len(frame):,} customers")
+
+
+@app.command()
+@clear_errors
+def up() -> None:
+    """Bring the product up on its embedded defaults (sample data, local stores)."""
+    from features.baseline import score_baseline
+    from features.io import read_world
+    from features.labels import observed_until
+    from features.pointintime import active_points, build_features
+    from features.settings import get_settings
+
+    settings = get_settings()
+    data = settings.resolved_data_dir()
+    console.print(f"Data: {data}")
+    world = read_world(data)
+    when = observed_until(world)
+    frame = build_features(world, active_points(world, when))
+    _print_baseline_summary(score_baseline(frame), f"Points baseline as of {when:%Y-%m-%d}, {len(frame):,} customers")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,124 @@
+"""The rule-based 100-point baseline (spec section 4), computed from the point-in-time features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+RULES_VERSION = "1.0.0"
+QUALIFIED_ABOVE = 60
+BASELINE_TIERS: tuple[tuple[str, int], ...] = (
+    ("champion", 90),
+    ("advocate", 75),
+    ("supporter", 61),
+)
+NO_TIER = "none"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One criterion of the points rule: points earned when `applies` holds."""
+
+    name: str
+    label: str
+    points: int
+    description: str
+    applies: Callable[[pd.DataFrame], pd.Series]
+
+
+def _num(frame: pd.DataFrame, col: str) -> pd.Series:
+    return frame[col].astype("float64")
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "promoter",
+        "Promoter",
+        25,
+        "latest NPS score 9 or 10",
+        lambda f: _num(f, "nps_last") >= 9,
+    ),
+    Rule(
+        "power_user",
+        "Power user",
+        20,
+        "feature adoption above 70%",
+        lambda f: _num(f, "adoption") > 0.70,
+    ),
+    Rule(
+        "healthy",
+        "Healthy",
+        20,
+        "health score above 80",
+        lambda f: _num(f, "health_score") > 80,
+    ),
+    Rule(
+        "established",
+        "Established",
+        15,
+        "tenure above 12 months",
+        lambda f: _num(f, "tenure_months") > 12,
+    ),
+    Rule(
+        "active",
+        "Active",
+        10,
+        "a positive social mention in 12 months",
+        lambda f: _num(f, "social_positive_12m") >= 1,
+    ),
+    Rule(
+        "willing",
+        "Willing",
+        10,
+        "accepted at least one earlier ask",
+        lambda f: _num(f, "accepts_total") >= 1,
+    ),
+)
+BASELINE_FEATURES: tuple[str, ...] = (
+    "nps_last",
+    "adoption",
+    "health_score",
+    "tenure_months",
+    "social_positive_12m",
+    "accepts_total",
+)
+
+
+def baseline_tier(points: np.ndarray | pd.Series) -> np.ndarray:
+    """Tier names for point totals: champion >= 90, advocate 75..89, supporter 61..74, else none."""
+    values = np.asarray(points)
+    tiers = np.full(values.shape, NO_TIER, dtype=object)
+    for name, floor in reversed(BASELINE_TIERS):
+        tiers[values >= floor] = name
+    return tiers
+
+
+def score_baseline(features: pd.DataFrame) -> pd.DataFrame:
+    """Points per criterion (`points_<rule>`), total `points`, `qualified` and `tier`, one row per feature row."""
+    out = pd.DataFrame(index=features.index)
+    total = np.zeros(len(features), dtype=np.int64)
+    for rule in RULES:
+        earned = np.where(rule.applies(features).fillna(False).to_numpy(dtype=bool), rule.points, 0)
+        out[f"points_{rule.name}"] = earned
+        total += earned
+    out["points"] = total
+    out["qualified"] = total > QUALIFIED_ABOVE
+    out["tier"] = baseline_tier(total)
+    return out
+
+
+def breakdown(row: pd.Series) -> list[dict[str, object]]:
+    """The breakdown of one scored row, for people: each criterion, its points and whether it was earned."""
+    return [
+        {
+            "criterion": r.name,
+            "label": r.label,
+            "description": r.description,
+            "points": int(row[f"points_{r.name}"]),
+            "max_points": r.points,
+        }
+        for r in RULES
+    ]

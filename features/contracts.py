@@ -1,0 +1,324 @@
+"""Data contracts for the seven raw tables (spec section 2), checked with pandera.
+
+`validate_table` turns a raw frame (from CSV or Parquet) into the canonical typed frame, or
+raises `DataContractError` naming the table, the column, the rule and a few offending rows.
+Canonical types: ids and free text are `str`, timestamps are `datetime64[us, UTC]` (naive
+input is read as UTC, aware input converted), counts are int64, `csat` is nullable Int64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from features.catalog import ASK_TYPE_NAMES, OUTCOMES, PRIORITIES, SEGMENTS, TABLES
+
+TIMESTAMP = "datetime64[us, UTC]"
+_MAX_EXAMPLES = 5
+
+
+class DataContractError(ValueError):
+    """Raw input breaks the data contract; the message names table, column, rule and rows."""
+
+    def __init__(self, table: str, problems: list[str]) -> None:
+        self.table = table
+        self.problems = problems
+        super().__init__(f"table '{table}': " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class TableContract:
+    name: str
+    schema: pa.DataFrameSchema
+    strings: tuple[str, ...] = ()
+    timestamps: tuple[str, ...] = ()
+    nullable_timestamps: tuple[str, ...] = ()
+    unique: tuple[str, ...] = ()
+    # (column, rule, bad-row mask) checked across columns after parsing
+    row_rules: tuple[tuple[str, str, Callable[[pd.DataFrame], pd.Series]], ...] = ()
+    columns: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(self.schema.columns))
+
+
+def _first_of_month(s: pd.Series) -> pd.Series:
+    return (s.dt.day == 1) & (s.dt.hour == 0) & (s.dt.minute == 0) & (s.dt.second == 0)
+
+
+def _col(dtype: object, *checks: pa.Check, nullable: bool = False) -> pa.Column:
+    return pa.Column(dtype, checks=list(checks), nullable=nullable, coerce=True)
+
+
+def _ts(nullable: bool = False) -> pa.Column:
+    # Timestamps are parsed before pandera sees them; this only checks nulls.
+    return pa.Column(nullable=nullable)
+
+
+def _text(nullable: bool = False) -> pa.Column:
+    return pa.Column(nullable=nullable)
+
+
+_ID = pa.Check.str_length(min_value=1)
+_UNIT = pa.Check.in_range(-1.0, 1.0)
+_NON_NEG = pa.Check.ge(0)
+
+CONTRACTS: dict[str, TableContract] = {
+    "customers": TableContract(
+        "customers",
+        pa.DataFrameSchema(
+            {
+                "customer_id": pa.Column(checks=[_ID]),
+                "name": _text(nullable=True),
+                "industry": _text(nullable=True),
+                "segment": pa.Column(checks=[pa.Check.isin(SEGMENTS)]),
+                "region": _text(nullable=True),
+                "use_case": _text(nullable=True),
+                "plan": _text(nullable=True),
+                "contract_start": _ts(),
+                "churned_at": _ts(nullable=True),
+                "arr": _col("float64", _NON_NEG),
+            }
+        ),
+        strings=(
+            "customer_id",
+            "name",
+            "industry",
+            "segment",
+            "region",
+            "use_case",
+            "plan",
+        ),
+        timestamps=("contract_start",),
+        nullable_timestamps=("churned_at",),
+        unique=("customer_id",),
+    ),
+    "usage": TableContract(
+        "usage",
+        pa.DataFrameSchema(
+            {
+                "customer_id": pa.Column(checks=[_ID]),
+                "month": pa.Column(
+                    checks=[
+                        pa.Check(_first_of_month, name="first_day_of_month", error="first_day_of_month")
+                    ]
+                ),
+                "licensed_seats": _col("int64", _NON_NEG),
+                "active_users": _col("int64", _NON_NEG),
+                "feature_adoption": _col("float64", pa.Check.in_range(0.0, 1.0)),
+                "logins": _col("int64", _NON_NEG),
+                "health_score": _col("float64", pa.Check.in_range(0.0, 100.0)),
+            },
+            unique=["customer_id", "month"],
+        ),
+        strings=("customer_id",),
+        timestamps=("month",),
+    ),
+    "nps": TableContract(
+        "nps",
+        pa.DataFrameSchema(
+            {
+                "customer_id": pa.Column(checks=[_ID]),
+                "responded_at": _ts(),
+                "score": _col("int64", pa.Check.in_range(0, 10)),
+            }
+        ),
+        strings=("customer_id",),
+        timestamps=("responded_at",),
+    ),
+    "tickets": TableContract(
+        "tickets",
+        pa.DataFrameSchema(
+            {
+                "customer_id": pa.Column(checks=[_ID]),
+                "opened_at": _ts(),
+                "priority": pa.Column(checks=[pa.Check.isin(PRIORITIES)]),
+                "sentiment": _col("float64", _UNIT),
+                "csat": _col("Int64", pa.Check.in_range(1, 5), nullable=True),
+            }
+        ),
+        strings=("customer_id", "priority"),
+        timestamps=("opened_at",),
+    ),
+    "social": TableContract(
+        "social",
+        pa.DataFrameSchema(
+            {
+                "customer_id": pa.Column(checks=[_ID]),
+                "mentioned_at": _ts(),
+                "sentiment": _col("float64", _UNIT),
+                "channel": _text(nullable=True),
+            }
+        ),
+        strings=("customer_id", "channel"),
+        timestamps=("mentioned_at",),
+    ),
+    "asks": TableContract(
+        "asks",
+        pa.DataFrameSchema(
+            {
+                "ask_id": pa.Column(checks=[_ID]),
+                "customer_id": pa.Column(checks=[_ID]),
+                "ask_type": pa.Column(checks=[pa.Check.isin(ASK_TYPE_NAMES)]),
+                "asked_at": _ts(),
+                "outcome": pa.Column(checks=[pa.Check.isin(OUTCOMES)]),
+                "responded_at": _ts(nullable=True),
+            },
+        ),
+        strings=("ask_id", "customer_id", "ask_type", "outcome"),
+        timestamps=("asked_at",),
+        nullable_timestamps=("responded_at",),
+        unique=("ask_id",),
+        row_rules=(
+            ("responded_at", "not before asked_at", lambda df: df["responded_at"] < df["asked_at"]),
+        ),
+    ),
+    "activities": TableContract(
+        "activities",
+        pa.DataFrameSchema(
+            {
+                "activity_id": pa.Column(checks=[_ID]),
+                "customer_id": pa.Column(checks=[_ID]),
+                "activity_type": pa.Column(checks=[pa.Check.isin(ASK_TYPE_NAMES)]),
+                "occurred_at": _ts(),
+                "ask_id": _text(nullable=True),
+            }
+        ),
+        strings=("activity_id", "customer_id", "activity_type", "ask_id"),
+        timestamps=("occurred_at",),
+        unique=("activity_id",),
+    ),
+}
+assert tuple(CONTRACTS) == TABLES
+
+
+def _examples(rows: pd.Series, values: pd.Series) -> str:
+    pairs = [f"row {r} ({v!r})" for r, v in zip(rows[:_MAX_EXAMPLES], values[:_MAX_EXAMPLES], strict=False)]
+    more = f" and {len(rows) - _MAX_EXAMPLES} more" if len(rows) > _MAX_EXAMPLES else ""
+    return ", ".join(pairs) + more
+
+
+def _parse_timestamps(name: str, s: pd.Series, nullable: bool, problems: list[str]) -> pd.Series:
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        parsed = s.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_dtype(s.dtype):
+        parsed = s.dt.tz_localize("UTC")
+    else:
+        parsed = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+        bad = parsed.isna() & s.notna() & (s.astype("str").str.strip() != "")
+        if bad.any():
+            problems.append(
+                f"column '{name}': rule 'parseable timestamp' failed for {int(bad.sum())} rows, "
+                f"e.g. {_examples(s.index[bad].to_series(), s[bad])}"
+            )
+    parsed = parsed.astype(TIMESTAMP)
+    if not nullable and (s.isna().any()):
+        bad = s.isna()
+        problems.append(
+            f"column '{name}': rule 'not null' failed for {int(bad.sum())} rows, "
+            f"e.g. {_examples(s.index[bad].to_series(), s[bad])}"
+        )
+    return parsed
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    out = s.astype("str")
+    # Empty strings from CSV are missing values, as they would be in Parquet.
+    return out.where(out.str.len() > 0, np.nan)
+
+
+def validate_table(name: str, raw: pd.DataFrame) -> pd.DataFrame:
+    """Return the table in canonical types, or raise `DataContractError`."""
+    contract = CONTRACTS[name]
+    missing = [c for c in contract.columns if c not in raw.columns]
+    if missing:
+        raise DataContractError(
+            name,
+            [f"column '{c}': rule 'required column' failed (missing)" for c in missing],
+        )
+    df = raw.loc[:, list(contract.columns)].reset_index(drop=True).copy()
+    problems: list[str] = []
+    for col in contract.strings:
+        df[col] = _as_text(df[col])
+    for col in contract.timestamps:
+        df[col] = _parse_timestamps(col, df[col], nullable=False, problems=problems)
+    for col in contract.nullable_timestamps:
+        df[col] = _parse_timestamps(col, df[col], nullable=True, problems=problems)
+    for col in contract.unique:
+        dup = df[col].duplicated(keep=False) & df[col].notna()
+        if dup.any():
+            problems.append(
+                f"column '{col}': rule 'unique' failed for {int(dup.sum())} rows, "
+                f"e.g. {_examples(df.index[dup].to_series(), df.loc[dup, col])}"
+            )
+    if not problems:
+        for col, rule, bad_rows in contract.row_rules:
+            bad = bad_rows(df).fillna(False).astype(bool)
+            if bad.any():
+                problems.append(
+                    f"column '{col}': rule '{rule}' failed for {int(bad.sum())} rows, "
+                    f"e.g. {_examples(df.index[bad].to_series(), df.loc[bad, col])}"
+                )
+    if problems:
+        raise DataContractError(name, problems)
+    try:
+        df = contract.schema.validate(df, lazy=True)
+    except SchemaErrors as err:
+        raise DataContractError(name, _describe(err.failure_cases)) from None
+    return df
+
+
+def _describe(cases: pd.DataFrame) -> list[str]:
+    problems = []
+    cases = cases.copy()
+    cases["column"] = cases["column"].fillna("<table>").astype("str")
+    # A value that cannot be read as the column's type fails every later rule too: say it once.
+    uncoercible = set(cases.loc[cases["check"].astype("str").str.startswith("coerce_dtype"), "column"])
+    keep = ~cases["column"].isin(uncoercible) | cases["check"].astype("str").str.startswith("coerce_dtype")
+    cases = cases[keep]
+    for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
+        rule = str(check)
+        rows = group["index"]
+        if rows.isna().all():
+            problems.append(f"column '{column}': rule '{rule}' failed ({', '.join(map(str, group['failure_case']))})")
+            continue
+        problems.append(
+            f"column '{column}': rule '{rule}' failed for {len(group)} rows, "
+            f"e.g. {_examples(rows.reset_index(drop=True), group['failure_case'].reset_index(drop=True))}"
+        )
+    return problems
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """A zero-row table with the canonical columns and types (for a missing optional table)."""
+    contract = CONTRACTS[name]
+    frame = pd.DataFrame({c: pd.Series([], dtype="str") for c in contract.columns})
+    for col in contract.timestamps + contract.nullable_timestamps:
+        frame[col] = pd.Series([], dtype=TIMESTAMP)
+    for col, column in contract.schema.columns.items():
+        if column.dtype is not None and col not in contract.strings:
+            frame[col] = frame[col].astype(str(column.dtype))
+    return frame
+
+
+def check_foreign_keys(tables: Mapping[str, pd.DataFrame]) -> None:
+    """Every event's `customer_id` must exist in `customers`."""
+    known = pd.Index(tables["customers"]["customer_id"])
+    for name in TABLES[1:]:
+        frame = tables.get(name)
+        if frame is None or frame.empty:
+            continue
+        unknown = ~frame["customer_id"].isin(known)
+        if unknown.any():
+            raise DataContractError(
+                name,
+                [
+                    f"column 'customer_id': rule 'exists in customers' failed for {int(unknown.sum())} rows, "
+                    f"e.g. {_examples(frame.index[unknown].to_series(), frame.loc[unknown, 'customer_id'])}"
+                ],
+            )

@@ -1,0 +1,136 @@
+"""Reading and writing worlds of raw tables (spec section 2): the only file I/O in `features`.
+
+A data directory holds one file per table, `NAME.parquet` or `NAME.csv`. Tables are validated
+(see `features.contracts`) and foreign keys checked before anything is returned, so callers
+never see half-valid data. Writers are atomic: a file appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from features.catalog import REQUIRED_TABLES, TABLES
+from features.contracts import (
+    CONTRACTS,
+    DataContractError,
+    check_foreign_keys,
+    empty_table,
+    validate_table,
+)
+
+
+@dataclass(frozen=True)
+class World:
+    """The seven validated raw tables of one customer base."""
+
+    customers: pd.DataFrame
+    usage: pd.DataFrame
+    nps: pd.DataFrame
+    tickets: pd.DataFrame
+    social: pd.DataFrame
+    asks: pd.DataFrame
+    activities: pd.DataFrame
+
+    def table(self, name: str) -> pd.DataFrame:
+        frame: pd.DataFrame = getattr(self, name)
+        return frame
+
+    def as_dict(self) -> dict[str, pd.DataFrame]:
+        return {name: self.table(name) for name in TABLES}
+
+    def with_asks(self, extra: pd.DataFrame) -> World:
+        """A copy whose ask log also holds `extra` rows (a later row wins on the same `ask_id`)."""
+        asks = pd.concat([self.asks, extra.loc[:, list(self.asks.columns)]], ignore_index=True)
+        asks = asks.drop_duplicates("ask_id", keep="last").reset_index(drop=True)
+        return World(**{**self.as_dict(), "asks": asks})
+
+
+def world_from_tables(raw: Mapping[str, pd.DataFrame]) -> World:
+    """Validate in-memory raw tables into a `World` (missing optional tables are empty)."""
+    tables: dict[str, pd.DataFrame] = {}
+    for name in TABLES:
+        if name in raw:
+            tables[name] = validate_table(name, raw[name])
+        elif name in REQUIRED_TABLES:
+            raise DataContractError(name, ["required table is missing"])
+        else:
+            tables[name] = empty_table(name)
+    check_foreign_keys(tables)
+    return World(**tables)
+
+
+def _table_path(data_dir: Path, name: str) -> Path | None:
+    for suffix in (".parquet", ".csv"):
+        path = data_dir / f"{name}{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+def _read_raw(path: Path, name: str) -> pd.DataFrame:
+    contract = CONTRACTS[name]
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        # Ids and text stay text: "007" must not become 7.
+        text_cols = {c: "str" for c in contract.strings}
+        return pd.read_csv(path, dtype=text_cols, keep_default_na=True)
+    except (OSError, ValueError) as err:
+        raise DataContractError(name, [f"cannot read {path.name}: {err}"]) from None
+
+
+def read_world(data_dir: Path | str) -> World:
+    """Read and validate every table in `data_dir`; raise `DataContractError` on bad input."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data directory not found: {data_dir}")
+    raw = {}
+    for name in TABLES:
+        path = _table_path(data_dir, name)
+        if path is not None:
+            raw[name] = _read_raw(path, name)
+    return world_from_tables(raw)
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it over `target` only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_frame(frame: pd.DataFrame, target: Path | str) -> Path:
+    """Write a frame as Parquet or CSV (by suffix), atomically."""
+    target = Path(target)
+    writers: dict[str, Callable[[Path], object]] = {
+        ".parquet": lambda p: frame.to_parquet(p, index=False),
+        ".csv": lambda p: frame.to_csv(p, index=False),
+    }
+    if target.suffix not in writers:
+        raise ValueError(f"output must end in .parquet or .csv, got: {target.name}")
+    with atomic_path(target) as tmp:
+        writers[target.suffix](tmp)
+    return target
+
+
+def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path | str, fmt: str = "parquet") -> None:
+    """Write raw tables as `out_dir/NAME.<fmt>`, each atomically."""
+    out_dir = Path(out_dir)
+    for name, frame in tables.items():
+        write_frame(frame, out_dir / f"{name}.{fmt}")

@@ -1,0 +1,110 @@
+"""Labels for both targets and time-based splits (spec section 3).
+
+- Advocacy propensity: 1 if the customer does at least one activity in (as_of, as_of + 90 days].
+  Rows are monthly snapshots of customers alive at the snapshot.
+- Ask acceptance: 1 if the ask's outcome is `accepted`; features as of `asked_at`.
+
+Splits are by time only: the newest window is the test set, the one before it validation,
+and older rows train. Propensity labels look 90 days ahead, so a snapshot is usable only if its
+whole horizon is observed, and train rows whose horizon reaches into the next split are purged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.contracts import TIMESTAMP
+from features.io import World
+from features.pointintime import (
+    acceptance_features,
+    build_features,
+    count_events,
+    snapshot_points,
+)
+
+HORIZON_DAYS = 90
+HORIZON = pd.Timedelta(days=HORIZON_DAYS)
+_NO_HORIZON = pd.Timedelta(0)
+
+
+def observed_until(world: World) -> pd.Timestamp:
+    """The end of the observed period: the latest moment any table speaks of."""
+    moments = [
+        world.usage["month"].max() + pd.offsets.MonthBegin(1) if len(world.usage) else pd.NaT,
+        world.nps["responded_at"].max(),
+        world.tickets["opened_at"].max(),
+        world.social["mentioned_at"].max(),
+        world.asks["asked_at"].max(),
+        world.asks["responded_at"].max(),
+        world.activities["occurred_at"].max(),
+    ]
+    known = [m for m in moments if not pd.isna(m)]
+    if not known:
+        raise ValueError("the data holds no events: cannot tell which period it covers")
+    return pd.Timestamp(max(known))
+
+
+def month_starts(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeIndex:
+    """First days of months in [start, end]."""
+    first = (start.tz_convert("UTC") + pd.offsets.MonthBegin(0)).normalize()
+    return pd.date_range(first, end.tz_convert("UTC"), freq="MS")
+
+
+def propensity_labels(world: World, points: pd.DataFrame) -> np.ndarray:
+    """1 where the customer has an activity in (as_of, as_of + 90 days], else 0."""
+    counts = count_events(world.activities, "occurred_at", world, points, pd.Timedelta(0), HORIZON)
+    return (counts > 0).astype(np.int8)
+
+
+def propensity_dataset(world: World, until: pd.Timestamp | None = None, min_history_months: int = 3) -> pd.DataFrame:
+    """Monthly snapshots with features and the 90-day label, for snapshots whose horizon is observed."""
+    until = until or observed_until(world)
+    first = world.customers["contract_start"].min() + pd.DateOffset(months=min_history_months)
+    dates = [t for t in month_starts(first, until) if t + HORIZON <= until]
+    points = snapshot_points(world, dates)
+    frame = build_features(world, points)
+    frame["label"] = propensity_labels(world, points)
+    return frame
+
+
+def acceptance_dataset(world: World) -> pd.DataFrame:
+    """One row per past ask: features as of `asked_at`, the ask's type, and the accepted label."""
+    asks = world.asks.sort_values(["asked_at", "ask_id"], kind="stable").reset_index(drop=True)
+    frame = acceptance_features(world, asks)
+    frame.insert(2, "ask_id", asks["ask_id"].to_numpy())
+    frame["label"] = (asks["outcome"] == "accepted").astype(np.int8).to_numpy()
+    return frame
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Boundaries of a time split: train < valid_start <= valid < test_start <= test."""
+
+    valid_start: pd.Timestamp
+    test_start: pd.Timestamp
+
+    def assign(self, times: pd.Series, horizon: pd.Timedelta = _NO_HORIZON) -> pd.Series:
+        """'train' / 'valid' / 'test' per time; rows whose label horizon crosses a boundary get 'purged'."""
+        t = pd.to_datetime(times, utc=True).astype(TIMESTAMP)
+        split = pd.Series("train", index=times.index, dtype="str")
+        split[(t >= self.valid_start) & (t < self.test_start)] = "valid"
+        split[t >= self.test_start] = "test"
+        purge_train = (split == "train") & (t + horizon > self.valid_start)
+        purge_valid = (split == "valid") & (t + horizon > self.test_start)
+        split[purge_train | purge_valid] = "purged"
+        return split
+
+
+def time_split(times: pd.Series, test_fraction: float = 0.2, valid_fraction: float = 0.2) -> TimeSplit:
+    """Cut points so that roughly the newest `test_fraction` of rows is test and the one before valid."""
+    t = pd.to_datetime(times, utc=True).sort_values().reset_index(drop=True)
+    if len(t) < 10:
+        raise ValueError(f"too few rows to split by time: {len(t)}")
+    test_start = t.iloc[int(len(t) * (1 - test_fraction))]
+    valid_start = t.iloc[int(len(t) * (1 - test_fraction - valid_fraction))]
+    if not valid_start < test_start:
+        raise ValueError("all rows share one time: cannot split by time")
+    return TimeSplit(pd.Timestamp(valid_start), pd.Timestamp(test_start))

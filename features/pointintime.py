@@ -1,0 +1,419 @@
+"""Point-in-time features: for each (customer, as_of) pair, features from events strictly before as_of.
+
+The engine is vectorised as-of look-ups: every event table is sorted per customer and carries
+running totals, and `pandas.merge_asof` finds, for every point, the last event before `as_of`
+(and before `as_of - window` for windowed counts: a window total is the difference of two running
+totals). An event at or after `as_of` can never be picked, so it can change no feature. Cost is
+O((points + events) log) with no Python loop over customers.
+
+Knowledge rules (spec section 3): a usage row is known from the first day of the next month; an
+ask is known from `asked_at`, its outcome only from `responded_at`; a customer exists only from
+`contract_start`, and a future `churned_at` is unknown.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import ASK_EFFORT_HOURS
+from features.contracts import TIMESTAMP
+from features.io import World
+from features.spec import (
+    ACCEPTANCE_PRIOR,
+    ACCEPTANCE_PRIOR_WEIGHT,
+    CATEGORICAL_FEATURES,
+    FEATURE_NAMES,
+    KEYS,
+    URGENT_OPEN_DAYS,
+    WINDOW_12M_DAYS,
+    WINDOW_90D_DAYS,
+)
+
+_DAY = pd.Timedelta(days=1)
+_AVG_MONTH_DAYS = 30.4375
+
+
+class _AsOf:
+    """As-of look-ups of many event tables for one fixed set of points."""
+
+    def __init__(self, customer_codes: np.ndarray, as_of: pd.Series) -> None:
+        frame = pd.DataFrame({"_c": customer_codes.astype(np.int64), "_t": as_of.to_numpy()})
+        frame["_t"] = frame["_t"].astype(TIMESTAMP)
+        self.order = np.argsort(frame["_t"].to_numpy(), kind="stable")
+        self.sorted = frame.iloc[self.order].reset_index(drop=True)
+        self.t = self.sorted["_t"]
+
+    def lookup(
+        self,
+        events: pd.DataFrame,
+        on: str,
+        columns: list[str],
+        at: pd.Series | None = None,
+        strict: bool = True,
+    ) -> pd.DataFrame:
+        """Columns of each point's last event with `on` < `at` (<= if not strict); NaN if none."""
+        left = pd.DataFrame({"_c": self.sorted["_c"], "_q": self.t if at is None else at})
+        right = events.loc[:, ["_c", on, *columns]]
+        merged = pd.merge_asof(
+            left,
+            right,
+            left_on="_q",
+            right_on=on,
+            by="_c",
+            allow_exact_matches=not strict,
+            direction="backward",
+        )
+        return merged.loc[:, [on, *columns]]
+
+    def days_since(self, moment: pd.Series) -> np.ndarray:
+        return ((self.t - moment) / _DAY).to_numpy(dtype=float)
+
+    def minus_days(self, days: int) -> pd.Series:
+        return self.t - pd.Timedelta(days=days)
+
+
+def _prepare(events: pd.DataFrame, codes: pd.Index, on: str) -> pd.DataFrame:
+    """Events with integer customer codes, sorted per customer by time (for running totals)."""
+    out = events.copy()
+    out["_c"] = codes.get_indexer(out["customer_id"]).astype(np.int64)
+    out = out.sort_values(["_c", on], kind="stable").reset_index(drop=True)
+    return out
+
+
+def _by_time(events: pd.DataFrame, on: str) -> pd.DataFrame:
+    # merge_asof needs the right side sorted by time; a stable sort keeps, within one customer and
+    # one instant, the per-customer order, so the last match carries the largest running total.
+    return events.sort_values(on, kind="stable").reset_index(drop=True)
+
+
+def _running(events: pd.DataFrame, values: dict[str, pd.Series]) -> pd.DataFrame:
+    grouped = events.groupby("_c", sort=False)
+    out = events.copy()
+    out["cum_n"] = grouped.cumcount().to_numpy() + 1
+    for name, series in values.items():
+        out[name] = series.groupby(events["_c"], sort=False).cumsum().to_numpy()
+    return out
+
+
+def _cum(frame: pd.DataFrame, col: str) -> np.ndarray:
+    return frame[col].fillna(0.0).to_numpy(dtype=float)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _quarter_start(t: pd.Series) -> pd.Series:
+    naive = t.dt.tz_localize(None)
+    start = naive.dt.to_period("Q").dt.start_time
+    return start.dt.tz_localize("UTC").astype(TIMESTAMP)
+
+
+def tenure_months(contract_start: pd.Series, as_of: pd.Series) -> np.ndarray:
+    """Calendar months from contract start to as_of: whole months plus the leftover days / 30.44.
+
+    Exactly 12.0 on the first anniversary (same day and time), so "more than 12 months" is exact.
+    """
+    s, t = contract_start.reset_index(drop=True), as_of.reset_index(drop=True)
+    whole = (t.dt.year - s.dt.year) * 12 + (t.dt.month - s.dt.month)
+    s_in_month = s - _add_months(s, 0)
+    t_in_month = t - _add_months(t, 0)
+    leftover = (t_in_month - s_in_month) / _DAY
+    return (whole + leftover / _AVG_MONTH_DAYS).to_numpy(dtype=float)
+
+
+def _add_months(ts: pd.Series, months: int) -> pd.Series:
+    periods = ts.dt.tz_localize(None).dt.to_period("M") + months
+    return periods.dt.start_time.dt.tz_localize("UTC").astype(TIMESTAMP)
+
+
+def customer_codes(world: World, customer_ids: pd.Series) -> np.ndarray:
+    """Row positions of `customer_ids` in `world.customers`; raise naming unknown ids."""
+    codes = pd.Index(world.customers["customer_id"]).get_indexer(customer_ids)
+    if (codes < 0).any():
+        unknown = pd.Series(customer_ids)[codes < 0].unique()[:5].tolist()
+        raise KeyError(f"unknown customer_id: {', '.join(map(str, unknown))}")
+    return codes
+
+
+def build_features(world: World, points: pd.DataFrame) -> pd.DataFrame:
+    """Feature rows for each (`customer_id`, `as_of`) of `points`, in the same order.
+
+    Returns `customer_id`, `as_of` and the columns of `features.spec.FEATURES` in their order:
+    numeric features as float64 (NaN where unknown), categorical ones as strings.
+    """
+    as_of = pd.to_datetime(points["as_of"], utc=True).astype(TIMESTAMP).reset_index(drop=True)
+    ids = points["customer_id"].astype("str").reset_index(drop=True)
+    codes = customer_codes(world, ids)
+    q = _AsOf(codes, as_of)
+    index = pd.Index(world.customers["customer_id"])
+    cols: dict[str, np.ndarray | pd.Series] = {}
+
+    # Customer attributes, taken as they are (churn is not a feature: it is unknown until it happens).
+    cust = world.customers.iloc[q.sorted["_c"].to_numpy()].reset_index(drop=True)
+    cols["tenure_months"] = tenure_months(cust["contract_start"], q.t)
+    for name in CATEGORICAL_FEATURES:
+        cols[name] = cust[name].to_numpy()
+    cols["log_arr"] = np.log1p(cust["arr"].to_numpy(dtype=float))
+
+    _nps_features(q, world, index, cols)
+    _usage_features(q, world, index, cols)
+    _ticket_features(q, world, index, cols)
+    _social_features(q, world, index, cols)
+    _ask_features(q, world, index, cols)
+    _activity_features(q, world, index, cols)
+
+    out = pd.DataFrame({name: cols[name] for name in FEATURE_NAMES})
+    for name in FEATURE_NAMES:
+        if name not in CATEGORICAL_FEATURES:
+            out[name] = out[name].astype("float64")
+        else:
+            out[name] = out[name].astype("str")
+    out.insert(0, KEYS[1], q.t.to_numpy())
+    out.insert(0, KEYS[0], ids.to_numpy()[q.order])
+    # Back to the caller's order.
+    restored = np.empty_like(q.order)
+    restored[q.order] = np.arange(len(q.order))
+    return out.iloc[restored].reset_index(drop=True)
+
+
+def _nps_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+    ev = _prepare(world.nps, index, "responded_at")
+    ev["prev_score"] = ev.groupby("_c", sort=False)["score"].shift(1)
+    ev = _by_time(_running(ev, {"cum_score": ev["score"].astype(float)}), "responded_at")
+    now = q.lookup(ev, "responded_at", ["score", "prev_score", "cum_n", "cum_score"])
+    year_ago = q.lookup(ev, "responded_at", ["cum_n", "cum_score"], at=q.minus_days(WINDOW_12M_DAYS))
+    n12 = _cum(now, "cum_n") - _cum(year_ago, "cum_n")
+    last = now["score"].to_numpy(dtype=float)
+    cols["nps_last"] = last
+    cols["nps_days_since"] = q.days_since(now["responded_at"])
+    cols["nps_mean_12m"] = _ratio(_cum(now, "cum_score") - _cum(year_ago, "cum_score"), n12)
+    cols["nps_trend"] = last - now["prev_score"].to_numpy(dtype=float)
+    cols["nps_promoter"] = np.where(last >= 9, 1.0, 0.0)
+    cols["nps_responses_12m"] = n12
+
+
+def _usage_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+    usage = world.usage.loc[
+        :,
+        [
+            "customer_id",
+            "month",
+            "licensed_seats",
+            "active_users",
+            "feature_adoption",
+            "logins",
+            "health_score",
+        ],
+    ]
+    earlier = usage.loc[:, ["customer_id", "month", "feature_adoption", "active_users", "health_score"]].copy()
+    earlier["month"] = _add_months(earlier["month"], 3)
+    usage = usage.merge(earlier, on=["customer_id", "month"], how="left", suffixes=("", "_3m"))
+    # A month's row describes the whole month: it is known from the first day of the next month.
+    usage["known_at"] = _add_months(usage["month"], 1)
+    ev = _by_time(_running(_prepare(usage, index, "known_at"), {}), "known_at")
+    now = q.lookup(
+        ev,
+        "known_at",
+        [
+            "feature_adoption",
+            "feature_adoption_3m",
+            "active_users",
+            "active_users_3m",
+            "licensed_seats",
+            "logins",
+            "health_score",
+            "health_score_3m",
+            "cum_n",
+        ],
+        strict=False,
+    )
+    adoption = now["feature_adoption"].to_numpy(dtype=float)
+    users = now["active_users"].to_numpy(dtype=float)
+    users_3m = now["active_users_3m"].to_numpy(dtype=float)
+    health = now["health_score"].to_numpy(dtype=float)
+    cols["adoption"] = adoption
+    cols["adoption_trend_3m"] = adoption - now["feature_adoption_3m"].to_numpy(dtype=float)
+    cols["seat_utilisation"] = _ratio(users, now["licensed_seats"].to_numpy(dtype=float))
+    cols["active_users_trend_3m"] = (users - users_3m) / np.maximum(users_3m, 1.0)
+    cols["logins"] = now["logins"].to_numpy(dtype=float)
+    cols["health_score"] = health
+    cols["health_trend_3m"] = health - now["health_score_3m"].to_numpy(dtype=float)
+    cols["usage_months"] = _cum(now, "cum_n")
+
+
+def _ticket_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+    ev = _prepare(world.tickets, index, "opened_at")
+    csat = ev["csat"].astype("Float64")
+    ev = _running(
+        ev,
+        {
+            "cum_urgent": (ev["priority"] == "urgent").astype(float),
+            "cum_sentiment": ev["sentiment"].astype(float),
+            "cum_csat": csat.fillna(0.0).astype(float),
+            "cum_csat_n": csat.notna().astype(float),
+        },
+    )
+    ev = _by_time(ev, "opened_at")
+    names = ["cum_n", "cum_urgent", "cum_sentiment", "cum_csat", "cum_csat_n"]
+    now = q.lookup(ev, "opened_at", names)
+    d90 = q.lookup(ev, "opened_at", names, at=q.minus_days(WINDOW_90D_DAYS))
+    d14 = q.lookup(ev, "opened_at", ["cum_urgent"], at=q.minus_days(URGENT_OPEN_DAYS))
+    d365 = q.lookup(ev, "opened_at", names, at=q.minus_days(WINDOW_12M_DAYS))
+    n90 = _cum(now, "cum_n") - _cum(d90, "cum_n")
+    cols["tickets_90d"] = n90
+    cols["urgent_tickets_90d"] = _cum(now, "cum_urgent") - _cum(d90, "cum_urgent")
+    cols["urgent_tickets_open"] = _cum(now, "cum_urgent") - _cum(d14, "cum_urgent")
+    cols["ticket_sentiment_90d"] = _ratio(_cum(now, "cum_sentiment") - _cum(d90, "cum_sentiment"), n90)
+    cols["csat_mean_12m"] = _ratio(
+        _cum(now, "cum_csat") - _cum(d365, "cum_csat"),
+        _cum(now, "cum_csat_n") - _cum(d365, "cum_csat_n"),
+    )
+
+
+def _social_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+    ev = _prepare(world.social, index, "mentioned_at")
+    ev = _running(
+        ev,
+        {
+            "cum_pos": (ev["sentiment"] > 0).astype(float),
+            "cum_neg": (ev["sentiment"] < 0).astype(float),
+        },
+    )
+    ev = _by_time(ev, "mentioned_at")
+    now = q.lookup(ev, "mentioned_at", ["cum_pos", "cum_neg"])
+    year_ago = q.lookup(ev, "mentioned_at", ["cum_pos", "cum_neg"], at=q.minus_days(WINDOW_12M_DAYS))
+    cols["social_positive_12m"] = _cum(now, "cum_pos") - _cum(year_ago, "cum_pos")
+    cols["social_negative_12m"] = _cum(now, "cum_neg") - _cum(year_ago, "cum_neg")
+
+
+def _known_asks(asks: pd.DataFrame) -> pd.DataFrame:
+    """Asks with the time their outcome became known (an answer without a date: known when asked)."""
+    answered = asks["outcome"].isin(["accepted", "declined"])
+    known = asks["responded_at"].where(~answered | asks["responded_at"].notna(), asks["asked_at"])
+    return asks.assign(responded_at=known)
+
+
+def _ask_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+    all_asks = _known_asks(world.asks)
+    asks = _prepare(all_asks, index, "asked_at")
+    grouped = asks.groupby("_c", sort=False)
+    # The two asks before each ask, so the look-up of the last ask also sees the two before it.
+    for k in (1, 2):
+        asks[f"outcome_{k}"] = grouped["outcome"].shift(k)
+        asks[f"responded_at_{k}"] = grouped["responded_at"].shift(k)
+    asks = _running(asks, {"cum_ref": (asks["ask_type"] == "reference_call").astype(float)})
+    asks = _by_time(asks, "asked_at")
+    streak_cols = [
+        "outcome",
+        "responded_at",
+        "outcome_1",
+        "responded_at_1",
+        "outcome_2",
+        "responded_at_2",
+    ]
+    now = q.lookup(asks, "asked_at", ["cum_n", "cum_ref", *streak_cols])
+    d90 = q.lookup(asks, "asked_at", ["cum_n"], at=q.minus_days(WINDOW_90D_DAYS))
+    quarter = q.lookup(asks, "asked_at", ["cum_ref"], at=_quarter_start(q.t))
+
+    # Outcomes are known only once responded: before that an ask counts as no_response.
+    answered = all_asks[all_asks["outcome"].isin(["accepted", "declined"])]
+    resp = _prepare(answered, index, "responded_at")
+    resp = _running(
+        resp,
+        {
+            "cum_acc": (resp["outcome"] == "accepted").astype(float),
+            "cum_dec": (resp["outcome"] == "declined").astype(float),
+        },
+    )
+    resp = _by_time(resp, "responded_at")
+    known = q.lookup(resp, "responded_at", ["cum_acc", "cum_dec"])
+
+    asks_total = _cum(now, "cum_n")
+    accepts = _cum(known, "cum_acc")
+    cols["asks_total"] = asks_total
+    cols["accepts_total"] = accepts
+    cols["declines_total"] = _cum(known, "cum_dec")
+    cols["acceptance_rate"] = (accepts + ACCEPTANCE_PRIOR * ACCEPTANCE_PRIOR_WEIGHT) / (
+        asks_total + ACCEPTANCE_PRIOR_WEIGHT
+    )
+    cols["days_since_last_ask"] = q.days_since(now["asked_at"])
+    cols["asks_90d"] = asks_total - _cum(d90, "cum_n")
+    cols["reference_calls_quarter"] = _cum(now, "cum_ref") - _cum(quarter, "cum_ref")
+    streak = np.zeros(len(now))
+    run = np.ones(len(now), dtype=bool)
+    for suffix in ("", "_1", "_2"):
+        declined = (now[f"outcome{suffix}"] == "declined").to_numpy() & (now[f"responded_at{suffix}"] < q.t).to_numpy()
+        run &= declined
+        streak += run
+    cols["decline_streak"] = streak
+
+
+def _activity_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+    ev = _by_time(_running(_prepare(world.activities, index, "occurred_at"), {}), "occurred_at")
+    now = q.lookup(ev, "occurred_at", ["cum_n"])
+    year_ago = q.lookup(ev, "occurred_at", ["cum_n"], at=q.minus_days(WINDOW_12M_DAYS))
+    cols["days_since_last_activity"] = q.days_since(now["occurred_at"])
+    cols["activities_12m"] = _cum(now, "cum_n") - _cum(year_ago, "cum_n")
+    cols["activities_total"] = _cum(now, "cum_n")
+
+
+def active_points(world: World, as_of: pd.Timestamp) -> pd.DataFrame:
+    """(`customer_id`, `as_of`) for every customer who exists at `as_of` and has not churned before it."""
+    return snapshot_points(world, [as_of])
+
+
+def snapshot_points(world: World, dates: list[pd.Timestamp] | pd.DatetimeIndex) -> pd.DataFrame:
+    """One point per snapshot date and customer alive at that date (started before, not churned before)."""
+    cust = world.customers
+    frames = []
+    for t in pd.DatetimeIndex(pd.to_datetime(list(dates), utc=True)):
+        alive = (cust["contract_start"] < t) & (cust["churned_at"].isna() | (cust["churned_at"] >= t))
+        frames.append(pd.DataFrame({"customer_id": cust.loc[alive, "customer_id"].to_numpy(), "as_of": t}))
+    if not frames:
+        return pd.DataFrame(
+            {
+                "customer_id": pd.Series([], dtype="str"),
+                "as_of": pd.Series([], dtype=TIMESTAMP),
+            }
+        )
+    out = pd.concat(frames, ignore_index=True)
+    out["as_of"] = out["as_of"].astype(TIMESTAMP)
+    return out
+
+
+def acceptance_features(world: World, asks: pd.DataFrame) -> pd.DataFrame:
+    """Features of each ask as of its `asked_at`, plus the ask's own inputs (`ask_type`, effort)."""
+    points = pd.DataFrame(
+        {
+            "customer_id": asks["customer_id"].to_numpy(),
+            "as_of": asks["asked_at"].to_numpy(),
+        }
+    )
+    out = build_features(world, points)
+    out["ask_type"] = asks["ask_type"].astype("str").to_numpy()
+    out["ask_effort_hours"] = out["ask_type"].map(ASK_EFFORT_HOURS).astype("float64")
+    return out
+
+
+def count_events(
+    times: pd.DataFrame,
+    on: str,
+    world: World,
+    points: pd.DataFrame,
+    start_offset: pd.Timedelta,
+    end_offset: pd.Timedelta,
+) -> np.ndarray:
+    """Per point, the number of rows of `times` with `on` in (as_of + start_offset, as_of + end_offset]."""
+    as_of = pd.to_datetime(points["as_of"], utc=True).astype(TIMESTAMP).reset_index(drop=True)
+    q = _AsOf(customer_codes(world, points["customer_id"]), as_of)
+    index = pd.Index(world.customers["customer_id"])
+    ev = _by_time(_running(_prepare(times, index, on), {}), on)
+    upper = q.lookup(ev, on, ["cum_n"], at=q.t + end_offset, strict=False)
+    lower = q.lookup(ev, on, ["cum_n"], at=q.t + start_offset, strict=False)
+    counts = _cum(upper, "cum_n") - _cum(lower, "cum_n")
+    restored = np.empty_like(q.order)
+    restored[q.order] = np.arange(len(q.order))
+    return counts[restored]

@@ -1,0 +1,65 @@
+"""One settings object for the whole project, read from `ADVOCACY_*` environment variables.
+
+Nothing happens at import: call `get_settings()` where a setting is needed. Paths default to
+folders under the project directory (the current working directory, or `ADVOCACY_HOME`), so
+a fresh clone works with no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _project_home() -> Path:
+    return Path(os.environ.get("ADVOCACY_HOME", Path.cwd())).resolve()
+
+
+class Settings(BaseSettings):
+    """Runtime settings; every field can be set as `ADVOCACY_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="ADVOCACY_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default_factory=_project_home)
+    data_dir: Path | None = None
+    mlflow_tracking_uri: str | None = None  # MLFLOW_TRACKING_URI also works (MLflow's own)
+    experiment: str = "advocacy"
+    model_name: str = "advocacy-propensity"
+    feature_store: Path | None = None
+    ask_log: Path | None = None
+    api_token: SecretStr | None = None
+    # Promotion gate: a new model must beat the champion and the baseline by this much AUC.
+    gate_margin_champion: float = 0.0
+    gate_margin_baseline: float = 0.02
+
+    def resolved_data_dir(self) -> Path:
+        return (self.data_dir or self.home / "data" / "sample").resolve()
+
+    def state_dir(self) -> Path:
+        """Where local stores live (MLflow, feature snapshot, ask log); ignored by git."""
+        return self.home / ".advocacy"
+
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        return f"sqlite:///{(self.state_dir() / 'mlflow.db').resolve()}"
+
+    def artifact_root(self) -> Path:
+        return self.state_dir() / "mlartifacts"
+
+    def feature_store_path(self) -> Path:
+        return self.feature_store or self.state_dir() / "feature_snapshot.parquet"
+
+    def ask_log_path(self) -> Path:
+        return self.ask_log or self.state_dir() / "asks.sqlite"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,163 @@
+"""The one ordered, typed definition of the model features (spec section 3).
+
+Training, batch scoring, the API and the points baseline all take the feature list from here.
+Bump `FEATURE_VERSION` whenever a name, meaning or order changes: the model bundle records it
+and refuses features of another version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+FEATURE_VERSION = "1.0.0"
+
+Kind = Literal["numeric", "categorical"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input: its name, type, meaning for people, and whether a CSM can act on it."""
+
+    name: str
+    kind: Kind
+    label: str
+    group: str
+    actionable: bool = False
+    unit: str = ""
+    # +1 where more of it can only raise advocacy propensity, -1 only lower; 0 unconstrained.
+    monotone: int = 0
+
+
+def _n(
+    name: str,
+    label: str,
+    group: str,
+    actionable: bool = False,
+    unit: str = "",
+    monotone: int = 0,
+) -> Feature:
+    return Feature(name, "numeric", label, group, actionable, unit, monotone)
+
+
+def _c(name: str, label: str) -> Feature:
+    return Feature(name, "categorical", label, "firmographics")
+
+
+FEATURES: tuple[Feature, ...] = (
+    # tenure and firmographics
+    _n("tenure_months", "tenure", "tenure", unit="months"),
+    _c("industry", "industry"),
+    _c("segment", "segment"),
+    _c("region", "region"),
+    _c("use_case", "use case"),
+    _c("plan", "plan"),
+    _n("log_arr", "annual recurring revenue (log)", "firmographics"),
+    # NPS
+    _n("nps_last", "latest NPS score", "nps", monotone=1),
+    _n("nps_days_since", "days since the latest NPS response", "nps", unit="days"),
+    _n("nps_mean_12m", "mean NPS over 12 months", "nps", monotone=1),
+    _n("nps_trend", "change since the previous NPS response", "nps"),
+    _n("nps_promoter", "promoter (NPS 9-10)", "nps", monotone=1),
+    _n("nps_responses_12m", "NPS responses in 12 months", "nps"),
+    # usage
+    _n(
+        "adoption",
+        "feature adoption",
+        "usage",
+        actionable=True,
+        unit="share",
+        monotone=1,
+    ),
+    _n(
+        "adoption_trend_3m",
+        "change in feature adoption over 3 months",
+        "usage",
+        actionable=True,
+    ),
+    _n("seat_utilisation", "seat utilisation", "usage", actionable=True, unit="share"),
+    _n(
+        "active_users_trend_3m",
+        "change in active users over 3 months",
+        "usage",
+        actionable=True,
+    ),
+    _n("logins", "logins last month", "usage", actionable=True),
+    _n("health_score", "health score", "health", actionable=True),
+    _n(
+        "health_trend_3m",
+        "change in health score over 3 months",
+        "health",
+        actionable=True,
+    ),
+    _n("usage_months", "months of usage history", "usage", unit="months"),
+    # support
+    _n("tickets_90d", "support tickets in 90 days", "support", actionable=True),
+    _n("urgent_tickets_90d", "urgent tickets in 90 days", "support", actionable=True),
+    _n(
+        "urgent_tickets_open",
+        "urgent tickets opened in the last 14 days",
+        "support",
+        actionable=True,
+    ),
+    _n(
+        "ticket_sentiment_90d",
+        "mean ticket sentiment over 90 days",
+        "support",
+        actionable=True,
+    ),
+    _n("csat_mean_12m", "mean CSAT over 12 months", "support", actionable=True),
+    # social
+    _n("social_positive_12m", "positive social mentions in 12 months", "social"),
+    _n("social_negative_12m", "negative social mentions in 12 months", "social"),
+    # past-response history
+    _n("asks_total", "asks so far", "history"),
+    _n("accepts_total", "accepted asks so far", "history"),
+    _n("declines_total", "declined asks so far", "history"),
+    _n("acceptance_rate", "smoothed acceptance rate", "history"),
+    _n(
+        "days_since_last_ask",
+        "days since the last ask",
+        "history",
+        actionable=True,
+        unit="days",
+    ),
+    _n("asks_90d", "asks in the last 90 days", "history", actionable=True),
+    _n(
+        "reference_calls_quarter",
+        "reference calls asked this quarter",
+        "history",
+        actionable=True,
+    ),
+    _n("decline_streak", "declines in a row", "history", actionable=True),
+    _n(
+        "days_since_last_activity",
+        "days since the last advocacy activity",
+        "history",
+        unit="days",
+    ),
+    _n("activities_12m", "advocacy activities in 12 months", "history"),
+    _n("activities_total", "advocacy activities so far", "history"),
+)
+
+# Extra inputs of the ask-acceptance model: the ask being made.
+ASK_FEATURES: tuple[Feature, ...] = (
+    Feature("ask_type", "categorical", "type of ask", "ask", actionable=True),
+    _n("ask_effort_hours", "effort of the ask", "ask", actionable=True, unit="hours"),
+)
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+CATEGORICAL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "categorical")
+NUMERIC_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "numeric")
+ACCEPTANCE_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + tuple(f.name for f in ASK_FEATURES)
+FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES + ASK_FEATURES}
+
+# Key columns that travel with every feature row.
+KEYS: tuple[str, str] = ("customer_id", "as_of")
+
+# Windows and constants of the feature definitions (part of the feature version).
+WINDOW_90D_DAYS = 90
+WINDOW_12M_DAYS = 365
+URGENT_OPEN_DAYS = 14
+ACCEPTANCE_PRIOR = 0.3
+ACCEPTANCE_PRIOR_WEIGHT = 2.0

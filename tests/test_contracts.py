@@ -1,0 +1,181 @@
+"""Data contracts: every rule rejects what it should, naming table, column and rule; nothing is written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from advocacy.cli import app
+from features.contracts import DataContractError
+from features.io import read_world, world_from_tables, write_tables
+from features.pointintime import active_points, build_features
+from tests.worldkit import raw_tables, utc
+
+Mutation = Callable[[dict[str, pd.DataFrame]], None]
+
+
+def _set(table: str, column: str, row: int, value: object) -> Mutation:
+    def mutate(raw: dict[str, pd.DataFrame]) -> None:
+        frame = raw[table].astype(object)
+        frame.loc[row, column] = value
+        raw[table] = frame
+
+    return mutate
+
+
+def _duplicate(table: str) -> Mutation:
+    def mutate(raw: dict[str, pd.DataFrame]) -> None:
+        raw[table] = pd.concat([raw[table], raw[table].iloc[[0]]], ignore_index=True)
+
+    return mutate
+
+
+def _drop_column(table: str, column: str) -> Mutation:
+    def mutate(raw: dict[str, pd.DataFrame]) -> None:
+        raw[table] = raw[table].drop(columns=[column])
+
+    return mutate
+
+
+# (table, column, words the rule's message must contain, mutation)
+BROKEN = [
+    ("customers", "customer_id", "not_nullable", _set("customers", "customer_id", 0, "")),
+    ("customers", "customer_id", "unique", _duplicate("customers")),
+    ("customers", "segment", "isin", _set("customers", "segment", 1, "startup")),
+    ("customers", "arr", "greater_than_or_equal_to", _set("customers", "arr", 0, -5.0)),
+    ("customers", "contract_start", "parseable timestamp", _set("customers", "contract_start", 0, "soon")),
+    ("customers", "contract_start", "not null", _set("customers", "contract_start", 0, None)),
+    ("customers", "segment", "required column", _drop_column("customers", "segment")),
+    ("usage", "month", "first_day_of_month", _set("usage", "month", 2, "2025-03-15")),
+    ("usage", "licensed_seats", "greater_than_or_equal_to", _set("usage", "licensed_seats", 0, -1)),
+    ("usage", "active_users", "coerce_dtype", _set("usage", "active_users", 0, "many")),
+    ("usage", "feature_adoption", "in_range", _set("usage", "feature_adoption", 1, 1.2)),
+    ("usage", "logins", "greater_than_or_equal_to", _set("usage", "logins", 1, -3)),
+    ("usage", "health_score", "in_range", _set("usage", "health_score", 1, 100.5)),
+    ("usage", "customer_id", "multiple_fields_uniqueness", _duplicate("usage")),
+    ("nps", "score", "in_range", _set("nps", "score", 0, 11)),
+    ("nps", "responded_at", "parseable timestamp", _set("nps", "responded_at", 1, "yesterday-ish")),
+    ("tickets", "priority", "isin", _set("tickets", "priority", 0, "critical")),
+    ("tickets", "sentiment", "in_range", _set("tickets", "sentiment", 0, 1.5)),
+    ("tickets", "csat", "in_range", _set("tickets", "csat", 0, 6)),
+    ("social", "sentiment", "in_range", _set("social", "sentiment", 0, -2.0)),
+    ("asks", "ask_id", "unique", _duplicate("asks")),
+    ("asks", "ask_type", "isin", _set("asks", "ask_type", 0, "podcast")),
+    ("asks", "outcome", "isin", _set("asks", "outcome", 0, "maybe")),
+    ("asks", "responded_at", "not before asked_at", _set("asks", "responded_at", 0, "2024-01-01")),
+    ("activities", "activity_type", "isin", _set("activities", "activity_type", 0, "podcast")),
+    ("activities", "activity_id", "unique", _duplicate("activities")),
+    ("nps", "customer_id", "exists in customers", _set("nps", "customer_id", 1, "ghost")),
+    ("usage", "customer_id", "exists in customers", _set("usage", "customer_id", 0, "ghost")),
+]
+
+
+@pytest.mark.parametrize(("table", "column", "rule", "mutate"), BROKEN, ids=[f"{t}.{c}.{r}" for t, c, r, _ in BROKEN])
+def test_each_rule_rejects_bad_rows_naming_table_column_and_rule(
+    table: str, column: str, rule: str, mutate: Mutation
+) -> None:
+    raw = raw_tables()
+    mutate(raw)
+    with pytest.raises(DataContractError) as caught:
+        world_from_tables(raw)
+    message = str(caught.value)
+    assert caught.value.table == table
+    assert f"table '{table}'" in message
+    assert f"column '{column}'" in message
+    assert rule in message
+
+
+def test_message_shows_offending_rows() -> None:
+    raw = raw_tables()
+    raw["nps"] = raw["nps"].assign(score=[11, -1])
+    with pytest.raises(DataContractError, match=r"row 0 \(11\), row 1 \(-1\)"):
+        world_from_tables(raw)
+
+
+def test_required_tables_must_exist() -> None:
+    raw = raw_tables()
+    del raw["usage"]
+    with pytest.raises(DataContractError, match="table 'usage': required table is missing"):
+        world_from_tables(raw)
+
+
+def test_optional_tables_may_be_missing_and_mean_no_events() -> None:
+    raw = raw_tables()
+    for name in ("nps", "tickets", "social", "asks", "activities"):
+        del raw[name]
+    world = world_from_tables(raw)
+    frame = build_features(world, active_points(world, utc("2025-05-01")))
+    c1 = frame.set_index("customer_id").loc["c1"]
+    assert c1["asks_total"] == 0 and pd.isna(c1["nps_last"]) and c1["tickets_90d"] == 0
+
+
+def test_time_zones_are_normalised_to_utc_and_extra_columns_ignored() -> None:
+    raw = raw_tables()
+    raw["nps"] = raw["nps"].assign(responded_at=["2025-01-10T02:00:00+02:00", "2025-03-10"], note=["x", "y"])
+    world = world_from_tables(raw)
+    assert list(world.nps.columns) == ["customer_id", "responded_at", "score"]
+    assert world.nps["responded_at"].iloc[0] == utc("2025-01-10T00:00:00")
+    assert str(world.nps["responded_at"].dtype) == "datetime64[us, UTC]"
+
+
+def test_unknown_categories_are_allowed() -> None:
+    raw = raw_tables()
+    raw["customers"] = raw["customers"].assign(industry=["space mining", "retail"], plan=["galactic", "pro"])
+    world = world_from_tables(raw)
+    assert world.customers["industry"].iloc[0] == "space mining"
+
+
+def test_csv_and_parquet_give_identical_features(tmp_path: Path) -> None:
+    world = world_from_tables(raw_tables())
+    write_tables(world.as_dict(), tmp_path / "pq", "parquet")
+    write_tables(world.as_dict(), tmp_path / "csv", "csv")
+    points = active_points(world, utc("2025-05-01"))
+    from_parquet = build_features(read_world(tmp_path / "pq"), points)
+    from_csv = build_features(read_world(tmp_path / "csv"), points)
+    pd.testing.assert_frame_equal(from_parquet, from_csv)
+
+
+def test_ids_in_csv_keep_leading_zeros(tmp_path: Path) -> None:
+    raw = raw_tables()
+    raw["customers"] = raw["customers"].assign(customer_id=["007", "c2"])
+    for name in ("usage", "nps", "tickets", "social", "asks", "activities"):
+        raw[name] = raw[name].assign(customer_id=raw[name]["customer_id"].replace("c1", "007"))
+    write_tables(world_from_tables(raw).as_dict(), tmp_path, "csv")
+    assert "007" in set(read_world(tmp_path).customers["customer_id"])
+
+
+def test_features_command_rejects_bad_input_and_writes_nothing(tmp_path: Path) -> None:
+    raw = raw_tables()
+    raw["nps"] = raw["nps"].assign(score=[3, 12])
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, frame in raw.items():
+        frame.to_csv(data / f"{name}.csv", index=False)
+    out = tmp_path / "out" / "features.parquet"
+    result = CliRunner().invoke(app, ["features", "--data", str(data), "--as-of", "2025-05-01", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "table 'nps'" in result.output and "column 'score'" in result.output
+    assert not out.exists()
+    assert not list(out.parent.glob("*")) if out.parent.exists() else True
+
+
+def test_features_command_writes_the_table(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_tables(world_from_tables(raw_tables()).as_dict(), data, "csv")
+    out = tmp_path / "features.parquet"
+    result = CliRunner().invoke(app, ["features", "--data", str(data), "--as-of", "2025-05-01", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    assert sorted(frame["customer_id"]) == ["c1"]  # c2 starts after 2025-05-01
+
+
+def test_unreadable_timestamp_on_the_command_line_is_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_tables(world_from_tables(raw_tables()).as_dict(), data, "csv")
+    result = CliRunner().invoke(app, ["features", "--data", str(data), "--as-of", "someday", "--out", str(tmp_path / "x.csv")])
+    assert result.exit_code == 2
+    assert "--as-of" in result.output
