@@ -1,0 +1,229 @@
+"""Behaviour of the synthetic world generator (features/synthetic.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.synthetic import ASK_TYPES, DEFAULT_END, TABLE_COLUMNS, SyntheticWorld, generate_world
+
+END = DEFAULT_END
+EVENT_TIME = {
+    "usage": "month",
+    "nps": "responded_at",
+    "tickets": "opened_at",
+    "social": "mentioned_at",
+    "asks": "asked_at",
+    "activities": "occurred_at",
+}
+UTC = "datetime64[us, UTC]"
+
+
+@pytest.fixture(scope="module")
+def world() -> SyntheticWorld:
+    return generate_world(n_customers=400, months=18, seed=7)
+
+
+@pytest.fixture(scope="module")
+def mid_world() -> SyntheticWorld:
+    # Big enough for rate comparisons, still about a second.
+    return generate_world(n_customers=2500, months=24, seed=11)
+
+
+def _is_text(s: pd.Series) -> bool:
+    return (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)) and bool(
+        s.dropna().map(type).eq(str).all()
+    )
+
+
+def test_same_seed_same_world_other_seed_differs() -> None:
+    a = generate_world(n_customers=150, months=10, seed=3)
+    b = generate_world(n_customers=150, months=10, seed=3)
+    c = generate_world(n_customers=150, months=10, seed=4)
+    for name in TABLE_COLUMNS:
+        pd.testing.assert_frame_equal(a.tables[name], b.tables[name])
+    for name in ("acceptance", "propensity"):
+        pd.testing.assert_frame_equal(a.truth[name], b.truth[name])
+    assert not a.tables["usage"].equals(c.tables["usage"])
+    assert not a.tables["customers"]["name"].equals(c.tables["customers"]["name"])
+
+
+def test_tables_have_contract_columns_and_types(world: SyntheticWorld) -> None:
+    assert list(world.tables) == list(TABLE_COLUMNS)
+    for name, cols in TABLE_COLUMNS.items():
+        frame = world.tables[name]
+        assert tuple(frame.columns) == cols, name
+        assert len(frame) > 0, name
+    t = world.tables
+    for name, col in [*EVENT_TIME.items(), ("customers", "contract_start"), ("customers", "churned_at")]:
+        assert str(t[name][col].dtype) == UTC, (name, col)
+    assert str(t["asks"]["responded_at"].dtype) == UTC
+    for name, cols in {
+        "customers": ["customer_id", "name", "industry", "segment", "region", "use_case", "plan"],
+        "tickets": ["customer_id", "priority"],
+        "social": ["customer_id", "channel"],
+        "asks": ["ask_id", "customer_id", "ask_type", "outcome"],
+        "activities": ["activity_id", "customer_id", "activity_type", "ask_id"],
+    }.items():
+        for col in cols:
+            assert _is_text(t[name][col]), (name, col)
+    for name, col in [("usage", "licensed_seats"), ("usage", "active_users"), ("usage", "logins"), ("nps", "score")]:
+        assert t[name][col].dtype == np.int64, (name, col)
+    assert t["tickets"]["csat"].dtype == "Int64"
+    assert t["customers"]["arr"].dtype == np.float64
+
+
+def test_values_follow_the_rules(world: SyntheticWorld) -> None:
+    t = world.tables
+    cu, us = t["customers"], t["usage"]
+    assert set(cu["segment"]) == {"smb", "mid_market", "enterprise"}
+    assert 5 <= cu["industry"].nunique() <= 10 and cu["region"].nunique() == 4
+    assert cu["use_case"].nunique() == 6 and cu["plan"].nunique() == 3
+    assert (cu["arr"] >= 0).all() and cu["name"].str.len().gt(0).all()
+    assert (cu["contract_start"] == cu["contract_start"].dt.normalize()).all()
+    churned = cu["churned_at"].dropna()
+    assert len(churned) > 0 and (churned == churned.dt.normalize()).all()
+    assert (churned > cu.loc[churned.index, "contract_start"]).all()
+    assert us["feature_adoption"].between(0, 1).all() and us["health_score"].between(0, 100).all()
+    for col in ("licensed_seats", "active_users", "logins"):
+        assert (us[col] >= 0).all()
+    assert (us["active_users"] <= us["licensed_seats"]).all()
+    assert (us["month"].dt.day == 1).all() and (us["month"] == us["month"].dt.normalize()).all()
+    assert t["nps"]["score"].between(0, 10).all()
+    tk = t["tickets"]
+    assert set(tk["priority"]) == {"low", "normal", "high", "urgent"}
+    assert tk["sentiment"].between(-1, 1).all()
+    assert tk["csat"].dropna().between(1, 5).all() and tk["csat"].isna().any()
+    assert t["social"]["sentiment"].between(-1, 1).all()
+    asks, acts = t["asks"], t["activities"]
+    assert set(asks["ask_type"]) <= set(ASK_TYPES) and set(acts["activity_type"]) <= set(ASK_TYPES)
+    assert set(asks["outcome"]) == {"accepted", "declined", "no_response"}
+
+
+def test_ids_are_unique_formatted_and_referenced(world: SyntheticWorld) -> None:
+    t = world.tables
+    for name, col, pattern in [
+        ("customers", "customer_id", r"C\d{7}"),
+        ("asks", "ask_id", r"A\d{8}"),
+        ("activities", "activity_id", r"V\d{8}"),
+    ]:
+        ids = t[name][col]
+        assert ids.is_unique and ids.str.fullmatch(pattern).all(), name
+    known = set(t["customers"]["customer_id"])
+    for name in EVENT_TIME:
+        assert set(t[name]["customer_id"]) <= known, name
+    assert not t["usage"].duplicated(["customer_id", "month"]).any()
+
+
+def test_no_event_outside_customer_life_or_at_end(world: SyntheticWorld) -> None:
+    t = world.tables
+    life = t["customers"].set_index("customer_id")[["contract_start", "churned_at"]]
+    for name, col in EVENT_TIME.items():
+        ev = t[name].join(life, on="customer_id")
+        assert (ev[col] >= ev["contract_start"]).all(), name
+        assert (ev["churned_at"].isna() | (ev[col] <= ev["churned_at"])).all(), name
+        assert (ev[col] < END).all(), name
+    asks = t["asks"].join(life, on="customer_id")
+    answered = asks.dropna(subset=["responded_at"])
+    assert (answered["responded_at"] < END).all()
+    assert (answered["churned_at"].isna() | (answered["responded_at"] <= answered["churned_at"])).all()
+
+
+def test_responded_at_null_iff_no_response(world: SyntheticWorld) -> None:
+    asks = world.tables["asks"]
+    assert (asks["responded_at"].isna() == (asks["outcome"] == "no_response")).all()
+    answered = asks.dropna(subset=["responded_at"])
+    assert (answered["responded_at"] >= answered["asked_at"]).all()
+
+
+def test_solicited_activities_follow_their_accepted_ask(world: SyntheticWorld) -> None:
+    asks, acts = world.tables["asks"], world.tables["activities"]
+    solicited = acts.dropna(subset=["ask_id"])
+    assert 0 < len(solicited) < len(acts)  # both solicited and unsolicited advocacy exist
+    assert solicited["ask_id"].is_unique
+    m = solicited.merge(asks, on="ask_id", suffixes=("", "_ask"))
+    assert len(m) == len(solicited)
+    assert (m["outcome"] == "accepted").all()
+    assert (m["customer_id"] == m["customer_id_ask"]).all()
+    assert (m["activity_type"] == m["ask_type"]).all()
+    assert (m["occurred_at"] > m["responded_at"]).all()
+    assert (m["occurred_at"] - m["responded_at"]).max() < pd.Timedelta(days=75)
+
+
+def test_rows_sorted_by_customer_then_time(world: SyntheticWorld) -> None:
+    for name, col in EVENT_TIME.items():
+        frame = world.tables[name]
+        expected = frame.sort_values(["customer_id", col], kind="stable")
+        assert frame.index.equals(expected.index), name
+    assert world.tables["customers"]["customer_id"].is_monotonic_increasing
+    prop = world.truth["propensity"]
+    assert prop.index.equals(prop.sort_values(["customer_id", "as_of"], kind="stable").index)
+
+
+def test_acceptance_truth_covers_every_ask(world: SyntheticWorld) -> None:
+    acc = world.truth["acceptance"]
+    assert list(acc.columns) == ["ask_id", "p_true"]
+    assert acc["ask_id"].tolist() == world.tables["asks"]["ask_id"].tolist()
+    assert acc["p_true"].between(0, 1).all() and acc["p_true"].notna().all()
+
+
+def test_propensity_truth_covers_expected_snapshots(world: SyntheticWorld) -> None:
+    prop = world.truth["propensity"]
+    assert list(prop.columns) == ["customer_id", "as_of", "p_true"]
+    assert str(prop["as_of"].dtype) == UTC
+    months = pd.date_range(END - pd.DateOffset(months=18), END, freq="MS", tz="UTC")
+    snapshots = [t for t in months[1:] if t + pd.Timedelta(days=90) <= END]
+    assert sorted(prop["as_of"].unique()) == snapshots
+    cu = world.tables["customers"]
+    expected = set()
+    for t in snapshots:
+        ok = (cu["contract_start"] < t) & (cu["churned_at"].isna() | (cu["churned_at"] >= t))
+        expected |= {(c, t) for c in cu.loc[ok, "customer_id"]}
+    assert set(zip(prop["customer_id"], prop["as_of"], strict=True)) == expected
+    assert len(prop) == len(expected)
+    assert prop["p_true"].between(0, 1).all() and prop["p_true"].notna().all()
+
+
+def _labels(world: SyntheticWorld) -> pd.Series:
+    """Realised 90-day label of each propensity truth row, from the activities table."""
+    prop, acts = world.truth["propensity"], world.tables["activities"]
+    m = prop.reset_index().merge(acts[["customer_id", "occurred_at"]], on="customer_id", how="left")
+    hit = (m["occurred_at"] > m["as_of"]) & (m["occurred_at"] <= m["as_of"] + pd.Timedelta(days=90))
+    return hit.groupby(m["index"]).any().reindex(prop.index, fill_value=False)
+
+
+def test_truth_is_consistent_with_realised_outcomes(mid_world: SyntheticWorld) -> None:
+    prop = mid_world.truth["propensity"]
+    label = _labels(mid_world)
+    assert 0.08 < label.mean() < 0.35
+    # The realised path is a draw from the truth: calibrated overall and in the top/bottom halves.
+    assert abs(prop["p_true"].mean() - label.mean()) < 0.02
+    high = prop["p_true"] > prop["p_true"].median()
+    assert abs(prop.loc[high, "p_true"].mean() - label[high].mean()) < 0.03
+    assert abs(prop.loc[~high, "p_true"].mean() - label[~high].mean()) < 0.02
+    asks = mid_world.tables["asks"]
+    accepted = asks["outcome"].eq("accepted")
+    assert 0.2 < accepted.mean() < 0.45
+    assert abs(mid_world.truth["acceptance"]["p_true"].mean() - accepted.mean()) < 0.03
+
+
+def test_high_effort_asks_are_accepted_less(mid_world: SyntheticWorld) -> None:
+    asks = mid_world.tables["asks"]
+    rate = asks["outcome"].eq("accepted").groupby(asks["ask_type"]).mean()
+    low = asks["ask_type"].isin(["social_share", "review"])
+    high = asks["ask_type"].isin(["speaking", "case_study"])
+    assert high.sum() > 100 and low.sum() > 300
+    low_rate = asks.loc[low, "outcome"].eq("accepted").mean()
+    high_rate = asks.loc[high, "outcome"].eq("accepted").mean()
+    assert high_rate < low_rate - 0.15
+    assert rate["speaking"] < rate["social_share"]
+
+
+def test_end_is_read_as_utc_and_arguments_are_checked() -> None:
+    w = generate_world(n_customers=60, months=6, seed=1, end=pd.Timestamp("2025-03-01"))
+    assert w.tables["usage"]["month"].max() == pd.Timestamp("2025-02-01", tz="UTC")
+    with pytest.raises(ValueError, match="n_customers"):
+        generate_world(n_customers=0)
+    with pytest.raises(ValueError, match="months"):
+        generate_world(n_customers=10, months=0)
