@@ -16,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Advocacy propensity: features, models, batch scoring and the scoring service.", no_args_is_help=True)
+app = typer.Typer(
+    help="Advocacy propensity: features, models, batch scoring and the scoring service.", no_args_is_help=True
+)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -128,23 +130,114 @@ def baseline(
     _print_baseline_summary(score_baseline(frame), f"Points baseline as of {when:%Y-%m-%d}, {len(frame):,} customers")
 
 
+def _settings() -> Any:
+    from features.settings import get_settings
+
+    return get_settings()
+
+
+def _print_train_result(result: Any) -> None:
+    from training.pipeline import train_summary
+
+    table = Table(title=f"Held-out window: model v{result.version} beside the points rule")
+    for col in ("metric", "model", "points rule"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for row in train_summary(result.metrics).itertuples(index=False):
+        fmt = lambda v: "" if v is None or v != v else f"{v:.3f}"  # noqa: E731
+        table.add_row(row.metric, fmt(row.model), fmt(row._2))
+    console.print(table)
+    colour = "green" if result.promoted else "yellow"
+    console.print(f"[{colour}]{result.gate.reason}[/]  (MLflow run {result.run_id}, version {result.version})")
+
+
 @app.command()
 @clear_errors
-def up() -> None:
-    """Bring the product up on its embedded defaults (sample data, local stores)."""
+def train(
+    data: Annotated[Path | None, typer.Option("--data", help="Directory of raw tables.")] = None,
+    tune: Annotated[int, typer.Option("--tune", min=0, help="Optuna trials before the final fit (0: none).")] = 0,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    table: Annotated[Path | None, typer.Option("--table", help="A prepared feature table (bring your own).")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Label column of --table.")] = None,
+    time_column: Annotated[str | None, typer.Option("--time-column", help="Time column of --table.")] = None,
+    engine: Annotated[str, typer.Option(help="local or dask.")] = "local",
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (with --engine dask).")] = None,
+) -> None:
+    """Train both models, evaluate beside the points rule, log to MLflow, and promote if the gate passes."""
+    settings = _settings()
+    if table is not None:
+        from training.byof import train_table
+
+        if not label:
+            raise ValueError("--label is required with --table")
+        result = train_table(settings, table, label, time_column, experiment=experiment, progress=console.log)
+        _print_train_result(result)
+        return
+    if engine not in ("local", "dask"):
+        raise ValueError(f"--engine must be local or dask, got {engine!r}")
+    from training.pipeline import train as run_training
+
+    trainer = None
+    if engine == "dask":
+        from training.distributed import dask_trainer
+
+        trainer = dask_trainer(scheduler)
+    result = run_training(
+        settings, data, experiment=experiment, tune_trials=tune, trainer=trainer, progress=console.log
+    )
+    _print_train_result(result)
+
+
+@app.command()
+@clear_errors
+def promote(version: Annotated[str, typer.Argument(help="Registered model version to make @champion.")]) -> None:
+    """Move @champion to VERSION by hand."""
+    from training import registry
+
+    settings = _settings()
+    registry.configure(settings)
+    registry.promote(settings.model_name, version)
+    console.print(f"@champion -> version {version}")
+
+
+@app.command()
+@clear_errors
+def rollback() -> None:
+    """Move @champion back to the previous champion."""
+    from training import registry
+
+    settings = _settings()
+    registry.configure(settings)
+    console.print(f"@champion -> version {registry.rollback(settings.model_name)}")
+
+
+@app.command()
+@clear_errors
+def up(
+    serve_it: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the service at the end.")] = True,
+) -> None:
+    """Bring the product up on its embedded defaults: sample data, local MLflow, a champion, the service."""
     from features.baseline import score_baseline
     from features.io import read_world
     from features.labels import observed_until
     from features.pointintime import active_points, build_features
-    from features.settings import get_settings
+    from training import registry
 
-    settings = get_settings()
+    settings = _settings()
     data = settings.resolved_data_dir()
-    console.print(f"Data: {data}")
+    console.print(f"Data: {data}\nMLflow: {settings.tracking_uri()}")
     world = read_world(data)
     when = observed_until(world)
     frame = build_features(world, active_points(world, when))
     _print_baseline_summary(score_baseline(frame), f"Points baseline as of {when:%Y-%m-%d}, {len(frame):,} customers")
+    registry.configure(settings)
+    current = registry.champion(settings.model_name)
+    if current is None:
+        from training.pipeline import train as run_training
+
+        console.print("No @champion yet: training one on the sample data.")
+        _print_train_result(run_training(settings, data, progress=console.log))
+    else:
+        console.print(f"@champion is version {current.version}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

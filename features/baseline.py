@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,11 +27,16 @@ class Rule:
     label: str
     points: int
     description: str
-    applies: Callable[[pd.DataFrame], pd.Series]
+    applies: Callable[[Features], np.ndarray]
 
 
-def _num(frame: pd.DataFrame, col: str) -> pd.Series:
-    return frame[col].astype("float64")
+# A DataFrame or a mapping of column name -> array: the API scores without building a DataFrame.
+Features = pd.DataFrame | Mapping[str, Any]
+
+
+def _num(frame: Features, col: str) -> np.ndarray:
+    # NaN (unknown) compares False, so an unknown signal earns no points.
+    return np.asarray(frame[col], dtype="float64")
 
 
 RULES: tuple[Rule, ...] = (
@@ -96,14 +102,16 @@ def baseline_tier(points: np.ndarray | pd.Series) -> np.ndarray:
     return tiers
 
 
+def rule_points(features: Features) -> np.ndarray:
+    """Points earned per criterion: an (n rows x len(RULES)) int matrix."""
+    return np.stack([np.where(rule.applies(features), rule.points, 0) for rule in RULES], axis=1).astype(np.int64)
+
+
 def score_baseline(features: pd.DataFrame) -> pd.DataFrame:
     """Points per criterion (`points_<rule>`), total `points`, `qualified` and `tier`, one row per feature row."""
-    out = pd.DataFrame(index=features.index)
-    total = np.zeros(len(features), dtype=np.int64)
-    for rule in RULES:
-        earned = np.where(rule.applies(features).fillna(False).to_numpy(dtype=bool), rule.points, 0)
-        out[f"points_{rule.name}"] = earned
-        total += earned
+    earned = rule_points(features)
+    out = pd.DataFrame(earned, index=features.index, columns=[f"points_{r.name}" for r in RULES])
+    total = earned.sum(axis=1)
     out["points"] = total
     out["qualified"] = total > QUALIFIED_ABOVE
     out["tier"] = baseline_tier(total)

@@ -108,3 +108,22 @@ def time_split(times: pd.Series, test_fraction: float = 0.2, valid_fraction: flo
     if not valid_start < test_start:
         raise ValueError("all rows share one time: cannot split by time")
     return TimeSplit(pd.Timestamp(valid_start), pd.Timestamp(test_start))
+
+
+def monthly_split(as_of: pd.Series, test_months: int = 3, valid_months: int = 3) -> TimeSplit:
+    """Split monthly snapshots: the newest `test_months` are test, `valid_months` before them validation.
+
+    With a purge of the label horizon (see `TimeSplit.assign`), the months just before each
+    boundary fall out, so no training label looks into the validation or test period.
+    """
+    months = pd.DatetimeIndex(sorted(pd.to_datetime(as_of, utc=True).unique()))
+    gap = int(np.ceil(HORIZON_DAYS / 30))
+    need = test_months + valid_months + 2 * gap + 1
+    if len(months) < need:
+        raise ValueError(
+            f"need at least {need} monthly snapshots with an observed 90-day horizon to split by time, "
+            f"got {len(months)}: use a longer history"
+        )
+    test_start = months[-test_months]
+    valid_start = months[-(test_months + gap + valid_months)]
+    return TimeSplit(pd.Timestamp(valid_start), pd.Timestamp(test_start))

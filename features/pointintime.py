@@ -53,7 +53,7 @@ class _AsOf:
         strict: bool = True,
     ) -> pd.DataFrame:
         """Columns of each point's last event with `on` < `at` (<= if not strict); NaN if none."""
-        left = pd.DataFrame({"_c": self.sorted["_c"], "_q": self.t if at is None else at})
+        left = pd.DataFrame({"_c": self.sorted["_c"], "_q": (self.t if at is None else at).astype(TIMESTAMP)})
         right = events.loc[:, ["_c", on, *columns]]
         merged = pd.merge_asof(
             left,

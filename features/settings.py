@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     ask_log: Path | None = None
     api_token: SecretStr | None = None
     # Promotion gate: a new model must beat the champion and the baseline by this much AUC.
-    gate_margin_champion: float = 0.0
+    gate_margin_champion: float = 0.002
     gate_margin_baseline: float = 0.02
 
     def resolved_data_dir(self) -> Path:

@@ -361,7 +361,7 @@ def _step(
     # Tickets. Urgent ones matter for the future (health, acceptance, guardrail); in a future only
     # those are drawn, as Poisson thinning of the full ticket stream, so the law is the same.
     lam_t = _SEG_TICKETS[st.seg] * np.exp(-0.35 * sat) * alive_f
-    p_urg = np.minimum(0.04 * np.exp(-0.5 * sat), 0.3)
+    p_urg = np.minimum(0.08 * np.exp(-0.5 * sat), 0.35)
     tickets: dict[str, np.ndarray] = {}
     if record:
         t_rows = np.repeat(ar, rng.poisson(lam_t))
@@ -472,8 +472,8 @@ def _step(
     tenure_ask = (ask_time - st.start_day) / _MONTH_DAYS
     p_ask = 0.065 + 0.4 * _sigmoid((points - 55.0) / 9.0)
     # Mostly respects the guardrails, sometimes not (so their effect can be learned).
-    p_ask = p_ask * np.where(since_last < 30.0, 0.12, 1.0) * np.where(pause, 0.12, 1.0)
-    p_ask = p_ask * np.where(urgent14 | (st.has_usage & (st.health < 40.0)), 0.4, 1.0)
+    p_ask = p_ask * np.where(since_last < 30.0, 0.25, 1.0) * np.where(pause, 0.2, 1.0)
+    p_ask = p_ask * np.where(urgent14 | (health_seen < 40.0), 0.4, 1.0)
     p_ask = p_ask * np.where(tenure_ask < 2.0, 0.35, 1.0)
     asked = alive & (rng.random(n) < p_ask)
 
@@ -683,6 +683,9 @@ def _ts(cal: _Calendar, days: np.ndarray) -> pd.DatetimeIndex:
 
 
 def _ids(prefix: str, n: int, width: int) -> np.ndarray:
+    """prefix + zero-padded 1..n, as Python strings."""
+    if n == 0:
+        return np.empty(0, dtype=object)
     return np.char.add(prefix, np.char.zfill(np.arange(1, n + 1).astype(str), width)).astype(object)
 
 
@@ -694,8 +697,15 @@ def _cat(parts: list[dict[str, np.ndarray]], key: str, dtype: Any = None) -> np.
 
 
 def _frame(columns: dict[str, Any], order: np.ndarray) -> pd.DataFrame:
-    """Columns (numpy arrays, DatetimeIndex or extension arrays) reordered into a frame."""
-    return pd.DataFrame({name: pd.Series(col[order]) for name, col in columns.items()})
+    """Columns (numpy arrays, DatetimeIndex or extension arrays) reordered into a frame.
+
+    Object arrays hold Python strings (or None) and become pandas `str` columns, also when empty.
+    """
+    out = {}
+    for name, col in columns.items():
+        is_text = isinstance(col, np.ndarray) and col.dtype == object
+        out[name] = pd.Series(col[order], dtype="str" if is_text else None)
+    return pd.DataFrame(out)
 
 
 def generate_world(
@@ -758,13 +768,11 @@ def generate_world(
     tables: dict[str, pd.DataFrame] = {}
     tables["customers"] = pd.DataFrame(
         {
-            "customer_id": pd.Series(cust_ids),
-            "name": pd.Series(attrs["name"].astype(object)),
-            "industry": pd.Series(attrs["industry"].astype(object)),
-            "segment": pd.Series(attrs["segment"].astype(object)),
-            "region": pd.Series(attrs["region"].astype(object)),
-            "use_case": pd.Series(attrs["use_case"].astype(object)),
-            "plan": pd.Series(attrs["plan"].astype(object)),
+            "customer_id": pd.Series(cust_ids, dtype="str"),
+            **{
+                col: pd.Series(attrs[col].astype(object), dtype="str")
+                for col in ("name", "industry", "segment", "region", "use_case", "plan")
+            },
             "contract_start": _ts(cal, state.start_day),
             "churned_at": _ts(cal, churn_day),
             "arr": attrs["arr"],

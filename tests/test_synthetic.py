@@ -32,9 +32,7 @@ def mid_world() -> SyntheticWorld:
 
 
 def _is_text(s: pd.Series) -> bool:
-    return (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)) and bool(
-        s.dropna().map(type).eq(str).all()
-    )
+    return (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)) and bool(s.dropna().map(type).eq(str).all())
 
 
 def test_same_seed_same_world_other_seed_differs() -> None:
@@ -78,26 +76,34 @@ def test_values_follow_the_rules(world: SyntheticWorld) -> None:
     t = world.tables
     cu, us = t["customers"], t["usage"]
     assert set(cu["segment"]) == {"smb", "mid_market", "enterprise"}
-    assert 5 <= cu["industry"].nunique() <= 10 and cu["region"].nunique() == 4
-    assert cu["use_case"].nunique() == 6 and cu["plan"].nunique() == 3
-    assert (cu["arr"] >= 0).all() and cu["name"].str.len().gt(0).all()
+    assert 5 <= cu["industry"].nunique() <= 10
+    assert cu["region"].nunique() == 4
+    assert cu["use_case"].nunique() == 6
+    assert cu["plan"].nunique() == 3
+    assert (cu["arr"] >= 0).all()
+    assert cu["name"].str.len().gt(0).all()
     assert (cu["contract_start"] == cu["contract_start"].dt.normalize()).all()
     churned = cu["churned_at"].dropna()
-    assert len(churned) > 0 and (churned == churned.dt.normalize()).all()
+    assert len(churned) > 0
+    assert (churned == churned.dt.normalize()).all()
     assert (churned > cu.loc[churned.index, "contract_start"]).all()
-    assert us["feature_adoption"].between(0, 1).all() and us["health_score"].between(0, 100).all()
+    assert us["feature_adoption"].between(0, 1).all()
+    assert us["health_score"].between(0, 100).all()
     for col in ("licensed_seats", "active_users", "logins"):
         assert (us[col] >= 0).all()
     assert (us["active_users"] <= us["licensed_seats"]).all()
-    assert (us["month"].dt.day == 1).all() and (us["month"] == us["month"].dt.normalize()).all()
+    assert (us["month"].dt.day == 1).all()
+    assert (us["month"] == us["month"].dt.normalize()).all()
     assert t["nps"]["score"].between(0, 10).all()
     tk = t["tickets"]
     assert set(tk["priority"]) == {"low", "normal", "high", "urgent"}
     assert tk["sentiment"].between(-1, 1).all()
-    assert tk["csat"].dropna().between(1, 5).all() and tk["csat"].isna().any()
+    assert tk["csat"].dropna().between(1, 5).all()
+    assert tk["csat"].isna().any()
     assert t["social"]["sentiment"].between(-1, 1).all()
     asks, acts = t["asks"], t["activities"]
-    assert set(asks["ask_type"]) <= set(ASK_TYPES) and set(acts["activity_type"]) <= set(ASK_TYPES)
+    assert set(asks["ask_type"]) <= set(ASK_TYPES)
+    assert set(acts["activity_type"]) <= set(ASK_TYPES)
     assert set(asks["outcome"]) == {"accepted", "declined", "no_response"}
 
 
@@ -109,7 +115,8 @@ def test_ids_are_unique_formatted_and_referenced(world: SyntheticWorld) -> None:
         ("activities", "activity_id", r"V\d{8}"),
     ]:
         ids = t[name][col]
-        assert ids.is_unique and ids.str.fullmatch(pattern).all(), name
+        assert ids.is_unique, name
+        assert ids.str.fullmatch(pattern).all(), name
     known = set(t["customers"]["customer_id"])
     for name in EVENT_TIME:
         assert set(t[name]["customer_id"]) <= known, name
@@ -151,6 +158,17 @@ def test_solicited_activities_follow_their_accepted_ask(world: SyntheticWorld) -
     assert (m["occurred_at"] - m["responded_at"]).max() < pd.Timedelta(days=75)
 
 
+def test_activity_days_make_the_90_day_window_three_months(world: SyntheticWorld) -> None:
+    # An activity in month m lies in (t, t + 90 days] for exactly t = starts of m-2, m-1 and m,
+    # so the truth (which simulates three monthly steps) and the realised label agree.
+    occurred = world.tables["activities"]["occurred_at"]
+    month = occurred.dt.tz_localize(None).dt.to_period("M").dt.start_time.dt.tz_localize("UTC")
+    ninety = pd.Timedelta(days=90)
+    assert (occurred > month).all()
+    assert (occurred <= month - pd.DateOffset(months=2) + ninety).all()
+    assert (occurred > month - pd.DateOffset(months=3) + ninety).all()
+
+
 def test_rows_sorted_by_customer_then_time(world: SyntheticWorld) -> None:
     for name, col in EVENT_TIME.items():
         frame = world.tables[name]
@@ -165,7 +183,8 @@ def test_acceptance_truth_covers_every_ask(world: SyntheticWorld) -> None:
     acc = world.truth["acceptance"]
     assert list(acc.columns) == ["ask_id", "p_true"]
     assert acc["ask_id"].tolist() == world.tables["asks"]["ask_id"].tolist()
-    assert acc["p_true"].between(0, 1).all() and acc["p_true"].notna().all()
+    assert acc["p_true"].between(0, 1).all()
+    assert acc["p_true"].notna().all()
 
 
 def test_propensity_truth_covers_expected_snapshots(world: SyntheticWorld) -> None:
@@ -182,7 +201,8 @@ def test_propensity_truth_covers_expected_snapshots(world: SyntheticWorld) -> No
         expected |= {(c, t) for c in cu.loc[ok, "customer_id"]}
     assert set(zip(prop["customer_id"], prop["as_of"], strict=True)) == expected
     assert len(prop) == len(expected)
-    assert prop["p_true"].between(0, 1).all() and prop["p_true"].notna().all()
+    assert prop["p_true"].between(0, 1).all()
+    assert prop["p_true"].notna().all()
 
 
 def _labels(world: SyntheticWorld) -> pd.Series:
@@ -213,7 +233,8 @@ def test_high_effort_asks_are_accepted_less(mid_world: SyntheticWorld) -> None:
     rate = asks["outcome"].eq("accepted").groupby(asks["ask_type"]).mean()
     low = asks["ask_type"].isin(["social_share", "review"])
     high = asks["ask_type"].isin(["speaking", "case_study"])
-    assert high.sum() > 100 and low.sum() > 300
+    assert high.sum() > 100
+    assert low.sum() > 300
     low_rate = asks.loc[low, "outcome"].eq("accepted").mean()
     high_rate = asks.loc[high, "outcome"].eq("accepted").mean()
     assert high_rate < low_rate - 0.15

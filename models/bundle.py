@@ -1,0 +1,138 @@
+"""The model bundle: everything learned at training time, saved and loaded as one directory.
+
+Two LightGBM boosters (propensity, ask acceptance), their input encoders and calibrators, the tier
+cut-offs, the feature and rules versions, the ask value weights and guardrail settings, and the
+training distribution used for drift checks. The MLflow pyfunc wraps exactly this directory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from features.baseline import RULES_VERSION
+from features.catalog import ASK_EFFORT_HOURS, ASK_TYPE_NAMES, DEFAULT_ASK_VALUES
+from features.spec import FEATURE_NAMES, FEATURE_VERSION
+from models.calibration import Calibrator
+from models.encoding import FeatureEncoder
+from models.tiers import Tiers
+
+BUNDLE_FORMAT = 1
+
+
+@dataclass
+class TargetModel:
+    """One booster with its calibration."""
+
+    booster: lgb.Booster
+    calibrator: Calibrator
+
+    def raw_score(self, matrix: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        return np.asarray(self.booster.predict(matrix, raw_score=True, num_threads=num_threads))
+
+    def proba(self, matrix: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        return self.calibrator(self.raw_score(matrix, num_threads))
+
+    def contributions(self, matrix: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        """TreeSHAP values in log-odds, one column per feature plus the base value last."""
+        return np.asarray(self.booster.predict(matrix, pred_contrib=True, num_threads=num_threads))
+
+
+def acceptance_matrix(customer_matrix: np.ndarray, ask_types: Sequence[str] = ASK_TYPE_NAMES) -> np.ndarray:
+    """Rows of the acceptance model's input: each customer row once per ask type (customer-major).
+
+    The acceptance model reads the customer features followed by `ask_type` (its index in the
+    catalog, a categorical) and `ask_effort_hours`.
+    """
+    n = customer_matrix.shape[0]
+    codes = np.array([ASK_TYPE_NAMES.index(t) for t in ask_types], dtype=np.float64)
+    effort = np.array([ASK_EFFORT_HOURS[t] for t in ask_types], dtype=np.float64)
+    repeated = np.repeat(customer_matrix, len(ask_types), axis=0)
+    return np.column_stack([repeated, np.tile(codes, n), np.tile(effort, n)])
+
+
+def ask_rows_matrix(customer_matrix: np.ndarray, ask_types: Sequence[str]) -> np.ndarray:
+    """The acceptance model's input for one given ask per customer row (training, past asks)."""
+    codes = np.array([ASK_TYPE_NAMES.index(t) for t in ask_types], dtype=np.float64)
+    effort = np.array([ASK_EFFORT_HOURS[t] for t in ask_types], dtype=np.float64)
+    return np.column_stack([customer_matrix, codes, effort])
+
+
+ACCEPTANCE_CATEGORICAL_INDEX = len(FEATURE_NAMES)  # ask_type's column in the acceptance matrix
+
+
+@dataclass
+class Bundle:
+    encoder: FeatureEncoder
+    propensity: TargetModel
+    acceptance: TargetModel
+    tiers: Tiers
+    ask_values: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ASK_VALUES))
+    guardrails: dict[str, float] = field(default_factory=dict)
+    drift_reference: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    feature_version: str = FEATURE_VERSION
+    rules_version: str = RULES_VERSION
+    trained_at: str = ""
+    model_version: str = "unregistered"
+
+    def save(self, directory: Path | str) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta: dict[str, Any] = {
+            "format": BUNDLE_FORMAT,
+            "feature_version": self.feature_version,
+            "rules_version": self.rules_version,
+            "trained_at": self.trained_at,
+            "encoder": self.encoder.to_dict(),
+            "tiers": self.tiers.to_dict(),
+            "ask_values": self.ask_values,
+            "guardrails": self.guardrails,
+            "drift_reference": self.drift_reference,
+            "metrics": self.metrics,
+        }
+        for name in ("propensity", "acceptance"):
+            target: TargetModel = getattr(self, name)
+            (directory / f"{name}.txt").write_text(target.booster.model_to_string())
+            meta[name] = {"calibrator": target.calibrator.to_dict()}
+        (directory / "bundle.json").write_text(json.dumps(meta, indent=1))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path | str, model_version: str = "unregistered") -> Bundle:
+        directory = Path(directory)
+        meta = json.loads((directory / "bundle.json").read_text())
+        if meta.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"unsupported bundle format {meta.get('format')!r} in {directory}")
+        if meta["feature_version"] != FEATURE_VERSION:
+            raise ValueError(
+                f"bundle was trained on feature version {meta['feature_version']}, "
+                f"this code computes {FEATURE_VERSION}: retrain"
+            )
+        targets = {
+            name: TargetModel(
+                lgb.Booster(model_str=(directory / f"{name}.txt").read_text()),
+                Calibrator.from_dict(meta[name]["calibrator"]),
+            )
+            for name in ("propensity", "acceptance")
+        }
+        return cls(
+            encoder=FeatureEncoder.from_dict(meta["encoder"]),
+            propensity=targets["propensity"],
+            acceptance=targets["acceptance"],
+            tiers=Tiers.from_dict(meta["tiers"]),
+            ask_values=meta["ask_values"],
+            guardrails=meta["guardrails"],
+            drift_reference=meta["drift_reference"],
+            metrics=meta["metrics"],
+            feature_version=meta["feature_version"],
+            rules_version=meta["rules_version"],
+            trained_at=meta["trained_at"],
+            model_version=model_version,
+        )

@@ -1,0 +1,75 @@
+"""Population stability of features and scores against the training data kept in the bundle.
+
+PSI (population stability index) over ten quantile bins of the training distribution (levels for
+categoricals); the usual reading: < 0.1 stable, 0.1-0.25 watch, > 0.25 shifted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.spec import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+
+PSI_ALERT = 0.25
+_EPS = 1e-4
+_BINS = 10
+
+
+def _numeric_profile(values: np.ndarray) -> dict[str, Any]:
+    finite = values[np.isfinite(values)]
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, _BINS + 1)[1:-1])) if len(finite) else np.array([])
+    return {"kind": "numeric", "edges": edges.tolist(), "shares": _numeric_shares(values, edges).tolist()}
+
+
+def _numeric_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    missing = ~np.isfinite(values)
+    bins = np.searchsorted(edges, values[~missing], side="right")
+    counts = np.bincount(bins, minlength=len(edges) + 1).astype(float)
+    counts = np.append(counts, missing.sum())  # the last bin holds missing values
+    return counts / max(len(values), 1)
+
+
+def _categorical_shares(values: pd.Series, levels: list[str]) -> np.ndarray:
+    counts = values.astype("str").value_counts()
+    known = np.array([counts.get(lv, 0) for lv in levels], dtype=float)
+    other = len(values) - known.sum()
+    return np.append(known, other) / max(len(values), 1)
+
+
+def reference_profile(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, Any]:
+    """Bin edges and shares of each feature and of the score on the training rows."""
+    profile: dict[str, Any] = {name: _numeric_profile(frame[name].to_numpy(dtype=float)) for name in NUMERIC_FEATURES}
+    for name in CATEGORICAL_FEATURES:
+        levels = sorted(frame[name].dropna().astype("str").unique().tolist())
+        profile[name] = {
+            "kind": "categorical",
+            "levels": levels,
+            "shares": _categorical_shares(frame[name], levels).tolist(),
+        }
+    profile["score"] = _numeric_profile(np.asarray(scores, dtype=float))
+    return profile
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    e = np.clip(np.asarray(expected, dtype=float), _EPS, None)
+    a = np.clip(np.asarray(actual, dtype=float), _EPS, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def drift_report(reference: Mapping[str, Any], frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    """PSI per feature and for the score, with a flag above `PSI_ALERT`, worst first."""
+    rows = []
+    for name, ref in reference.items():
+        if name == "score":
+            actual = _numeric_shares(np.asarray(scores, dtype=float), np.asarray(ref["edges"]))
+        elif ref["kind"] == "numeric":
+            actual = _numeric_shares(frame[name].to_numpy(dtype=float), np.asarray(ref["edges"]))
+        else:
+            actual = _categorical_shares(frame[name], ref["levels"])
+        value = psi(np.asarray(ref["shares"]), actual)
+        rows.append({"name": name, "psi": value, "drifted": value > PSI_ALERT})
+    return pd.DataFrame(rows).sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)

@@ -1,0 +1,147 @@
+"""SHAP contributions phrased for customer success managers (spec section 6).
+
+Each reason names the signal and its value, says whether it raises or lowers the likelihood,
+and whether a CSM can act on it, e.g. "Gave NPS 10 on 2026-09-14 (raises likelihood)".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import ASK_TYPES
+from features.spec import FEATURES_BY_NAME
+
+Row = Mapping[str, Any]
+_EFFORT = {a.name: a.effort_label for a in ASK_TYPES}
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _plural(n: float, word: str) -> str:
+    count = round(n)
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {word[:-1]}ies" if word.endswith("y") else f"{count} {word}s"
+
+
+def _change(v: float, noun: str, unit: str, scale: float = 1.0, fmt: str = "{:.0f}") -> str:
+    if v == 0:
+        return f"{noun} unchanged {unit}".strip()
+    word = "up" if v > 0 else "down"
+    return f"{noun} {word} {fmt.format(abs(v) * scale)} {unit}".strip()
+
+
+def _date_back(as_of: pd.Timestamp, days: float) -> str:
+    return f"{(as_of - pd.Timedelta(days=days)):%Y-%m-%d}"
+
+
+def _nps_last(v: float, row: Row, as_of: pd.Timestamp) -> str:
+    days = row.get("nps_days_since")
+    when = "" if _missing(days) else f" on {_date_back(as_of, float(days))}"
+    return f"Gave NPS {v:.0f}{when}"
+
+
+_PHRASES: dict[str, Callable[[Any, Row, pd.Timestamp], str]] = {
+    "tenure_months": lambda v, r, t: f"Customer for {v:.0f} months",
+    "industry": lambda v, r, t: f"Industry: {v}",
+    "segment": lambda v, r, t: f"Segment: {v}",
+    "region": lambda v, r, t: f"Region: {v}",
+    "use_case": lambda v, r, t: f"Use case: {v}",
+    "plan": lambda v, r, t: f"Plan: {v}",
+    "log_arr": lambda v, r, t: f"Annual revenue about {math.expm1(v):,.0f}",
+    "nps_last": _nps_last,
+    "nps_days_since": lambda v, r, t: f"Last NPS response {v:.0f} days ago",
+    "nps_mean_12m": lambda v, r, t: f"Average NPS {v:.1f} over 12 months",
+    "nps_trend": lambda v, r, t: _change(v, "NPS", "points since the previous response"),
+    "nps_promoter": lambda v, r, t: "Is a promoter (NPS 9-10)" if v >= 1 else "Is not a promoter",
+    "nps_responses_12m": lambda v, r, t: f"{_plural(v, 'NPS response')} in 12 months",
+    "adoption": lambda v, r, t: f"Uses {v:.0%} of key features",
+    "adoption_trend_3m": lambda v, r, t: _change(v, "Feature adoption", "points in 3 months", 100),
+    "seat_utilisation": lambda v, r, t: f"{v:.0%} of licensed seats active",
+    "active_users_trend_3m": lambda v, r, t: _change(v, "Active users", "% in 3 months", 100),
+    "logins": lambda v, r, t: f"{_plural(v, 'login')} last month",
+    "health_score": lambda v, r, t: f"Health score {v:.0f}",
+    "health_trend_3m": lambda v, r, t: _change(v, "Health score", "points in 3 months"),
+    "usage_months": lambda v, r, t: f"{_plural(v, 'month')} of usage data",
+    "tickets_90d": lambda v, r, t: f"{_plural(v, 'support ticket')} in 90 days",
+    "urgent_tickets_90d": lambda v, r, t: f"{_plural(v, 'urgent ticket')} in 90 days",
+    "urgent_tickets_open": lambda v, r, t: f"{_plural(v, 'urgent ticket')} opened in the last 14 days",
+    "ticket_sentiment_90d": lambda v, r, t: f"Support ticket sentiment {v:+.2f} over 90 days",
+    "csat_mean_12m": lambda v, r, t: f"Average CSAT {v:.1f}/5 over 12 months",
+    "social_positive_12m": lambda v, r, t: f"{_plural(v, 'positive social mention')} in 12 months",
+    "social_negative_12m": lambda v, r, t: f"{_plural(v, 'negative social mention')} in 12 months",
+    "asks_total": lambda v, r, t: f"Asked {_plural(v, 'time')} so far" if v else "Never asked",
+    "accepts_total": lambda v, r, t: f"Accepted {_plural(v, 'earlier ask')}" if v else "Never accepted an ask",
+    "declines_total": lambda v, r, t: f"Declined {_plural(v, 'earlier ask')}" if v else "Never declined an ask",
+    "acceptance_rate": lambda v, r, t: f"Accepts about {v:.0%} of asks",
+    "days_since_last_ask": lambda v, r, t: f"Last asked {v:.0f} days ago",
+    "asks_90d": lambda v, r, t: f"Asked {_plural(v, 'time')} in 90 days",
+    "reference_calls_quarter": lambda v, r, t: f"{_plural(v, 'reference call')} asked this quarter",
+    "decline_streak": lambda v, r, t: f"Declined the last {_plural(v, 'ask')}" if v else "No recent decline",
+    "days_since_last_activity": lambda v, r, t: f"Last advocated {v:.0f} days ago",
+    "activities_12m": lambda v, r, t: f"{_plural(v, 'advocacy activity')} in 12 months",
+    "activities_total": lambda v, r, t: f"{_plural(v, 'advocacy activity')} so far",
+    "ask_type": lambda v, r, t: f"The ask is a {str(v).replace('_', ' ')}",
+    "ask_effort_hours": lambda v, r, t: f"The ask takes about {v:g} hours",
+}
+
+_WHEN_MISSING: dict[str, str] = {
+    "nps_last": "No NPS response yet",
+    "nps_days_since": "No NPS response yet",
+    "nps_mean_12m": "No NPS response in 12 months",
+    "nps_trend": "Only one NPS response so far",
+    "adoption": "No usage data yet",
+    "adoption_trend_3m": "Less than 3 months of usage data",
+    "seat_utilisation": "No licensed seats recorded",
+    "active_users_trend_3m": "Less than 3 months of usage data",
+    "logins": "No usage data yet",
+    "health_score": "No health score yet",
+    "health_trend_3m": "Less than 3 months of health data",
+    "ticket_sentiment_90d": "No support tickets in 90 days",
+    "csat_mean_12m": "No CSAT answers in 12 months",
+    "days_since_last_ask": "Never asked",
+    "days_since_last_activity": "Has never advocated",
+}
+assert set(_PHRASES) == set(FEATURES_BY_NAME), "every feature needs a phrase"
+
+
+def describe(feature: str, value: Any, row: Row, as_of: pd.Timestamp) -> str:
+    """The signal and its value in plain words."""
+    if _missing(value):
+        return _WHEN_MISSING.get(feature, f"{FEATURES_BY_NAME[feature].label.capitalize()} unknown")
+    return _PHRASES[feature](value, row, as_of)
+
+
+def reason(feature: str, value: Any, contribution: float, row: Row, as_of: pd.Timestamp) -> dict[str, Any]:
+    """One reason: the phrase with its direction, and whether a CSM can act on it."""
+    direction = "raises" if contribution > 0 else "lowers"
+    return {
+        "feature": feature,
+        "text": f"{describe(feature, value, row, as_of)} ({direction} likelihood)",
+        "value": None if _missing(value) else value,
+        "contribution": float(contribution),
+        "direction": direction,
+        "actionable": FEATURES_BY_NAME[feature].actionable,
+    }
+
+
+def top_indices(contributions: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the column indices of the k largest absolute contributions, largest first."""
+    k = min(k, contributions.shape[1])
+    part = np.argpartition(-np.abs(contributions), k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.abs(np.take_along_axis(contributions, part, axis=1)), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def signed_top(contributions: np.ndarray, k: int, sign: int) -> list[int]:
+    """Indices of the k contributions pushing most strongly in one direction (sign +1 or -1)."""
+    pushed = contributions * sign
+    order = np.argsort(-pushed, kind="stable")
+    return [int(i) for i in order[:k] if pushed[i] > 0]

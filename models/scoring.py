@@ -1,0 +1,264 @@
+"""The one scoring function behind the API, the batch job and the notebook (spec sections 5-7).
+
+`score` turns feature rows into `Scores` (arrays); `Scores.results()` gives the JSON result of
+section 7 per customer (API) and `Scores.columns()` the flattened batch columns. Both read the
+same arrays, so the API and the batch job cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.baseline import RULES, baseline_tier, rule_points
+from features.catalog import ASK_TYPE_NAMES
+from features.spec import FEATURE_NAMES
+from models.bundle import Bundle, acceptance_matrix
+from models.reasons import reason, signed_top, top_indices
+from models.tiers import TIER_ORDER, tier_rank
+
+Values = Mapping[str, Any]  # column -> array-like: a DataFrame or a dict of arrays
+TOP_REASONS = 3
+
+
+@dataclass
+class Blocked:
+    """Guardrail blocks per customer: ask type -> (guardrail, reason, until ISO date or None)."""
+
+    by_customer: Mapping[str, Mapping[str, tuple[str, str, str | None]]]
+
+    def for_customer(self, customer_id: str) -> Mapping[str, tuple[str, str, str | None]]:
+        return self.by_customer.get(customer_id, {})
+
+
+NO_BLOCKS = Blocked({})
+
+
+@dataclass
+class Scores:
+    """Everything scored for n customers, as arrays (row i is one customer)."""
+
+    bundle: Bundle
+    values: Values
+    customer_id: np.ndarray
+    as_of: np.ndarray
+    propensity: np.ndarray  # calibrated; NaN where the model cannot speak (cold start)
+    model_propensity: np.ndarray  # the model's number even on cold start (for audit)
+    cold_start: np.ndarray
+    tier: np.ndarray
+    percentile: np.ndarray
+    acceptance: np.ndarray  # n x len(ASK_TYPE_NAMES)
+    rule_points: np.ndarray  # n x len(RULES)
+    baseline_points: np.ndarray
+    baseline_tier: np.ndarray
+    re_engage: np.ndarray
+    next_ask: np.ndarray  # index into ASK_TYPE_NAMES, -1 when every type is blocked
+    contributions: np.ndarray | None  # n x (features + 1): SHAP log-odds, base value last
+    blocked: Blocked
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+    # ---- per-row pieces -------------------------------------------------------------------
+    def _row(self, i: int) -> dict[str, Any]:
+        return {name: _item(self.values[name], i) for name in FEATURE_NAMES}
+
+    def reasons(self, i: int, k: int = TOP_REASONS) -> list[dict[str, Any]]:
+        if self.contributions is None:
+            return []
+        contrib = self.contributions[i, :-1]
+        row = self._row(i)
+        as_of = pd.Timestamp(self.as_of[i])
+        picked = top_indices(contrib[None, :], k)[0]
+        return [reason(FEATURE_NAMES[j], row[FEATURE_NAMES[j]], contrib[j], row, as_of) for j in picked if contrib[j]]
+
+    def disagreement(self, i: int) -> dict[str, Any] | None:
+        """Where model and points rule differ by a tier or more: which way, and the reasons driving it."""
+        model_rank = tier_rank([self.tier[i]])[0]
+        rule_rank = tier_rank([self.baseline_tier[i]])[0]
+        gap = int(model_rank - rule_rank)
+        if gap == 0 or self.cold_start[i]:
+            return None
+        direction = "higher" if gap > 0 else "lower"
+        drivers: list[dict[str, Any]] = []
+        if self.contributions is not None:
+            contrib = self.contributions[i, :-1]
+            row = self._row(i)
+            as_of = pd.Timestamp(self.as_of[i])
+            drivers = [
+                reason(FEATURE_NAMES[j], row[FEATURE_NAMES[j]], contrib[j], row, as_of)
+                for j in signed_top(contrib, TOP_REASONS, 1 if gap > 0 else -1)
+            ]
+        because = "; ".join(d["text"] for d in drivers)
+        text = (
+            f"The model rates this customer {direction} than the points rule "
+            f"({self.tier[i]} vs {self.baseline_tier[i]})" + (f", mainly because: {because}." if because else ".")
+        )
+        return {"tiers": gap, "direction": direction, "text": text, "drivers": drivers}
+
+    def baseline(self, i: int) -> dict[str, Any]:
+        points = int(self.baseline_points[i])
+        return {
+            "points": points,
+            "qualified": bool(points > 60),
+            "tier": str(self.baseline_tier[i]),
+            "breakdown": [
+                {
+                    "criterion": r.name,
+                    "label": r.label,
+                    "description": r.description,
+                    "points": int(self.rule_points[i, j]),
+                    "max_points": r.points,
+                }
+                for j, r in enumerate(RULES)
+            ],
+        }
+
+    def next_best_ask(self, i: int) -> dict[str, Any]:
+        blocks = self.blocked.for_customer(str(self.customer_id[i]))
+        k = int(self.next_ask[i])
+        return {
+            "ask_type": ASK_TYPE_NAMES[k] if k >= 0 else None,
+            "probability": float(self.acceptance[i, k]) if k >= 0 else None,
+            "blocked": [
+                {"ask_type": t, "guardrail": g, "reason": why, "until": until}
+                for t, (g, why, until) in sorted(blocks.items(), key=lambda kv: ASK_TYPE_NAMES.index(kv[0]))
+            ],
+        }
+
+    def result(self, i: int, reasons: int = TOP_REASONS) -> dict[str, Any]:
+        """The section 7 result of row i."""
+        cold = bool(self.cold_start[i])
+        return {
+            "customer_id": str(self.customer_id[i]),
+            "propensity": None if cold else float(self.propensity[i]),
+            "tier": str(self.tier[i]),
+            "percentile": None if cold else float(self.percentile[i]),
+            "cold_start": cold,
+            "acceptance": {t: float(self.acceptance[i, j]) for j, t in enumerate(ASK_TYPE_NAMES)},
+            "next_best_ask": self.next_best_ask(i),
+            "re_engage": bool(self.re_engage[i]),
+            "reasons": self.reasons(i, reasons),
+            "baseline": self.baseline(i),
+            "disagreement": self.disagreement(i),
+            "model_version": self.bundle.model_version,
+            "rules_version": self.bundle.rules_version,
+            "features_as_of": pd.Timestamp(self.as_of[i]).isoformat(),
+        }
+
+    def results(self, reasons: int = TOP_REASONS) -> list[dict[str, Any]]:
+        return [self.result(i, reasons) for i in range(len(self))]
+
+    # ---- flattened, for the batch job -----------------------------------------------------------
+    def columns(self) -> pd.DataFrame:
+        """The batch output columns of spec section 7, one row per customer."""
+        n = len(self)
+        out: dict[str, Any] = {
+            "customer_id": self.customer_id,
+            "propensity": self.propensity,
+            "tier": self.tier,
+            "percentile": np.where(self.cold_start, np.nan, self.percentile),
+        }
+        for j, t in enumerate(ASK_TYPE_NAMES):
+            out[f"acceptance_{t}"] = self.acceptance[:, j]
+        k = self.next_ask
+        out["next_best_ask"] = np.where(k >= 0, np.array(ASK_TYPE_NAMES, dtype=object)[np.maximum(k, 0)], None)
+        out["next_best_ask_probability"] = np.where(k >= 0, self.acceptance[np.arange(n), np.maximum(k, 0)], np.nan)
+        out["blocked_asks"] = [
+            "; ".join(f"{t}: {g} until {u or 'cleared'}" for t, (g, _, u) in self.blocked.for_customer(str(c)).items())
+            for c in self.customer_id
+        ]
+        out["re_engage"] = self.re_engage
+        reason_text: list[list[str]] = [[d["text"] for d in self.reasons(i)] for i in range(n)]
+        for r in range(TOP_REASONS):
+            out[f"reason_{r + 1}"] = [texts[r] if len(texts) > r else None for texts in reason_text]
+        out["baseline_points"] = self.baseline_points
+        out["baseline_qualified"] = self.baseline_points > 60
+        out["baseline_tier"] = self.baseline_tier
+        out["baseline_breakdown"] = [
+            ", ".join(f"{r.label} {int(self.rule_points[i, j])}" for j, r in enumerate(RULES)) for i in range(n)
+        ]
+        out["disagreement"] = [(d or {}).get("text") for d in (self.disagreement(i) for i in range(n))]
+        out["cold_start"] = self.cold_start
+        out["model_version"] = self.bundle.model_version
+        out["rules_version"] = self.bundle.rules_version
+        out["features_as_of"] = pd.to_datetime(self.as_of, utc=True)
+        return pd.DataFrame(out)
+
+
+def _item(values: Any, i: int) -> Any:
+    v = values.iloc[i] if isinstance(values, pd.Series) else values[i]
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def next_asks(
+    acceptance: np.ndarray, customer_ids: Sequence[str], blocked: Blocked, values: Mapping[str, float]
+) -> np.ndarray:
+    """Per customer, the ask type with the highest expected value (acceptance x value weight) not blocked."""
+    weights = np.array([values.get(t, 1.0) for t in ASK_TYPE_NAMES], dtype=float)
+    expected = acceptance * weights
+    if blocked.by_customer:
+        for i, c in enumerate(customer_ids):
+            for t in blocked.for_customer(str(c)):
+                expected[i, ASK_TYPE_NAMES.index(t)] = -np.inf
+    best = np.argmax(expected, axis=1)
+    return np.where(np.isfinite(expected[np.arange(len(best)), best]), best, -1)
+
+
+def score(
+    bundle: Bundle,
+    values: Values,
+    *,
+    matrix: np.ndarray | None = None,
+    blocked: Blocked = NO_BLOCKS,
+    explain: bool = True,
+    num_threads: int = 1,
+) -> Scores:
+    """Score feature rows (`customer_id`, `as_of` and every feature) with the bundle.
+
+    `matrix` may carry the rows already encoded (the service keeps its store encoded); it must
+    equal `bundle.encoder.transform(values)`.
+    """
+    x = bundle.encoder.transform(values) if matrix is None else matrix  # type: ignore[arg-type]
+    customer_id = np.asarray(values["customer_id"], dtype=object)
+    n = len(customer_id)
+    model_p = bundle.propensity.proba(x, num_threads)
+    # Cold start: no usage yet, or a segment the model never saw -> fall back to the points rule.
+    usage_months = np.asarray(values["usage_months"], dtype=float)
+    segment_col = FEATURE_NAMES.index("segment")
+    cold = (np.nan_to_num(usage_months) <= 0) | np.isnan(x[:, segment_col])
+    acc = bundle.acceptance.proba(acceptance_matrix(x), num_threads).reshape(n, len(ASK_TYPE_NAMES))
+    earned = rule_points(values)
+    points = earned.sum(axis=1)
+    base_tier = baseline_tier(points)
+    model_tier = bundle.tiers.assign(model_p)
+    tier = np.where(cold, base_tier, model_tier)
+    activities = np.nan_to_num(np.asarray(values["activities_total"], dtype=float))
+    since = np.asarray(values["days_since_last_activity"], dtype=float)
+    re_engage = (activities > 0) & (np.nan_to_num(since, nan=0.0) > 180)
+    return Scores(
+        bundle=bundle,
+        values=values,
+        customer_id=customer_id,
+        as_of=np.asarray(values["as_of"]),
+        propensity=np.where(cold, np.nan, model_p),
+        model_propensity=model_p,
+        cold_start=cold,
+        tier=tier,
+        percentile=bundle.tiers.percentile(model_p),
+        acceptance=acc,
+        rule_points=earned,
+        baseline_points=points,
+        baseline_tier=base_tier,
+        re_engage=re_engage,
+        next_ask=next_asks(acc, list(customer_id), blocked, bundle.ask_values),
+        contributions=bundle.propensity.contributions(x, num_threads) if explain else None,
+        blocked=blocked,
+    )
+
+
+__all__ = ["NO_BLOCKS", "TIER_ORDER", "Blocked", "Scores", "score"]

@@ -1,0 +1,130 @@
+"""Held-out evaluation: the model beside the points baseline and, on synthetic data, the truth.
+
+Only this module reads `truth/`: the generator's true probabilities are for honest evaluation,
+never an input of the product.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from features.baseline import baseline_tier, rule_points
+from features.catalog import ASK_TYPE_NAMES
+from models.bundle import Bundle
+from training.fit import Matrices
+
+TOP_SHARES = {"champion": 0.03, "advocate_or_better": 0.15}
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed rate - mean predicted| over equal-width probability bins, weighted by bin size."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            total += mask.sum() * abs(y[mask].mean() - p[mask].mean())
+    return float(total / max(len(y), 1))
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def ranking_metrics(y: np.ndarray, score: np.ndarray, prefix: str) -> dict[str, float]:
+    return {
+        f"{prefix}roc_auc": _auc(y, score),
+        f"{prefix}pr_auc": float(average_precision_score(y, score)) if y.sum() else float("nan"),
+    }
+
+
+def tier_metrics(y: np.ndarray, selected: np.ndarray, prefix: str) -> dict[str, float]:
+    """Precision and recall of a selected group (a tier) against the label."""
+    hits = float((y[selected] == 1).sum())
+    return {
+        f"{prefix}precision": hits / selected.sum() if selected.sum() else float("nan"),
+        f"{prefix}recall": hits / y.sum() if y.sum() else float("nan"),
+        f"{prefix}share": float(selected.mean()),
+    }
+
+
+def gain_curve(y: np.ndarray, score: np.ndarray, points: int = 20) -> pd.DataFrame:
+    """Share of positives captured in the top x% by score (ties broken by order)."""
+    order = np.argsort(-score, kind="stable")
+    captured = np.cumsum(y[order]) / max(y.sum(), 1)
+    shares = np.linspace(0, 1, points + 1)[1:]
+    idx = np.maximum((shares * len(y)).astype(int) - 1, 0)
+    return pd.DataFrame({"share": shares, "gain": captured[idx], "lift": captured[idx] / shares})
+
+
+def evaluate_propensity(bundle: Bundle, m: Matrices) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Test-window metrics of the model and of the points baseline on the same rows."""
+    frame, x, y = m.frames["test"], m.x["test"], m.y["test"]
+    p = bundle.propensity.proba(x, num_threads=2)
+    points = rule_points(frame).sum(axis=1).astype(float)
+    metrics = {**ranking_metrics(y, p, "propensity_"), **ranking_metrics(y, points, "baseline_")}
+    metrics["propensity_ece"] = expected_calibration_error(y, p)
+    metrics["propensity_brier"] = float(brier_score_loss(y, p))
+    tiers = bundle.tiers.assign(p)
+    base = baseline_tier(points)
+    metrics |= tier_metrics(y, tiers == "champion", "propensity_champion_")
+    metrics |= tier_metrics(y, np.isin(tiers, ["champion", "advocate"]), "propensity_advocate_or_better_")
+    metrics |= tier_metrics(y, base == "champion", "baseline_champion_")
+    metrics |= tier_metrics(y, np.isin(base, ["champion", "advocate"]), "baseline_advocate_or_better_")
+    for name, share in TOP_SHARES.items():
+        k = max(round(share * len(y)), 1)
+        metrics[f"propensity_lift_top_{name}"] = float(
+            y[np.argsort(-p, kind="stable")[:k]].mean() / max(y.mean(), 1e-9)
+        )
+        metrics[f"baseline_lift_top_{name}"] = float(
+            y[np.argsort(-points, kind="stable")[:k]].mean() / max(y.mean(), 1e-9)
+        )
+    metrics["propensity_test_rows"] = float(len(y))
+    metrics["propensity_test_positive_rate"] = float(y.mean())
+    return metrics, {"y": y, "p": p, "points": points}
+
+
+def evaluate_acceptance(bundle: Bundle, m: Matrices) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    frame, x, y = m.frames["test"], m.x["test"], m.y["test"]
+    p = bundle.acceptance.proba(x, num_threads=2)
+    metrics = ranking_metrics(y, p, "acceptance_")
+    metrics["acceptance_ece"] = expected_calibration_error(y, p)
+    metrics["acceptance_test_rows"] = float(len(y))
+    types = frame["ask_type"].to_numpy()
+    for t in ASK_TYPE_NAMES:
+        mask = types == t
+        if mask.sum() >= 20:
+            metrics[f"acceptance_auc_{t}"] = _auc(y[mask], p[mask])
+    return metrics, {"y": y, "p": p, "ask_type": types}
+
+
+def truth_metrics(
+    data_dir: Path, prop: Matrices, prop_scores: dict[str, np.ndarray], acc: Matrices, acc_scores: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """AUC of the generator's true probabilities on the same test rows, and the model's share of it."""
+    truth_dir = Path(data_dir) / "truth"
+    if not truth_dir.is_dir():
+        return {}
+    out: dict[str, float] = {}
+    truth_prop = pd.read_parquet(truth_dir / "propensity.parquet")
+    truth_prop["as_of"] = pd.to_datetime(truth_prop["as_of"], utc=True).astype(prop.frames["test"]["as_of"].dtype)
+    rows = prop.frames["test"][["customer_id", "as_of"]].merge(truth_prop, on=["customer_id", "as_of"], how="left")
+    known = rows["p_true"].notna().to_numpy()
+    if known.any():
+        y = prop_scores["y"][known]
+        out["truth_propensity_roc_auc"] = _auc(y, rows["p_true"].to_numpy()[known])
+        out["truth_propensity_rows"] = float(known.sum())
+        out["propensity_auc_vs_truth"] = _auc(y, prop_scores["p"][known]) / out["truth_propensity_roc_auc"]
+    truth_acc = pd.read_parquet(truth_dir / "acceptance.parquet")
+    rows = acc.frames["test"][["ask_id"]].merge(truth_acc, on="ask_id", how="left")
+    known = rows["p_true"].notna().to_numpy()
+    if known.any():
+        y = acc_scores["y"][known]
+        out["truth_acceptance_roc_auc"] = _auc(y, rows["p_true"].to_numpy()[known])
+        out["acceptance_auc_vs_truth"] = _auc(y, acc_scores["p"][known]) / out["truth_acceptance_roc_auc"]
+    return out

@@ -1,0 +1,170 @@
+"""Fitting both LightGBM models, calibrating them on validation, and assembling the bundle."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.io import World
+from features.labels import observed_until
+from features.pointintime import active_points, build_features
+from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURES
+from models.bundle import ACCEPTANCE_CATEGORICAL_INDEX, Bundle, TargetModel, ask_rows_matrix
+from models.calibration import Calibrator, Method
+from models.drift import reference_profile
+from models.encoding import FeatureEncoder
+from models.tiers import Tiers
+from training.datasets import TrainingData
+
+# Domain knowledge as constraints: more of these can only make accepting an ask more (+1) or less (-1) likely.
+ACCEPTANCE_MONOTONE: dict[str, int] = {
+    "days_since_last_ask": 1,
+    "asks_90d": -1,
+    "decline_streak": -1,
+    "nps_last": 1,
+    "adoption": 1,
+}
+
+
+@dataclass(frozen=True)
+class BoosterParams:
+    """LightGBM settings shared by both models (Optuna tunes a subset)."""
+
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 100
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    lambda_l2: float = 1.0
+    cat_smooth: float = 10.0
+    max_rounds: int = 2000
+    early_stopping_rounds: int = 100
+    seed: int = 0
+    num_threads: int = 2
+
+    def lightgbm(self) -> dict[str, Any]:
+        params = asdict(self)
+        for key in ("max_rounds", "early_stopping_rounds"):
+            params.pop(key)
+        return {
+            **params,
+            "objective": "binary",
+            "metric": "binary_logloss",
+            "verbosity": -1,
+            "deterministic": True,
+            "force_row_wise": True,
+        }
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    propensity: BoosterParams = field(default_factory=BoosterParams)
+    acceptance: BoosterParams = field(default_factory=lambda: BoosterParams(min_data_in_leaf=50))
+    calibration: Method = "platt"
+
+
+def propensity_monotone() -> list[int]:
+    return [f.monotone for f in FEATURES]
+
+
+def acceptance_monotone() -> list[int]:
+    return [ACCEPTANCE_MONOTONE.get(name, 0) for name in FEATURE_NAMES] + [0, -1]  # ask_type, effort
+
+
+def fit_booster(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_valid: np.ndarray,
+    y_valid: np.ndarray,
+    categorical: list[int],
+    monotone: list[int],
+    params: BoosterParams,
+    callbacks: list[Any] | None = None,
+) -> lgb.Booster:
+    """Train with early stopping on the validation window; keep the best iteration only."""
+    lgb_params = {**params.lightgbm(), "monotone_constraints": monotone, "monotone_constraints_method": "advanced"}
+    train = lgb.Dataset(x_train, y_train, categorical_feature=categorical, free_raw_data=False)
+    valid = lgb.Dataset(x_valid, y_valid, categorical_feature=categorical, reference=train)
+    booster = lgb.train(
+        lgb_params,
+        train,
+        num_boost_round=params.max_rounds,
+        valid_sets=[valid],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False), *(callbacks or [])],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
+
+@dataclass
+class Matrices:
+    """Encoded inputs and labels of one target, by split."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    frames: dict[str, pd.DataFrame]
+
+
+def encode(data: TrainingData, encoder: FeatureEncoder) -> dict[str, Matrices]:
+    out: dict[str, Matrices] = {}
+    for target in ("propensity", "acceptance"):
+        frames = {s: data.part(target, s) for s in ("train", "valid", "test")}
+        xs: dict[str, np.ndarray] = {}
+        for split, frame in frames.items():
+            x = encoder.transform(frame)
+            xs[split] = ask_rows_matrix(x, list(frame["ask_type"])) if target == "acceptance" else x
+        out[target] = Matrices(xs, {s: f["label"].to_numpy() for s, f in frames.items()}, frames)
+    return out
+
+
+def fit_encoder(data: TrainingData) -> FeatureEncoder:
+    both = pd.concat(
+        [data.part("propensity", "train")[list(FEATURE_NAMES)], data.part("acceptance", "train")[list(FEATURE_NAMES)]]
+    )
+    return FeatureEncoder.fit(both, FEATURE_NAMES, CATEGORICAL_FEATURES)
+
+
+def fit_bundle(
+    world: World, data: TrainingData, config: TrainConfig, engine: Any = None
+) -> tuple[Bundle, dict[str, Matrices]]:
+    """Fit, calibrate and assemble the bundle; `engine` (a callable like `fit_booster`) swaps the trainer."""
+    trainer = engine or fit_booster
+    encoder = fit_encoder(data)
+    mats = encode(data, encoder)
+    cat_prop = encoder.categorical_indices
+    cat_acc = [*cat_prop, ACCEPTANCE_CATEGORICAL_INDEX]
+    targets: dict[str, TargetModel] = {}
+    for target, categorical, monotone, params in (
+        ("propensity", cat_prop, propensity_monotone(), config.propensity),
+        ("acceptance", cat_acc, acceptance_monotone(), config.acceptance),
+    ):
+        m = mats[target]
+        booster = trainer(m.x["train"], m.y["train"], m.x["valid"], m.y["valid"], categorical, monotone, params)
+        raw_valid = np.asarray(booster.predict(m.x["valid"], raw_score=True))
+        targets[target] = TargetModel(booster, Calibrator.fit(raw_valid, m.y["valid"], config.calibration))
+
+    # Tiers are cut on the population the product will score: every active customer now.
+    now = observed_until(world)
+    current = build_features(world, active_points(world, now))
+    current_scores = targets["propensity"].proba(encoder.transform(current), num_threads=2)
+    train_scores = targets["propensity"].proba(mats["propensity"].x["train"], num_threads=2)
+    bundle = Bundle(
+        encoder=encoder,
+        propensity=targets["propensity"],
+        acceptance=targets["acceptance"],
+        tiers=Tiers.fit(current_scores),
+        drift_reference=reference_profile(mats["propensity"].frames["train"], train_scores),
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    return bundle, mats
+
+
+def with_params(config: TrainConfig, target: str, **changes: Any) -> TrainConfig:
+    return replace(config, **{target: replace(getattr(config, target), **changes)})

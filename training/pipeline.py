@@ -1,0 +1,208 @@
+"""`advocacy train`: data -> both models -> held-out evaluation -> MLflow run -> registry -> gate."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from features.asklog import AskLog
+
+from features.io import World, read_world
+from features.settings import Settings
+from models.bundle import Bundle
+from models.pyfunc import BUNDLE_ARTIFACT, AdvocacyModel, load_bundle
+from training import registry
+from training.datasets import TrainingData, build_training_data
+from training.evaluate import evaluate_acceptance, evaluate_propensity, truth_metrics
+from training.fit import Matrices, TrainConfig, fit_bundle
+from training.report import calibration_plot, gain_plot, model_card, per_ask_type_plot, shap_beeswarm
+
+Progress = Callable[[str], None]
+PIP_REQUIREMENTS = ["lightgbm==4.7.0", "scikit-learn==1.9.1", "pandas==3.1.1", "numpy==2.4.6", "mlflow==3.17.2"]
+
+
+@dataclass
+class GateDecision:
+    promote: bool
+    reason: str
+    champion_version: str | None = None
+    champion_auc: float | None = None
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    version: str
+    promoted: bool
+    gate: GateDecision
+    metrics: dict[str, float] = field(default_factory=dict)
+    bundle: Bundle | None = None
+
+
+def load_training_world(data_dir: Path, settings: Settings) -> World:
+    """The raw tables plus every ask recorded through the API since (the loop closes here)."""
+    world = read_world(data_dir)
+    log_path = settings.ask_log_path()
+    if log_path.exists():
+        logged = AskLog(log_path).read()
+        known = set(world.customers["customer_id"])
+        logged = logged[logged["customer_id"].isin(known)]
+        if len(logged):
+            world = world.with_asks(logged)
+    return world
+
+
+def gate(
+    settings: Settings, metrics: dict[str, float], mats: dict[str, Matrices], current: registry.Champion | None
+) -> GateDecision:
+    """Promote only if the new model beats the points rule and the current champion on the same held-out rows."""
+    from sklearn.metrics import roc_auc_score
+
+    new_auc = metrics["propensity_roc_auc"]
+    base_auc = metrics["baseline_roc_auc"]
+    base_margin = settings.gate_margin_baseline
+    if not new_auc >= base_auc + base_margin:
+        return GateDecision(
+            False, f"refused: AUC {new_auc:.4f} < points rule {base_auc:.4f} + margin {base_margin}; champion stays"
+        )
+    if current is None:
+        return GateDecision(True, f"promoted: first champion; AUC {new_auc:.4f} vs points rule {base_auc:.4f}")
+    test = mats["propensity"]
+    try:
+        champ = load_bundle(current.source)
+        champ_p = champ.propensity.proba(champ.encoder.transform(test.frames["test"]), num_threads=2)
+    except (ValueError, KeyError, OSError) as err:
+        reason = f"promoted: champion v{current.version} cannot score this data ({err})"
+        return GateDecision(True, reason, current.version)
+    champ_auc = float(roc_auc_score(test.y["test"], champ_p))
+    margin = settings.gate_margin_champion
+    against = f"champion v{current.version} {champ_auc:.4f} + margin {margin}"
+    if new_auc >= champ_auc + margin:
+        return GateDecision(True, f"promoted: AUC {new_auc:.4f} >= {against}", current.version, champ_auc)
+    return GateDecision(False, f"refused: AUC {new_auc:.4f} < {against}; champion stays", current.version, champ_auc)
+
+
+def _log_plots(
+    bundle: Bundle,
+    mats: dict[str, Matrices],
+    prop: dict[str, np.ndarray],
+    acc: dict[str, np.ndarray],
+    metrics: dict[str, float],
+) -> None:
+    import matplotlib.pyplot as plt
+
+    figures = {
+        "shap_beeswarm.png": shap_beeswarm(bundle, mats["propensity"].x["test"]),
+        "calibration.png": calibration_plot({"propensity": (prop["y"], prop["p"]), "acceptance": (acc["y"], acc["p"])}),
+        "gain.png": gain_plot(prop["y"], {"model": prop["p"], "points rule": prop["points"]}),
+        "per_ask_type_auc.png": per_ask_type_plot(metrics),
+    }
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, name)
+        plt.close(fig)
+
+
+def train(
+    settings: Settings,
+    data_dir: Path | None = None,
+    *,
+    experiment: str | None = None,
+    config: TrainConfig | None = None,
+    tune_trials: int = 0,
+    trainer: Any = None,
+    data: TrainingData | None = None,
+    progress: Progress = lambda _: None,
+) -> TrainResult:
+    """Train both models, evaluate on the held-out window, log and register, then apply the gate."""
+    data_dir = Path(data_dir or settings.resolved_data_dir())
+    progress("reading data")
+    world = load_training_world(data_dir, settings)
+    progress("building point-in-time training sets")
+    data = data or build_training_data(world)
+    registry.configure(settings, experiment)
+    with mlflow.start_run() as run:
+        if tune_trials:
+            from training.tune import tune
+
+            progress(f"tuning: {tune_trials} Optuna trials")
+            config = tune(data, settings, tune_trials, config or TrainConfig())
+        config = config or TrainConfig()
+        progress("fitting and calibrating both models")
+        bundle, mats = fit_bundle(world, data, config, trainer)
+        progress("evaluating on the held-out window")
+        prop_metrics, prop = evaluate_propensity(bundle, mats["propensity"])
+        acc_metrics, acc = evaluate_acceptance(bundle, mats["acceptance"])
+        metrics = {
+            **prop_metrics,
+            **acc_metrics,
+            **truth_metrics(data_dir, mats["propensity"], prop, mats["acceptance"], acc),
+        }
+        bundle.metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}
+        decision = gate(settings, metrics, mats, registry.champion(settings.model_name))
+
+        progress("logging to MLflow")
+        params = {f"propensity.{k}": v for k, v in asdict(config.propensity).items()}
+        params |= {f"acceptance.{k}": v for k, v in asdict(config.acceptance).items()}
+        params |= {
+            "calibration": config.calibration,
+            "feature_version": bundle.feature_version,
+            "rules_version": bundle.rules_version,
+        }
+        params |= {
+            "propensity_trees": bundle.propensity.booster.num_trees(),
+            "acceptance_trees": bundle.acceptance.booster.num_trees(),
+        }
+        mlflow.log_params(params)
+        mlflow.log_params({f"data.{k}": v for k, v in data.fingerprint.items()})
+        mlflow.log_metrics(bundle.metrics)
+        _log_plots(bundle, mats, prop, acc, metrics)
+        mlflow.log_text(model_card(metrics, data.fingerprint, decision.reason, params), "model_card.md")
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle_dir = bundle.save(Path(tmp) / BUNDLE_ARTIFACT)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=AdvocacyModel(),
+                artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+                registered_model_name=settings.model_name,
+                pip_requirements=PIP_REQUIREMENTS,
+            )
+        version = str(info.registered_model_version)
+        mlflow.set_tags({"gate": decision.reason, "model_version": version})
+        mlflow.MlflowClient().set_model_version_tag(settings.model_name, version, "gate", decision.reason)
+        if decision.promote:
+            registry.promote(settings.model_name, version, decision.reason)
+        bundle.model_version = version
+        return TrainResult(run.info.run_id, version, decision.promote, decision, metrics, bundle)
+
+
+def train_summary(metrics: dict[str, float]) -> pd.DataFrame:
+    """The headline figures printed after training."""
+    rows = [
+        ("propensity ROC AUC", "propensity_roc_auc", "baseline_roc_auc"),
+        ("propensity PR AUC", "propensity_pr_auc", "baseline_pr_auc"),
+        ("champion tier precision", "propensity_champion_precision", "baseline_champion_precision"),
+        ("champion tier recall", "propensity_champion_recall", "baseline_champion_recall"),
+        ("advocate+ precision", "propensity_advocate_or_better_precision", "baseline_advocate_or_better_precision"),
+        ("advocate+ recall", "propensity_advocate_or_better_recall", "baseline_advocate_or_better_recall"),
+        ("lift, top 3%", "propensity_lift_top_champion", "baseline_lift_top_champion"),
+        ("propensity ECE", "propensity_ece", None),
+        ("acceptance ROC AUC", "acceptance_roc_auc", None),
+        ("acceptance ECE", "acceptance_ece", None),
+        ("truth AUC (propensity)", "truth_propensity_roc_auc", None),
+        ("model AUC / truth AUC (propensity)", "propensity_auc_vs_truth", None),
+        ("truth AUC (acceptance)", "truth_acceptance_roc_auc", None),
+        ("model AUC / truth AUC (acceptance)", "acceptance_auc_vs_truth", None),
+    ]
+    return pd.DataFrame(
+        [
+            {"metric": label, "model": metrics.get(m), "points rule": metrics.get(b) if b else None}
+            for label, m, b in rows
+            if m in metrics
+        ]
+    )
