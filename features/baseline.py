@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,10 @@ BASELINE_TIERS: tuple[tuple[str, int], ...] = (
 NO_TIER = "none"
 
 
+# A DataFrame or a mapping of column name -> array: the API scores without building a DataFrame.
+Features: TypeAlias = pd.DataFrame | Mapping[str, Any]
+
+
 @dataclass(frozen=True)
 class Rule:
     """One criterion of the points rule: points earned when `applies` holds."""
@@ -28,10 +32,6 @@ class Rule:
     points: int
     description: str
     applies: Callable[[Features], np.ndarray]
-
-
-# A DataFrame or a mapping of column name -> array: the API scores without building a DataFrame.
-Features = pd.DataFrame | Mapping[str, Any]
 
 
 def _num(frame: Features, col: str) -> np.ndarray:

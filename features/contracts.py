@@ -104,9 +104,7 @@ CONTRACTS: dict[str, TableContract] = {
             {
                 "customer_id": pa.Column(checks=[_ID]),
                 "month": pa.Column(
-                    checks=[
-                        pa.Check(_first_of_month, name="first_day_of_month", error="first_day_of_month")
-                    ]
+                    checks=[pa.Check(_first_of_month, name="first_day_of_month", error="first_day_of_month")]
                 ),
                 "licensed_seats": _col("int64", _NON_NEG),
                 "active_users": _col("int64", _NON_NEG),
@@ -174,9 +172,7 @@ CONTRACTS: dict[str, TableContract] = {
         timestamps=("asked_at",),
         nullable_timestamps=("responded_at",),
         unique=("ask_id",),
-        row_rules=(
-            ("responded_at", "not before asked_at", lambda df: df["responded_at"] < df["asked_at"]),
-        ),
+        row_rules=(("responded_at", "not before asked_at", lambda df: df["responded_at"] < df["asked_at"]),),
     ),
     "activities": TableContract(
         "activities",

@@ -59,10 +59,21 @@ def propensity_labels(world: World, points: pd.DataFrame) -> np.ndarray:
     return (counts > 0).astype(np.int8)
 
 
-def propensity_dataset(world: World, until: pd.Timestamp | None = None, min_history_months: int = 3) -> pd.DataFrame:
-    """Monthly snapshots with features and the 90-day label, for snapshots whose horizon is observed."""
+def observed_from(world: World) -> pd.Timestamp:
+    """The start of the observed period: the first month of usage data."""
+    if world.usage.empty:
+        raise ValueError("table 'usage' is empty: no observed period to build snapshots from")
+    return pd.Timestamp(world.usage["month"].min())
+
+
+def propensity_dataset(world: World, until: pd.Timestamp | None = None, burn_in_months: int = 6) -> pd.DataFrame:
+    """Monthly snapshots with features and the 90-day label, for snapshots whose horizon is observed.
+
+    Snapshots start `burn_in_months` after the data does, so that windowed history (12-month
+    counts, the last asks) describes customers as it will at scoring time, not an empty past.
+    """
     until = until or observed_until(world)
-    first = world.customers["contract_start"].min() + pd.DateOffset(months=min_history_months)
+    first = observed_from(world) + pd.DateOffset(months=burn_in_months)
     dates = [t for t in month_starts(first, until) if t + HORIZON <= until]
     points = snapshot_points(world, dates)
     frame = build_features(world, points)

@@ -193,6 +193,7 @@ def _nps_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
     cols["nps_trend"] = last - now["prev_score"].to_numpy(dtype=float)
     cols["nps_promoter"] = np.where(last >= 9, 1.0, 0.0)
     cols["nps_responses_12m"] = n12
+    cols["nps_mean_all"] = _ratio(_cum(now, "cum_score"), _cum(now, "cum_n"))
 
 
 def _usage_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
@@ -213,7 +214,9 @@ def _usage_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None
     usage = usage.merge(earlier, on=["customer_id", "month"], how="left", suffixes=("", "_3m"))
     # A month's row describes the whole month: it is known from the first day of the next month.
     usage["known_at"] = _add_months(usage["month"], 1)
-    ev = _by_time(_running(_prepare(usage, index, "known_at"), {}), "known_at")
+    ev = _prepare(usage, index, "known_at")
+    ev = _by_time(_running(ev, {"cum_health": ev["health_score"].astype(float)}), "known_at")
+    half_year = q.lookup(ev, "known_at", ["cum_n", "cum_health"], at=q.minus_days(182), strict=False)
     now = q.lookup(
         ev,
         "known_at",
@@ -227,6 +230,7 @@ def _usage_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None
             "health_score",
             "health_score_3m",
             "cum_n",
+            "cum_health",
         ],
         strict=False,
     )
@@ -241,6 +245,9 @@ def _usage_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None
     cols["logins"] = now["logins"].to_numpy(dtype=float)
     cols["health_score"] = health
     cols["health_trend_3m"] = health - now["health_score_3m"].to_numpy(dtype=float)
+    cols["health_mean_6m"] = _ratio(
+        _cum(now, "cum_health") - _cum(half_year, "cum_health"), _cum(now, "cum_n") - _cum(half_year, "cum_n")
+    )
     cols["usage_months"] = _cum(now, "cum_n")
 
 
@@ -267,6 +274,9 @@ def _ticket_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> Non
     cols["urgent_tickets_90d"] = _cum(now, "cum_urgent") - _cum(d90, "cum_urgent")
     cols["urgent_tickets_open"] = _cum(now, "cum_urgent") - _cum(d14, "cum_urgent")
     cols["ticket_sentiment_90d"] = _ratio(_cum(now, "cum_sentiment") - _cum(d90, "cum_sentiment"), n90)
+    n365 = _cum(now, "cum_n") - _cum(d365, "cum_n")
+    cols["tickets_12m"] = n365
+    cols["ticket_sentiment_12m"] = _ratio(_cum(now, "cum_sentiment") - _cum(d365, "cum_sentiment"), n365)
     cols["csat_mean_12m"] = _ratio(
         _cum(now, "cum_csat") - _cum(d365, "cum_csat"),
         _cum(now, "cum_csat_n") - _cum(d365, "cum_csat_n"),
@@ -280,13 +290,18 @@ def _social_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> Non
         {
             "cum_pos": (ev["sentiment"] > 0).astype(float),
             "cum_neg": (ev["sentiment"] < 0).astype(float),
+            "cum_sentiment": ev["sentiment"].astype(float),
         },
     )
     ev = _by_time(ev, "mentioned_at")
-    now = q.lookup(ev, "mentioned_at", ["cum_pos", "cum_neg"])
-    year_ago = q.lookup(ev, "mentioned_at", ["cum_pos", "cum_neg"], at=q.minus_days(WINDOW_12M_DAYS))
+    names = ["cum_n", "cum_pos", "cum_neg", "cum_sentiment"]
+    now = q.lookup(ev, "mentioned_at", names)
+    year_ago = q.lookup(ev, "mentioned_at", names, at=q.minus_days(WINDOW_12M_DAYS))
     cols["social_positive_12m"] = _cum(now, "cum_pos") - _cum(year_ago, "cum_pos")
     cols["social_negative_12m"] = _cum(now, "cum_neg") - _cum(year_ago, "cum_neg")
+    cols["social_sentiment_12m"] = _ratio(
+        _cum(now, "cum_sentiment") - _cum(year_ago, "cum_sentiment"), _cum(now, "cum_n") - _cum(year_ago, "cum_n")
+    )
 
 
 def _known_asks(asks: pd.DataFrame) -> pd.DataFrame:
@@ -330,6 +345,8 @@ def _ask_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
     )
     resp = _by_time(resp, "responded_at")
     known = q.lookup(resp, "responded_at", ["cum_acc", "cum_dec"])
+    accepted = _by_time(_prepare(answered[answered["outcome"] == "accepted"], index, "responded_at"), "responded_at")
+    cols["days_since_last_accept"] = q.days_since(q.lookup(accepted, "responded_at", [])["responded_at"])
 
     asks_total = _cum(now, "cum_n")
     accepts = _cum(known, "cum_acc")
@@ -352,12 +369,21 @@ def _ask_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
 
 
 def _activity_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
-    ev = _by_time(_running(_prepare(world.activities, index, "occurred_at"), {}), "occurred_at")
-    now = q.lookup(ev, "occurred_at", ["cum_n"])
-    year_ago = q.lookup(ev, "occurred_at", ["cum_n"], at=q.minus_days(WINDOW_12M_DAYS))
+    """Activity history; needs the ask features first (accepted asks not yet delivered)."""
+    ev = _prepare(world.activities, index, "occurred_at")
+    solicited = ev["ask_id"].notna().astype(float)
+    ev = _by_time(_running(ev, {"cum_solicited": solicited, "cum_organic": 1.0 - solicited}), "occurred_at")
+    names = ["cum_n", "cum_solicited", "cum_organic"]
+    now = q.lookup(ev, "occurred_at", names)
+    d90 = q.lookup(ev, "occurred_at", ["cum_n"], at=q.minus_days(WINDOW_90D_DAYS))
+    year_ago = q.lookup(ev, "occurred_at", names, at=q.minus_days(WINDOW_12M_DAYS))
     cols["days_since_last_activity"] = q.days_since(now["occurred_at"])
     cols["activities_12m"] = _cum(now, "cum_n") - _cum(year_ago, "cum_n")
     cols["activities_total"] = _cum(now, "cum_n")
+    cols["activities_90d"] = _cum(now, "cum_n") - _cum(d90, "cum_n")
+    cols["organic_activities_12m"] = _cum(now, "cum_organic") - _cum(year_ago, "cum_organic")
+    # An accepted ask whose activity has not happened yet is advocacy already promised.
+    cols["accepted_not_delivered"] = np.maximum(cols["accepts_total"] - _cum(now, "cum_solicited"), 0.0)
 
 
 def active_points(world: World, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -60,6 +60,7 @@ FEATURES: tuple[Feature, ...] = (
     _n("nps_trend", "change since the previous NPS response", "nps"),
     _n("nps_promoter", "promoter (NPS 9-10)", "nps", monotone=1),
     _n("nps_responses_12m", "NPS responses in 12 months", "nps"),
+    _n("nps_mean_all", "mean NPS over all responses", "nps", monotone=1),
     # usage
     _n(
         "adoption",
@@ -90,6 +91,7 @@ FEATURES: tuple[Feature, ...] = (
         "health",
         actionable=True,
     ),
+    _n("health_mean_6m", "mean health score over 6 months", "health", actionable=True),
     _n("usage_months", "months of usage history", "usage", unit="months"),
     # support
     _n("tickets_90d", "support tickets in 90 days", "support", actionable=True),
@@ -107,9 +109,12 @@ FEATURES: tuple[Feature, ...] = (
         actionable=True,
     ),
     _n("csat_mean_12m", "mean CSAT over 12 months", "support", actionable=True),
+    _n("tickets_12m", "support tickets in 12 months", "support", actionable=True),
+    _n("ticket_sentiment_12m", "mean ticket sentiment over 12 months", "support", actionable=True),
     # social
     _n("social_positive_12m", "positive social mentions in 12 months", "social"),
     _n("social_negative_12m", "negative social mentions in 12 months", "social"),
+    _n("social_sentiment_12m", "mean sentiment of social mentions over 12 months", "social"),
     # past-response history
     _n("asks_total", "asks so far", "history"),
     _n("accepts_total", "accepted asks so far", "history"),
@@ -138,6 +143,10 @@ FEATURES: tuple[Feature, ...] = (
     ),
     _n("activities_12m", "advocacy activities in 12 months", "history"),
     _n("activities_total", "advocacy activities so far", "history"),
+    _n("activities_90d", "advocacy activities in 90 days", "history"),
+    _n("organic_activities_12m", "unsolicited advocacy activities in 12 months", "history"),
+    _n("accepted_not_delivered", "accepted asks not yet delivered", "history"),
+    _n("days_since_last_accept", "days since the last accepted ask", "history", unit="days"),
 )
 
 # Extra inputs of the ask-acceptance model: the ask being made.

@@ -12,6 +12,7 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from models.bundle import Bundle
 from models.scoring import score
@@ -19,7 +20,7 @@ from models.scoring import score
 BUNDLE_ARTIFACT = "bundle"
 
 
-class AdvocacyModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class AdvocacyModel(PythonModel):
     """Both boosters, calibration, tiers, reasons and the points rule behind one `predict`."""
 
     bundle: Bundle

@@ -44,7 +44,7 @@ def _date_back(as_of: pd.Timestamp, days: float) -> str:
 
 def _nps_last(v: float, row: Row, as_of: pd.Timestamp) -> str:
     days = row.get("nps_days_since")
-    when = "" if _missing(days) else f" on {_date_back(as_of, float(days))}"
+    when = "" if days is None or _missing(days) else f" on {_date_back(as_of, float(days))}"
     return f"Gave NPS {v:.0f}{when}"
 
 
@@ -62,6 +62,17 @@ _PHRASES: dict[str, Callable[[Any, Row, pd.Timestamp], str]] = {
     "nps_trend": lambda v, r, t: _change(v, "NPS", "points since the previous response"),
     "nps_promoter": lambda v, r, t: "Is a promoter (NPS 9-10)" if v >= 1 else "Is not a promoter",
     "nps_responses_12m": lambda v, r, t: f"{_plural(v, 'NPS response')} in 12 months",
+    "nps_mean_all": lambda v, r, t: f"Average NPS {v:.1f} over all responses",
+    "health_mean_6m": lambda v, r, t: f"Average health score {v:.0f} over 6 months",
+    "tickets_12m": lambda v, r, t: f"{_plural(v, 'support ticket')} in 12 months",
+    "ticket_sentiment_12m": lambda v, r, t: f"Support ticket sentiment {v:+.2f} over 12 months",
+    "social_sentiment_12m": lambda v, r, t: f"Social mentions average sentiment {v:+.2f} over 12 months",
+    "activities_90d": lambda v, r, t: f"{_plural(v, 'advocacy activity')} in 90 days",
+    "organic_activities_12m": lambda v, r, t: f"{_plural(v, 'unsolicited advocacy activity')} in 12 months",
+    "accepted_not_delivered": lambda v, r, t: (
+        f"{_plural(v, 'accepted ask')} not yet delivered" if v else "No accepted ask waiting"
+    ),
+    "days_since_last_accept": lambda v, r, t: f"Last accepted an ask {v:.0f} days ago",
     "adoption": lambda v, r, t: f"Uses {v:.0%} of key features",
     "adoption_trend_3m": lambda v, r, t: _change(v, "Feature adoption", "points in 3 months", 100),
     "seat_utilisation": lambda v, r, t: f"{v:.0%} of licensed seats active",
@@ -108,6 +119,11 @@ _WHEN_MISSING: dict[str, str] = {
     "csat_mean_12m": "No CSAT answers in 12 months",
     "days_since_last_ask": "Never asked",
     "days_since_last_activity": "Has never advocated",
+    "days_since_last_accept": "Never accepted an ask",
+    "nps_mean_all": "No NPS response yet",
+    "health_mean_6m": "No health score yet",
+    "ticket_sentiment_12m": "No support tickets in 12 months",
+    "social_sentiment_12m": "No social mentions in 12 months",
 }
 assert set(_PHRASES) == set(FEATURES_BY_NAME), "every feature needs a phrase"
 

@@ -17,7 +17,9 @@ import pandas as pd
 from features.baseline import RULES, baseline_tier, rule_points
 from features.catalog import ASK_TYPE_NAMES
 from features.spec import FEATURE_NAMES
+from models.asks import re_engage
 from models.bundle import Bundle, acceptance_matrix
+from models.guardrails import binding_blocks
 from models.reasons import reason, signed_top, top_indices
 from models.tiers import TIER_ORDER, tier_rank
 
@@ -27,15 +29,42 @@ TOP_REASONS = 3
 
 @dataclass
 class Blocked:
-    """Guardrail blocks per customer: ask type -> (guardrail, reason, until ISO date or None)."""
+    """Guardrail blocks per customer: ask type -> (guardrail, reason, until ISO time or None).
+
+    Built from `models.guardrails.blocked_asks` rows; for each ask type it keeps the guardrail
+    that lifts last, so `until` is when that ask becomes possible again.
+    """
 
     by_customer: Mapping[str, Mapping[str, tuple[str, str, str | None]]]
+
+    @classmethod
+    def from_frame(cls, blocks: pd.DataFrame) -> Blocked:
+        if blocks.empty:
+            return NO_BLOCKS
+        bound = binding_blocks(blocks)
+        until = bound["until"].dt.ceil("s").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out: dict[str, dict[str, tuple[str, str, str | None]]] = {}
+        for cid, ask_type, rail, why, when in zip(
+            bound["customer_id"], bound["ask_type"], bound["guardrail"], bound["reason"], until, strict=True
+        ):
+            out.setdefault(cid, {})[ask_type] = (rail, why, None if pd.isna(when) else when)
+        return cls(out)
 
     def for_customer(self, customer_id: str) -> Mapping[str, tuple[str, str, str | None]]:
         return self.by_customer.get(customer_id, {})
 
+    def matrix(self, customer_ids: Sequence[str]) -> np.ndarray:
+        """Boolean (customers x ask types): True where blocked."""
+        out = np.zeros((len(customer_ids), len(ASK_TYPE_NAMES)), dtype=bool)
+        if self.by_customer:
+            for i, c in enumerate(customer_ids):
+                for t in self.by_customer.get(str(c), ()):
+                    out[i, _TYPE_INDEX[t]] = True
+        return out
+
 
 NO_BLOCKS = Blocked({})
+_TYPE_INDEX = {t: i for i, t in enumerate(ASK_TYPE_NAMES)}
 
 
 @dataclass
@@ -195,16 +224,13 @@ def _item(values: Any, i: int) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def next_asks(
-    acceptance: np.ndarray, customer_ids: Sequence[str], blocked: Blocked, values: Mapping[str, float]
-) -> np.ndarray:
-    """Per customer, the ask type with the highest expected value (acceptance x value weight) not blocked."""
+def next_asks(acceptance: np.ndarray, blocked: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
+    """Per customer, the ask type with the highest expected value (acceptance x value weight) not blocked.
+
+    Ties go to the type listed first in the catalog; -1 where every type is blocked.
+    """
     weights = np.array([values.get(t, 1.0) for t in ASK_TYPE_NAMES], dtype=float)
-    expected = acceptance * weights
-    if blocked.by_customer:
-        for i, c in enumerate(customer_ids):
-            for t in blocked.for_customer(str(c)):
-                expected[i, ASK_TYPE_NAMES.index(t)] = -np.inf
+    expected = np.where(blocked, -np.inf, acceptance * weights)
     best = np.argmax(expected, axis=1)
     return np.where(np.isfinite(expected[np.arange(len(best)), best]), best, -1)
 
@@ -223,7 +249,7 @@ def score(
     `matrix` may carry the rows already encoded (the service keeps its store encoded); it must
     equal `bundle.encoder.transform(values)`.
     """
-    x = bundle.encoder.transform(values) if matrix is None else matrix  # type: ignore[arg-type]
+    x = bundle.encoder.transform(values) if matrix is None else matrix
     customer_id = np.asarray(values["customer_id"], dtype=object)
     n = len(customer_id)
     model_p = bundle.propensity.proba(x, num_threads)
@@ -237,9 +263,6 @@ def score(
     base_tier = baseline_tier(points)
     model_tier = bundle.tiers.assign(model_p)
     tier = np.where(cold, base_tier, model_tier)
-    activities = np.nan_to_num(np.asarray(values["activities_total"], dtype=float))
-    since = np.asarray(values["days_since_last_activity"], dtype=float)
-    re_engage = (activities > 0) & (np.nan_to_num(since, nan=0.0) > 180)
     return Scores(
         bundle=bundle,
         values=values,
@@ -254,8 +277,8 @@ def score(
         rule_points=earned,
         baseline_points=points,
         baseline_tier=base_tier,
-        re_engage=re_engage,
-        next_ask=next_asks(acc, list(customer_id), blocked, bundle.ask_values),
+        re_engage=re_engage(values),
+        next_ask=next_asks(acc, blocked.matrix(list(customer_id)), bundle.ask_values),
         contributions=bundle.propensity.contributions(x, num_threads) if explain else None,
         blocked=blocked,
     )

@@ -112,7 +112,9 @@ def test_willing_needs_an_accepted_ask() -> None:
 
 
 def test_everything_earns_100_and_champion() -> None:
-    row = one_customer(nps=10, adoption=0.9, health=95, contract_start="2020-01-01", social_sentiment=0.9, accepted=True)
+    row = one_customer(
+        nps=10, adoption=0.9, health=95, contract_start="2020-01-01", social_sentiment=0.9, accepted=True
+    )
     assert row["points"] == 100 and row["qualified"] and row["tier"] == "champion"
     assert sum(item["points"] for item in breakdown(row)) == 100
     assert [item["criterion"] for item in breakdown(row)] == [r.name for r in RULES]
@@ -120,7 +122,16 @@ def test_everything_earns_100_and_champion() -> None:
 
 @pytest.mark.parametrize(
     ("points", "tier"),
-    [(0, "none"), (60, "none"), (61, "supporter"), (74, "supporter"), (75, "advocate"), (89, "advocate"), (90, "champion"), (100, "champion")],
+    [
+        (0, "none"),
+        (60, "none"),
+        (61, "supporter"),
+        (74, "supporter"),
+        (75, "advocate"),
+        (89, "advocate"),
+        (90, "champion"),
+        (100, "champion"),
+    ],
 )
 def test_tier_boundaries(points: int, tier: str) -> None:
     assert baseline_tier([points])[0] == tier

@@ -176,6 +176,8 @@ def test_features_command_writes_the_table(tmp_path: Path) -> None:
 def test_unreadable_timestamp_on_the_command_line_is_a_clear_error(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_tables(world_from_tables(raw_tables()).as_dict(), data, "csv")
-    result = CliRunner().invoke(app, ["features", "--data", str(data), "--as-of", "someday", "--out", str(tmp_path / "x.csv")])
+    result = CliRunner().invoke(
+        app, ["features", "--data", str(data), "--as-of", "someday", "--out", str(tmp_path / "x.csv")]
+    )
     assert result.exit_code == 2
     assert "--as-of" in result.output

@@ -68,8 +68,10 @@ def with_future_events(world: World, as_of: pd.Timestamp, seed: int) -> World:
     customers = tables["customers"].copy()
     churn = rng.random(len(customers)) < 0.3
     churn_at = later(len(customers)).to_numpy()
-    customers["churned_at"] = customers["churned_at"].where(~churn, churn_at).where(
-        customers["churned_at"].isna() | (customers["churned_at"] >= as_of) | ~churn, customers["churned_at"]
+    customers["churned_at"] = (
+        customers["churned_at"]
+        .where(~churn, churn_at)
+        .where(customers["churned_at"].isna() | (customers["churned_at"] >= as_of) | ~churn, customers["churned_at"])
     )
     newcomers = sample(customers, 5).assign(contract_start=later(5).to_numpy(), churned_at=pd.NaT)
     newcomers["customer_id"] = [f"future-c{i}" for i in range(len(newcomers))]
@@ -163,7 +165,9 @@ def test_tenure_is_exactly_twelve_months_on_the_anniversary() -> None:
 
 def test_output_has_keys_then_features_in_spec_order_and_caller_order() -> None:
     world = world_from_tables(raw_tables())
-    points = pd.DataFrame({"customer_id": ["c1", "c1", "c1"], "as_of": [utc("2025-04-10"), utc("2025-01-01"), utc("2025-03-01")]})
+    points = pd.DataFrame(
+        {"customer_id": ["c1", "c1", "c1"], "as_of": [utc("2025-04-10"), utc("2025-01-01"), utc("2025-03-01")]}
+    )
     frame = build_features(world, points)
     assert tuple(frame.columns) == KEYS + FEATURE_NAMES
     assert list(frame["as_of"]) == list(points["as_of"])

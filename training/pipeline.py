@@ -11,8 +11,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from features.asklog import AskLog
 
+from features.asklog import AskLog
 from features.io import World, read_world
 from features.settings import Settings
 from models.bundle import Bundle

@@ -1,0 +1,152 @@
+"""The durable ask log: asks and their outcomes recorded through the API (spec section 5, `POST /asks`).
+
+A SQLite file in WAL mode with `synchronous=FULL`: once `record` returns, the asks survive a process
+kill or a power cut. Each `record` call is one transaction (all rows or none), upserting on `ask_id`
+so a re-sent ask updates the stored one (an outcome arriving later) and never duplicates it.
+Timestamps are stored as int64 microseconds since the epoch (UTC), so `read` returns exactly what
+was recorded. Safe to share across threads: every call opens its own connection, and writes in this
+process are serialised by a lock (SQLite's own locking covers other processes).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.contracts import TIMESTAMP, empty_table, validate_table
+
+_COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
+_NAT = np.iinfo(np.int64).min  # numpy's NaT as int64; never a real microsecond count
+_BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS asks (
+    ask_id       TEXT PRIMARY KEY,
+    customer_id  TEXT NOT NULL,
+    ask_type     TEXT NOT NULL,
+    asked_at     INTEGER NOT NULL,  -- microseconds since 1970-01-01 UTC
+    outcome      TEXT NOT NULL,
+    responded_at INTEGER,           -- microseconds since 1970-01-01 UTC; NULL if not answered
+    recorded_at  INTEGER NOT NULL   -- when this version was written (audit only)
+);
+CREATE INDEX IF NOT EXISTS asks_by_customer ON asks (customer_id, asked_at);
+"""
+
+_UPSERT = """
+INSERT INTO asks (ask_id, customer_id, ask_type, asked_at, outcome, responded_at, recorded_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (ask_id) DO UPDATE SET
+    customer_id = excluded.customer_id,
+    ask_type = excluded.ask_type,
+    asked_at = excluded.asked_at,
+    outcome = excluded.outcome,
+    responded_at = excluded.responded_at,
+    recorded_at = excluded.recorded_at
+"""
+
+
+def _micros(s: pd.Series) -> list[int | None]:
+    values = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]").astype(np.int64)
+    return [None if v == _NAT else int(v) for v in values.tolist()]
+
+
+def _timestamps(values: np.ndarray) -> pd.Series:
+    # NULL is read as _NAT, which numpy turns back into NaT.
+    return pd.Series(values.astype(np.int64).astype("datetime64[us]")).dt.tz_localize("UTC").astype(TIMESTAMP)
+
+
+class AskLog:
+    """Asks recorded through the service, in a SQLite file (created with its parents if missing)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._write_lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            # WAL is a property of the file: set once, kept by every later connection.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)) as conn:
+            # Per connection: fsync the WAL on every commit, so an acknowledged write survives a crash.
+            conn.execute("PRAGMA synchronous=FULL")
+            yield conn
+
+    def record(self, asks: pd.DataFrame) -> int:
+        """Validate and upsert `asks` (rows of the asks table) in one transaction; return the number stored.
+
+        Raises `features.contracts.DataContractError` (naming the column and rows) and stores nothing
+        if any row breaks the data contract. Whether each `customer_id` exists is the caller's check.
+        """
+        table = validate_table("asks", asks)
+        if table.empty:
+            return 0
+        now = time.time_ns() // 1_000
+        rows = list(
+            zip(
+                table["ask_id"].tolist(),
+                table["customer_id"].tolist(),
+                table["ask_type"].tolist(),
+                _micros(table["asked_at"]),
+                table["outcome"].tolist(),
+                _micros(table["responded_at"]),
+                [now] * len(table),
+                strict=True,
+            )
+        )
+        with self._write_lock, self._connect() as conn:
+            # IMMEDIATE takes the write lock up front, so the transaction cannot fail half-way on a busy file.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_UPSERT, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return len(rows)
+
+    def read(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """The recorded asks as the canonical asks table, sorted by asked_at then ask_id.
+
+        With `customer_ids`, only those customers' asks.
+        """
+        select = (
+            "SELECT ask_id, customer_id, ask_type, asked_at, outcome, COALESCE(responded_at, ?) AS responded_at "
+            "FROM asks"
+        )
+        params: list[object] = [_NAT]
+        if customer_ids is not None:
+            # One JSON parameter instead of one placeholder per id (SQLite caps the number of placeholders).
+            select += " WHERE customer_id IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps([str(c) for c in customer_ids]))
+        select += " ORDER BY asked_at, ask_id"
+        with self._connect() as conn:
+            rows = conn.execute(select, params).fetchall()
+        if not rows:
+            return empty_table("asks")
+        ids, customers, types, asked, outcomes, responded = zip(*rows, strict=True)
+        frame = pd.DataFrame(
+            {
+                "ask_id": pd.Series(ids, dtype="str"),
+                "customer_id": pd.Series(customers, dtype="str"),
+                "ask_type": pd.Series(types, dtype="str"),
+                "asked_at": _timestamps(np.asarray(asked, dtype=np.int64)),
+                "outcome": pd.Series(outcomes, dtype="str"),
+                "responded_at": _timestamps(np.asarray(responded, dtype=np.int64)),
+            }
+        )
+        return frame.loc[:, list(_COLUMNS)]
+
+    def __len__(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM asks").fetchone()[0])

@@ -1,0 +1,165 @@
+"""The durable ask log: exact round trip, idempotent upserts, all-or-nothing writes, crash safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.asklog import AskLog
+from features.contracts import DataContractError, empty_table, validate_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def asks(*rows: tuple[str, str, str, str, str, str | None]) -> pd.DataFrame:
+    """Raw asks rows (ask_id, customer_id, ask_type, asked_at, outcome, responded_at), as an API would send."""
+    return pd.DataFrame(rows, columns=["ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at"])
+
+
+FIRST = asks(
+    ("a2", "c1", "review", "2026-01-01T00:00:00.123456", "no_response", None),
+    ("a1", "c2", "reference_call", "2025-12-01", "accepted", "2025-12-03T10:00:00+02:00"),
+)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> AskLog:
+    return AskLog(tmp_path / "nested" / "dir" / "asks.sqlite")
+
+
+def test_creates_the_file_with_parents_in_wal_mode(log: AskLog) -> None:
+    assert log.path.exists()
+    assert len(log) == 0
+    with sqlite3.connect(log.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_read_returns_exactly_what_was_recorded(log: AskLog) -> None:
+    assert log.record(FIRST) == 2
+    expected = validate_table("asks", FIRST).sort_values(["asked_at", "ask_id"]).reset_index(drop=True)
+    got = log.read()
+    pd.testing.assert_frame_equal(got, expected)
+    assert got.dtypes.equals(empty_table("asks").dtypes)
+    assert got.loc[1, "asked_at"].microsecond == 123456
+
+
+def test_empty_log_reads_as_the_empty_canonical_table(log: AskLog) -> None:
+    pd.testing.assert_frame_equal(log.read(), empty_table("asks"))
+    assert log.record(FIRST.iloc[:0]) == 0
+
+
+def test_re_sending_an_ask_is_idempotent(log: AskLog) -> None:
+    log.record(FIRST)
+    log.record(FIRST)
+    assert len(log) == 2
+
+
+def test_a_later_outcome_updates_the_ask(log: AskLog) -> None:
+    log.record(FIRST)
+    log.record(asks(("a2", "c1", "review", "2026-01-01T00:00:00.123456", "accepted", "2026-01-05T09:30:00")))
+    assert len(log) == 2
+    row = log.read().set_index("ask_id").loc["a2"]
+    assert row["outcome"] == "accepted"
+    assert row["responded_at"] == pd.Timestamp("2026-01-05T09:30:00", tz="UTC")
+
+
+def test_a_bad_row_stores_nothing(log: AskLog) -> None:
+    log.record(FIRST)
+    batch = asks(
+        ("a2", "c1", "review", "2026-01-01", "accepted", "2026-01-02"),  # a valid update...
+        ("a3", "c1", "review", "2026-02-01", "maybe", None),  # ...next to a bad outcome
+    )
+    with pytest.raises(DataContractError, match="outcome"):
+        log.record(batch)
+    assert len(log) == 2
+    assert log.read().set_index("ask_id").loc["a2", "outcome"] == "no_response"
+
+
+def test_a_batch_with_a_duplicate_ask_id_is_rejected(log: AskLog) -> None:
+    batch = asks(
+        ("a1", "c1", "review", "2026-01-01", "accepted", None), ("a1", "c1", "review", "2026-01-02", "accepted", None)
+    )
+    with pytest.raises(DataContractError, match="ask_id"):
+        log.record(batch)
+    assert len(log) == 0
+
+
+def test_missing_column_is_named(log: AskLog) -> None:
+    with pytest.raises(DataContractError, match="asked_at"):
+        log.record(FIRST.drop(columns="asked_at"))
+
+
+def test_survives_reopening(log: AskLog) -> None:
+    log.record(FIRST)
+    reopened = AskLog(log.path)
+    assert len(reopened) == 2
+    pd.testing.assert_frame_equal(reopened.read(), log.read())
+
+
+def test_read_filters_by_customer(log: AskLog) -> None:
+    log.record(FIRST)
+    assert log.read(["c2"])["ask_id"].tolist() == ["a1"]
+    assert log.read(["c1", "c2", "nobody"])["ask_id"].tolist() == ["a1", "a2"]
+    assert log.read([]).empty
+    assert log.read([f"x{i}" for i in range(50_000)]).empty  # more ids than SQLite has placeholders
+
+
+def test_concurrent_writers_from_threads(log: AskLog) -> None:
+    def write(thread: int) -> None:
+        for i in range(5):
+            log.record(asks((f"t{thread}-{i}", f"c{thread}", "review", "2026-01-01", "no_response", None)))
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(log) == 30
+
+
+def test_an_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "asks.sqlite"
+    child = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        import pandas as pd
+        from features.asklog import AskLog
+
+        log = AskLog(Path({str(path)!r}))
+        log.record(pd.DataFrame({{
+            "ask_id": ["k1"], "customer_id": ["c1"], "ask_type": ["review"],
+            "asked_at": ["2026-01-01"], "outcome": ["no_response"], "responded_at": [None],
+        }}))
+        print("recorded", flush=True)
+        time.sleep(120)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "recorded", proc.stderr.read() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert AskLog(path).read()["ask_id"].tolist() == ["k1"]
