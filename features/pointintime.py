@@ -164,6 +164,11 @@ def build_features(world: World, points: pd.DataFrame) -> pd.DataFrame:
     _social_features(q, world, index, cols)
     _ask_features(q, world, index, cols)
     _activity_features(q, world, index, cols)
+    # Rates over the observed history: long-run habits (how often they answer surveys or post) are
+    # steadier signals of affinity than any one window.
+    months = np.maximum(cols["usage_months"], 1.0)
+    cols["nps_responses_per_month"] = cols["_nps_responses_total"] / months
+    cols["social_positive_per_month"] = cols["_social_positive_total"] / months
 
     out = pd.DataFrame({name: cols[name] for name in FEATURE_NAMES})
     for name in FEATURE_NAMES:
@@ -194,6 +199,7 @@ def _nps_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
     cols["nps_promoter"] = np.where(last >= 9, 1.0, 0.0)
     cols["nps_responses_12m"] = n12
     cols["nps_mean_all"] = _ratio(_cum(now, "cum_score"), _cum(now, "cum_n"))
+    cols["_nps_responses_total"] = _cum(now, "cum_n")
 
 
 def _usage_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
@@ -299,6 +305,7 @@ def _social_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> Non
     year_ago = q.lookup(ev, "mentioned_at", names, at=q.minus_days(WINDOW_12M_DAYS))
     cols["social_positive_12m"] = _cum(now, "cum_pos") - _cum(year_ago, "cum_pos")
     cols["social_negative_12m"] = _cum(now, "cum_neg") - _cum(year_ago, "cum_neg")
+    cols["_social_positive_total"] = _cum(now, "cum_pos")
     cols["social_sentiment_12m"] = _ratio(
         _cum(now, "cum_sentiment") - _cum(year_ago, "cum_sentiment"), _cum(now, "cum_n") - _cum(year_ago, "cum_n")
     )
@@ -382,6 +389,7 @@ def _activity_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> N
     cols["activities_total"] = _cum(now, "cum_n")
     cols["activities_90d"] = _cum(now, "cum_n") - _cum(d90, "cum_n")
     cols["organic_activities_12m"] = _cum(now, "cum_organic") - _cum(year_ago, "cum_organic")
+    cols["organic_activities_total"] = _cum(now, "cum_organic")
     # An accepted ask whose activity has not happened yet is advocacy already promised.
     cols["accepted_not_delivered"] = np.maximum(cols["accepts_total"] - _cum(now, "cum_solicited"), 0.0)
 

@@ -61,6 +61,7 @@ FEATURES: tuple[Feature, ...] = (
     _n("nps_promoter", "promoter (NPS 9-10)", "nps", monotone=1),
     _n("nps_responses_12m", "NPS responses in 12 months", "nps"),
     _n("nps_mean_all", "mean NPS over all responses", "nps", monotone=1),
+    _n("nps_responses_per_month", "NPS responses per month of history", "nps"),
     # usage
     _n(
         "adoption",
@@ -115,6 +116,7 @@ FEATURES: tuple[Feature, ...] = (
     _n("social_positive_12m", "positive social mentions in 12 months", "social"),
     _n("social_negative_12m", "negative social mentions in 12 months", "social"),
     _n("social_sentiment_12m", "mean sentiment of social mentions over 12 months", "social"),
+    _n("social_positive_per_month", "positive social mentions per month of history", "social"),
     # past-response history
     _n("asks_total", "asks so far", "history"),
     _n("accepts_total", "accepted asks so far", "history"),
@@ -145,6 +147,7 @@ FEATURES: tuple[Feature, ...] = (
     _n("activities_total", "advocacy activities so far", "history"),
     _n("activities_90d", "advocacy activities in 90 days", "history"),
     _n("organic_activities_12m", "unsolicited advocacy activities in 12 months", "history"),
+    _n("organic_activities_total", "unsolicited advocacy activities so far", "history"),
     _n("accepted_not_delivered", "accepted asks not yet delivered", "history"),
     _n("days_since_last_accept", "days since the last accepted ask", "history", unit="days"),
 )

@@ -149,15 +149,7 @@ class Scores:
 
     def next_best_ask(self, i: int) -> dict[str, Any]:
         blocks = self.blocked.for_customer(str(self.customer_id[i]))
-        k = int(self.next_ask[i])
-        return {
-            "ask_type": ASK_TYPE_NAMES[k] if k >= 0 else None,
-            "probability": float(self.acceptance[i, k]) if k >= 0 else None,
-            "blocked": [
-                {"ask_type": t, "guardrail": g, "reason": why, "until": until}
-                for t, (g, why, until) in sorted(blocks.items(), key=lambda kv: ASK_TYPE_NAMES.index(kv[0]))
-            ],
-        }
+        return next_best_ask(self.acceptance[i], int(self.next_ask[i]), blocks)
 
     def result(self, i: int, reasons: int = TOP_REASONS) -> dict[str, Any]:
         """The section 7 result of row i."""
@@ -217,6 +209,22 @@ class Scores:
         out["rules_version"] = self.bundle.rules_version
         out["features_as_of"] = pd.to_datetime(self.as_of, utc=True)
         return pd.DataFrame(out)
+
+
+def next_best_ask(acceptance: np.ndarray, k: int, blocks: Mapping[str, tuple[str, str, str | None]]) -> dict[str, Any]:
+    """The `next_best_ask` of one result: type `k` (-1: none) with its probability, and the blocked types.
+
+    A function of its own so that the service can re-choose the next ask under fresh guardrails for
+    results it keeps (everything else in a result depends only on the customer's features).
+    """
+    return {
+        "ask_type": ASK_TYPE_NAMES[k] if k >= 0 else None,
+        "probability": float(acceptance[k]) if k >= 0 else None,
+        "blocked": [
+            {"ask_type": t, "guardrail": g, "reason": why, "until": until}
+            for t, (g, why, until) in sorted(blocks.items(), key=lambda kv: ASK_TYPE_NAMES.index(kv[0]))
+        ],
+    }
 
 
 def _item(values: Any, i: int) -> Any:
@@ -284,4 +292,4 @@ def score(
     )
 
 
-__all__ = ["NO_BLOCKS", "TIER_ORDER", "Blocked", "Scores", "score"]
+__all__ = ["NO_BLOCKS", "TIER_ORDER", "Blocked", "Scores", "next_asks", "next_best_ask", "score"]

@@ -1,10 +1,18 @@
-"""Shared fixtures: small generated worlds, made once per session."""
+"""Shared fixtures: small generated worlds and a trained champion, each made once per session."""
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from features.io import World, world_from_tables
+from features.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +21,33 @@ def generated_world() -> World:
     from features.synthetic import generate_world
 
     return world_from_tables(generate_world(n_customers=400, months=24, seed=7).tables)
+
+
+@dataclass
+class TrainedHome:
+    """A project home with a local MLflow store whose `@champion` was trained on the sample data."""
+
+    settings: Settings
+    version: str
+    metrics: dict[str, float]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a subprocess (server, CLI) that should use this home."""
+        return {
+            **os.environ,
+            "ADVOCACY_HOME": str(self.settings.home),
+            "ADVOCACY_DATA_DIR": str(self.settings.resolved_data_dir()),
+            **extra,
+        }
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
+    """Train once on `data/sample` into a fresh local MLflow store and promote it to `@champion`."""
+    from training.pipeline import train
+
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home, data_dir=SAMPLE)
+    result = train(settings)
+    assert result.promoted, result.gate.reason
+    return TrainedHome(settings, result.version, result.metrics)
