@@ -139,12 +139,12 @@ def _settings() -> Any:
 def _print_train_result(result: Any) -> None:
     from training.pipeline import train_summary
 
-    table = Table(title=f"Held-out window: model v{result.version} beside the points rule")
-    for col in ("metric", "model", "points rule"):
+    table = Table(title=f"Held-out window: model v{result.version} beside {result.baseline_name}")
+    for col in ("metric", "model", result.baseline_name):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    for row in train_summary(result.metrics).itertuples(index=False):
+    for metric, model, baseline in train_summary(result.metrics).itertuples(index=False):
         fmt = lambda v: "" if v is None or v != v else f"{v:.3f}"  # noqa: E731
-        table.add_row(row.metric, fmt(row.model), fmt(row._2))
+        table.add_row(metric, fmt(model), fmt(baseline))
     console.print(table)
     colour = "green" if result.promoted else "yellow"
     console.print(f"[{colour}]{result.gate.reason}[/]  (MLflow run {result.run_id}, version {result.version})")
@@ -159,6 +159,9 @@ def train(
     table: Annotated[Path | None, typer.Option("--table", help="A prepared feature table (bring your own).")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Label column of --table.")] = None,
     time_column: Annotated[str | None, typer.Option("--time-column", help="Time column of --table.")] = None,
+    drop: Annotated[
+        list[str] | None, typer.Option("--drop", help="Column of --table not to use (repeat), e.g. a leak.")
+    ] = None,
     engine: Annotated[str, typer.Option(help="local or dask.")] = "local",
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (with --engine dask).")] = None,
 ) -> None:
@@ -169,7 +172,9 @@ def train(
 
         if not label:
             raise ValueError("--label is required with --table")
-        result = train_table(settings, table, label, time_column, experiment=experiment, progress=console.log)
+        result = train_table(
+            settings, table, label, time_column, drop=drop or [], experiment=experiment, progress=console.log
+        )
         _print_train_result(result)
         return
     if engine not in ("local", "dask"):
@@ -238,6 +243,93 @@ def up(
         _print_train_result(run_training(settings, data, progress=console.log))
     else:
         console.print(f"@champion is version {current.version}")
+
+
+@app.command()
+@clear_errors
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; anything but loopback needs ADVOCACY_API_TOKEN.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
+) -> None:
+    """Start the scoring service (BentoML): the HTTP API and the CSM page."""
+    import os
+
+    import serving
+    from serving.auth import check_bind
+    from serving.snapshot import current_snapshot_dir
+
+    settings = _settings()
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    host = "127.0.0.1" if host == "localhost" else host  # BentoML takes IP addresses only
+    check_bind(host, token)
+    example = "CUSTOMER_ID"
+    try:
+        import pandas as pd
+
+        folder = current_snapshot_dir(settings.feature_store_path())
+        ids = pd.read_parquet(folder / "features.parquet", columns=["customer_id"])
+        example = str(ids["customer_id"].iloc[0]) if len(ids) else example
+    except (OSError, ValueError, KeyError):  # only the example id is lost; the service reports the rest
+        err_console.print(
+            "[yellow]No feature snapshot yet: /score stays not ready until `advocacy score` writes one.[/]"
+        )
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}" if ":" not in shown else f"http://[{shown}]:{port}"
+    auth = " -H 'Authorization: Bearer $ADVOCACY_API_TOKEN'" if token else ""
+    console.print(f"CSM page: {url}/")
+    console.print(
+        f"Try: curl -s {url}/score -H 'Content-Type: application/json'{auth} "
+        f'-d \'{{"customer_ids": ["{example}"]}}\'',
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stdout.flush()
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    root = Path(serving.__file__).resolve().parents[1]
+    args = ["serving.service:Advocacy", "--host", host, "--port", str(port), "--working-dir", str(root)]
+    # Replace this process, so signals (Ctrl+C, SIGTERM from a supervisor) reach the server directly.
+    os.execv(sys.executable, [sys.executable, "-m", "bentoml", "serve", *args])
+
+
+@app.command()
+@clear_errors
+def score(
+    data: DataDir,
+    out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv), one row per active customer.")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Use events strictly before this time (UTC). Default: now.")
+    ] = None,
+    explain: Annotated[bool, typer.Option("--explain/--no-explain", help="Top-3 reasons per customer.")] = True,
+    engine: Annotated[str, typer.Option(help="local, or dask (a local cluster unless --scheduler).")] = "local",
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (with --engine dask).")] = None,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Customers per chunk.")] = 20_000,
+    snapshot: Annotated[
+        bool, typer.Option("--snapshot/--no-snapshot", help="Also write the feature snapshot the service reads.")
+    ] = True,
+) -> None:
+    """Score every active customer with the @champion model: streamed in chunks, resumable, atomic."""
+    from serving.batch import check_output, run_batch
+
+    check_output(out)
+    when = parse_time(as_of)
+    if engine not in ("local", "dask"):
+        raise ValueError(f"--engine must be local or dask, got {engine!r}")
+    if scheduler and engine != "dask":
+        raise ValueError("--scheduler needs --engine dask")
+    run_batch(
+        _settings(),
+        data,
+        out,
+        as_of=when,
+        explain=explain,
+        engine=engine,
+        scheduler=scheduler,
+        chunk_size=chunk_size,
+        snapshot=snapshot,
+        console=console,
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_project_home)
     data_dir: Path | None = None
-    mlflow_tracking_uri: str | None = None  # MLFLOW_TRACKING_URI also works (MLflow's own)
+    # ADVOCACY_MLFLOW_TRACKING_URI, else MLflow's own MLFLOW_TRACKING_URI, read once at start-up
+    # (MLflow itself writes that variable whenever a URI is set, so it is not re-read later).
+    mlflow_tracking_uri: str | None = Field(default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI"))
     experiment: str = "advocacy"
     model_name: str = "advocacy-propensity"
     feature_store: Path | None = None
@@ -46,8 +48,6 @@ class Settings(BaseSettings):
     def tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
-        if os.environ.get("MLFLOW_TRACKING_URI"):
-            return os.environ["MLFLOW_TRACKING_URI"]
         return f"sqlite:///{(self.state_dir() / 'mlflow.db').resolve()}"
 
     def artifact_root(self) -> Path:

@@ -85,14 +85,14 @@ FEATURES: tuple[Feature, ...] = (
         actionable=True,
     ),
     _n("logins", "logins last month", "usage", actionable=True),
-    _n("health_score", "health score", "health", actionable=True),
+    _n("health_score", "health score", "health", actionable=True, monotone=1),
     _n(
         "health_trend_3m",
         "change in health score over 3 months",
         "health",
         actionable=True,
     ),
-    _n("health_mean_6m", "mean health score over 6 months", "health", actionable=True),
+    _n("health_mean_6m", "mean health score over 6 months", "health", actionable=True, monotone=1),
     _n("usage_months", "months of usage history", "usage", unit="months"),
     # support
     _n("tickets_90d", "support tickets in 90 days", "support", actionable=True),

@@ -15,6 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow exports MLFLOW_TRACKING_URI whenever a store is chosen: keep one test's store out of the next."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def generated_world() -> World:
     """A small synthetic world (validated through the data contract like user data)."""
@@ -46,6 +52,7 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
     """Train once on `data/sample` into a fresh local MLflow store and promote it to `@champion`."""
     from training.pipeline import train
 
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     home = tmp_path_factory.mktemp("home")
     settings = Settings(home=home, data_dir=SAMPLE)
     result = train(settings)

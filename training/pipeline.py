@@ -43,6 +43,7 @@ class TrainResult:
     gate: GateDecision
     metrics: dict[str, float] = field(default_factory=dict)
     bundle: Bundle | None = None
+    baseline_name: str = "points rule"
 
 
 def load_training_world(data_dir: Path, settings: Settings) -> World:

@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import optuna
 from optuna_integration import LightGBMPruningCallback
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 from features.settings import Settings
 from training.datasets import TrainingData
@@ -45,16 +45,24 @@ def tune(data: TrainingData, settings: Settings, n_trials: int, base: TrainConfi
         booster = fit_booster(
             m.x["train"], m.y["train"], m.x["valid"], m.y["valid"], categorical, monotone, params, [pruning]
         )
-        auc = float(roc_auc_score(m.y["valid"], np.asarray(booster.predict(m.x["valid"], raw_score=True))))
+        p = np.asarray(booster.predict(m.x["valid"]))
+        loss = float(log_loss(m.y["valid"], p, labels=[0, 1]))
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
             mlflow.log_params(trial.params)
-            mlflow.log_metrics({"valid_roc_auc": auc, "trees": booster.num_trees()})
-        return auc
+            mlflow.log_metrics(
+                {
+                    "valid_log_loss": loss,
+                    "valid_roc_auc": float(roc_auc_score(m.y["valid"], p)),
+                    "trees": booster.num_trees(),
+                }
+            )
+        # Log loss, the metric the pruner watches, so pruning and selection pull the same way.
+        return loss
 
     study = optuna.create_study(
         study_name=f"propensity-{data.fingerprint['data_hash']}",
         storage=study_storage(settings),
-        direction="maximize",
+        direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_warmup_steps=20),
         load_if_exists=True,
@@ -67,5 +75,5 @@ def tune(data: TrainingData, settings: Settings, n_trials: int, base: TrainConfi
         study.optimize(objective, n_trials=remaining, gc_after_trial=True)
     best = study.best_trial.params
     mlflow.log_params({f"tuned.{k}": v for k, v in best.items()} | {"tuned.trials": len(study.trials)})
-    mlflow.log_metric("tuned_valid_roc_auc", study.best_value)
+    mlflow.log_metric("tuned_valid_log_loss", study.best_value)
     return replace(base, propensity=replace(base.propensity, **best))
