@@ -219,12 +219,15 @@ def rollback() -> None:
 @clear_errors
 def up(
     serve_it: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the service at the end.")] = True,
+    host: Annotated[str, typer.Option(help="Address for the service.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port for the service.")] = 3000,
 ) -> None:
     """Bring the product up on its embedded defaults: sample data, local MLflow, a champion, the service."""
     from features.baseline import score_baseline
     from features.io import read_world
     from features.labels import observed_until
     from features.pointintime import active_points, build_features
+    from serving.snapshot import current_snapshot_dir
     from training import registry
 
     settings = _settings()
@@ -240,9 +243,77 @@ def up(
         from training.pipeline import train as run_training
 
         console.print("No @champion yet: training one on the sample data.")
-        _print_train_result(run_training(settings, data, progress=console.log))
+        result = run_training(settings, data, progress=console.log)
+        _print_train_result(result)
+        trained = True
     else:
         console.print(f"@champion is version {current.version}")
+        trained = False
+    try:
+        current_snapshot_dir(settings.feature_store_path())
+        fresh = not trained
+    except FileNotFoundError:
+        fresh = False
+    if not fresh:
+        from serving.batch import run_batch
+
+        console.print("Scoring every customer and writing the feature snapshot the service reads.")
+        out = settings.state_dir() / "scores.parquet"
+        run_batch(settings, data, out, as_of=when, explain=True, engine="local", scheduler=None, console=console)
+    if serve_it:
+        serve(host=host, port=port)
+
+
+@app.command()
+@clear_errors
+def explain(
+    customer_id: Annotated[str, typer.Argument(help="The customer to explain.")],
+    data: DataDir,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the end of the data.")] = None,
+) -> None:
+    """Explain one customer's scores in the terminal: reasons, points, disagreement, next ask."""
+    import pandas as pd
+
+    from features.io import read_world
+    from features.labels import observed_until
+    from features.pointintime import build_features
+    from models.guardrails import blocked_asks
+    from models.pyfunc import load_bundle
+    from models.scoring import Blocked, score
+    from serving.snapshot import build_snapshot, guardrail_signals
+    from training import registry
+
+    settings = _settings()
+    registry.configure(settings)
+    current = registry.champion(settings.model_name)
+    if current is None:
+        raise ValueError("no @champion model yet: run `advocacy train` first")
+    bundle = load_bundle(current.source, current.version)
+    world = read_world(data)
+    when = parse_time(as_of) or observed_until(world)
+    frame = build_features(world, pd.DataFrame({"customer_id": [customer_id], "as_of": [when]}))
+    snap = build_snapshot(world, when, frame)
+    blocks = blocked_asks(snap.asks, guardrail_signals(snap.features), when)
+    result = score(bundle, snap.features, blocked=Blocked.from_frame(blocks)).result(0)
+    shown = "cold start: points rule" if result["cold_start"] else f"{result['propensity']:.0%}"
+    console.print(
+        f"[bold]{customer_id}[/] as of {when:%Y-%m-%d}: propensity {shown}, tier [bold]{result['tier']}[/]"
+        f" (percentile {result['percentile']}), model v{result['model_version']}"
+    )
+    for r in result["reasons"]:
+        console.print(f"  - {r['text']}" + ("  [green](actionable)[/]" if r["actionable"] else ""))
+    base = result["baseline"]
+    console.print(
+        f"Points rule: {base['points']} points, tier {base['tier']}: "
+        + ", ".join(f"{b['label']} {b['points']}/{b['max_points']}" for b in base["breakdown"])
+    )
+    if result["disagreement"]:
+        console.print(f"[yellow]{result['disagreement']['text']}[/]")
+    nba = result["next_best_ask"]
+    ask = f"{nba['ask_type']} ({nba['probability']:.0%})" if nba["ask_type"] else "none: every ask is blocked"
+    console.print(f"Next best ask: {ask}")
+    for b in nba["blocked"]:
+        console.print(f"  blocked {b['ask_type']}: {b['reason']} (until {b['until'] or 'it clears'})")
 
 
 @app.command()
