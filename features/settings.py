@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         return self.state_dir() / "mlartifacts"
 
     def feature_store_path(self) -> Path:
-        return self.feature_store or self.state_dir() / "feature_snapshot.parquet"
+        return self.feature_store or self.state_dir() / "feature_store"
 
     def ask_log_path(self) -> Path:
         return self.ask_log or self.state_dir() / "asks.sqlite"
