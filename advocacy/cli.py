@@ -7,6 +7,7 @@ Every command turns bad input into a one-line error and a non-zero exit.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+
+# LightGBM's OpenMP threads spin while idle by default, which starves a busy 2-core machine
+# (the service, other workers); waiting passively costs nothing measurable when it is idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = typer.Typer(
     help="Advocacy propensity: features, models, batch scoring and the scoring service.", no_args_is_help=True

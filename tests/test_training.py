@@ -184,18 +184,31 @@ def test_training_against_a_real_mlflow_server(tmp_path: Path) -> None:
         mlflow.set_tracking_uri(None)
 
 
-def test_tuning_logs_trials_and_resumes(tmp_path: Path) -> None:
+def test_tuning_logs_trials_as_child_runs_and_resumes(tmp_path: Path) -> None:
     import optuna
 
+    from training.datasets import build_training_data
+    from training.tune import study_storage, tune
+
     settings = Settings(home=tmp_path, data_dir=SAMPLE)
-    train(settings, tune_trials=2)
-    storage = f"sqlite:///{tmp_path / '.advocacy' / 'optuna.db'}"
-    (study_name,) = optuna.get_all_study_names(storage)
-    assert len(optuna.load_study(study_name=study_name, storage=storage).trials) == 2
-    result = train(settings, tune_trials=3)  # resumes: one more trial, not three
-    assert len(optuna.load_study(study_name=study_name, storage=storage).trials) == 3
-    children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
-    assert len(children) == 1
+    data = build_training_data(read_world(SAMPLE))
+    quick = TrainConfig(propensity=BoosterParams(num_leaves=7, max_rounds=80, early_stopping_rounds=10))
+    registry.configure(settings)
+    with mlflow.start_run() as parent:
+        best = tune(data, settings, 2, quick)
+    (study_name,) = optuna.get_all_study_names(study_storage(settings))
+    assert len(optuna.load_study(study_name=study_name, storage=study_storage(settings)).trials) == 2
+    assert best.propensity != quick.propensity  # the best trial's settings are used for the final fit
+    children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 2 and "metrics.valid_log_loss" in children.columns
+    with mlflow.start_run():
+        tune(data, settings, 3, quick)  # an interrupted study resumes: one more trial, not three
+    assert len(optuna.load_study(study_name=study_name, storage=study_storage(settings)).trials) == 3
+
+
+def test_train_command_with_tune_runs_end_to_end(tmp_path: Path) -> None:
+    out = _cli(tmp_path, "train", "--data", str(SAMPLE), "--tune", "1")
+    assert "propensity ROC AUC" in out and "version 1" in out
 
 
 def test_dask_engine_trains_on_a_local_cluster(tmp_path: Path) -> None:

@@ -1,0 +1,394 @@
+"""The batch job (`advocacy score`): same answers as the API, chunking changes nothing, engines agree,
+a killed run resumes to the same bytes, bad input writes nothing, and fast reasons equal exact ones."""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.catalog import ASK_TYPE_NAMES
+from features.io import read_world, write_tables
+from features.pointintime import active_points, build_features
+from features.settings import Settings
+from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
+from models.drift import drift_report
+from models.guardrails import blocked_asks
+from models.reasons import top_indices
+from models.scoring import Blocked, score
+from serving import batch
+from serving.explain_fast import PatternTreeShap, ambiguous_rows, exact_where_ambiguous
+from serving.snapshot import build_snapshot, guardrail_signals, read_snapshot
+from tests.conftest import SAMPLE, TrainedHome
+
+AS_OF = pd.Timestamp("2026-10-01", tz="UTC")
+CHUNK = 250  # 12 chunks on the 3,000-customer sample
+
+
+def _settings(home: TrainedHome, store: Path) -> Settings:
+    return home.settings.model_copy(update={"feature_store": store})
+
+
+def _run(home: TrainedHome, tmp: Path, name: str, **kwargs: Any) -> batch.BatchResult:
+    kwargs.setdefault("chunk_size", CHUNK)
+    kwargs.setdefault("track", False)
+    return batch.run_batch(_settings(home, tmp / "store"), SAMPLE, tmp / name, as_of=AS_OF, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def world() -> Any:
+    return read_world(SAMPLE)
+
+
+@pytest.fixture(scope="module")
+def clean(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -> batch.BatchResult:
+    """One uninterrupted local run on the sample, with reasons, snapshot and MLflow tracking."""
+    tmp = tmp_path_factory.mktemp("batch")
+    return _run(trained_home, tmp, "scores.parquet", track=True)
+
+
+@pytest.fixture(scope="module")
+def bundle(trained_home: TrainedHome) -> Any:
+    settings = trained_home.settings
+    return batch.load_champion(batch.resolve_champion(settings))
+
+
+# ---- the output ------------------------------------------------------------------------------
+
+
+def test_one_row_per_active_customer_with_the_spec_columns(clean: batch.BatchResult, world: Any) -> None:
+    out = pd.read_parquet(clean.out)
+    active = active_points(world, AS_OF)
+    assert len(out) == len(active) == clean.rows
+    assert out["customer_id"].is_unique
+    assert set(out["customer_id"]) == set(active["customer_id"])
+    spec_columns = ["customer_id", "propensity", "tier", "percentile"]
+    spec_columns += [f"acceptance_{t}" for t in ASK_TYPE_NAMES]
+    spec_columns += ["next_best_ask", "next_best_ask_probability", "blocked_asks", "re_engage"]
+    spec_columns += ["reason_1", "reason_2", "reason_3", "baseline_points", "baseline_qualified", "baseline_tier"]
+    spec_columns += ["disagreement", "model_version", "rules_version", "features_as_of"]
+    assert set(spec_columns) <= set(out.columns)
+    assert out["reason_1"].notna().all()
+    assert (out["features_as_of"] == AS_OF).all()
+    # Everything temporary is gone: only the output and its drift report remain.
+    assert sorted(p.name for p in clean.out.parent.iterdir()) == ["scores.drift.csv", "scores.parquet", "store"]
+    assert clean.mlflow_run_id
+
+
+def test_drift_report_beside_the_output(clean: batch.BatchResult, bundle: Any) -> None:
+    drift = pd.read_csv(batch.drift_path(clean.out))
+    assert list(drift.columns) == ["name", "psi", "drifted"]
+    assert set(drift["name"]) == set(bundle.drift_reference)
+    assert (drift["drifted"] == (drift["psi"] > 0.25)).all()
+
+
+def test_drift_from_chunk_counts_equals_drift_report(world: Any, bundle: Any) -> None:
+    frame = build_features(world, active_points(world, AS_OF))
+    scores = bundle.propensity.proba(bundle.encoder.transform(frame))
+    reference = bundle.drift_reference
+    halves = [frame.iloc[:1000], frame.iloc[1000:]]
+    counts: dict[str, np.ndarray] = {}
+    for part, s in zip(halves, [scores[:1000], scores[1000:]], strict=True):
+        for name, c in batch.drift_counts(reference, part, s).items():
+            counts[name] = counts.get(name, 0) + np.asarray(c)
+    mine = batch.drift_from_counts(reference, {k: v.tolist() for k, v in counts.items()}, len(frame))
+    theirs = drift_report(reference, frame, scores)
+    pd.testing.assert_frame_equal(
+        mine.sort_values("name").reset_index(drop=True), theirs.sort_values("name").reset_index(drop=True)
+    )
+
+
+def test_chunking_changes_no_feature(clean: batch.BatchResult, world: Any) -> None:
+    """The snapshot written from chunks holds what `build_snapshot` gives on the whole world."""
+    assert clean.snapshot_dir is not None
+    snap = read_snapshot(clean.snapshot_dir.parent)
+    whole = build_snapshot(world, AS_OF)
+    assert snap.meta["customers"] == len(whole.features) == clean.rows
+    for part, keys in (
+        ("features", ["customer_id"]),
+        ("asks", ["ask_id"]),
+        ("history", ["customer_id", "at", "kind", "detail"]),
+    ):
+        mine = getattr(snap, part).sort_values(keys, kind="stable").reset_index(drop=True)
+        theirs = getattr(whole, part).sort_values(keys, kind="stable").reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, theirs, check_dtype=False)
+
+
+def test_batch_equals_the_api(clean: batch.BatchResult, bundle: Any) -> None:
+    """Field by field, the batch row equals what the API computes from the snapshot (same as_of)."""
+    assert clean.snapshot_dir is not None
+    snap = read_snapshot(clean.snapshot_dir.parent)
+    frame = snap.features
+    # As `serving.store.FeatureStore` holds the snapshot: one array per column, an encoded matrix.
+    values: dict[str, Any] = {
+        "customer_id": frame["customer_id"].to_numpy(dtype=object),
+        "as_of": frame["as_of"].to_numpy(),
+    }
+    for name in FEATURE_NAMES:
+        values[name] = (
+            frame[name].to_numpy(dtype=object) if name in CATEGORICAL_FEATURES else frame[name].to_numpy(float)
+        )
+    blocks = blocked_asks(snap.asks, guardrail_signals(frame), AS_OF, batch.guardrail_config(bundle))
+    api = score(bundle, values, matrix=bundle.encoder.transform(frame), blocked=Blocked.from_frame(blocks))
+    out = pd.read_parquet(clean.out).set_index("customer_id")
+    assert len(out) == len(api)
+    for i in range(len(api)):
+        r = api.result(i)
+        row = out.loc[r["customer_id"]]
+        assert _same(row["propensity"], r["propensity"])
+        assert row["tier"] == r["tier"]
+        assert _same(row["percentile"], r["percentile"])
+        for t in ASK_TYPE_NAMES:
+            assert row[f"acceptance_{t}"] == r["acceptance"][t]
+        assert _same(row["next_best_ask"], r["next_best_ask"]["ask_type"])
+        assert _same(row["next_best_ask_probability"], r["next_best_ask"]["probability"])
+        blocked = {b["ask_type"] for b in r["next_best_ask"]["blocked"]}
+        assert {part.split(":")[0] for part in row["blocked_asks"].split("; ") if part} == blocked
+        assert [row[f"reason_{k}"] for k in (1, 2, 3)] == [x["text"] for x in r["reasons"]] + [None] * (
+            3 - len(r["reasons"])
+        )
+        assert row["baseline_points"] == r["baseline"]["points"]
+        assert row["baseline_qualified"] == r["baseline"]["qualified"]
+        assert row["baseline_tier"] == r["baseline"]["tier"]
+        assert _same(row["disagreement"], (r["disagreement"] or {}).get("text"))
+        assert row["re_engage"] == r["re_engage"]
+        assert row["model_version"] == r["model_version"]
+        assert row["features_as_of"].isoformat() == r["features_as_of"]
+
+
+def _same(a: Any, b: Any) -> bool:
+    missing_a = a is None or (isinstance(a, float) and np.isnan(a))
+    missing_b = b is None or (isinstance(b, float) and np.isnan(b))
+    return (missing_a and missing_b) or a == b
+
+
+# ---- engines, resuming, formats ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dask_engine_gives_the_same_bytes(clean: batch.BatchResult, trained_home: TrainedHome, tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        result = _run(trained_home, tmp_path, "scores.parquet", engine="dask", client=client, snapshot=False)
+    assert filecmp.cmp(result.out, clean.out, shallow=False)
+
+
+def test_resumes_from_finished_chunks(clean: batch.BatchResult, trained_home: TrainedHome, tmp_path: Path) -> None:
+    """Chunks a previous run finished are reused, and the output is byte for byte the same."""
+    out = tmp_path / "scores.parquet"
+    settings = _settings(trained_home, tmp_path / "store")
+    champion = batch.resolve_champion(settings)
+    bundle = batch.load_champion(champion)
+    files = batch.table_files(SAMPLE)
+    key = batch.RunKey(
+        batch.data_fingerprint(files),
+        AS_OF.isoformat(),
+        champion.name,
+        champion.version,
+        bundle.trained_at,
+        True,
+        CHUNK,
+    )
+    work = batch.work_dir(out, key)
+    split = batch.split_tables(files, work, CHUNK)
+    scorer = batch.Scorer.for_bundle(bundle, explain=True)
+    for chunk in (0, 3, 7):  # as if killed after these
+        batch.score_chunk(work, chunk, scorer, AS_OF, 1)
+    result = batch.run_batch(settings, SAMPLE, out, as_of=AS_OF, chunk_size=CHUNK, snapshot=False, track=False)
+    assert result.resumed_chunks == 3
+    assert split.n_chunks == result.chunks == 12
+    assert filecmp.cmp(out, clean.out, shallow=False)
+    assert not work.exists()
+
+
+def test_csv_output_has_the_same_rows(clean: batch.BatchResult, trained_home: TrainedHome, tmp_path: Path) -> None:
+    result = _run(trained_home, tmp_path, "scores.csv", explain=False, snapshot=False)
+    csv = pd.read_csv(result.out)
+    parquet = pd.read_parquet(clean.out)
+    assert list(csv["customer_id"]) == list(parquet["customer_id"])
+    assert np.allclose(csv["propensity"], parquet["propensity"], equal_nan=True)
+    assert csv["reason_1"].isna().all()  # --no-explain
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_bytes(
+    clean: batch.BatchResult, trained_home: TrainedHome, tmp_path: Path
+) -> None:
+    out = tmp_path / "scores.parquet"
+    args = [sys.executable, "-m", "advocacy", "score", "--data", str(SAMPLE), "--out", str(out)]
+    args += ["--as-of", AS_OF.isoformat(), "--chunk-size", str(CHUNK), "--no-snapshot"]
+    env = trained_home.env(ADVOCACY_FEATURE_STORE=str(tmp_path / "store"))
+    log = (tmp_path / "killed.log").open("w")
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    done: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = list(tmp_path.glob(".scores.parquet.work-*/chunks/*/stats.json"))
+        assert not out.exists()  # never a partial output
+        if len(done) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    log.close()
+    assert len(done) >= 3, (tmp_path / "killed.log").read_text()
+    assert not out.exists()
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Resuming" in rerun.stdout + rerun.stderr
+    assert filecmp.cmp(out, clean.out, shallow=False)
+    assert not list(tmp_path.glob(".scores.parquet.work-*"))
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(trained_home: TrainedHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from advocacy import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_settings", lambda: _settings(trained_home, tmp_path / "store"))
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(cli_module.app, ["score", *args], catch_exceptions=False)
+
+    return invoke
+
+
+def _bad_sample(tmp_path: Path, table: str, change: Any) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data, ignore=shutil.ignore_patterns("truth"))
+    frame = pd.read_parquet(data / f"{table}.parquet")
+    (data / f"{table}.parquet").unlink()
+    write_tables({table: change(frame)}, data, "csv")
+    return data
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("suffix", "--out must end in .parquet or .csv"),
+        ("as_of", "--as-of: not a date"),
+        ("missing_dir", "data directory not found"),
+        ("bad_value", "table 'customers': column 'segment': rule 'isin"),
+        (
+            "unknown_customer",
+            "table 'nps': column 'customer_id': rule 'exists in customers' failed for 1 rows, e.g. row 2500",
+        ),
+        ("duplicate_id", "table 'asks': column 'ask_id': rule 'unique'"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, message: str
+) -> None:
+    monkeypatch.setattr(batch, "READ_BATCH_ROWS", 1000)  # several batches: errors still name the file's rows
+    data, out, as_of = SAMPLE, tmp_path / "out" / "scores.parquet", AS_OF.isoformat()
+    if case == "suffix":
+        out = out.with_suffix(".json")
+    elif case == "as_of":
+        as_of = "next tuesday"
+    elif case == "missing_dir":
+        data = tmp_path / "nowhere"
+    elif case == "bad_value":
+        data = _bad_sample(
+            tmp_path, "customers", lambda f: f.assign(segment=f["segment"].where(f.index != 2345, "giant"))
+        )
+    elif case == "unknown_customer":
+        data = _bad_sample(
+            tmp_path, "nps", lambda f: f.assign(customer_id=f["customer_id"].where(f.index != 2500, "C9"))
+        )
+    elif case == "duplicate_id":
+        data = _bad_sample(
+            tmp_path, "asks", lambda f: f.assign(ask_id=f["ask_id"].where(f.index != 9, f["ask_id"].iloc[4000]))
+        )
+    result = cli("--data", str(data), "--out", str(out), "--as-of", as_of)
+    assert result.exit_code == 2
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) <= 3
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "store").exists()
+
+
+# ---- fast reasons ------------------------------------------------------------------------------
+
+
+def test_fast_reasons_equal_exact_treeshap(world: Any, bundle: Any) -> None:
+    frame = build_features(world, active_points(world, AS_OF))
+    matrix = bundle.encoder.transform(frame)
+    booster = bundle.propensity.booster
+    explainer = PatternTreeShap(booster)
+    exact = np.asarray(booster.predict(matrix, pred_contrib=True))
+    first, _ = explainer.fast_contributions(matrix[:1500])
+    fast, stats = explainer.contributions(matrix)  # the second half partly from the cache
+    assert stats.rows == len(matrix) and stats.computed < stats.patterns
+    assert np.max(np.abs(fast - exact)) < 1e-10
+    np.testing.assert_array_equal(top_indices(fast[:, :-1], 3), top_indices(exact[:, :-1], 3))
+    assert np.max(np.abs(first - exact[:1500])) < 1e-10
+
+
+def _synthetic_booster(**params: Any) -> tuple[lgb.Booster, np.ndarray]:
+    """A booster with every kind of split: numeric with NaN or zero as missing, categorical, a lone leaf."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    x = rng.normal(size=(n, 6))
+    x[:, 1] = rng.integers(0, 6, n)  # categorical
+    x[rng.random(n) < 0.2, 0] = np.nan
+    x[rng.random(n) < 0.3, 2] = 0.0
+    x[rng.random(n) < 0.1, 1] = np.nan
+    logit = np.nan_to_num(x[:, 0]) + (x[:, 1] % 2) - x[:, 2] * x[:, 3] + 0.5 * x[:, 4]
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    data = lgb.Dataset(x, y, categorical_feature=[1], free_raw_data=False)
+    base = {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 5, "verbose": -1, "seed": 1}
+    return lgb.train({**base, **params}, data, num_boost_round=40), x
+
+
+@pytest.mark.parametrize("params", [{}, {"zero_as_missing": True}, {"use_missing": False}, {"num_leaves": 63}])
+def test_fast_treeshap_on_every_kind_of_split(params: dict[str, Any]) -> None:
+    booster, x = _synthetic_booster(**params)
+    fast, _ = PatternTreeShap(booster).fast_contributions(x)
+    exact = np.asarray(booster.predict(x, pred_contrib=True))
+    assert np.max(np.abs(fast - exact)) < 1e-10
+
+
+def test_near_ties_are_recomputed_exactly() -> None:
+    booster, x = _synthetic_booster()
+    exact = np.asarray(booster.predict(x[:50], pred_contrib=True))
+    nudged = exact.copy()
+    nudged[0, 3] = nudged[0, 4] = 0.7  # a tie among the top: rounding could order it either way
+    assert ambiguous_rows(nudged)[0]
+    assert exact_where_ambiguous(nudged, x[:50], booster) >= 1
+    np.testing.assert_array_equal(nudged[0], exact[0])
+
+
+def test_cli_help_lists_score() -> None:
+    from advocacy import cli as cli_module
+
+    result = CliRunner().invoke(cli_module.app, ["score", "--help"])
+    assert result.exit_code == 0
+    for option in ("--out", "--as-of", "--explain", "--engine", "--scheduler"):
+        assert option in result.output
+
+
+def test_chunks_are_stable() -> None:
+    ids = pd.Series([f"C{i:05d}" for i in range(1000)])
+    chunks = batch.chunk_of(ids, 7)
+    assert chunks.min() == 0 and chunks.max() == 6
+    np.testing.assert_array_equal(chunks, batch.chunk_of(ids.to_numpy(dtype=object), 7))
+    # Not Python's salted `hash`: the same chunks in every process, on every machine, in every run.
+    assert batch.chunk_of(["C00001", "C00002", "xyz", "007"], 7).tolist() == [2, 4, 1, 4]

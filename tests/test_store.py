@@ -1,0 +1,178 @@
+"""The service's guardrail book: cached blocks are exactly what `blocked_asks` says at any moment.
+
+Fast, in-process: a stand-in for the feature store (ids and guardrail signals only) and real ask logs.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.asklog import AskLog
+from features.contracts import TIMESTAMP, empty_table, validate_table
+from features.io import World
+from features.labels import observed_until
+from features.settings import Settings
+from models.guardrails import GuardrailConfig, blocked_asks
+from models.scoring import Blocked
+from serving.snapshot import build_snapshot
+from serving.store import GuardrailBook, UnknownCustomersError
+
+NOW = pd.Timestamp("2026-05-15T12:00:00", tz="UTC")
+DAY = pd.Timedelta(days=1)
+
+
+@dataclass
+class Store:
+    """What `GuardrailBook` reads of a `FeatureStore`."""
+
+    ids: np.ndarray
+    health: np.ndarray
+    last_urgent_us: np.ndarray
+    recent_reference_calls: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.index = {c: i for i, c in enumerate(self.ids.tolist())}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def signals(self, rows: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "customer_id": pd.Series(self.ids[rows], dtype="str"),
+                "health_score": self.health[rows],
+                "last_urgent_ticket_at": pd.Series(self.last_urgent_us[rows].astype("datetime64[us]"))
+                .dt.tz_localize("UTC")
+                .astype(TIMESTAMP),
+            }
+        )
+
+
+def store(*ids: str, health: float = 80.0) -> Store:
+    n = len(ids)
+    nat = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    return Store(np.array(ids, dtype=object), np.full(n, health), nat, np.zeros(n))
+
+
+def ask(
+    ask_id: str, customer: str, when: pd.Timestamp, outcome: str = "no_response", answered: pd.Timestamp | None = None
+):
+    return {
+        "ask_id": ask_id,
+        "customer_id": customer,
+        "ask_type": "review",
+        "asked_at": when,
+        "outcome": outcome,
+        "responded_at": answered,
+    }
+
+
+def asks(*rows: dict) -> pd.DataFrame:
+    return validate_table("asks", pd.DataFrame(rows)) if rows else empty_table("asks")
+
+
+def book(tmp_path: Path, s: Store, snapshot_asks: pd.DataFrame, now: pd.Timestamp = NOW) -> GuardrailBook:
+    return GuardrailBook(s, snapshot_asks, AskLog(tmp_path / "asks.sqlite"), GuardrailConfig(), now)
+
+
+def rails(b: GuardrailBook, customer: str, now: pd.Timestamp) -> dict[str, tuple[str, str | None]]:
+    rows = np.array([b._store.index[customer]])
+    return {t: (g, until) for t, (g, _, until) in b.blocked(rows, now).for_customer(customer).items()}
+
+
+def test_an_ask_recorded_by_another_process_blocks_at_once(tmp_path: Path) -> None:
+    b = book(tmp_path, store("c1", "c2"), asks())
+    assert rails(b, "c1", NOW) == {}
+    # A second AskLog on the same file stands for another worker process.
+    AskLog(tmp_path / "asks.sqlite").record(pd.DataFrame([ask("a1", "c1", NOW - DAY)]))
+    blocked = rails(b, "c1", NOW)
+    assert {g for g, _ in blocked.values()} == {"ask_cooldown"}
+    assert {u for _, u in blocked.values()} == {"2026-06-13T12:00:00Z"}
+    assert rails(b, "c2", NOW) == {}
+
+
+def test_cached_blocks_lift_exactly_when_the_guardrail_says(tmp_path: Path) -> None:
+    b = book(tmp_path, store("c1"), asks(ask("s1", "c1", NOW - DAY)))
+    assert rails(b, "c1", NOW)
+    lifts = NOW - DAY + 30 * DAY
+    assert rails(b, "c1", lifts - pd.Timedelta(microseconds=1))
+    assert rails(b, "c1", lifts) == {}
+
+
+def test_an_ask_dated_in_the_future_blocks_from_its_date(tmp_path: Path) -> None:
+    b = book(tmp_path, store("c1"), asks())
+    b.record(pd.DataFrame([ask("f1", "c1", NOW + 2 * DAY)]))
+    assert rails(b, "c1", NOW) == {}
+    assert rails(b, "c1", NOW + 3 * DAY)
+
+
+def test_the_logs_version_of_a_snapshot_ask_wins(tmp_path: Path) -> None:
+    snapshot = asks(ask("s1", "c1", NOW - 80 * DAY, "declined", NOW - 79 * DAY), ask("s2", "c1", NOW - 40 * DAY))
+    b = book(tmp_path, store("c1"), snapshot)
+    assert rails(b, "c1", NOW) == {}  # one decline, no recent ask
+    b.record(pd.DataFrame([ask("s2", "c1", NOW - 40 * DAY, "declined", NOW - 2 * DAY)]))
+    assert {g for g, _ in rails(b, "c1", NOW).values()} == {"decline_pause"}
+    assert len(AskLog(tmp_path / "asks.sqlite")) == 1
+
+
+def test_unknown_customers_are_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    b = book(tmp_path, store("c1"), asks(ask("s1", "gone", NOW - 400 * DAY)))
+    with pytest.raises(UnknownCustomersError, match="nobody"):
+        b.record(pd.DataFrame([ask("n1", "c1", NOW), ask("n2", "nobody", NOW)]))
+    assert len(AskLog(tmp_path / "asks.sqlite")) == 0
+    assert b.record(pd.DataFrame([ask("n3", "gone", NOW)])) == 1  # known from the snapshot's asks
+
+
+def test_the_book_equals_blocked_asks_on_a_generated_world(tmp_path: Path, generated_world: World) -> None:
+    as_of = observed_until(generated_world)
+    snap = build_snapshot(generated_world, as_of)
+    f = snap.features
+    s = Store(
+        f["customer_id"].astype(str).to_numpy(dtype=object),
+        f["health_score"].to_numpy(float),
+        pd.DatetimeIndex(f["last_urgent_ticket_at"]).as_unit("us").asi8,
+        f["recent_reference_calls"].to_numpy(float),
+    )
+    b = book(tmp_path, s, snap.asks, as_of)
+    rng = np.random.default_rng(3)
+    ids = f["customer_id"].astype(str)
+    posted = [
+        ask(f"p{i}", ids.iloc[int(r)], as_of + i * DAY, "declined", as_of + (i + 1) * DAY)
+        for i, r in enumerate(rng.integers(0, len(ids), 40))
+    ]
+    b.record(pd.DataFrame(posted))
+    everything = pd.concat([snap.asks, asks(*posted)], ignore_index=True)
+    signals = f.loc[:, ["customer_id", "health_score", "last_urgent_ticket_at"]]
+    for days in (0, 3, 20, 45, 100):
+        now = as_of + days * DAY
+        expected = Blocked.from_frame(blocked_asks(everything, signals, now)).by_customer
+        rows = np.arange(len(s))
+        got = b.blocked(rows, now).by_customer
+        assert {k: dict(v) for k, v in got.items()} == {k: dict(v) for k, v in expected.items()}
+
+
+def test_no_registry_is_a_clear_reason_not_a_crash(tmp_path: Path) -> None:
+    from serving.registry import ChampionUnavailableError, resolve_champion
+
+    with pytest.raises(ChampionUnavailableError, match=r"no MLflow store at .*advocacy train"):
+        resolve_champion(Settings(home=tmp_path))
+    assert not (tmp_path / ".advocacy" / "mlflow.db").exists()  # and it creates none
+
+
+def test_an_unreachable_registry_is_a_clear_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.registry import ChampionUnavailableError, resolve_champion
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(home=tmp_path, mlflow_tracking_uri=f"http://127.0.0.1:{port}")
+    with pytest.raises(ChampionUnavailableError, match=r"unreachable|failed"):
+        resolve_champion(settings)
