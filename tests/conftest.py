@@ -9,7 +9,7 @@ import os
 # LightGBM loads its OpenMP runtime.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
