@@ -1,0 +1,287 @@
+"""Request and response bodies of the HTTP API (spec section 7), as pydantic models.
+
+Field names are the spec's. Requests are validated strictly (a string where a number belongs is
+rejected, never coerced), so a bad body comes back as a 400 that names the field. The feature record
+of `POST /score_features` is built from `features.spec`, so a new feature is accepted (and required)
+as soon as it exists there.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
+
+from features.catalog import ASK_TYPE_NAMES, OUTCOMES, SEGMENTS
+from features.spec import FEATURES
+from models.references import MAX_K
+
+MAX_IDS = 1000
+MAX_RECORDS = 1000
+MAX_ASKS = 10_000
+
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------------
+
+
+class _Request(BaseModel):
+    # Unknown keys are refused so a misspelt field is reported rather than silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ScoreRequest(_Request):
+    """`POST /score`: the customers to score from the latest stored features."""
+
+    customer_ids: list[Id] = Field(min_length=1, max_length=MAX_IDS, description=f"1 to {MAX_IDS} customer ids")
+
+
+class ExplainRequest(_Request):
+    """`POST /explain`: one customer."""
+
+    customer_id: Id
+
+
+class ReferencesRequest(_Request):
+    """`POST /references`: the prospect who wants to talk to a reference customer."""
+
+    industry: Text
+    segment: Text = Field(description=f"one of {', '.join(SEGMENTS)}")
+    use_case: Text
+    k: int = Field(default=10, ge=1, le=MAX_K)
+
+    @field_validator("segment")
+    @classmethod
+    def _known_segment(cls, value: str) -> str:
+        if value.casefold() not in SEGMENTS:
+            raise ValueError(f"segment must be one of {', '.join(SEGMENTS)}")
+        return value.casefold()
+
+
+class AskRow(BaseModel):
+    """One row of the asks table (spec section 2)."""
+
+    # Timestamps arrive as JSON strings, which strict mode would refuse: this model is lax, per field.
+    model_config = ConfigDict(extra="forbid")
+
+    ask_id: Annotated[Id, Field(strict=True)]
+    customer_id: Annotated[Id, Field(strict=True)]
+    ask_type: Literal[ASK_TYPE_NAMES]  # type: ignore[valid-type]
+    asked_at: datetime
+    outcome: Literal[OUTCOMES] = "no_response"  # type: ignore[valid-type]
+    responded_at: datetime | None = None
+
+
+class AsksRequest(_Request):
+    """`POST /asks`: asks and their outcomes; re-sending an `ask_id` updates it."""
+
+    asks: list[AskRow] = Field(min_length=1, max_length=MAX_ASKS)
+
+
+# Ranges of what each feature can be; a value outside is a caller's mistake (400), not a score.
+_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "nps_last": (0, 10),
+    "nps_mean_12m": (0, 10),
+    "nps_mean_all": (0, 10),
+    "nps_trend": (-10, 10),
+    "nps_promoter": (0, 1),
+    "adoption": (0, 1),
+    "adoption_trend_3m": (-1, 1),
+    "seat_utilisation": (0, None),
+    "active_users_trend_3m": (-1, None),
+    "health_score": (0, 100),
+    "health_mean_6m": (0, 100),
+    "health_trend_3m": (-100, 100),
+    "ticket_sentiment_90d": (-1, 1),
+    "ticket_sentiment_12m": (-1, 1),
+    "social_sentiment_12m": (-1, 1),
+    "csat_mean_12m": (1, 5),
+    "acceptance_rate": (0, 1),
+    "baseline_points": (0, 100),
+}
+_NON_NEGATIVE = (
+    "tenure_months",
+    "log_arr",
+    "nps_days_since",
+    "nps_responses_12m",
+    "logins",
+    "usage_months",
+    "tickets_90d",
+    "urgent_tickets_90d",
+    "urgent_tickets_open",
+    "tickets_12m",
+    "social_positive_12m",
+    "social_negative_12m",
+    "asks_total",
+    "accepts_total",
+    "declines_total",
+    "days_since_last_ask",
+    "asks_90d",
+    "reference_calls_quarter",
+    "decline_streak",
+    "days_since_last_activity",
+    "activities_12m",
+    "activities_total",
+    "activities_90d",
+    "organic_activities_12m",
+    "accepted_not_delivered",
+    "days_since_last_accept",
+    "nps_responses_per_month",
+    "social_positive_per_month",
+    "organic_activities_total",
+)
+
+
+def _feature_field(name: str, kind: str, label: str) -> tuple[Any, Any]:
+    """(type, Field) of one feature in a record: required, null meaning unknown."""
+    if kind == "categorical":
+        if name == "segment":
+            return Literal[SEGMENTS] | None, Field(description=label)
+        return Annotated[str, StringConstraints(max_length=200)] | None, Field(description=label)
+    low, high = _BOUNDS.get(name, (0 if name in _NON_NEGATIVE else None, None))
+    number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=low, le=high)]
+    return number | None, Field(description=label)
+
+
+def _feature_record_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {f.name: _feature_field(f.name, f.kind, f.label) for f in FEATURES}
+    fields["customer_id"] = (Id | None, Field(default=None, description="optional; echoed in the result"))
+    fields["as_of"] = (
+        datetime | None,
+        Field(default=None, description="when the features were computed (UTC); default now"),
+    )
+    fields["last_urgent_ticket_at"] = (
+        datetime | None,
+        Field(default=None, description="optional; lets the urgent-ticket guardrail see an open ticket"),
+    )
+    # Extra keys (a name, other context) are ignored, like extra columns of a table.
+    return create_model(
+        "FeatureRecord",
+        __config__=ConfigDict(extra="ignore"),
+        __doc__="Every feature of `features.spec` (null = unknown), optionally customer_id and as_of.",
+        **fields,
+    )
+
+
+if TYPE_CHECKING:
+    FeatureRecord = BaseModel
+else:
+    FeatureRecord = _feature_record_model()
+
+
+class ScoreFeaturesRequest(_Request):
+    """`POST /score_features`: feature rows computed by the caller."""
+
+    records: list[FeatureRecord] = Field(min_length=1, max_length=MAX_RECORDS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+# ---------------------------------------------------------------------------------------------
+
+
+class BlockedAsk(BaseModel):
+    ask_type: str
+    guardrail: str
+    reason: str
+    until: str | None = Field(description="ISO time the guardrail lifts; null: not until health recovers")
+
+
+class NextBestAsk(BaseModel):
+    ask_type: str | None = Field(description="null when every ask type is blocked")
+    probability: float | None
+    blocked: list[BlockedAsk]
+
+
+class Reason(BaseModel):
+    feature: str
+    text: str
+    value: float | str | None
+    contribution: float = Field(description="SHAP contribution in log-odds")
+    direction: Literal["raises", "lowers", "none"]
+    actionable: bool
+
+
+class RulePoints(BaseModel):
+    criterion: str
+    label: str
+    description: str
+    points: int
+    max_points: int
+
+
+class Baseline(BaseModel):
+    points: int
+    qualified: bool
+    tier: str
+    breakdown: list[RulePoints]
+
+
+class Disagreement(BaseModel):
+    tiers: int
+    direction: Literal["higher", "lower"]
+    text: str
+    drivers: list[Reason]
+
+
+class Result(BaseModel):
+    """One customer's scores (spec section 7)."""
+
+    customer_id: str | None
+    propensity: float | None = Field(description="calibrated; null on cold start (see baseline)")
+    tier: str
+    percentile: float | None
+    cold_start: bool
+    acceptance: dict[str, float]
+    next_best_ask: NextBestAsk
+    re_engage: bool
+    reasons: list[Reason]
+    baseline: Baseline
+    disagreement: Disagreement | None
+    model_version: str
+    rules_version: str
+    features_as_of: str
+
+
+class ScoreResponse(BaseModel):
+    results: list[Result]
+
+
+class HistoryEvent(BaseModel):
+    at: str
+    kind: str
+    detail: str
+
+
+class Explanation(Result):
+    """A result with every contribution, the base value and the recent history."""
+
+    base_value: float = Field(description="the model's expected log-odds before any feature")
+    raw_score: float = Field(description="base value + contributions: the log-odds before calibration")
+    contributions: list[Reason] = Field(description="every feature, largest effect first")
+    history: list[HistoryEvent] = Field(description="the last 12 months of events, newest first")
+
+
+class ReferenceCandidate(BaseModel):
+    customer_id: str
+    name: str | None
+    industry: str | None
+    segment: str | None
+    use_case: str | None
+    acceptance: float
+    similarity: float
+    score: float
+    recent_reference_calls: int
+    matched: list[str]
+
+
+class ReferencesResponse(BaseModel):
+    candidates: list[ReferenceCandidate]
+
+
+class AsksResponse(BaseModel):
+    stored: int = Field(description="asks written (new or updated)")

@@ -1,0 +1,271 @@
+"""The BentoML service (spec section 7): a thin HTTP layer over `serving.store.ServingState`.
+
+Start it with `advocacy serve` (or `bentoml serve serving.service:Advocacy`). At start-up a
+background thread loads the model that `@champion` names in the MLflow registry and the current
+feature snapshot; `/readyz` answers 503 until both are in memory, and keeps doing so (with the reason
+in the log) while the registry is unreachable or the artifact unreadable. Every 30 s it looks for a
+new snapshot or a moved `@champion` and swaps them in whole, so a request sees one model and one
+snapshot, never a mix.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import bentoml
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from features.contracts import DataContractError
+from features.settings import Settings, get_settings
+from serving.auth import BearerAuth, bound_host, check_bind
+from serving.registry import ChampionUnavailableError, load_bento_model, load_champion, resolve_champion
+from serving.schemas import (
+    AskRow,
+    AsksRequest,
+    AsksResponse,
+    ExplainRequest,
+    Explanation,
+    FeatureRecord,
+    ReferencesRequest,
+    ReferencesResponse,
+    ScoreFeaturesRequest,
+    ScoreRequest,
+    ScoreResponse,
+)
+from serving.snapshot import current_snapshot_dir
+from serving.store import IncompatibleStateError, ServingState, UnknownCustomersError, load_state
+
+STATIC = Path(__file__).parent / "static"
+RELOAD_SECONDS = 30.0
+INLINE_IDS = 8  # /score requests up to this many ids run on the event loop
+RETRY_SECONDS = (2.0, 60.0)  # first and longest wait between attempts to load
+
+log = logging.getLogger("bentoml.advocacy")
+
+
+def _running_from_bento() -> bool:
+    version = getattr(bentoml.server_context, "bento_version", None)
+    return version not in (None, "not available")
+
+
+class StateHolder:
+    """Loads the serving state in the background, retries until it can, and swaps in newer ones."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state: ServingState | None = None
+        self.problem = "still loading the champion model and the feature snapshot"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="advocacy-state", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _load(self, current: ServingState | None = None) -> ServingState:
+        try:
+            ref, bundle = load_champion(self.settings)
+        except ChampionUnavailableError:
+            # Inside a built Bento the packed model is the one to serve when no registry is reachable.
+            if not _running_from_bento():
+                raise
+            ref, bundle = load_bento_model(settings=self.settings)
+        if current is not None and current.champion == ref:
+            bundle = current.bundle  # same model, new snapshot: no need to download it again
+        return load_state(self.settings, ref, bundle)
+
+    def _run(self) -> None:
+        delay = RETRY_SECONDS[0]
+        while not self._stop.is_set():
+            try:
+                state = self._load()
+            except (ChampionUnavailableError, IncompatibleStateError, FileNotFoundError, ValueError, OSError) as err:
+                self.problem = str(err)
+                log.error("advocacy service NOT READY: %s (retrying in %.0f s)", err, delay)
+            except Exception as err:  # anything else: still never serve half a state
+                self.problem = f"{type(err).__name__}: {err}"
+                log.exception("advocacy service NOT READY: unexpected error loading the state (retrying)")
+            else:
+                self._install(state)
+                self._announce(state, "ready")
+                break
+            self._stop.wait(delay)
+            delay = min(delay * 2, RETRY_SECONDS[1])
+        while not self._stop.wait(RELOAD_SECONDS):
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Swap in a newer snapshot or champion; on any trouble keep serving what is loaded."""
+        current = self.state
+        if current is None:
+            return
+        try:
+            folder = current_snapshot_dir(self.settings.feature_store_path())
+            moved = not current.champion.source.startswith("bentoml:") and (
+                resolve_champion(self.settings).version != current.champion.version
+            )
+            if folder == current.snapshot_dir and not moved:
+                return
+            state = self._load(current)
+        except Exception as err:
+            log.warning("advocacy: keeping model version %s and the loaded snapshot: %s", current.champion.version, err)
+            return
+        self._install(state)
+        self._announce(state, "reloaded")
+
+    def _install(self, state: ServingState) -> None:
+        # Everything loaded so far lives as long as the state: keep the garbage collector from walking
+        # it on every full collection (pauses that show up as p99). Unfreeze first so a replaced
+        # state can still be collected.
+        gc.unfreeze()
+        self.state = state
+        gc.collect()
+        gc.freeze()
+
+    @staticmethod
+    def _announce(state: ServingState, what: str) -> None:
+        log.info(
+            "advocacy service %s: model %s version %s (%s), snapshot %s as of %s with %d customers",
+            what,
+            state.champion.name,
+            state.champion.version,
+            state.champion.source,
+            state.snapshot_dir.name,
+            state.store.as_of.isoformat(),
+            len(state.store),
+        )
+
+
+class _CallerErrorsAreNotTracebacks(logging.Filter):
+    """BentoML logs every rejected request body with a traceback; one line says it better."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        if isinstance(exc, ValidationError):
+            record.msg = f"{record.getMessage()}: rejected with 400 ({exc.error_count()} validation error(s))"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _quiet_caller_errors() -> None:
+    target = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, _CallerErrorsAreNotTracebacks) for f in target.filters):
+        target.addFilter(_CallerErrorsAreNotTracebacks())
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _page(_: Request) -> Response:
+    return FileResponse(STATIC / "index.html")
+
+
+# The CSM page at "/" (it replaces BentoML's Swagger page there; the OpenAPI spec stays at /docs.json).
+page_app = Starlette(routes=[Route("/", _page), Mount("/static", StaticFiles(directory=STATIC), name="static")])
+
+
+@bentoml.asgi_app(page_app, path="/", name="page")
+@bentoml.service(name="advocacy", traffic={"timeout": 30}, workers=1, threads=4)
+class Advocacy:
+    """Advocacy propensity scores, explanations, next best asks and reference candidates."""
+
+    def __init__(self) -> None:
+        settings = get_settings()
+        _quiet_caller_errors()
+        host = bound_host()
+        if host is not None:
+            token = settings.api_token.get_secret_value() if settings.api_token else None
+            check_bind(host, token)  # raises: an open service must not listen beyond this machine
+        self.holder = StateHolder(settings)
+        self.holder.start()
+
+    def __is_ready__(self) -> bool:
+        return self.holder.state is not None
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self.holder.stop()
+
+    def _answer(self, route: Callable[[ServingState], Any]) -> Any:
+        """Run one route on the loaded state; turn what a caller got wrong into a 4xx that says why."""
+        state = self.holder.state
+        if state is None:
+            return _error(503, f"service not ready: {self.holder.problem}")
+        try:
+            return route(state)
+        except UnknownCustomersError as err:
+            return _error(404, str(err), customer_ids=err.ids)
+        except DataContractError as err:
+            return _error(400, str(err), detail=err.problems)
+        except ValidationError:
+            # Requests were validated before this point: a failure here is ours, not the caller's.
+            log.exception("advocacy: response failed validation")
+            return _error(500, "internal error: the response failed validation (see the server log)")
+        except ValueError as err:
+            return _error(400, str(err))
+
+    @bentoml.api(route="/score", input_spec=ScoreRequest, output_spec=ScoreResponse)
+    async def score(self, customer_ids: list[str]) -> Any:
+        """Scores, tier, next best ask, reasons and the points baseline for stored customers (1 to 1,000 ids)."""
+
+        def run() -> Any:
+            # The body is assembled from JSON the response models made (see serving.store.ResultCache).
+            return self._answer(lambda s: Response(s.score_ids_json(customer_ids), media_type="application/json"))
+
+        # A few ids take about a millisecond: run them on the event loop, since handing work to a
+        # thread costs more than that (GIL hand-offs). Bigger batches go to a thread so the loop
+        # keeps answering other requests meanwhile.
+        if len(customer_ids) <= INLINE_IDS:
+            return run()
+        return await anyio.to_thread.run_sync(run)
+
+    @bentoml.api(route="/score_features", input_spec=ScoreFeaturesRequest, output_spec=ScoreResponse)
+    def score_features(self, records: list[FeatureRecord]) -> Any:
+        """The same results for feature rows the caller computed (every feature, null = unknown)."""
+        rows = [r.model_dump() for r in records]
+        return self._answer(lambda s: ScoreResponse.model_validate({"results": s.score_records(rows)}))
+
+    @bentoml.api(route="/explain", input_spec=ExplainRequest, output_spec=Explanation)
+    def explain(self, customer_id: str) -> Any:
+        """The full explanation of one customer: every contribution, base value, points breakdown, history."""
+        return self._answer(lambda s: Explanation.model_validate(s.explain(customer_id)))
+
+    @bentoml.api(route="/references", input_spec=ReferencesRequest, output_spec=ReferencesResponse)
+    def references(self, industry: str, segment: str, use_case: str, k: int = 10) -> Any:
+        """Customers to ask for a reference call with this prospect, best first, guardrails respected."""
+        return self._answer(
+            lambda s: ReferencesResponse.model_validate({"candidates": s.references(industry, segment, use_case, k)})
+        )
+
+    @bentoml.api(route="/asks", input_spec=AsksRequest, output_spec=AsksResponse)
+    def asks(self, asks: list[AskRow]) -> Any:
+        """Record asks and outcomes durably; re-sending an ask_id updates it. Guardrails see them at once."""
+        rows = [a.model_dump() for a in asks]
+        return self._answer(lambda s: AsksResponse(stored=s.record_asks(rows)))
+
+
+def _configured_token() -> str | None:
+    token = get_settings().api_token
+    return token.get_secret_value() if token else None
+
+
+# The decorated class is a bentoml Service at runtime; its stubs do not say so.
+_service: Any = Advocacy
+_service.add_asgi_middleware(BearerAuth, token_from=_configured_token)
