@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from features.catalog import ASK_TYPE_NAMES, OUTCOMES, SEGMENTS
 from features.spec import FEATURES
 from models.references import MAX_K
+from models.tiers import TIER_ORDER
 
 MAX_IDS = 1000
 MAX_RECORDS = 1000
@@ -60,6 +61,28 @@ class ReferencesRequest(_Request):
         if value.casefold() not in SEGMENTS:
             raise ValueError(f"segment must be one of {', '.join(SEGMENTS)}")
         return value.casefold()
+
+
+class SearchRequest(_Request):
+    """`POST /search`: customers whose id starts with, or whose name contains, the query."""
+
+    query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    limit: int = Field(default=10, ge=1, le=50)
+
+
+class DisagreementsRequest(_Request):
+    """`POST /disagreements`: where the model and the points rule differ most."""
+
+    tier: Literal[TIER_ORDER] | None = Field(default=None, description="model tier")  # type: ignore[valid-type]
+    segment: Text | None = Field(default=None, description=f"one of {', '.join(SEGMENTS)}")
+    limit: int = Field(default=50, ge=1, le=200)
+
+    @field_validator("segment")
+    @classmethod
+    def _known_segment(cls, value: str | None) -> str | None:
+        if value is not None and value.casefold() not in SEGMENTS:
+            raise ValueError(f"segment must be one of {', '.join(SEGMENTS)}")
+        return None if value is None else value.casefold()
 
 
 class AskRow(BaseModel):
@@ -285,3 +308,30 @@ class ReferencesResponse(BaseModel):
 
 class AsksResponse(BaseModel):
     stored: int = Field(description="asks written (new or updated)")
+
+
+class SearchHit(BaseModel):
+    customer_id: str
+    name: str | None
+    tier: str
+    propensity: float | None
+
+
+class SearchResponse(BaseModel):
+    customers: list[SearchHit]
+
+
+class DisagreementRow(BaseModel):
+    customer_id: str
+    name: str | None
+    segment: str | None
+    tier: str = Field(description="the model's tier")
+    baseline_tier: str
+    baseline_points: int
+    propensity: float | None
+    gap: int = Field(description="model tier rank minus points tier rank")
+    text: str
+
+
+class DisagreementsResponse(BaseModel):
+    customers: list[DisagreementRow]

@@ -34,6 +34,8 @@ from serving.schemas import (
     AskRow,
     AsksRequest,
     AsksResponse,
+    DisagreementsRequest,
+    DisagreementsResponse,
     ExplainRequest,
     Explanation,
     FeatureRecord,
@@ -42,6 +44,8 @@ from serving.schemas import (
     ScoreFeaturesRequest,
     ScoreRequest,
     ScoreResponse,
+    SearchRequest,
+    SearchResponse,
 )
 from serving.snapshot import current_snapshot_dir
 from serving.store import IncompatibleStateError, ServingState, UnknownCustomersError, load_state
@@ -252,6 +256,18 @@ class Advocacy:
         """Customers to ask for a reference call with this prospect, best first, guardrails respected."""
         return self._answer(
             lambda s: ReferencesResponse.model_validate({"candidates": s.references(industry, segment, use_case, k)})
+        )
+
+    @bentoml.api(route="/search", input_spec=SearchRequest, output_spec=SearchResponse)
+    def search(self, query: str, limit: int = 10) -> Any:
+        """Customers by id prefix or name substring (case-insensitive), for the page's type-ahead."""
+        return self._answer(lambda s: SearchResponse.model_validate({"customers": s.search(query, limit)}))
+
+    @bentoml.api(route="/disagreements", input_spec=DisagreementsRequest, output_spec=DisagreementsResponse)
+    def disagreements(self, tier: str | None = None, segment: str | None = None, limit: int = 50) -> Any:
+        """Customers where the model and the points rule differ most, optionally of one model tier and segment."""
+        return self._answer(
+            lambda s: DisagreementsResponse.model_validate({"customers": s.disagreements(tier, segment, limit)})
         )
 
     @bentoml.api(route="/asks", input_spec=AsksRequest, output_spec=AsksResponse)

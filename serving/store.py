@@ -40,6 +40,7 @@ from models.guardrails import GuardrailConfig, blocked_asks
 from models.reasons import describe, reason
 from models.references import SIMILARITY_WEIGHTS, Prospect, rank_references
 from models.scoring import Blocked, next_asks, next_best_ask, score
+from models.tiers import tier_rank
 from serving.registry import ChampionRef
 from serving.schemas import NextBestAsk, Result
 from serving.snapshot import RECENT_REFERENCE_DAYS, Snapshot, current_snapshot_dir, read_snapshot
@@ -507,6 +508,46 @@ class ResultCache:
 
 
 @dataclass
+class Overview:
+    """Per stored customer (store row order): what the page's search and disagreement list show."""
+
+    name: list[str | None]
+    segment: list[str | None]
+    id_folded: pd.Series
+    name_folded: pd.Series
+    segment_folded: np.ndarray
+    tier: np.ndarray
+    baseline_tier: np.ndarray
+    baseline_points: np.ndarray
+    propensity: np.ndarray
+    gap: np.ndarray  # model tier rank - points tier rank (0 on cold start)
+
+    @classmethod
+    def build(cls, bundle: Bundle, store: FeatureStore, chunk: int = 100_000) -> Overview:
+        n = len(store)
+        parts = [
+            score(bundle, store.values(rows), matrix=store.matrix[rows], explain=False)
+            for rows in np.array_split(np.arange(n, dtype=np.int64), max(1, n // chunk))
+        ]
+        tier = np.concatenate([p.tier for p in parts]) if parts else np.array([], dtype=object)
+        base = np.concatenate([p.baseline_tier for p in parts]) if parts else np.array([], dtype=object)
+        names = store.customers["name"].astype("object").where(store.customers["name"].notna(), None)
+        segments = store.customers["segment"].astype("object").where(store.customers["segment"].notna(), None)
+        return cls(
+            name=[None if v is None else str(v) for v in names.tolist()],
+            segment=[None if v is None else str(v) for v in segments.tolist()],
+            id_folded=pd.Series(store.ids, dtype="str").str.casefold(),
+            name_folded=store.customers["name"].fillna("").astype("str").str.casefold().reset_index(drop=True),
+            segment_folded=store.customers["segment"].astype("str").str.casefold().to_numpy(dtype=object),
+            tier=tier,
+            baseline_tier=base,
+            baseline_points=np.concatenate([p.baseline_points for p in parts]) if parts else np.zeros(0),
+            propensity=np.concatenate([p.propensity for p in parts]) if parts else np.zeros(0),
+            gap=tier_rank(tier) - tier_rank(base),
+        )
+
+
+@dataclass
 class ServingState:
     """One loaded model with one loaded snapshot: everything a request needs."""
 
@@ -520,6 +561,64 @@ class ServingState:
 
     def __post_init__(self) -> None:
         self.results = ResultCache(self.bundle, self.store)
+        self._overview: Overview | None = None
+        self._overview_lock = threading.Lock()
+
+    def overview(self) -> Overview:
+        """Every stored customer's tier, propensity and points (computed once per state, vectorised)."""
+        with self._overview_lock:
+            if self._overview is None:
+                self._overview = Overview.build(self.bundle, self.store)
+            return self._overview
+
+    def search(self, query: str, limit: int) -> list[dict[str, Any]]:
+        """Customers whose id starts with, or whose name contains, the query (case-insensitive); ids first."""
+        view = self.overview()
+        q = query.strip().casefold()
+        by_id = view.id_folded.str.startswith(q).to_numpy(dtype=bool)
+        by_name = view.name_folded.str.contains(q, regex=False).fillna(False).to_numpy(dtype=bool)
+        rows = np.concatenate([np.flatnonzero(by_id), np.flatnonzero(by_name & ~by_id)])[:limit]
+        return [
+            {
+                "customer_id": str(self.store.ids[r]),
+                "name": view.name[r],
+                "tier": str(view.tier[r]),
+                "propensity": _plain(view.propensity[r]),
+            }
+            for r in rows.tolist()
+        ]
+
+    def disagreements(self, tier: str | None, segment: str | None, limit: int) -> list[dict[str, Any]]:
+        """Where the model and the points rule differ most: largest tier gap, then highest propensity."""
+        view = self.overview()
+        keep = view.gap != 0
+        if tier is not None:
+            keep &= view.tier == tier
+        if segment is not None:
+            keep &= view.segment_folded == segment.casefold()
+        rows = np.flatnonzero(keep)
+        order = np.lexsort((-np.nan_to_num(view.propensity[rows], nan=-1.0), -np.abs(view.gap[rows])))
+        rows = rows[order][:limit]
+        if not len(rows):
+            return []
+        kept = self.results.get(rows.astype(np.int64))
+        out = []
+        for r, (body, _) in zip(rows.tolist(), kept, strict=True):
+            result = json.loads(body + b"}")
+            out.append(
+                {
+                    "customer_id": str(self.store.ids[r]),
+                    "name": view.name[r],
+                    "segment": view.segment[r],
+                    "tier": str(view.tier[r]),
+                    "baseline_tier": str(view.baseline_tier[r]),
+                    "baseline_points": int(view.baseline_points[r]),
+                    "propensity": _plain(view.propensity[r]),
+                    "gap": int(view.gap[r]),
+                    "text": (result.get("disagreement") or {}).get("text", ""),
+                }
+            )
+        return out
 
     def now(self) -> pd.Timestamp:
         # Features describe the snapshot's as_of; the guardrails look at the present (never before as_of).
@@ -665,4 +764,5 @@ def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> Ser
     state = ServingState(champion, bundle, store, book, folder)
     # Results for (up to the cache's capacity of) stored customers before the first request needs them.
     state.results.warm()
+    state.overview()
     return state

@@ -1,0 +1,279 @@
+// The CSM page: search a customer, open the card, list where the model and the points rule disagree.
+// Every value from the API is shown through textContent (never innerHTML), so data cannot inject markup.
+"use strict";
+
+const TOKEN_KEY = "advocacy-token";
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = String(value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const pct = (p) => (p === null || p === undefined ? "n/a" : `${(p * 100).toFixed(1)}%`);
+const words = (s) => String(s || "").replaceAll("_", " ");
+const day = (iso) => (iso ? String(iso).slice(0, 10) : "");
+
+// ---- the token: asked once (on a 401), kept in sessionStorage only ------------------------------------
+let tokenWaiters = [];
+function askToken() {
+  const form = $("token-form");
+  form.hidden = false;
+  $("token-input").focus();
+  return new Promise((resolve) => tokenWaiters.push(resolve));
+}
+function setupToken() {
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("token-input").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    const waiting = tokenWaiters;
+    tokenWaiters = [];
+    waiting.forEach((resolve) => resolve());
+  });
+}
+
+async function api(route, body, retried = false) {
+  const headers = { "Content-Type": "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(route, { method: "POST", headers, body: JSON.stringify(body) });
+  if (response.status === 401 && !retried) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    await askToken();
+    return api(route, body, true);
+  }
+  let data = null;
+  try { data = await response.json(); } catch (_) { data = null; }
+  return { status: response.status, data };
+}
+
+function errorText(result) {
+  const data = result.data || {};
+  if (typeof data.error === "string") return data.error;
+  if (Array.isArray(data.detail)) return data.detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
+  return `the service answered ${result.status}`;
+}
+
+function say(id, text, isError = false) {
+  const node = $(id);
+  node.textContent = text;
+  node.classList.toggle("error", isError);
+}
+
+// ---- tabs --------------------------------------------------------------------------------------------
+function showView(name) {
+  for (const view of ["customer", "disagreements"]) {
+    const active = view === name;
+    $(`tab-${view}`).setAttribute("aria-selected", String(active));
+    $(`view-${view}`).hidden = !active;
+  }
+  if (name === "disagreements" && !$("disagreements").dataset.loaded) loadDisagreements();
+}
+
+// ---- search (type-ahead) -----------------------------------------------------------------------------
+let searchTimer = null;
+let searchSeq = 0;
+function setupSearch() {
+  const input = $("search");
+  input.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => runSearch(input.value.trim()), 250);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      clearTimeout(searchTimer);
+      const first = $("suggestions").querySelector("button");
+      if (first) first.click();
+      else if (input.value.trim()) openCustomer(input.value.trim());
+    } else if (event.key === "ArrowDown") {
+      const first = $("suggestions").querySelector("button");
+      if (first) { event.preventDefault(); first.focus(); }
+    }
+  });
+}
+
+async function runSearch(query) {
+  const list = $("suggestions");
+  const seq = ++searchSeq;
+  if (!query) { list.replaceChildren(); return; }
+  const result = await api("/search", { query: query.slice(0, 100), limit: 10 });
+  if (seq !== searchSeq) return; // a newer search is under way
+  list.replaceChildren();
+  if (result.status !== 200) { say("message", `Search failed: ${errorText(result)}`, true); return; }
+  const hits = result.data.customers;
+  remember(hits);
+  if (!hits.length) { say("message", `No customer matches "${query}".`); return; }
+  say("message", "");
+  for (const hit of hits) {
+    const button = el("button", { type: "button", class: "suggestion", "data-customer-id": hit.customer_id },
+      el("span", {}, el("strong", { text: hit.name || "(no name)" }), " ", el("span", { text: hit.customer_id })),
+      el("span", { text: `${hit.tier} · ${pct(hit.propensity)}` }));
+    button.addEventListener("click", () => { list.replaceChildren(); openCustomer(hit.customer_id); });
+    list.append(el("li", {}, button));
+  }
+}
+
+// ---- the customer card -------------------------------------------------------------------------------
+async function openCustomer(customerId) {
+  showView("customer");
+  const card = $("card");
+  say("message", `Loading ${customerId}…`);
+  const result = await api("/explain", { customer_id: customerId });
+  if (result.status === 404) {
+    card.hidden = true;
+    card.replaceChildren();
+    say("message", `Customer not found: no customer with id "${customerId}" in the current feature snapshot.`, true);
+    return;
+  }
+  if (result.status !== 200) {
+    card.hidden = true;
+    say("message", `Could not load ${customerId}: ${errorText(result)}`, true);
+    return;
+  }
+  say("message", "");
+  renderCard(result.data, customerId);
+}
+
+function section(title, cls, ...children) {
+  return el("section", { class: cls, "aria-label": title }, el("h3", { text: title }), ...children);
+}
+
+function renderCard(x, fallbackName) {
+  const card = $("card");
+  const name = nameOf(x.customer_id) || fallbackName;
+  const head = el("h2", {}, el("span", { id: "card-name", text: name }), " ",
+    el("span", { class: "muted", text: name === x.customer_id ? "" : `(${x.customer_id})` }));
+
+  const score = section("Model", "score",
+    el("div", { class: "figure", id: "card-propensity", text: pct(x.propensity) }),
+    el("div", {}, "Tier ", el("span", { class: `tier ${x.tier}`, id: "card-tier", text: x.tier })),
+    el("div", { class: "muted", text: x.cold_start
+      ? "Cold start: too little history for the model, the points rule decides."
+      : `Percentile ${x.percentile === null ? "n/a" : Math.round(x.percentile)}` }),
+    x.re_engage ? el("div", { text: "Past advocate gone quiet: re-engage." }) : null);
+
+  const rows = x.baseline.breakdown.map((b) => el("tr", { title: b.description },
+    el("td", { text: b.label }), el("td", { text: `${b.points} / ${b.max_points}` })));
+  const baseline = section("Points rule (baseline)", "baseline",
+    el("div", { class: "figure", id: "baseline-points", text: String(x.baseline.points) }),
+    el("div", {}, "points · tier ", el("span", { class: `tier ${x.baseline.tier}`, id: "baseline-tier", text: x.baseline.tier }),
+      x.baseline.qualified ? " · qualified" : " · not qualified"),
+    el("table", { class: "breakdown", "aria-label": "Points breakdown" }, el("tbody", {}, ...rows)));
+
+  const reasons = section("Top reasons", "reasons",
+    el("ul", { class: "plain", id: "reasons" }, ...x.reasons.map((r) => el("li", {},
+      el("span", { class: "reason-text", text: r.text }),
+      r.actionable ? el("span", { class: "act", title: "A CSM can act on this", text: "actionable" }) : null))));
+  if (!x.reasons.length) reasons.append(el("p", { text: "No reasons: the model had nothing to say." }));
+
+  const parts = [head];
+  if (x.disagreement) parts.push(el("p", { class: "disagree", id: "disagreement", role: "note", text: x.disagreement.text }));
+  parts.push(score, baseline, reasons, waterfall(x), asks(x), history(x.history || []));
+  parts.push(el("p", { class: "meta", id: "card-meta",
+    text: `Model version ${x.model_version} · rules ${x.rules_version} · features as of ${day(x.features_as_of)}` }));
+  card.replaceChildren(...parts);
+  card.hidden = false;
+}
+
+const knownNames = new Map();
+function nameOf(id) { return knownNames.get(id); }
+function remember(list) { for (const c of list) if (c.name) knownNames.set(c.customer_id, c.name); }
+
+function waterfall(x) {
+  const top = [...x.contributions].filter((c) => c.contribution !== 0)
+    .sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution)).slice(0, 10);
+  const biggest = Math.max(1e-9, ...top.map((c) => Math.abs(c.contribution)));
+  const rows = top.map((c) => {
+    const width = (Math.abs(c.contribution) / biggest) * 50;
+    const positive = c.contribution > 0;
+    const bar = el("div", { class: `bar ${positive ? "pos" : "neg"}` });
+    bar.style.width = `${width}%`;
+    bar.style.left = positive ? "50%" : `${50 - width}%`;
+    return el("div", { class: "bar-row", role: "listitem" },
+      el("span", { class: "bar-label", title: c.text, text: c.text }),
+      el("div", { class: "bar-track", "aria-hidden": "true" }, el("span", { class: "axis" }), bar),
+      el("span", { text: `${positive ? "+" : ""}${c.contribution.toFixed(2)}` }));
+  });
+  return section("What moved the score (SHAP, log-odds)", "wide",
+    el("p", { class: "muted", text: `Starts at ${x.base_value.toFixed(2)}, ends at ${x.raw_score.toFixed(2)}; green raises, red lowers.` }),
+    el("div", { class: "bars", role: "list", "aria-label": "Contributions, largest first" }, ...rows));
+}
+
+function asks(x) {
+  const nba = x.next_best_ask;
+  const blocked = new Map(nba.blocked.map((b) => [b.ask_type, b]));
+  const rows = Object.entries(x.acceptance).sort((a, b) => b[1] - a[1]).map(([type, p]) => {
+    const block = blocked.get(type);
+    const cls = type === nba.ask_type ? "recommended" : block ? "blocked" : "";
+    const note = type === nba.ask_type ? "recommended next ask"
+      : block ? `blocked: ${words(block.guardrail)} until ${block.until ? day(block.until) : "health recovers"}` : "";
+    return el("tr", { class: cls, title: block ? block.reason : null },
+      el("td", { text: words(type) }), el("td", { text: pct(p) }), el("td", { text: note }));
+  });
+  return section("Asks: chance of a yes", "asks",
+    el("p", { id: "next-ask", text: nba.ask_type ? `Next ask: ${words(nba.ask_type)} (${pct(nba.probability)})` : "Every ask is blocked for now." }),
+    el("table", { class: "asks", "aria-label": "Acceptance per ask type" }, el("tbody", {}, ...rows)));
+}
+
+function history(events) {
+  const items = events.slice(0, 30).map((e) => el("li", {},
+    el("time", { datetime: e.at, text: day(e.at) }), el("span", { text: `${words(e.kind)}: ${e.detail}` })));
+  return section("Last 12 months", "full",
+    items.length ? el("ol", { class: "timeline" }, ...items) : el("p", { text: "Nothing recorded in the last 12 months." }));
+}
+
+// ---- the disagreement list ---------------------------------------------------------------------------
+async function loadDisagreements() {
+  const body = { limit: 100 };
+  const tier = $("filter-tier").value;
+  const segment = $("filter-segment").value;
+  if (tier) body.tier = tier;
+  if (segment) body.segment = segment;
+  say("list-message", "Loading…");
+  const result = await api("/disagreements", body);
+  const tbody = $("disagreements").querySelector("tbody");
+  if (result.status !== 200) { say("list-message", `Could not load the list: ${errorText(result)}`, true); return; }
+  const list = result.data.customers;
+  remember(list);
+  $("disagreements").dataset.loaded = "1";
+  say("list-message", list.length ? `${list.length} customers, largest gap first. Click a row to open the card.`
+    : "No customer matches these filters.");
+  tbody.replaceChildren(...list.map((c) => {
+    const row = el("tr", { tabindex: "0", "data-customer-id": c.customer_id },
+      el("td", {}, el("strong", { text: c.name || "(no name)" }), el("br"), el("span", { text: c.customer_id })),
+      el("td", { text: words(c.segment) }),
+      el("td", {}, el("span", { class: `tier ${c.tier}`, text: c.tier })),
+      el("td", { text: pct(c.propensity) }),
+      el("td", {}, el("span", { class: `tier ${c.baseline_tier}`, text: c.baseline_tier })),
+      el("td", { text: String(c.baseline_points) }),
+      el("td", { text: c.text }));
+    const open = () => openCustomer(c.customer_id);
+    row.addEventListener("click", open);
+    row.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
+    return row;
+  }));
+}
+
+// ---- start -------------------------------------------------------------------------------------------
+document.addEventListener("DOMContentLoaded", () => {
+  setupToken();
+  setupSearch();
+  $("tab-customer").addEventListener("click", () => showView("customer"));
+  $("tab-disagreements").addEventListener("click", () => showView("disagreements"));
+  $("filters").addEventListener("submit", (event) => { event.preventDefault(); loadDisagreements(); });
+});

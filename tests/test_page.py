@@ -1,0 +1,234 @@
+"""The CSM page in a real browser (issue 6): Playwright drives Debian's Chromium against real servers.
+
+Two `bentoml serve` processes on 127.0.0.1 (one open, one with an API token) serve a snapshot in
+which one customer's name carries a `<script>` tag. Screenshots go to `test-artifacts/` at the
+project root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from features.io import read_world
+from features.labels import observed_until
+from serving.snapshot import build_snapshot, write_snapshot
+from tests.conftest import ROOT, TrainedHome
+from tests.test_service import Server
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+TOKEN = "page-token-9b2e"
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+EVIL = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> Evil Co'
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@dataclass
+class PageServers:
+    open: Server
+    secured: Server
+    evil_id: str
+
+
+@pytest.fixture(scope="module")
+def page_servers(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PageServers]:
+    base = tmp_path_factory.mktemp("page")
+    world = read_world(trained_home.settings.resolved_data_dir())
+    snapshot = build_snapshot(world, observed_until(world))
+    features = snapshot.features.copy()
+    evil_id = str(features["customer_id"].iloc[-1])
+    features.loc[features.index[-1], "name"] = EVIL
+    snapshot.features = features
+
+    def env(name: str, **extra: str) -> dict[str, str]:
+        store, log = base / name / "store", base / name / "asks.sqlite"
+        write_snapshot(snapshot, store)
+        out = trained_home.env(
+            ADVOCACY_FEATURE_STORE=str(store), ADVOCACY_ASK_LOG=str(log), BENTOML_DO_NOT_TRACK="true"
+        )
+        out.pop("ADVOCACY_API_TOKEN", None)
+        out.update(extra)
+        return out
+
+    group = PageServers(
+        open=Server(env("open"), base / "open.log"),
+        secured=Server(env("secured", ADVOCACY_API_TOKEN=TOKEN), base / "secured.log"),
+        evil_id=evil_id,
+    )
+    try:
+        group.open.launch()
+        group.secured.launch()
+        group.open.wait()
+        group.secured.wait()
+        yield group
+    finally:
+        group.open.stop()
+        group.secured.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    tab = context.new_page()
+    tab.set_default_timeout(20_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda err: errors.append(str(err)))
+    try:
+        yield tab
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def post(server: Server, route: str, body: Any, token: str | None = None) -> Any:
+    response = server.post(route, body, token)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_search_open_card_and_compare_with_the_api(page: Any, page_servers: PageServers) -> None:
+    server = page_servers.open
+    # A customer where model and points rule disagree: the card then shows every part.
+    target = post(server, "/disagreements", {"limit": 5})["customers"][0]
+    assert target["name"], target
+    expected = post(server, "/explain", {"customer_id": target["customer_id"]})
+    part = target["name"][1:].upper()  # part of the name, in another case
+
+    page.goto(server.url + "/")
+    page.get_by_label("Find a customer by id or name").fill(part)
+    suggestion = page.locator(f'.suggestion[data-customer-id="{target["customer_id"]}"]')
+    suggestion.click()
+    page.locator("#card-tier").wait_for()
+
+    assert page.locator("#card-tier").text_content() == expected["tier"]
+    assert page.locator("#baseline-points").text_content() == str(expected["baseline"]["points"])
+    assert page.locator("#baseline-tier").text_content() == expected["baseline"]["tier"]
+    assert page.locator(".reason-text").first.text_content() == expected["reasons"][0]["text"]
+    assert page.locator("#disagreement").text_content() == expected["disagreement"]["text"]
+    assert expected["model_version"] in (page.locator("#card-meta").text_content() or "")
+    assert page.locator(".bar-row").count() == min(10, sum(1 for c in expected["contributions"] if c["contribution"]))
+    if expected["next_best_ask"]["ask_type"]:
+        assert page.locator(".asks tr.recommended").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "page-card.png"), full_page=True)
+
+    # The same customer by the start of its id.
+    page.get_by_label("Find a customer by id or name").fill(target["customer_id"][:-1])
+    page.locator(f'.suggestion[data-customer-id="{target["customer_id"]}"]').wait_for()
+
+
+def test_disagreement_list_filters_and_opens_a_card(page: Any, page_servers: PageServers) -> None:
+    server = page_servers.open
+    everyone = post(server, "/disagreements", {"limit": 200})["customers"]
+    assert everyone, "the sample should have customers where model and points rule disagree"
+    tier = everyone[0]["tier"]
+    wanted = post(server, "/disagreements", {"tier": tier, "limit": 100})["customers"]
+
+    page.goto(server.url + "/")
+    page.get_by_role("tab", name="Model vs points rule").click()
+    rows = page.locator("#disagreements tbody tr")
+    rows.first.wait_for()
+    page.get_by_label("Model tier").select_option(tier)
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_function(
+        "n => document.querySelectorAll('#disagreements tbody tr').length === n"
+        " && document.getElementById('list-message').textContent.startsWith(n + ' customers')",
+        arg=len(wanted),
+    )
+    shown = [rows.nth(i).get_attribute("data-customer-id") for i in range(rows.count())]
+    assert shown == [c["customer_id"] for c in wanted]
+    page.screenshot(path=str(ARTIFACTS / "page-disagreements.png"), full_page=False)
+
+    rows.first.click()
+    page.locator("#card-tier").wait_for()
+    assert page.locator("#card-tier").text_content() == wanted[0]["tier"]
+    assert page.locator("#card-name").text_content() == wanted[0]["name"]
+
+
+def test_unknown_customer_shows_a_clear_message(page: Any, page_servers: PageServers) -> None:
+    page.goto(page_servers.open.url + "/")
+    box = page.get_by_label("Find a customer by id or name")
+    box.fill("NO-SUCH-CUSTOMER-42")
+    box.press("Enter")
+    message = page.locator("#message")
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('not found')")
+    assert "NO-SUCH-CUSTOMER-42" in (message.text_content() or "")
+    assert page.locator("#card").is_hidden()
+    page.screenshot(path=str(ARTIFACTS / "page-unknown.png"))
+
+
+def test_markup_in_a_name_is_shown_as_text(page: Any, page_servers: PageServers) -> None:
+    page.goto(page_servers.open.url + "/")
+    page.get_by_label("Find a customer by id or name").fill("evil co")
+    hit = page.locator(f'.suggestion[data-customer-id="{page_servers.evil_id}"]')
+    hit.wait_for()
+    assert EVIL in (hit.text_content() or "")
+    hit.click()
+    page.locator("#card-tier").wait_for()
+    assert page.locator("#card-name").text_content() == EVIL
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.locator("#card script, #suggestions script, img[src=x]").count() == 0
+
+
+def test_the_page_asks_for_the_token_once_and_keeps_it_in_the_session(page: Any, page_servers: PageServers) -> None:
+    server = page_servers.secured
+    assert httpx.post(server.url + "/search", json={"query": "a"}).status_code == 401
+    page.goto(server.url + "/")
+    page.get_by_label("Find a customer by id or name").fill("a")
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Use token").click()
+    page.locator(".suggestion").first.wait_for()
+    assert page.evaluate("() => sessionStorage.getItem('advocacy-token')") == TOKEN
+    assert page.evaluate("() => localStorage.length") == 0
+    page.get_by_label("Find a customer by id or name").fill("b")
+    page.locator(".suggestion").first.wait_for()
+    assert page.locator("#token-form").is_hidden()
+
+
+def test_search_and_disagreements_refuse_bad_bodies_naming_the_field(page_servers: PageServers) -> None:
+    server = page_servers.open
+    for route, body, name in [
+        ("/search", {"query": "", "limit": 5}, "query"),
+        ("/search", {"query": "a", "limit": 51}, "limit"),
+        ("/disagreements", {"tier": "gold"}, "tier"),
+        ("/disagreements", {"segment": "galactic"}, "segment"),
+        ("/disagreements", {"limit": 0}, "limit"),
+    ]:
+        response = server.post(route, body)
+        assert response.status_code == 400, (route, body, response.text)
+        assert re.search(name, response.text), (route, body, response.text)
+
+
+def test_search_matches_id_prefix_and_name_case_insensitively(page_servers: PageServers) -> None:
+    server = page_servers.open
+    found = post(server, "/search", {"query": "EVIL CO", "limit": 50})["customers"]
+    assert page_servers.evil_id in [c["customer_id"] for c in found]
+    by_id = post(server, "/search", {"query": page_servers.evil_id.lower(), "limit": 5})["customers"]
+    assert by_id[0]["customer_id"] == page_servers.evil_id
+    rows = post(server, "/disagreements", {"segment": "SMB", "limit": 200})["customers"]
+    assert all(r["segment"] == "smb" and r["gap"] != 0 for r in rows)
+    gaps = [abs(r["gap"]) for r in rows]
+    assert gaps == sorted(gaps, reverse=True)
