@@ -545,6 +545,7 @@ def score_chunk(work: Path, chunk: int, scorer: Scorer, as_of: pd.Timestamp, num
     if (done / "stats.json").exists():
         stats: dict[str, Any] = json.loads((done / "stats.json").read_text())
         return stats
+    started = time.perf_counter()
     bundle = scorer.bundle
     world = load_chunk_world(work, chunk)
     features = build_features(world, active_points(world, as_of))
@@ -569,6 +570,7 @@ def score_chunk(work: Path, chunk: int, scorer: Scorer, as_of: pd.Timestamp, num
         "top": _top_disagreements(result).to_dict(orient="records"),
         "explain": explain.__dict__,
         "asks": len(snapshot.asks),
+        "seconds": time.perf_counter() - started,
     }
     staging = work / "chunks" / f".{chunk:05d}-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
@@ -997,6 +999,12 @@ def print_summary(result: BatchResult, console: Console) -> None:
         console.print(f"[yellow]Drift against the training data:[/] {shown}")
     else:
         console.print("No feature or score drifted against the training data (PSI <= 0.25).")
+    ex = result.explain
+    if ex.rows:
+        console.print(
+            f"Reasons: TreeSHAP of {ex.patterns:,} tree patterns ({ex.computed:,} computed, the rest cached); "
+            f"{ex.exact_rows:,} rows recomputed exactly at near-ties."
+        )
     top = result.top_disagreements
     if len(top):
         t = Table(title="Largest disagreements (customer ids only)")
