@@ -8,7 +8,7 @@ when asked), the same knowledge rule as the point-in-time features.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -55,6 +55,15 @@ class GuardrailConfig:
                 raise ValueError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")
         if self.declines_in_a_row < 1:
             raise ValueError(f"declines_in_a_row must be >= 1, got {self.declines_in_a_row}")
+
+    @classmethod
+    def from_saved(cls, saved: Mapping[str, Any] | None) -> GuardrailConfig:
+        """The limits saved with a model (`Bundle.guardrails`), defaults where it saved none."""
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if saved and f.name in saved:
+                kwargs[f.name] = float(saved[f.name]) if f.type in ("float", float) else int(saved[f.name])
+        return cls(**kwargs)
 
 
 def _utc(now: pd.Timestamp | str) -> pd.Timestamp:

@@ -30,7 +30,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -183,12 +183,7 @@ def load_champion(champion: Champion) -> Bundle:
 
 def guardrail_config(bundle: Bundle) -> GuardrailConfig:
     """The guardrail limits saved with the model (defaults where it saved none), as the service reads them."""
-    saved = bundle.guardrails or {}
-    kwargs: dict[str, Any] = {}
-    for f in fields(GuardrailConfig):
-        if f.name in saved:
-            kwargs[f.name] = float(saved[f.name]) if f.type in ("float", float) else int(saved[f.name])
-    return GuardrailConfig(**kwargs)
+    return GuardrailConfig.from_saved(bundle.guardrails)
 
 
 @dataclass(frozen=True)

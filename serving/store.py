@@ -23,7 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -220,12 +220,7 @@ class _HistoryIndex:
 
 def guardrail_config(bundle: Bundle) -> GuardrailConfig:
     """The guardrail limits saved with the model (defaults where it saved none)."""
-    saved = bundle.guardrails or {}
-    kwargs: dict[str, Any] = {}
-    for f in fields(GuardrailConfig):
-        if f.name in saved:
-            kwargs[f.name] = float(saved[f.name]) if f.type in ("float", float) else int(saved[f.name])
-    return GuardrailConfig(**kwargs)
+    return GuardrailConfig.from_saved(bundle.guardrails)
 
 
 def _ask_keys(asks: pd.DataFrame) -> set[tuple[Any, ...]]:
