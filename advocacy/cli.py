@@ -6,6 +6,7 @@ Every command turns bad input into a one-line error and a non-zero exit.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -32,6 +33,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 DataDir = Annotated[Path, typer.Option("--data", help="Directory of raw tables (spec section 2).")]
 
 
+# Disk full, file too large, quota, read-only or forbidden: the machine's problem, reported in one line.
+_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
 def clear_errors(fn: F) -> F:
     """Report expected failures (bad input, missing files) as one line and exit 2."""
 
@@ -45,6 +50,17 @@ def clear_errors(fn: F) -> F:
             message = err.args[0] if isinstance(err, KeyError) and err.args else err
             err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as err:
+            if err.errno not in _STORAGE_ERRORS:
+                raise
+            where = f" ({err.filename})" if err.filename else ""
+            err_console.print(
+                f"[bold red]error:[/] could not write{where}: {err.strerror}. Nothing was written at the output "
+                "path; free some space (or fix the permission) and run the same command again to resume.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

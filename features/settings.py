@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     feature_store: Path | None = None
     ask_log: Path | None = None
     api_token: SecretStr | None = None
+    # The service looks this often for a moved @champion or a newer feature snapshot and swaps them in.
+    reload_seconds: float = Field(default=30.0, gt=0)
+    # Largest request body the service reads; bigger ones get 413 before any of it is parsed.
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Promotion gate: a new model must beat the champion and the baseline by this much AUC.
     gate_margin_champion: float = 0.002
     gate_margin_baseline: float = 0.02

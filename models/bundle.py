@@ -7,6 +7,7 @@ training distribution used for drift checks. The MLflow pyfunc wraps exactly thi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -99,8 +100,9 @@ class Bundle:
         }
         for name in ("propensity", "acceptance"):
             target: TargetModel = getattr(self, name)
-            (directory / f"{name}.txt").write_text(target.booster.model_to_string())
-            meta[name] = {"calibrator": target.calibrator.to_dict()}
+            text = target.booster.model_to_string().encode()
+            (directory / f"{name}.txt").write_bytes(text)
+            meta[name] = {"calibrator": target.calibrator.to_dict(), "sha256": hashlib.sha256(text).hexdigest()}
         (directory / "bundle.json").write_text(json.dumps(meta, indent=1))
         return directory
 
@@ -117,7 +119,7 @@ class Bundle:
             )
         targets = {
             name: TargetModel(
-                lgb.Booster(model_str=(directory / f"{name}.txt").read_text()),
+                lgb.Booster(model_str=_checked_booster_text(directory, name, meta[name].get("sha256"))),
                 Calibrator.from_dict(meta[name]["calibrator"]),
             )
             for name in ("propensity", "acceptance")
@@ -136,3 +138,15 @@ class Bundle:
             trained_at=meta["trained_at"],
             model_version=model_version,
         )
+
+
+def _checked_booster_text(directory: Path, name: str, expected: str | None) -> str:
+    """A booster file's text, refused unless it is byte for byte what was saved.
+
+    LightGBM does not survive every damaged model string (a truncated file can read past its end and
+    abort the process), so a file whose checksum differs from the one saved with the model never reaches it.
+    """
+    data = (directory / f"{name}.txt").read_bytes()
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise ValueError(f"{directory / name}.txt is damaged: its SHA-256 differs from the one saved with the model")
+    return data.decode()

@@ -690,17 +690,21 @@ def _assemble_output(work: Path, n_chunks: int, out: Path) -> Path:
     tmp = work / f"output{out.suffix}"
     tmp.unlink(missing_ok=True)
     paths = [work / "chunks" / f"{k:05d}" / "result.parquet" for k in range(n_chunks)]
-    if out.suffix == ".parquet":
-        schema = pq.read_schema(paths[0])
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for path in paths:
-                writer.write_table(pq.read_table(path, schema=schema))
-    else:
-        with open(tmp, "w", newline="") as fh:
-            for k, path in enumerate(paths):
-                pd.read_parquet(path).to_csv(fh, header=k == 0, index=False)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    try:
+        if out.suffix == ".parquet":
+            schema = pq.read_schema(paths[0])
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for path in paths:
+                    writer.write_table(pq.read_table(path, schema=schema))
+        else:
+            with open(tmp, "w", newline="") as fh:
+                for k, path in enumerate(paths):
+                    pd.read_parquet(path).to_csv(fh, header=k == 0, index=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. the disk filled up: give the space back, keep the finished chunks
+        raise
     return tmp
 
 

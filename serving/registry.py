@@ -67,12 +67,26 @@ def resolve_champion(settings: Settings) -> ChampionRef:
             raise ChampionUnavailableError(
                 f"model {settings.model_name!r} has no @{CHAMPION} in {uri}: run `advocacy train` or `advocacy promote`"
             ) from None
+        if _connection_failed(err):
+            raise ChampionUnavailableError(f"MLflow registry at {uri} is unreachable: {err.message}") from None
         raise ChampionUnavailableError(f"MLflow registry at {uri} failed: {err.message}") from None
     except Exception as err:  # connection refused, DNS, timeouts: the registry is unreachable
         problem = f"{type(err).__name__}: {err}"
         raise ChampionUnavailableError(f"MLflow registry at {uri} is unreachable: {problem}") from None
     version = str(mv.version)
     return ChampionRef(settings.model_name, version, f"models:/{settings.model_name}/{version}", uri)
+
+
+def _connection_failed(err: BaseException) -> bool:
+    """Whether MLflow's client gave up because it could not reach the server (refused, DNS, timeout)."""
+    import requests
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def load_champion(settings: Settings) -> tuple[ChampionRef, Bundle]:

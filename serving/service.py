@@ -3,9 +3,9 @@
 Start it with `advocacy serve` (or `bentoml serve serving.service:Advocacy`). At start-up a
 background thread loads the model that `@champion` names in the MLflow registry and the current
 feature snapshot; `/readyz` answers 503 until both are in memory, and keeps doing so (with the reason
-in the log) while the registry is unreachable or the artifact unreadable. Every 30 s it looks for a
-new snapshot or a moved `@champion` and swaps them in whole, so a request sees one model and one
-snapshot, never a mix.
+in the log) while the registry is unreachable or the artifact unreadable. Every
+`ADVOCACY_RELOAD_SECONDS` (30 s by default) it looks for a new snapshot or a moved `@champion` and
+swaps them in whole, so a request sees one model and one snapshot, never a mix, and none is dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from features.contracts import DataContractError
 from features.settings import Settings, get_settings
 from serving.auth import BearerAuth, bound_host, check_bind
+from serving.limits import BodyLimit
 from serving.registry import ChampionUnavailableError, load_bento_model, load_champion, resolve_champion
 from serving.schemas import (
     AskRow,
@@ -51,7 +52,6 @@ from serving.snapshot import current_snapshot_dir
 from serving.store import IncompatibleStateError, ServingState, UnknownCustomersError, load_state
 
 STATIC = Path(__file__).parent / "static"
-RELOAD_SECONDS = 30.0
 INLINE_IDS = 8  # /score requests up to this many ids run on the event loop
 RETRY_SECONDS = (2.0, 60.0)  # first and longest wait between attempts to load
 
@@ -108,7 +108,7 @@ class StateHolder:
                 break
             self._stop.wait(delay)
             delay = min(delay * 2, RETRY_SECONDS[1])
-        while not self._stop.wait(RELOAD_SECONDS):
+        while not self._stop.wait(self.settings.reload_seconds):
             self._refresh()
 
     def _refresh(self) -> None:
@@ -284,4 +284,5 @@ def _configured_token() -> str | None:
 
 # The decorated class is a bentoml Service at runtime; its stubs do not say so.
 _service: Any = Advocacy
+_service.add_asgi_middleware(BodyLimit, limit_from=lambda: get_settings().max_request_bytes)
 _service.add_asgi_middleware(BearerAuth, token_from=_configured_token)

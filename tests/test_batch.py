@@ -4,6 +4,7 @@ a killed run resumes to the same bytes, bad input writes nothing, and fast reaso
 from __future__ import annotations
 
 import filecmp
+import resource
 import shutil
 import signal
 import subprocess
@@ -396,3 +397,29 @@ def test_chunks_are_stable() -> None:
     np.testing.assert_array_equal(chunks, batch.chunk_of(ids.to_numpy(dtype=object), 7))
     # Not Python's salted `hash`: the same chunks in every process, on every machine, in every run.
     assert batch.chunk_of(["C00001", "C00002", "xyz", "007"], 7).tolist() == [2, 4, 1, 4]
+
+
+@pytest.mark.slow
+def test_a_full_disk_leaves_no_partial_output_and_the_rerun_completes(
+    clean: batch.BatchResult, trained_home: TrainedHome, tmp_path: Path
+) -> None:
+    """Writes fail part-way (a file-size limit, as a full disk would): a one-line error, no file at the
+    output path, and once there is room again the same command finishes with the same bytes."""
+    out = tmp_path / "scores.parquet"
+    args = [sys.executable, "-m", "advocacy", "score", "--data", str(SAMPLE), "--out", str(out)]
+    args += ["--as-of", AS_OF.isoformat(), "--chunk-size", str(CHUNK), "--no-snapshot"]
+    env = trained_home.env(ADVOCACY_FEATURE_STORE=str(tmp_path / "store"))
+
+    def cramped() -> None:  # in the child: no file may grow past 96 KiB (EFBIG, like ENOSPC, on the write)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (96 * 1024, resource.RLIM_INFINITY))
+
+    failed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, preexec_fn=cramped)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "could not write" in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+    assert not out.exists()
+    left = {p.name for p in tmp_path.iterdir() if not p.name.startswith(".scores.parquet.work-")}
+    assert left <= {"store"}, left  # no output, no drift report, no stray temporary file
+    # Room again: the same command resumes and gives exactly the clean run's bytes.
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert filecmp.cmp(out, clean.out, shallow=False)

@@ -19,9 +19,9 @@ import pytest
 
 from features.io import read_world
 from features.labels import observed_until
-from serving.snapshot import build_snapshot, write_snapshot
+from serving.snapshot import build_snapshot
 from tests.conftest import ROOT, TrainedHome
-from tests.test_service import Server
+from tests.serverkit import Server, service_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -52,14 +52,7 @@ def page_servers(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFac
     snapshot.features = features
 
     def env(name: str, **extra: str) -> dict[str, str]:
-        store, log = base / name / "store", base / name / "asks.sqlite"
-        write_snapshot(snapshot, store)
-        out = trained_home.env(
-            ADVOCACY_FEATURE_STORE=str(store), ADVOCACY_ASK_LOG=str(log), BENTOML_DO_NOT_TRACK="true"
-        )
-        out.pop("ADVOCACY_API_TOKEN", None)
-        out.update(extra)
-        return out
+        return service_env(trained_home, base / name, snapshot, **extra)
 
     group = PageServers(
         open=Server(env("open"), base / "open.log"),

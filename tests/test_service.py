@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,13 +28,13 @@ from features.io import read_world
 from features.labels import observed_until
 from features.settings import Settings
 from features.spec import FEATURE_NAMES
-from serving.snapshot import Snapshot, build_snapshot, read_snapshot, write_snapshot
+from serving.snapshot import Snapshot, build_snapshot, read_snapshot
 from tests.conftest import ROOT, TrainedHome
+from tests.serverkit import Server, free_port, service_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 TOKEN = "test-token-4f1c"
-READY_TIMEOUT_S = 120
 RESULT_FIELDS = {
     "customer_id",
     "propensity",
@@ -55,63 +50,6 @@ RESULT_FIELDS = {
     "rules_version",
     "features_as_of",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """One server process and how to talk to it."""
-
-    env: dict[str, str]
-    log: Path
-    cli: bool = False
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def launch(self) -> None:
-        if self.cli:  # the console command users run
-            cmd = [sys.executable, "-m", "advocacy", "serve", "--port", str(self.port)]
-        else:
-            cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:Advocacy", "--host", "127.0.0.1"]
-            cmd += ["--port", str(self.port)]
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def wait(self, path: str = "/readyz") -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, f"server exited:\n{self.log.read_text()[-3000:]}"
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"{self.url}{path} not 200 after {READY_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def post(self, route: str, body: Any, token: str | None = None) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.post(self.url + route, json=body, headers=headers, timeout=30)
 
 
 @dataclass
@@ -131,14 +69,7 @@ def servers(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory)
     snapshot = build_snapshot(world, observed_until(world))
 
     def env(name: str, **extra: str) -> dict[str, str]:
-        store, log = base / name / "store", base / name / "asks.sqlite"
-        write_snapshot(snapshot, store)
-        out = trained_home.env(
-            ADVOCACY_FEATURE_STORE=str(store), ADVOCACY_ASK_LOG=str(log), BENTOML_DO_NOT_TRACK="true", **extra
-        )
-        out.pop("ADVOCACY_API_TOKEN", None)
-        out.update(extra)
-        return out
+        return service_env(trained_home, base / name, snapshot, **extra)
 
     empty_home = base / "empty-home"
     empty_home.mkdir()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from models.bundle import Bundle
 from models.pyfunc import load_bundle
 from models.scoring import score
 from tests.conftest import SAMPLE, TrainedHome
+from tests.serverkit import free_port
 from training import registry
 from training.fit import BoosterParams, TrainConfig
 from training.pipeline import train
@@ -139,14 +139,8 @@ def test_gate_refuses_a_worse_model_and_rollback_restores_the_champion(tmp_path:
     assert registry.champion(settings.model_name).version == first.version
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_training_against_a_real_mlflow_server(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable, "-m", "mlflow", "server",

@@ -1,0 +1,99 @@
+"""Real service processes for tests: `bentoml serve` (or `advocacy serve`) on 127.0.0.1, stopped by the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from serving.snapshot import Snapshot, write_snapshot
+from tests.conftest import ROOT, TrainedHome
+
+READY_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """One server process and how to talk to it."""
+
+    env: dict[str, str]
+    log: Path
+    cli: bool = False
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def launch(self) -> None:
+        if self.cli:  # the console command users run
+            cmd = [sys.executable, "-m", "advocacy", "serve", "--port", str(self.port)]
+        else:
+            cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:Advocacy", "--host", "127.0.0.1"]
+            cmd += ["--port", str(self.port)]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait(self, path: str = "/readyz") -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, f"server exited:\n{self.log.read_text()[-3000:]}"
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"{self.url}{path} not 200 after {READY_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def post(self, route: str, body: Any, token: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.post(self.url + route, json=body, headers=headers, timeout=30)
+
+    def output(self) -> str:
+        """Everything the server wrote so far (stdout and stderr)."""
+        return self.log.read_text(errors="replace")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server's whole process group (arbiter and workers)."""
+        import psutil
+
+        assert self.proc is not None
+        root = psutil.Process(self.proc.pid)
+        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+
+
+def service_env(trained_home: TrainedHome, folder: Path, snapshot: Snapshot, **extra: str) -> dict[str, str]:
+    """Environment for a server on the session's champion with its own feature store and ask log in `folder`."""
+    store, log = folder / "store", folder / "asks.sqlite"
+    write_snapshot(snapshot, store)
+    env = trained_home.env(ADVOCACY_FEATURE_STORE=str(store), ADVOCACY_ASK_LOG=str(log), BENTOML_DO_NOT_TRACK="true")
+    env.pop("ADVOCACY_API_TOKEN", None)
+    env.update(extra)
+    return env
