@@ -248,12 +248,13 @@ def up(
     from features.io import read_world
     from features.labels import observed_until
     from features.pointintime import active_points, build_features
+    from features.settings import redact
     from serving.snapshot import current_snapshot_dir
     from training import registry
 
     settings = _settings()
     data = settings.resolved_data_dir()
-    console.print(f"Data: {data}\nMLflow: {settings.tracking_uri()}")
+    console.print(f"Data: {data}\nMLflow: {redact(settings.tracking_uri())}")
     world = read_world(data)
     when = observed_until(world)
     frame = build_features(world, active_points(world, when))

@@ -58,13 +58,13 @@ def job_env() -> dict[str, str]:
 
 def ensure_champion() -> None:
     from features.settings import Settings
-    from serving.batch import resolve_champion
+    from serving.registry import ChampionUnavailableError, resolve_champion
 
     settings = Settings(home=HOME, data_dir=ROOT / "data" / "sample")
     try:
         resolve_champion(settings)
         return
-    except ValueError:
+    except ChampionUnavailableError:
         pass
     log("training a champion on data/sample into benchmarks/out/home")
     from training.pipeline import train
@@ -358,10 +358,10 @@ def main() -> None:
     ensure_champion()
 
     from features.settings import Settings
-    from serving.batch import load_champion, resolve_champion
+    from serving.registry import load_champion
 
     settings = Settings(home=HOME)
-    bundle = load_champion(resolve_champion(settings))
+    _, bundle = load_champion(settings)
     booster = bundle.propensity.booster
     log(
         f"model v{bundle.model_version}: propensity {booster.num_trees()} trees, acceptance "

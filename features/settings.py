@@ -8,6 +8,7 @@ a fresh clone works with no configuration at all.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,6 +63,14 @@ class Settings(BaseSettings):
 
     def ask_log_path(self) -> Path:
         return self.ask_log or self.state_dir() / "asks.sqlite"
+
+
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the `user:password@` of any URL in it replaced by `***@`, for logs and messages."""
+    return _CREDENTIALS.sub("***@", text)
 
 
 @lru_cache(maxsize=1)

@@ -66,6 +66,7 @@ from models.guardrails import GuardrailConfig, blocked_asks
 from models.scoring import Blocked, score
 from models.tiers import TIER_ORDER
 from serving.explain_fast import ExplainStats, PatternTreeShap
+from serving.registry import load_champion
 from serving.snapshot import CURRENT, KEEP_SNAPSHOTS, build_snapshot, guardrail_signals
 
 DEFAULT_CHUNK_SIZE = 20_000  # customers per chunk: about 100 MB of working memory
@@ -83,14 +84,6 @@ _UNIQUE_IDS = {"customers": "customer_id", "asks": "ask_id", "activities": "acti
 # ---------------------------------------------------------------------------------------------
 # What a run is
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Champion:
-    """A registered model version."""
-
-    name: str
-    version: str
 
 
 @dataclass
@@ -149,36 +142,6 @@ def data_fingerprint(files: Mapping[str, Path]) -> str:
         with open(path, "rb") as fh:
             digest.update(hashlib.file_digest(fh, "blake2b").digest())
     return digest.hexdigest()
-
-
-def resolve_champion(settings: Settings) -> Champion:
-    """The version `@champion` names in the registry (a `ValueError` saying what to do if none)."""
-    # A private helper so that the batch job does not wait on the service's registry module; the two
-    # do the same look-up and can be merged.
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    uri = settings.tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise ValueError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: run `advocacy train` first")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        version = MlflowClient().get_model_version_by_alias(settings.model_name, "champion")
-    except MlflowException:
-        raise ValueError(
-            f"no @champion for model {settings.model_name!r} in {uri}: run `advocacy train` (or `advocacy promote`)"
-        ) from None
-    return Champion(settings.model_name, str(version.version))
-
-
-def load_champion(champion: Champion) -> Bundle:
-    """The bundle of that version, pinned (a promotion meanwhile cannot mix versions)."""
-    from models.pyfunc import load_bundle
-
-    return load_bundle(f"models:/{champion.name}/{champion.version}", model_version=champion.version)
 
 
 def guardrail_config(bundle: Bundle) -> GuardrailConfig:
@@ -883,8 +846,7 @@ def run_batch(
     if chunk_size < 1:
         raise ValueError(f"--chunk-size must be at least 1, got {chunk_size}")
     files = table_files(Path(data_dir))
-    champion = resolve_champion(settings)
-    bundle = load_champion(champion)
+    champion, bundle = load_champion(settings)
     key = RunKey(
         data=data_fingerprint(files),
         as_of="",

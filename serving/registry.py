@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from features.settings import Settings
+from features.settings import Settings, redact
 from models.bundle import Bundle
 from models.pyfunc import BUNDLE_ARTIFACT
 
@@ -24,8 +24,14 @@ BENTO_MODEL_LABEL = "registered_version"
 log = logging.getLogger("bentoml.advocacy")
 
 
-class ChampionUnavailableError(RuntimeError):
-    """No usable champion: no store, no alias, registry unreachable, or an unreadable artifact."""
+class ChampionUnavailableError(ValueError):
+    """No usable champion: no store, no alias, registry unreachable, or an unreadable artifact.
+
+    Its message never carries credentials from the tracking URI.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def resolve_champion(settings: Settings) -> ChampionRef:
         problem = f"{type(err).__name__}: {err}"
         raise ChampionUnavailableError(f"MLflow registry at {uri} is unreachable: {problem}") from None
     version = str(mv.version)
-    return ChampionRef(settings.model_name, version, f"models:/{settings.model_name}/{version}", uri)
+    return ChampionRef(settings.model_name, version, f"models:/{settings.model_name}/{version}", redact(uri))
 
 
 def _connection_failed(err: BaseException) -> bool:

@@ -30,6 +30,7 @@ from models.reasons import top_indices
 from models.scoring import Blocked, score
 from serving import batch
 from serving.explain_fast import PatternTreeShap, ambiguous_rows, exact_where_ambiguous
+from serving.registry import load_champion
 from serving.snapshot import build_snapshot, guardrail_signals, read_snapshot
 from tests.conftest import SAMPLE, TrainedHome
 
@@ -61,8 +62,7 @@ def clean(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def bundle(trained_home: TrainedHome) -> Any:
-    settings = trained_home.settings
-    return batch.load_champion(batch.resolve_champion(settings))
+    return load_champion(trained_home.settings)[1]
 
 
 # ---- the output ------------------------------------------------------------------------------
@@ -195,8 +195,7 @@ def test_resumes_from_finished_chunks(clean: batch.BatchResult, trained_home: Tr
     """Chunks a previous run finished are reused, and the output is byte for byte the same."""
     out = tmp_path / "scores.parquet"
     settings = _settings(trained_home, tmp_path / "store")
-    champion = batch.resolve_champion(settings)
-    bundle = batch.load_champion(champion)
+    champion, bundle = load_champion(settings)
     files = batch.table_files(SAMPLE)
     key = batch.RunKey(
         batch.data_fingerprint(files),

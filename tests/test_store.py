@@ -165,7 +165,9 @@ def test_no_registry_is_a_clear_reason_not_a_crash(tmp_path: Path) -> None:
     assert not (tmp_path / ".advocacy" / "mlflow.db").exists()  # and it creates none
 
 
-def test_an_unreachable_registry_is_a_clear_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_registry_is_a_clear_reason_without_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from serving.registry import ChampionUnavailableError, resolve_champion
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -173,6 +175,8 @@ def test_an_unreachable_registry_is_a_clear_reason(tmp_path: Path, monkeypatch: 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = Settings(home=tmp_path, mlflow_tracking_uri=f"http://127.0.0.1:{port}")
-    with pytest.raises(ChampionUnavailableError, match=r"unreachable|failed"):
+    settings = Settings(home=tmp_path, mlflow_tracking_uri=f"http://advocacy:s3cret-pw@127.0.0.1:{port}")
+    with pytest.raises(ChampionUnavailableError, match=r"is unreachable") as caught:
         resolve_champion(settings)
+    assert f"http://***@127.0.0.1:{port}" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)  # the message goes to the log
