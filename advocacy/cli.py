@@ -236,6 +236,21 @@ def rollback() -> None:
     console.print(f"@champion -> version {registry.rollback(settings.model_name)}")
 
 
+@app.command("backup-asks")
+@clear_errors
+def backup_asks(
+    out: Annotated[Path, typer.Argument(help="Where to write the copy (a SQLite file).")],
+) -> None:
+    """Copy the ask log (asks posted to the service) consistently, even while the service writes to it."""
+    from features.asklog import AskLog
+
+    log = _settings().ask_log_path()
+    if not log.exists():
+        raise FileNotFoundError(f"no ask log at {log} (ADVOCACY_ASK_LOG): nothing to back up")
+    rows = AskLog(log).backup(out)
+    console.print(f"Backed up {rows:,} asks from {log} to {out}")
+
+
 @app.command()
 @clear_errors
 def up(

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.contracts import TIMESTAMP, empty_table, validate_table
+from features.io import atomic_path
 
 _COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 _NAT = np.iinfo(np.int64).min  # numpy's NaT as int64; never a real microsecond count
@@ -146,6 +147,21 @@ class AskLog:
             }
         )
         return frame.loc[:, list(_COLUMNS)]
+
+    def backup(self, target: Path | str) -> int:
+        """A consistent copy of the log at `target` while the service keeps writing; return its row count.
+
+        SQLite's online backup copies a snapshot of committed transactions (never half of one). The copy
+        is written beside `target` and renamed, so a failed backup never leaves a broken file there.
+        """
+        target = Path(target)
+        if target.resolve() == self.path.resolve():
+            raise ValueError(f"the backup must go somewhere else than the ask log itself: {target}")
+        with atomic_path(target) as tmp, self._connect() as source, closing(sqlite3.connect(tmp)) as copy:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+            rows = int(copy.execute("SELECT COUNT(*) FROM asks").fetchone()[0])
+        return rows
 
     def __len__(self) -> int:
         with self._connect() as conn:

@@ -9,13 +9,17 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from advocacy import cli
 from features.asklog import AskLog
 from features.contracts import DataContractError, empty_table, validate_table
+from features.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,3 +167,46 @@ def test_an_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
                 stream.close()
     assert proc.returncode == -signal.SIGKILL
     assert AskLog(path).read()["ask_id"].tolist() == ["k1"]
+
+
+def test_a_backup_taken_while_asks_arrive_is_whole_and_self_contained(log: AskLog, tmp_path: Path) -> None:
+    done = threading.Event()
+    acknowledged: list[int] = []
+
+    def keep_writing() -> None:
+        i = 0
+        while not done.is_set():
+            i += 1
+            log.record(asks((f"w{i}", "c1", "review", "2026-01-01", "no_response", None)))
+            acknowledged.append(i)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        while len(acknowledged) < 20:
+            time.sleep(0.001)
+        before = len(acknowledged)
+        rows = AskLog(log.path).backup(tmp_path / "backups" / "asks.sqlite")
+    finally:
+        done.set()
+        writer.join()
+    assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == ["asks.sqlite"]  # one file, no -wal, no tmp
+    ids = AskLog(tmp_path / "backups" / "asks.sqlite").read()["ask_id"].tolist()
+    assert len(ids) == rows >= before  # everything acknowledged before the backup began is in it
+    assert set(ids) == {f"w{i}" for i in range(1, rows + 1)}  # and no gap: whole transactions only
+
+
+def test_the_backup_command_copies_the_configured_log(log: AskLog, tmp_path: Path) -> None:
+    log.record(FIRST)
+    env = {"ADVOCACY_ASK_LOG": str(log.path), "ADVOCACY_HOME": str(tmp_path)}
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli.app, ["backup-asks", str(tmp_path / "copy.sqlite")], env=env)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "Backed up 2 asks" in result.output
+    assert AskLog(tmp_path / "copy.sqlite").read().equals(log.read())
+    refused = CliRunner().invoke(cli.app, ["backup-asks", str(log.path)], env=env)
+    get_settings.cache_clear()
+    assert refused.exit_code == 2 and "somewhere else" in refused.output
