@@ -10,6 +10,7 @@ local MLflow store, and prints its parts and the held-out figures.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -46,6 +47,8 @@ def main() -> None:
         table.add_column(col, justify="right")
     for n in args.sizes:
         data = world_dir(n)
+        # MLflow exports MLFLOW_TRACKING_URI when a store is chosen; Settings would pick the last one up.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
         with tempfile.TemporaryDirectory() as home:
             steps: list[tuple[str, float]] = []
             start = time.perf_counter()

@@ -39,7 +39,10 @@ def _change(v: float, noun: str, unit: str, scale: float = 1.0, fmt: str = "{:.0
 
 
 def _date_back(as_of: pd.Timestamp, days: float) -> str:
-    return f"{(as_of - pd.Timedelta(days=days)):%Y-%m-%d}"
+    try:
+        return f"{(as_of - pd.Timedelta(days=days)):%Y-%m-%d}"
+    except (ValueError, OverflowError, NotImplementedError):  # off the calendar: say it without a date
+        return f"{days:,.0f} days before {as_of:%Y-%m-%d}" if 1900 <= as_of.year < 10_000 else f"{days:,.0f} days ago"
 
 
 def _nps_last(v: float, row: Row, as_of: pd.Timestamp) -> str:
@@ -55,7 +58,7 @@ _PHRASES: dict[str, Callable[[Any, Row, pd.Timestamp], str]] = {
     "region": lambda v, r, t: f"Region: {v}",
     "use_case": lambda v, r, t: f"Use case: {v}",
     "plan": lambda v, r, t: f"Plan: {v}",
-    "log_arr": lambda v, r, t: f"Annual revenue about {math.expm1(v):,.0f}",
+    "log_arr": lambda v, r, t: f"Annual revenue about {math.expm1(min(v, 700.0)):,.0f}",
     "nps_last": _nps_last,
     "nps_days_since": lambda v, r, t: f"Last NPS response {v:.0f} days ago",
     "nps_mean_12m": lambda v, r, t: f"Average NPS {v:.1f} over 12 months",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
 
 from features.catalog import ASK_TYPE_NAMES, OUTCOMES, SEGMENTS
 from features.spec import FEATURES
@@ -21,9 +21,25 @@ from models.tiers import TIER_ORDER
 MAX_IDS = 1000
 MAX_RECORDS = 1000
 MAX_ASKS = 10_000
+# Timestamps a caller sends fall in these years (within a day of them in UTC): every date derived from
+# them (a day count back, a cooldown ahead) stays inside pandas' nanosecond range (1677-2262) and
+# Python's (1-9999).
+YEARS = (1900, 2199)
+MAX_DAYS = 36_500  # day-count features: a century, so `as_of` minus it stays in YEARS' margin
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Surrounding whitespace is stripped before the length is checked; the pattern tells the OpenAPI
+# spec what that means (at least one other character), without changing what is accepted.
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")]
+
+
+def _plausible(value: datetime) -> datetime:
+    if not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"must fall in the years {YEARS[0]} to {YEARS[1]}")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_plausible)]
 
 # ---------------------------------------------------------------------------------------------
 # Requests
@@ -51,7 +67,8 @@ class ReferencesRequest(_Request):
     """`POST /references`: the prospect who wants to talk to a reference customer."""
 
     industry: Text
-    segment: Text = Field(description=f"one of {', '.join(SEGMENTS)}")
+    # Matched case-insensitively; the spec's enum lists the canonical spellings.
+    segment: Text = Field(description=f"one of {', '.join(SEGMENTS)}", json_schema_extra={"enum": list(SEGMENTS)})
     use_case: Text
     k: int = Field(default=10, ge=1, le=MAX_K)
 
@@ -74,7 +91,9 @@ class DisagreementsRequest(_Request):
     """`POST /disagreements`: where the model and the points rule differ most."""
 
     tier: Literal[TIER_ORDER] | None = Field(default=None, description="model tier")  # type: ignore[valid-type]
-    segment: Text | None = Field(default=None, description=f"one of {', '.join(SEGMENTS)}")
+    segment: Text | None = Field(
+        default=None, description=f"one of {', '.join(SEGMENTS)}", json_schema_extra={"enum": [*SEGMENTS, None]}
+    )
     limit: int = Field(default=50, ge=1, le=200)
 
     @field_validator("segment")
@@ -94,9 +113,9 @@ class AskRow(BaseModel):
     ask_id: Annotated[Id, Field(strict=True)]
     customer_id: Annotated[Id, Field(strict=True)]
     ask_type: Literal[ASK_TYPE_NAMES]  # type: ignore[valid-type]
-    asked_at: datetime
+    asked_at: Timestamp
     outcome: Literal[OUTCOMES] = "no_response"  # type: ignore[valid-type]
-    responded_at: datetime | None = None
+    responded_at: Timestamp | None = None
 
 
 class AsksRequest(_Request):
@@ -125,6 +144,11 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "csat_mean_12m": (1, 5),
     "acceptance_rate": (0, 1),
     "baseline_points": (0, 100),
+    "log_arr": (0, 50),  # reasons show it as an amount (expm1), which overflows past about 709
+    "nps_days_since": (0, MAX_DAYS),
+    "days_since_last_ask": (0, MAX_DAYS),
+    "days_since_last_activity": (0, MAX_DAYS),
+    "days_since_last_accept": (0, MAX_DAYS),
 }
 _NON_NEGATIVE = (
     "tenure_months",
@@ -174,11 +198,14 @@ def _feature_record_model() -> type[BaseModel]:
     fields: dict[str, Any] = {f.name: _feature_field(f.name, f.kind, f.label) for f in FEATURES}
     fields["customer_id"] = (Id | None, Field(default=None, description="optional; echoed in the result"))
     fields["as_of"] = (
-        datetime | None,
-        Field(default=None, description="when the features were computed (UTC); default now"),
+        Timestamp | None,
+        Field(
+            default=None,
+            description=f"when the features were computed (UTC, years {YEARS[0]} to {YEARS[1]}); default now",
+        ),
     )
     fields["last_urgent_ticket_at"] = (
-        datetime | None,
+        Timestamp | None,
         Field(default=None, description="optional; lets the urgent-ticket guardrail see an open ticket"),
     )
     # Extra keys (a name, other context) are ignored, like extra columns of a table.

@@ -644,8 +644,12 @@ class ServingState:
         now = self.now()
         n = len(records)
         given = [r.get("customer_id") for r in records]
-        # Records without an id get a private key so that guardrail look-ups cannot mix them up.
-        keys = np.array([g if g is not None else f"\x00record-{i}" for i, g in enumerate(given)], dtype=object)
+        stored = [g is not None and g in self.store.index for g in given]
+        # Records of customers not in the store (with or without an id) each get a private key, so that
+        # guardrail look-ups cannot mix them up: the same unknown id twice is two what-if rows.
+        keys = np.array(
+            [g if s else f"\x00record-{i}" for i, (g, s) in enumerate(zip(given, stored, strict=True))], dtype=object
+        )
         values: dict[str, np.ndarray] = {"customer_id": keys}
         values["as_of"] = np.array([_utc(r["as_of"]) if r.get("as_of") else now for r in records], dtype=object)
         for name in FEATURE_NAMES:
@@ -656,7 +660,7 @@ class ServingState:
                 values[name] = np.array([np.nan if v is None else v for v in column], dtype=float)
         matrix = self.bundle.encoder.transform_records(records)
 
-        known = [i for i, g in enumerate(given) if g is not None and g in self.store.index]
+        known = [i for i, s in enumerate(stored) if s]
         by_customer: dict[str, Mapping[str, tuple[str, str, str | None]]] = {}
         if known:
             rows = self.store.rows([keys[i] for i in known])
