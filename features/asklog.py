@@ -4,8 +4,11 @@ A SQLite file in WAL mode with `synchronous=FULL`: once `record` returns, the as
 kill or a power cut. Each `record` call is one transaction (all rows or none), upserting on `ask_id`
 so a re-sent ask updates the stored one (an outcome arriving later) and never duplicates it.
 Timestamps are stored as int64 microseconds since the epoch (UTC), so `read` returns exactly what
-was recorded. Safe to share across threads: every call opens its own connection, and writes in this
-process are serialised by a lock (SQLite's own locking covers other processes).
+was recorded. Every write stamps its rows with the next number of a sequence (in commit order, as
+writes are serialised), so a reader can fetch only what changed since it last looked
+(`read_changes`) instead of the whole log. Safe to share across threads: every call opens its own
+connection, and writes in this process are serialised by a lock (SQLite's own locking covers other
+processes).
 """
 
 from __future__ import annotations
@@ -36,22 +39,31 @@ CREATE TABLE IF NOT EXISTS asks (
     asked_at     INTEGER NOT NULL,  -- microseconds since 1970-01-01 UTC
     outcome      TEXT NOT NULL,
     responded_at INTEGER,           -- microseconds since 1970-01-01 UTC; NULL if not answered
-    recorded_at  INTEGER NOT NULL   -- when this version was written (audit only)
+    recorded_at  INTEGER NOT NULL,  -- when this version was written (audit only)
+    seq          INTEGER            -- the write that stored this version: increases in commit order
 );
 CREATE INDEX IF NOT EXISTS asks_by_customer ON asks (customer_id, asked_at);
 """
+# Logs written before `seq` existed get the column; their rows count as written before any new one.
+_MIGRATE = ("ALTER TABLE asks ADD COLUMN seq INTEGER", "UPDATE asks SET seq = rowid")
+_SEQ_INDEX = "CREATE INDEX IF NOT EXISTS asks_by_seq ON asks (seq)"
 
 _UPSERT = """
-INSERT INTO asks (ask_id, customer_id, ask_type, asked_at, outcome, responded_at, recorded_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO asks (ask_id, customer_id, ask_type, asked_at, outcome, responded_at, recorded_at, seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (ask_id) DO UPDATE SET
     customer_id = excluded.customer_id,
     ask_type = excluded.ask_type,
     asked_at = excluded.asked_at,
     outcome = excluded.outcome,
     responded_at = excluded.responded_at,
-    recorded_at = excluded.recorded_at
+    recorded_at = excluded.recorded_at,
+    seq = excluded.seq
 """
+
+
+def _has_seq(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "seq" for row in conn.execute("PRAGMA table_info(asks)"))
 
 
 def _micros(s: pd.Series) -> list[int | None]:
@@ -75,6 +87,17 @@ class AskLog:
             # WAL is a property of the file: set once, kept by every later connection.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            if not _has_seq(conn):
+                conn.execute("BEGIN IMMEDIATE")  # another process may be migrating the same file
+                try:
+                    if not _has_seq(conn):
+                        for statement in _MIGRATE:
+                            conn.execute(statement)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            conn.execute(_SEQ_INDEX)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -106,10 +129,12 @@ class AskLog:
             )
         )
         with self._write_lock, self._connect() as conn:
-            # IMMEDIATE takes the write lock up front, so the transaction cannot fail half-way on a busy file.
+            # IMMEDIATE takes the write lock up front, so the transaction cannot fail half-way on a busy
+            # file, and no other writer can take the same sequence number meanwhile.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_UPSERT, rows)
+                seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM asks").fetchone()[0])
+                conn.executemany(_UPSERT, [(*row, seq) for row in rows])
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -121,18 +146,36 @@ class AskLog:
 
         With `customer_ids`, only those customers' asks.
         """
-        select = (
-            "SELECT ask_id, customer_id, ask_type, asked_at, outcome, COALESCE(responded_at, ?) AS responded_at "
-            "FROM asks"
-        )
-        params: list[object] = [_NAT]
+        where, params = "", list[object]()
         if customer_ids is not None:
             # One JSON parameter instead of one placeholder per id (SQLite caps the number of placeholders).
-            select += " WHERE customer_id IN (SELECT value FROM json_each(?))"
+            where = "WHERE customer_id IN (SELECT value FROM json_each(?))"
             params.append(json.dumps([str(c) for c in customer_ids]))
-        select += " ORDER BY asked_at, ask_id"
         with self._connect() as conn:
-            rows = conn.execute(select, params).fetchall()
+            return self._select(conn, where, params)
+
+    def read_changes(self, after: int = 0) -> tuple[pd.DataFrame, int]:
+        """The asks written (new or updated) since write number `after`, and the number to pass next time.
+
+        `read_changes(0)` is the whole log; a reader that keeps the returned number sees each later
+        write exactly once, whichever process made it.
+        """
+        with self._connect() as conn:
+            conn.execute("BEGIN")  # one read snapshot for both statements
+            try:
+                last = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM asks").fetchone()[0])
+                changes = self._select(conn, "WHERE seq > ? AND seq <= ?", [after, last])
+            finally:
+                conn.execute("COMMIT")
+        return changes, max(last, after)
+
+    @staticmethod
+    def _select(conn: sqlite3.Connection, where: str, params: list[object]) -> pd.DataFrame:
+        select = (
+            "SELECT ask_id, customer_id, ask_type, asked_at, outcome, COALESCE(responded_at, ?) AS responded_at "
+            f"FROM asks {where} ORDER BY asked_at, ask_id"
+        )
+        rows = conn.execute(select, [_NAT, *params]).fetchall()
         if not rows:
             return empty_table("asks")
         ids, customers, types, asked, outcomes, responded = zip(*rows, strict=True)

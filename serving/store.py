@@ -223,27 +223,14 @@ def guardrail_config(bundle: Bundle) -> GuardrailConfig:
     return GuardrailConfig.from_saved(bundle.guardrails)
 
 
-def _ask_keys(asks: pd.DataFrame) -> set[tuple[Any, ...]]:
-    return set(
-        zip(
-            asks["ask_id"].tolist(),
-            asks["customer_id"].tolist(),
-            asks["ask_type"].tolist(),
-            _micros(asks["asked_at"]).tolist(),
-            asks["outcome"].tolist(),
-            _micros(asks["responded_at"]).tolist(),
-            strict=True,
-        )
-    )
-
-
 class GuardrailBook:
     """Which asks each customer may not get now, from the snapshot's asks plus the ask log.
 
     Thread-safe. `blocked(rows, now)` is exactly `blocked_asks` at `now` (a test checks it): each
     customer's blocks are cached until the earliest moment they can change and recomputed after it,
     and a change to the ask log (seen through SQLite's `data_version`, so writes by other worker
-    processes count too) invalidates the customers whose asks changed.
+    processes count too) invalidates the customers whose asks changed. Only the asks written since
+    the last look are read (`AskLog.read_changes`), so a write costs the same however long the log.
     """
 
     def __init__(
@@ -261,13 +248,15 @@ class GuardrailBook:
         order = np.argsort(codes, kind="stable")
         self._base = base.iloc[order].reset_index(drop=True)
         self._base_code = codes[order]
+        self._base_position = {a: k for k, a in enumerate(self._base["ask_id"].tolist())}
+        self._base_overridden = np.zeros(len(self._base), dtype=bool)  # the ask log has its own version
         self._base_span = (
             np.searchsorted(self._base_code, np.arange(n), side="left"),
             np.searchsorted(self._base_code, np.arange(n), side="right"),
         )
         self._logged = empty_table("asks")
         self._logged_code = np.empty(0, dtype=np.int64)
-        self._logged_keys: set[tuple[Any, ...]] = set()
+        self._seen = 0  # the last ask-log write read
         # Per logged ask: not one of the snapshot's (so posted since the snapshot was written).
         self._logged_new = np.zeros(0, dtype=bool)
         self._entries: dict[int, Mapping[str, tuple[str, str, str | None]]] = {}
@@ -291,41 +280,48 @@ class GuardrailBook:
 
     # ---- the ask log ---------------------------------------------------------------------------
     def _sync_log(self) -> None:
-        """Re-read the ask log if anyone wrote to it, and invalidate the customers whose asks changed."""
+        """Read what was written to the ask log since the last look; invalidate the customers it touches."""
         version = int(self._watch.execute("PRAGMA data_version").fetchone()[0])
         if version == self._data_version:
             return
         self._data_version = version
-        logged = self._log.read()
-        logged["customer_id"] = logged["customer_id"].astype("str")
-        keys = _ask_keys(logged)
-        changed_ids = {k[0] for k in keys ^ self._logged_keys}
-        if changed_ids:
-            touched = set(logged.loc[logged["ask_id"].isin(changed_ids), "customer_id"])
-            touched |= set(self._logged.loc[self._logged["ask_id"].isin(changed_ids), "customer_id"])
-            touched |= set(self._base.loc[self._base["ask_id"].isin(changed_ids), "customer_id"])
-            rows = [self._store.index[c] for c in touched if c in self._store.index]
-            self._valid_until[rows] = _NAT
-        self._logged = logged.reset_index(drop=True)
-        self._logged_code = pd.Index(self._store.ids).get_indexer(self._logged["customer_id"])
-        self._logged_keys = keys
-        # isin against a Series stays in Arrow; against a Python set it walks the set in Python.
-        self._logged_new = ~self._logged["ask_id"].isin(self._base["ask_id"]).to_numpy(dtype=bool)
+        changes, self._seen = self._log.read_changes(self._seen)
+        if changes.empty:
+            return
+        changes["customer_id"] = changes["customer_id"].astype("str")
+        ids = changes["ask_id"].tolist()
+        # isin with the (few) changed ids as its values: cheap however many asks are logged.
+        replaced = self._logged["ask_id"].isin(ids).to_numpy(dtype=bool)
+        in_base = np.array([self._base_position[a] for a in ids if a in self._base_position], dtype=np.int64)
+        touched = set(changes["customer_id"]) | set(self._logged.loc[replaced, "customer_id"])
+        touched |= set(self._base["customer_id"].iloc[in_base])
+        rows = [self._store.index[c] for c in touched if c in self._store.index]
+        self._valid_until[rows] = _NAT
+        self._base_overridden[in_base] = True
+        kept = ~replaced
+        parts = [self._logged.loc[kept]] if kept.any() else []
+        self._logged = pd.concat([*parts, changes.loc[:, list(ASK_TABLE_COLUMNS)]], ignore_index=True)
+        self._logged_code = np.concatenate(
+            [self._logged_code[kept], pd.Index(self._store.ids).get_indexer(changes["customer_id"])]
+        )
+        # Per logged ask: not one of the snapshot's (so posted since the snapshot was written).
+        self._logged_new = np.concatenate(
+            [self._logged_new[kept], np.array([a not in self._base_position for a in ids], dtype=bool)]
+        )
 
     def _asks_for(self, rows: np.ndarray) -> pd.DataFrame:
         """The snapshot's asks of these customers, with the ask log's version winning on the same ask_id."""
         if len(rows) <= _RANGE_GATHER_MAX:
             starts, ends = self._base_span[0][rows], self._base_span[1][rows]
             spans = [np.arange(s, e, dtype=np.int64) for s, e in zip(starts, ends, strict=True)]
-            base = self._base.iloc[np.concatenate(spans) if spans else np.empty(0, np.int64)]
+            at = np.concatenate(spans) if spans else np.empty(0, np.int64)
             logged = self._logged.iloc[np.flatnonzero(np.isin(self._logged_code, rows))]
         else:
             wanted = np.zeros(len(self._store), dtype=bool)
             wanted[rows] = True
-            base = self._base.loc[(self._base_code >= 0) & wanted[np.maximum(self._base_code, 0)]]
+            at = np.flatnonzero((self._base_code >= 0) & wanted[np.maximum(self._base_code, 0)])
             logged = self._logged.loc[(self._logged_code >= 0) & wanted[np.maximum(self._logged_code, 0)]]
-        if len(self._logged) and len(base):
-            base = base.loc[~base["ask_id"].isin(self._logged["ask_id"])]
+        base = self._base.iloc[at[~self._base_overridden[at]]]
         if not len(logged):
             return base
         return pd.concat([base, logged.loc[:, list(ASK_TABLE_COLUMNS)]], ignore_index=True)

@@ -210,3 +210,34 @@ def test_the_backup_command_copies_the_configured_log(log: AskLog, tmp_path: Pat
     refused = CliRunner().invoke(cli.app, ["backup-asks", str(log.path)], env=env)
     get_settings.cache_clear()
     assert refused.exit_code == 2 and "somewhere else" in refused.output
+
+
+def test_read_changes_returns_each_write_once_whoever_made_it(log: AskLog) -> None:
+    everything, seen = log.read_changes()
+    assert everything.empty and seen == 0
+    log.record(FIRST)
+    changes, seen = log.read_changes(seen)
+    assert sorted(changes["ask_id"]) == ["a1", "a2"]
+    assert log.read_changes(seen)[0].empty  # nothing new
+    other = AskLog(log.path)  # another writer (another worker process would look the same)
+    other.record(asks(("a2", "c1", "review", "2026-01-01T00:00:00.123456", "accepted", "2026-01-02")))
+    other.record(asks(("a3", "c3", "review", "2026-02-01", "no_response", None)))
+    changes, seen = log.read_changes(seen)
+    assert changes["ask_id"].tolist() == ["a2", "a3"]
+    assert changes.set_index("ask_id").loc["a2", "outcome"] == "accepted"  # the updated version
+    assert log.read_changes(0)[0]["ask_id"].tolist() == log.read()["ask_id"].tolist()
+
+
+def test_a_log_written_before_sequence_numbers_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:  # the layout of earlier versions
+        conn.execute(
+            "CREATE TABLE asks (ask_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, ask_type TEXT NOT NULL, "
+            "asked_at INTEGER NOT NULL, outcome TEXT NOT NULL, responded_at INTEGER, recorded_at INTEGER NOT NULL)"
+        )
+        conn.execute("INSERT INTO asks VALUES ('old', 'c1', 'review', 1767225600000000, 'no_response', NULL, 0)")
+    log = AskLog(path)
+    assert log.read()["ask_id"].tolist() == ["old"]
+    _, seen = log.read_changes()
+    log.record(asks(("new", "c1", "review", "2026-03-01", "no_response", None)))
+    assert log.read_changes(seen)[0]["ask_id"].tolist() == ["new"]
