@@ -114,15 +114,17 @@ def start_server(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
             [*cmd, "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     deadline = time.monotonic() + 120
+    streak = 0  # each worker answers /readyz for itself: ready when several fresh connections agree
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"server exited early; see {log}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
+            streak = streak + 1 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200 else 0
         except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
+            streak = 0
+        if streak >= 8:
+            return proc
+        time.sleep(0.05 if streak else 0.3)
     stop_server(proc)
     sys.exit(f"server not ready after 120 s; see {log}")
 
@@ -272,7 +274,9 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=4, help="client processes for concurrent cases")
     parser.add_argument("--paced-clients", type=int, default=20, help="clients of the paced case")
     parser.add_argument("--paced-rate", type=float, default=200, help="req/s the paced clients offer in all")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (ADVOCACY_WORKERS)")
     args = parser.parse_args()
+    os.environ["ADVOCACY_WORKERS"] = str(args.workers)  # the server inherits this environment
 
     home = prepare_home(Path(args.home) if args.home else None)
     ids = customer_ids(home)

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     # The service looks this often for a moved @champion or a newer feature snapshot and swaps them in.
     reload_seconds: float = Field(default=30.0, gt=0)
+    # Worker processes of the service, each with its own copy of the model and snapshot (about 0.7 GB
+    # on the sample data). One per core serves the most; they share the ask log through SQLite.
+    workers: int = Field(default=1, ge=1, le=64)
     # Largest request body the service reads; bigger ones get 413 before any of it is parsed.
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Promotion gate: a new model must beat the champion and the baseline by this much AUC.

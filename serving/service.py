@@ -186,7 +186,7 @@ page_app = Starlette(routes=[Route("/", _page), Mount("/static", StaticFiles(dir
 
 
 @bentoml.asgi_app(page_app, path="/", name="page")
-@bentoml.service(name="advocacy", traffic={"timeout": 30}, workers=1, threads=4)
+@bentoml.service(name="advocacy", traffic={"timeout": 30}, workers=Settings().workers, threads=4)
 class Advocacy:
     """Advocacy propensity scores, explanations, next best asks and reference candidates."""
 

@@ -1,0 +1,78 @@
+"""A minute of sustained mixed load on a real server (issue 7 "Load"): no errors, the rate held, flat memory.
+
+The load is `benchmarks/load.py`'s own (`run_load`): 100 req/s offered open-loop for 60 s, 70% /score,
+20% /explain, 10% /asks with new ask ids. The ten-minute version is `.venv/bin/python benchmarks/load.py`.
+The server (two worker processes, `ADVOCACY_WORKERS=2`) gets its own feature store and ask log, so
+its asks reach no other test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.load import LoadReport, run_load
+from features.asklog import AskLog
+from features.io import read_world
+from features.labels import observed_until
+from serving.snapshot import build_snapshot
+from tests.conftest import TrainedHome
+from tests.serverkit import Server, service_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+RATE = 100.0  # req/s offered
+SECONDS = 60.0
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, LoadReport]]:
+    """One server on the session's champion, after a minute of load: (server, what the load saw)."""
+    base = tmp_path_factory.mktemp("load")
+    world = read_world(trained_home.settings.resolved_data_dir())
+    snapshot = build_snapshot(world, observed_until(world))
+    # Two workers, one per core: a single Python process tops out near one core, below this mix's needs.
+    server = Server(service_env(trained_home, base / "server", snapshot, ADVOCACY_WORKERS="2"), base / "server.log")
+    ids = snapshot.features["customer_id"].astype(str).tolist()
+    server.launch()
+    try:
+        server.wait()
+        assert server.proc is not None
+        report = run_load(server.url, ids, RATE, SECONDS, server.proc.pid, rss=server.rss_bytes)
+        print("\n".join(report.lines()))
+        yield server, report
+    finally:
+        server.stop()
+
+
+def _figures(report: LoadReport) -> str:
+    return "\n" + "\n".join(report.lines())
+
+
+def test_no_errors_at_100_requests_a_second(loaded: tuple[Server, LoadReport]) -> None:
+    _, report = loaded
+    assert report.error_count == 0, _figures(report)
+    assert report.sent == report.scheduled >= 0.99 * RATE * SECONDS, _figures(report)
+    assert set(report.latencies_ms) == {"/score", "/explain", "/asks"}, _figures(report)
+
+
+def test_the_offered_rate_is_achieved(loaded: tuple[Server, LoadReport]) -> None:
+    _, report = loaded
+    assert abs(report.offered_rate - RATE) <= 0.01 * RATE, _figures(report)
+    assert report.achieved_rate >= 0.95 * RATE, _figures(report)
+
+
+def test_every_acknowledged_ask_is_in_the_ask_log(loaded: tuple[Server, LoadReport]) -> None:
+    server, report = loaded
+    assert len(report.acked_asks) >= 0.05 * RATE * SECONDS, _figures(report)  # about 10% of the requests
+    stored = set(AskLog(Path(server.env["ADVOCACY_ASK_LOG"])).read()["ask_id"])
+    missing = sorted(set(report.acked_asks) - stored)
+    assert not missing, f"{len(missing)} acknowledged asks not stored, e.g. {missing[:5]}"
+
+
+def test_memory_is_flat_after_warm_up(loaded: tuple[Server, LoadReport]) -> None:
+    _, report = loaded
+    assert len(report.rss) >= 6, _figures(report)  # start, warm-up, every 10 s, end
+    assert report.memory_flat, _figures(report)
