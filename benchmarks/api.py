@@ -250,12 +250,12 @@ def report(cases: list[Case], paced_clients: int, paced_rate: float) -> bool:
     return ok
 
 
-def server_cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
-    """User + system CPU of the server and its workers so far."""
+def group_cpu_seconds(pid: int) -> float:
+    """User + system CPU so far of a process and all its descendants (a server's arbiter and workers)."""
     import psutil
 
+    root = psutil.Process(pid)
     total = 0.0
-    root = psutil.Process(proc.pid)
     for p in [root, *root.children(recursive=True)]:
         try:
             times = p.cpu_times()
@@ -263,6 +263,10 @@ def server_cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def server_cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    return group_cpu_seconds(proc.pid)
 
 
 def main() -> None:

@@ -55,6 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":
     sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from benchmarks.api import group_cpu_seconds  # noqa: E402 (after the path fix above)
+
 MIX: dict[str, float] = {"/score": 0.7, "/explain": 0.2, "/asks": 0.1}
 SCORE_IDS = (1, 1, 1, 2, 3, 5)  # ids per /score request, drawn uniformly: mostly one, sometimes a few
 FLAT_GROWTH_FRACTION = 0.05  # of the RSS after warm-up
@@ -79,21 +81,6 @@ def group_rss(pid: int) -> int:
             total += p.memory_info().rss
         except psutil.NoSuchProcess:  # a worker that exited between listing and reading
             continue
-    return total
-
-
-def group_cpu_seconds(pid: int) -> float:
-    """User + system CPU so far of a process and all its descendants."""
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
     return total
 
 

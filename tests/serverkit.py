@@ -86,11 +86,10 @@ class Server:
 
     def rss_bytes(self) -> int:
         """Resident memory of the server's whole process group (arbiter and workers)."""
-        import psutil
+        from benchmarks.load import group_rss
 
         assert self.proc is not None
-        root = psutil.Process(self.proc.pid)
-        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        return group_rss(self.proc.pid)
 
 
 def service_env(trained_home: TrainedHome, folder: Path, snapshot: Snapshot, **extra: str) -> dict[str, str]:
