@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -130,13 +131,26 @@ def start_server(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful shutdown), then SIGKILL for anything left, workers included: BentoML's
+    workers run in process groups of their own, so signalling the server's group alone can leave one."""
+    import psutil
+
+    if proc.poll() is not None:
+        return
+    try:
+        everyone = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        everyone = []
+    os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
+    _, alive = psutil.wait_procs(everyone, timeout=10)
+    for process in alive:
+        process.kill()
+    psutil.wait_procs(alive, timeout=10)
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.kill()
+        proc.wait()
 
 
 async def _client_loop(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -68,13 +66,11 @@ class Server:
         raise AssertionError(f"{self.url}{path} not 200 after {READY_TIMEOUT_S} s:\n{self.output()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        """Graceful shutdown, then SIGKILL for whatever is left of the server and its workers."""
+        from benchmarks.api import stop_server
+
+        if self.proc is not None:
+            stop_server(self.proc)
 
     def post(self, route: str, body: Any, token: str | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

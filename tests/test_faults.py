@@ -8,9 +8,7 @@ here changes nothing for other modules.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import threading
 import time
 import uuid
@@ -20,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -237,7 +236,15 @@ def test_a_kill_during_posted_asks_loses_no_acknowledged_ask_and_duplicates_none
         t.start()
     wait_for(lambda: len(acknowledged) >= 60, 60, "60 acknowledged asks")
     assert server.proc is not None
-    os.killpg(server.proc.pid, signal.SIGKILL)  # no shutdown hook, no flush: the whole process group
+    # No shutdown hook, no flush: SIGKILL to the server and every worker (they run in process groups
+    # of their own, so killing the server's group alone would leave a worker answering).
+    root = psutil.Process(server.proc.pid)
+    everyone = [root, *root.children(recursive=True)]
+    assert len(everyone) >= 2, "expected the server and at least one worker process"
+    for process in everyone:
+        process.kill()
+    _, alive = psutil.wait_procs(everyone, timeout=30)
+    assert not alive, alive
     server.proc.wait(30)
     stop.set()
     for t in writers:
