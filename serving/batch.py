@@ -67,7 +67,7 @@ from models.scoring import Blocked, score
 from models.tiers import TIER_ORDER
 from serving.explain_fast import ExplainStats, PatternTreeShap
 from serving.registry import load_champion
-from serving.snapshot import CURRENT, KEEP_SNAPSHOTS, build_snapshot, guardrail_signals
+from serving.snapshot import build_snapshot, guardrail_signals, publish_snapshot
 
 DEFAULT_CHUNK_SIZE = 20_000  # customers per chunk: about 100 MB of working memory
 READ_BATCH_ROWS = 500_000  # raw rows read and validated at a time
@@ -689,40 +689,24 @@ def _stream_parts(paths: Sequence[Path], target: Path) -> int:
 def write_snapshot_from_chunks(work: Path, n_chunks: int, root: Path, as_of: pd.Timestamp) -> Path:
     """The feature snapshot the service reads, streamed from the chunks (`serving.snapshot` layout).
 
-    Same protocol as `serving.snapshot.write_snapshot` (a staging folder renamed, then `CURRENT`
-    replaced atomically, old snapshots pruned), without holding the whole base in memory.
+    Published like `serving.snapshot.write_snapshot` (`publish_snapshot`), without holding the
+    whole base in memory.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    staging = root / f".staging-{stamp}"
-    final = root / f"snapshot-{stamp}"
-    staging.mkdir()
-    try:
+
+    def fill(staging: Path) -> dict[str, Any]:
         counts = {}
         for part in ("features", "asks", "history"):
             paths = [work / "chunks" / f"{k:05d}" / f"{part}.parquet" for k in range(n_chunks)]
             counts[part] = _stream_parts(paths, staging / f"{part}.parquet")
-        meta = {
+        return {
             "as_of": as_of.isoformat(),
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "customers": counts["features"],
             "asks": counts["asks"],
             "feature_version": FEATURE_VERSION,
         }
-        (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-        for path in staging.iterdir():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    pointer = root / f".{CURRENT}.{uuid.uuid4().hex}.tmp"
-    pointer.write_text(final.name + "\n")
-    os.replace(pointer, root / CURRENT)
-    for old in sorted(root.glob("snapshot-*"))[:-KEEP_SNAPSHOTS]:
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+
+    return publish_snapshot(root, fill)
 
 
 def drift_path(out: Path) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,16 +145,29 @@ def build_snapshot(world: World, as_of: pd.Timestamp, features: pd.DataFrame | N
 
 def write_snapshot(snapshot: Snapshot, root: Path) -> Path:
     """Write a new snapshot folder under `root` and point `CURRENT` at it (atomically)."""
+
+    def fill(staging: Path) -> dict[str, Any]:
+        snapshot.features.to_parquet(staging / "features.parquet", index=False)
+        snapshot.asks.to_parquet(staging / "asks.parquet", index=False)
+        snapshot.history.to_parquet(staging / "history.parquet", index=False)
+        return snapshot.meta
+
+    return publish_snapshot(root, fill)
+
+
+def publish_snapshot(root: Path, fill: Callable[[Path], Mapping[str, Any]]) -> Path:
+    """The one way a snapshot appears: `fill` writes the tables into a staging folder and returns the
+    meta; the folder is fsynced and renamed to `snapshot-<stamp>`, then `CURRENT` is replaced
+    atomically and all but the newest `KEEP_SNAPSHOTS` are pruned. A reader sees the old snapshot or
+    the new one, never part of one."""
     root.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     staging = root / f".staging-{stamp}"
     final = root / f"snapshot-{stamp}"
     staging.mkdir()
     try:
-        snapshot.features.to_parquet(staging / "features.parquet", index=False)
-        snapshot.asks.to_parquet(staging / "asks.parquet", index=False)
-        snapshot.history.to_parquet(staging / "history.parquet", index=False)
-        (staging / "meta.json").write_text(json.dumps(snapshot.meta, indent=1))
+        meta = fill(staging)
+        (staging / "meta.json").write_text(json.dumps(dict(meta), indent=1))
         for path in staging.iterdir():
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())

@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 
 from features.asklog import AskLog
-from features.contracts import TIMESTAMP, empty_table, validate_table
+from features.contracts import empty_table, validate_table
 from features.io import World
 from features.labels import observed_until
 from features.settings import Settings
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.scoring import Blocked
 from serving.snapshot import build_snapshot
-from serving.store import GuardrailBook, UnknownCustomersError
+from serving.store import FeatureStore, GuardrailBook, UnknownCustomersError
 
 NOW = pd.Timestamp("2026-05-15T12:00:00", tz="UTC")
 DAY = pd.Timedelta(days=1)
@@ -42,16 +42,7 @@ class Store:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def signals(self, rows: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "customer_id": pd.Series(self.ids[rows], dtype="str"),
-                "health_score": self.health[rows],
-                "last_urgent_ticket_at": pd.Series(self.last_urgent_us[rows].astype("datetime64[us]"))
-                .dt.tz_localize("UTC")
-                .astype(TIMESTAMP),
-            }
-        )
+    signals = FeatureStore.signals  # the real one: it reads only the fields above
 
 
 def store(*ids: str, health: float = 80.0) -> Store:
