@@ -231,13 +231,13 @@ def _request(kind: str, rng: random.Random, ids: Sequence[str], run: str, i: int
     return kind, {"asks": [ask]}
 
 
-class _Connections:
+class Connections:
     """Keep-alive HTTP/1.1 connections to one server, for JSON POSTs.
 
     About 0.3 ms of client CPU per request where httpx.AsyncClient takes about 3 ms (both measured
     here against /score): at 100 req/s httpx alone would take a third of a core from a server on
-    the same 2-core machine. It speaks only what this benchmark needs: POST with Content-Length,
-    responses framed by Content-Length, chunked encoding, or the connection's close.
+    the same 2-core machine. It speaks only what the benchmarks need: GET, and POST with
+    Content-Length; responses framed by Content-Length, chunked encoding, or the connection's close.
     """
 
     def __init__(self, base_url: str, token: str | None) -> None:
@@ -246,14 +246,22 @@ class _Connections:
             raise ValueError(f"need an http:// URL, got {base_url!r}")
         self.host, self.port = url.hostname, url.port or 80
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self._get_head = f"Host: {url.netloc}\r\n{auth}\r\n"
         self._head = f"Host: {url.netloc}\r\nContent-Type: application/json\r\n{auth}Content-Length: "
         self._idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []  # (last used, ...)
         self.opened = 0
         self.retried = 0  # requests re-sent once because a kept-alive connection had been closed meanwhile
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """(status, body) of one POST; a closed idle connection is retried once on a new one."""
-        request = f"POST {path} HTTP/1.1\r\n{self._head}{len(body)}\r\n\r\n".encode() + body
+        """(status, body) of one POST of JSON."""
+        return await self._send(f"POST {path} HTTP/1.1\r\n{self._head}{len(body)}\r\n\r\n".encode() + body)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """(status, body) of one GET."""
+        return await self._send(f"GET {path} HTTP/1.1\r\n{self._get_head}".encode())
+
+    async def _send(self, request: bytes) -> tuple[int, bytes]:
+        """Send on an idle kept-alive connection or a new one; a closed idle one is retried once on a new one."""
         loop = asyncio.get_running_loop()
         while self._idle:
             used, reader, writer = self._idle.pop()
@@ -331,7 +339,7 @@ async def _run(
     kinds, weights = list(mix), list(mix.values())
     pending: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
-    connections = _Connections(base_url, token)
+    connections = Connections(base_url, token)
 
     async def one(route: str, body: dict[str, Any], due: float) -> None:
         try:

@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 from features.contracts import DataContractError
 from features.settings import Settings, get_settings
 from serving.auth import BearerAuth, bound_host, check_bind
-from serving.limits import BodyLimit
+from serving.limits import BodyLimit, release_finished_requests
 from serving.registry import ChampionUnavailableError, load_bento_model, load_champion, resolve_champion
 from serving.schemas import (
     AskRow,
@@ -284,5 +284,6 @@ def _configured_token() -> str | None:
 
 # The decorated class is a bentoml Service at runtime; its stubs do not say so.
 _service: Any = Advocacy
+release_finished_requests()
 _service.add_asgi_middleware(BodyLimit, limit_from=lambda: get_settings().max_request_bytes)
 _service.add_asgi_middleware(BearerAuth, token_from=_configured_token)

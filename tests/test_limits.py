@@ -1,0 +1,71 @@
+"""Request time limits: a finished request leaves nothing behind; a slow one still gets 504.
+
+BentoML's TimeoutMiddleware kept every answered request reachable for the whole timeout (its timer
+held a copy of the request's context); `serving.limits.release_finished_requests` fixes that. These
+tests run BentoML's own middleware class, as the service uses it, on a real event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import json
+import weakref
+from typing import Any
+
+from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+from serving.limits import release_finished_requests
+
+release_finished_requests()
+
+REQUEST_STATE: contextvars.ContextVar[Any] = contextvars.ContextVar("request_state")
+
+
+class _State:
+    """Stands for what a request's context holds (BentoML's tracing span and what it references)."""
+
+
+async def _call(app: Any, timeout: float) -> tuple[list[dict[str, Any]], weakref.ref[_State]]:
+    state = _State()
+    token = REQUEST_STATE.set(state)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    try:
+        await TimeoutMiddleware(app, timeout=timeout)({"type": "http", "path": "/score"}, receive, send)
+    finally:
+        REQUEST_STATE.reset(token)
+    return sent, weakref.ref(state)
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def test_an_answered_request_is_released_at_once_not_after_the_timeout() -> None:
+    async def main() -> tuple[list[dict[str, Any]], bool]:
+        sent, state = await _call(_ok, timeout=30)
+        gc.collect()
+        return sent, state() is None  # still inside the 30 s: only a live timer could hold it
+
+    sent, released = asyncio.run(main())
+    assert sent[0]["status"] == 200
+    assert released, "the request's context is still reachable after its answer (a timer holds it)"
+
+
+def test_a_request_over_the_time_limit_still_gets_504() -> None:
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(5)
+        await _ok(scope, receive, send)
+
+    sent, _ = asyncio.run(_call(slow, timeout=0.05))
+    assert sent[0]["status"] == 504
+    assert "0.05 seconds" in json.loads(sent[1]["body"])["error"]
