@@ -7,8 +7,8 @@ same arrays, so the API and the batch job cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -88,40 +88,48 @@ class Scores:
     next_ask: np.ndarray  # index into ASK_TYPE_NAMES, -1 when every type is blocked
     contributions: np.ndarray | None  # n x (features + 1): SHAP log-odds, base value last
     blocked: Blocked
+    _timestamps: dict[Any, pd.Timestamp] = field(default_factory=dict, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.customer_id)
 
     # ---- per-row pieces -------------------------------------------------------------------
-    def _row(self, i: int) -> dict[str, Any]:
-        return {name: _item(self.values[name], i) for name in FEATURE_NAMES}
+    def _row(self, i: int) -> _Row:
+        return _Row(self.values, i)
+
+    def _timestamp(self, i: int) -> pd.Timestamp:
+        """Row i's `as_of` as a Timestamp (one per distinct value: a batch shares one)."""
+        raw = self.as_of[i]
+        found = self._timestamps.get(raw)
+        if found is None:
+            found = self._timestamps[raw] = pd.Timestamp(raw)
+        return found
+
+    def _phrases(self, i: int, picked: Sequence[int]) -> list[dict[str, Any]]:
+        assert self.contributions is not None
+        contrib, row, as_of = self.contributions[i], self._row(i), self._timestamp(i)
+        return [reason(FEATURE_NAMES[j], row[FEATURE_NAMES[j]], contrib[j], row, as_of) for j in picked]
 
     def reasons(self, i: int, k: int = TOP_REASONS) -> list[dict[str, Any]]:
         if self.contributions is None:
             return []
         contrib = self.contributions[i, :-1]
-        row = self._row(i)
-        as_of = pd.Timestamp(self.as_of[i])
-        picked = top_indices(contrib[None, :], k)[0]
-        return [reason(FEATURE_NAMES[j], row[FEATURE_NAMES[j]], contrib[j], row, as_of) for j in picked if contrib[j]]
+        return self._phrases(i, [j for j in top_indices(contrib[None, :], k)[0] if contrib[j]])
 
-    def disagreement(self, i: int) -> dict[str, Any] | None:
+    def tier_gaps(self) -> np.ndarray:
+        """Per row: model tier rank minus points tier rank (0 on cold start, where the tier is the rule's)."""
+        gap = tier_rank(self.tier) - tier_rank(self.baseline_tier)
+        return np.where(self.cold_start, 0, gap)
+
+    def disagreement(self, i: int, gap: int | None = None) -> dict[str, Any] | None:
         """Where model and points rule differ by a tier or more: which way, and the reasons driving it."""
-        model_rank = tier_rank([self.tier[i]])[0]
-        rule_rank = tier_rank([self.baseline_tier[i]])[0]
-        gap = int(model_rank - rule_rank)
+        gap = int(self.tier_gaps()[i] if gap is None else gap)
         if gap == 0 or self.cold_start[i]:
             return None
         direction = "higher" if gap > 0 else "lower"
         drivers: list[dict[str, Any]] = []
         if self.contributions is not None:
-            contrib = self.contributions[i, :-1]
-            row = self._row(i)
-            as_of = pd.Timestamp(self.as_of[i])
-            drivers = [
-                reason(FEATURE_NAMES[j], row[FEATURE_NAMES[j]], contrib[j], row, as_of)
-                for j in signed_top(contrib, TOP_REASONS, 1 if gap > 0 else -1)
-            ]
+            drivers = self._phrases(i, signed_top(self.contributions[i, :-1], TOP_REASONS, 1 if gap > 0 else -1))
         because = "; ".join(d["text"] for d in drivers)
         text = (
             f"The model rates this customer {direction} than the points rule "
@@ -194,16 +202,28 @@ class Scores:
             for c in self.customer_id
         ]
         out["re_engage"] = self.re_engage
-        reason_text: list[list[str]] = [[d["text"] for d in self.reasons(i)] for i in range(n)]
+        reason_text: list[list[str]] = [[] for _ in range(n)]
+        if self.contributions is not None and n:
+            contrib = self.contributions[:, :-1]
+            picked = top_indices(contrib, TOP_REASONS)
+            kept = np.take_along_axis(contrib, picked, axis=1) != 0
+            reason_text = [
+                [d["text"] for d in self._phrases(i, p[k])] for i, (p, k) in enumerate(zip(picked, kept, strict=True))
+            ]
         for r in range(TOP_REASONS):
             out[f"reason_{r + 1}"] = [texts[r] if len(texts) > r else None for texts in reason_text]
         out["baseline_points"] = self.baseline_points
         out["baseline_qualified"] = self.baseline_points > 60
         out["baseline_tier"] = self.baseline_tier
-        out["baseline_breakdown"] = [
-            ", ".join(f"{r.label} {int(self.rule_points[i, j])}" for j, r in enumerate(RULES)) for i in range(n)
+        earned = [
+            [f"{r.label} {p}" for p in self.rule_points[:, j].astype(np.int64).tolist()] for j, r in enumerate(RULES)
         ]
-        out["disagreement"] = [(d or {}).get("text") for d in (self.disagreement(i) for i in range(n))]
+        out["baseline_breakdown"] = [", ".join(parts) for parts in zip(*earned, strict=True)] if n else []
+        gaps = self.tier_gaps()
+        texts: list[str | None] = [None] * n
+        for i in np.flatnonzero(gaps).tolist():
+            texts[i] = (self.disagreement(i, int(gaps[i])) or {}).get("text")
+        out["disagreement"] = texts
         out["cold_start"] = self.cold_start
         out["model_version"] = self.bundle.model_version
         out["rules_version"] = self.bundle.rules_version
@@ -225,6 +245,29 @@ def next_best_ask(acceptance: np.ndarray, k: int, blocks: Mapping[str, tuple[str
             for t, (g, why, until) in sorted(blocks.items(), key=lambda kv: ASK_TYPE_NAMES.index(kv[0]))
         ],
     }
+
+
+class _Row(Mapping[str, Any]):
+    """Row i of the feature values, read on demand: a reason phrase reads one or two features."""
+
+    __slots__ = ("_i", "_values")
+
+    def __init__(self, values: Values, i: int) -> None:
+        self._values, self._i = values, i
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in _FEATURE_SET:
+            raise KeyError(name)
+        return _item(self._values[name], self._i)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FEATURE_NAMES)
+
+    def __len__(self) -> int:
+        return len(FEATURE_NAMES)
+
+
+_FEATURE_SET = frozenset(FEATURE_NAMES)
 
 
 def _item(values: Any, i: int) -> Any:
