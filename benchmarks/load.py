@@ -84,6 +84,21 @@ def group_rss(pid: int) -> int:
     return total
 
 
+def tree_rss(pid: int) -> str:
+    """Resident memory of each process of a server's tree ("arbiter 275 MB, worker 441 MB, ..."), to see which grows."""
+    import psutil
+
+    root = psutil.Process(pid)
+    parts = []
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            name = "arbiter" if p.pid == pid else "worker" if "worker" in " ".join(p.cmdline()) else "process"
+            parts.append(f"{name} {p.pid} {p.memory_info().rss / MB:.0f} MB")
+        except psutil.Error:
+            continue
+    return ", ".join(parts)
+
+
 @dataclass
 class LoadReport:
     """What one run offered, what came back, and how the server's memory moved."""
@@ -496,6 +511,7 @@ def main() -> None:
     proc = start_server(home, port, log)
     try:
         print(f"offering {args.rate:.0f} req/s for {args.seconds:.0f} s, mix {args.mix}", flush=True)
+        print(f"server processes at start: {tree_rss(proc.pid)}", flush=True)
         report = run_load(
             f"http://127.0.0.1:{port}",
             ids,
@@ -508,6 +524,7 @@ def main() -> None:
             seed=args.seed,
             log=lambda line: print(line, flush=True),
         )
+        print(f"server processes at the end: {tree_rss(proc.pid)}", flush=True)
     finally:
         stop_server(proc)
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
