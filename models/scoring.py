@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -116,15 +117,16 @@ class Scores:
         contrib = self.contributions[i, :-1]
         return self._phrases(i, [j for j in top_indices(contrib[None, :], k)[0] if contrib[j]])
 
+    @cached_property
     def tier_gaps(self) -> np.ndarray:
         """Per row: model tier rank minus points tier rank (0 on cold start, where the tier is the rule's)."""
         gap = tier_rank(self.tier) - tier_rank(self.baseline_tier)
         return np.where(self.cold_start, 0, gap)
 
-    def disagreement(self, i: int, gap: int | None = None) -> dict[str, Any] | None:
+    def disagreement(self, i: int) -> dict[str, Any] | None:
         """Where model and points rule differ by a tier or more: which way, and the reasons driving it."""
-        gap = int(self.tier_gaps()[i] if gap is None else gap)
-        if gap == 0 or self.cold_start[i]:
+        gap = int(self.tier_gaps[i])
+        if gap == 0:
             return None
         direction = "higher" if gap > 0 else "lower"
         drivers: list[dict[str, Any]] = []
@@ -219,10 +221,9 @@ class Scores:
             [f"{r.label} {p}" for p in self.rule_points[:, j].astype(np.int64).tolist()] for j, r in enumerate(RULES)
         ]
         out["baseline_breakdown"] = [", ".join(parts) for parts in zip(*earned, strict=True)] if n else []
-        gaps = self.tier_gaps()
         texts: list[str | None] = [None] * n
-        for i in np.flatnonzero(gaps).tolist():
-            texts[i] = (self.disagreement(i, int(gaps[i])) or {}).get("text")
+        for i in np.flatnonzero(self.tier_gaps).tolist():
+            texts[i] = (self.disagreement(i) or {}).get("text")
         out["disagreement"] = texts
         out["cold_start"] = self.cold_start
         out["model_version"] = self.bundle.model_version
