@@ -169,6 +169,9 @@ def build_features(world: World, points: pd.DataFrame) -> pd.DataFrame:
     months = np.maximum(cols["usage_months"], 1.0)
     cols["nps_responses_per_month"] = cols["_nps_responses_total"] / months
     cols["social_positive_per_month"] = cols["_social_positive_total"] / months
+    cols["tickets_per_month"] = cols["_tickets_total"] / months
+    cols["social_mentions_per_month"] = cols["_social_total"] / months
+    cols["organic_activities_per_month"] = cols["organic_activities_total"] / months
 
     out = pd.DataFrame({name: cols[name] for name in FEATURE_NAMES})
     for name in FEATURE_NAMES:
@@ -255,6 +258,7 @@ def _usage_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None
         _cum(now, "cum_health") - _cum(half_year, "cum_health"), _cum(now, "cum_n") - _cum(half_year, "cum_n")
     )
     cols["usage_months"] = _cum(now, "cum_n")
+    cols["health_mean_all"] = _ratio(_cum(now, "cum_health"), _cum(now, "cum_n"))
 
 
 def _ticket_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
@@ -283,6 +287,9 @@ def _ticket_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> Non
     n365 = _cum(now, "cum_n") - _cum(d365, "cum_n")
     cols["tickets_12m"] = n365
     cols["ticket_sentiment_12m"] = _ratio(_cum(now, "cum_sentiment") - _cum(d365, "cum_sentiment"), n365)
+    cols["_tickets_total"] = _cum(now, "cum_n")
+    cols["ticket_sentiment_all"] = _ratio(_cum(now, "cum_sentiment"), _cum(now, "cum_n"))
+    cols["csat_mean_all"] = _ratio(_cum(now, "cum_csat"), _cum(now, "cum_csat_n"))
     cols["csat_mean_12m"] = _ratio(
         _cum(now, "cum_csat") - _cum(d365, "cum_csat"),
         _cum(now, "cum_csat_n") - _cum(d365, "cum_csat_n"),
@@ -306,6 +313,8 @@ def _social_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> Non
     cols["social_positive_12m"] = _cum(now, "cum_pos") - _cum(year_ago, "cum_pos")
     cols["social_negative_12m"] = _cum(now, "cum_neg") - _cum(year_ago, "cum_neg")
     cols["_social_positive_total"] = _cum(now, "cum_pos")
+    cols["_social_total"] = _cum(now, "cum_n")
+    cols["social_sentiment_all"] = _ratio(_cum(now, "cum_sentiment"), _cum(now, "cum_n"))
     cols["social_sentiment_12m"] = _ratio(
         _cum(now, "cum_sentiment") - _cum(year_ago, "cum_sentiment"), _cum(now, "cum_n") - _cum(year_ago, "cum_n")
     )
@@ -321,22 +330,9 @@ def _known_asks(asks: pd.DataFrame) -> pd.DataFrame:
 def _ask_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
     all_asks = _known_asks(world.asks)
     asks = _prepare(all_asks, index, "asked_at")
-    grouped = asks.groupby("_c", sort=False)
-    # The two asks before each ask, so the look-up of the last ask also sees the two before it.
-    for k in (1, 2):
-        asks[f"outcome_{k}"] = grouped["outcome"].shift(k)
-        asks[f"responded_at_{k}"] = grouped["responded_at"].shift(k)
     asks = _running(asks, {"cum_ref": (asks["ask_type"] == "reference_call").astype(float)})
     asks = _by_time(asks, "asked_at")
-    streak_cols = [
-        "outcome",
-        "responded_at",
-        "outcome_1",
-        "responded_at_1",
-        "outcome_2",
-        "responded_at_2",
-    ]
-    now = q.lookup(asks, "asked_at", ["cum_n", "cum_ref", *streak_cols])
+    now = q.lookup(asks, "asked_at", ["cum_n", "cum_ref"])
     d90 = q.lookup(asks, "asked_at", ["cum_n"], at=q.minus_days(WINDOW_90D_DAYS))
     quarter = q.lookup(asks, "asked_at", ["cum_ref"], at=_quarter_start(q.t))
 
@@ -350,8 +346,12 @@ def _ask_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
             "cum_dec": (resp["outcome"] == "declined").astype(float),
         },
     )
+    # Declines in a row, as the guardrail counts them: over answers only, newest back, so a
+    # no_response neither extends nor breaks a streak. Declines so far minus those at the last accept.
+    at_accept = resp["cum_dec"].where(resp["outcome"] == "accepted", 0.0)
+    resp["streak"] = resp["cum_dec"] - at_accept.groupby(resp["_c"], sort=False).cummax().to_numpy()
     resp = _by_time(resp, "responded_at")
-    known = q.lookup(resp, "responded_at", ["cum_acc", "cum_dec"])
+    known = q.lookup(resp, "responded_at", ["cum_acc", "cum_dec", "streak"])
     accepted = _by_time(_prepare(answered[answered["outcome"] == "accepted"], index, "responded_at"), "responded_at")
     cols["days_since_last_accept"] = q.days_since(q.lookup(accepted, "responded_at", [])["responded_at"])
 
@@ -360,19 +360,15 @@ def _ask_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
     cols["asks_total"] = asks_total
     cols["accepts_total"] = accepts
     cols["declines_total"] = _cum(known, "cum_dec")
+    # Asks never answered (or not yet): silence is its own signal, apart from declines.
+    cols["unanswered_rate"] = (asks_total - accepts - cols["declines_total"]) / (asks_total + ACCEPTANCE_PRIOR_WEIGHT)
     cols["acceptance_rate"] = (accepts + ACCEPTANCE_PRIOR * ACCEPTANCE_PRIOR_WEIGHT) / (
         asks_total + ACCEPTANCE_PRIOR_WEIGHT
     )
     cols["days_since_last_ask"] = q.days_since(now["asked_at"])
     cols["asks_90d"] = asks_total - _cum(d90, "cum_n")
     cols["reference_calls_quarter"] = _cum(now, "cum_ref") - _cum(quarter, "cum_ref")
-    streak = np.zeros(len(now))
-    run = np.ones(len(now), dtype=bool)
-    for suffix in ("", "_1", "_2"):
-        declined = (now[f"outcome{suffix}"] == "declined").to_numpy() & (now[f"responded_at{suffix}"] < q.t).to_numpy()
-        run &= declined
-        streak += run
-    cols["decline_streak"] = streak
+    cols["decline_streak"] = _cum(known, "streak")
 
 
 def _activity_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FEATURE_VERSION = "1.0.0"
+FEATURE_VERSION = "1.1.0"
 
 Kind = Literal["numeric", "categorical"]
 
@@ -94,6 +94,7 @@ FEATURES: tuple[Feature, ...] = (
     ),
     _n("health_mean_6m", "mean health score over 6 months", "health", actionable=True, monotone=1),
     _n("usage_months", "months of usage history", "usage", unit="months"),
+    _n("health_mean_all", "mean health score over all months", "health", monotone=1),
     # support
     _n("tickets_90d", "support tickets in 90 days", "support", actionable=True),
     _n("urgent_tickets_90d", "urgent tickets in 90 days", "support", actionable=True),
@@ -112,16 +113,22 @@ FEATURES: tuple[Feature, ...] = (
     _n("csat_mean_12m", "mean CSAT over 12 months", "support", actionable=True),
     _n("tickets_12m", "support tickets in 12 months", "support", actionable=True),
     _n("ticket_sentiment_12m", "mean ticket sentiment over 12 months", "support", actionable=True),
+    _n("ticket_sentiment_all", "mean ticket sentiment over all tickets", "support"),
+    _n("csat_mean_all", "mean CSAT over all tickets", "support"),
+    _n("tickets_per_month", "support tickets per month of history", "support"),
     # social
     _n("social_positive_12m", "positive social mentions in 12 months", "social"),
     _n("social_negative_12m", "negative social mentions in 12 months", "social"),
     _n("social_sentiment_12m", "mean sentiment of social mentions over 12 months", "social"),
+    _n("social_sentiment_all", "mean sentiment of all social mentions", "social"),
+    _n("social_mentions_per_month", "social mentions per month of history", "social"),
     _n("social_positive_per_month", "positive social mentions per month of history", "social"),
     # past-response history
     _n("asks_total", "asks so far", "history"),
     _n("accepts_total", "accepted asks so far", "history"),
     _n("declines_total", "declined asks so far", "history"),
     _n("acceptance_rate", "smoothed acceptance rate", "history"),
+    _n("unanswered_rate", "share of asks left unanswered", "history"),
     _n(
         "days_since_last_ask",
         "days since the last ask",
@@ -148,6 +155,7 @@ FEATURES: tuple[Feature, ...] = (
     _n("activities_90d", "advocacy activities in 90 days", "history"),
     _n("organic_activities_12m", "unsolicited advocacy activities in 12 months", "history"),
     _n("organic_activities_total", "unsolicited advocacy activities so far", "history"),
+    _n("organic_activities_per_month", "unsolicited advocacy activities per month of history", "history"),
     _n("accepted_not_delivered", "accepted asks not yet delivered", "history"),
     _n("days_since_last_accept", "days since the last accepted ask", "history", unit="days"),
 )

@@ -137,10 +137,15 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "active_users_trend_3m": (-1, None),
     "health_score": (0, 100),
     "health_mean_6m": (0, 100),
+    "health_mean_all": (0, 100),
     "health_trend_3m": (-100, 100),
     "ticket_sentiment_90d": (-1, 1),
     "ticket_sentiment_12m": (-1, 1),
     "social_sentiment_12m": (-1, 1),
+    "social_sentiment_all": (-1, 1),
+    "ticket_sentiment_all": (-1, 1),
+    "csat_mean_all": (1, 5),
+    "unanswered_rate": (0, 1),
     "csat_mean_12m": (1, 5),
     "acceptance_rate": (0, 1),
     "baseline_points": (0, 100),
@@ -180,6 +185,9 @@ _NON_NEGATIVE = (
     "nps_responses_per_month",
     "social_positive_per_month",
     "organic_activities_total",
+    "organic_activities_per_month",
+    "social_mentions_per_month",
+    "tickets_per_month",
 )
 
 

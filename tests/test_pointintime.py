@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from features.io import World, world_from_tables
 from features.pointintime import active_points, build_features, tenure_months
 from features.spec import FEATURE_NAMES, KEYS
+from models.guardrails import ask_state
 from tests.worldkit import raw_tables, utc
 
 EVENT_TIME = {"nps": "responded_at", "tickets": "opened_at", "social": "mentioned_at", "activities": "occurred_at"}
@@ -131,7 +132,9 @@ def test_hand_checked_values() -> None:
     assert f["nps_promoter"] == 1
     # asks: two declines, then a review asked Apr 2 and answered only on Apr 20
     assert (f["asks_total"], f["declines_total"], f["accepts_total"]) == (3, 2, 0)
-    assert f["decline_streak"] == 0  # the newest ask is still open
+    # The newest ask is still open: like a no_response it neither breaks nor extends the streak
+    # (the guardrail counts the same way, so the pause after two declines holds).
+    assert f["decline_streak"] == 2
     assert f["days_since_last_ask"] == 8 and f["asks_90d"] == 2
     assert f["reference_calls_quarter"] == 0  # the reference call was in Q1
     # tickets: an urgent one opened Apr 1 09:00 is open (within 14 days)
@@ -147,6 +150,18 @@ def test_outcomes_become_known_when_answered() -> None:
     g = hand_features("2025-03-01")
     assert g["decline_streak"] == 2 and g["reference_calls_quarter"] == 1
     assert g["acceptance_rate"] == pytest.approx((0 + 0.3 * 2) / (2 + 2))
+
+
+def test_decline_streak_is_the_guardrails_count(generated_world: World) -> None:
+    """The feature the models learn from and the pause the guardrail applies count declines alike."""
+    seen = 0
+    for as_of in pd.date_range("2025-06-01", "2026-10-01", freq="61D", tz="UTC"):
+        feature = build_features(generated_world, active_points(generated_world, as_of)).set_index("customer_id")
+        state = ask_state(generated_world.asks, as_of).set_index("customer_id")["decline_streak"]
+        expected = state.reindex(feature.index).fillna(0).to_numpy()
+        np.testing.assert_array_equal(feature["decline_streak"].to_numpy(), expected)
+        seen += int((expected >= 2).sum())
+    assert seen > 0  # some customers were in a pause
 
 
 def test_windows_drop_old_events() -> None:

@@ -49,6 +49,7 @@ def dask_trainer(scheduler: str | None, client: Any = None, chunk_rows: int = 50
         monotone: list[int],
         params: BoosterParams,
         callbacks: list[Any] | None = None,
+        rounds: int | None = None,
     ) -> lgb.Booster:
         if callbacks:
             raise ValueError("tuning (--tune) runs on the local engine; drop --engine dask or --tune")
@@ -56,7 +57,7 @@ def dask_trainer(scheduler: str | None, client: Any = None, chunk_rows: int = 50
         settings.pop("metric")
         model = lgb.DaskLGBMClassifier(
             client=dask_client,
-            n_estimators=min(params.max_rounds, DASK_MAX_ROUNDS),
+            n_estimators=rounds or min(params.max_rounds, DASK_MAX_ROUNDS),
             monotone_constraints=monotone,
             monotone_constraints_method="advanced",
             **settings,
@@ -65,6 +66,8 @@ def dask_trainer(scheduler: str | None, client: Any = None, chunk_rows: int = 50
         dy = da.from_array(y_train, chunks=(chunk_rows,))
         model.fit(dx, dy, categorical_feature=categorical)
         booster = model.to_local().booster_
+        if rounds is not None:  # the refit on train + validation: exactly `rounds` trees
+            return booster
         best = best_iteration(booster, x_valid, y_valid)
         return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 

@@ -68,6 +68,12 @@ class TrainConfig:
     propensity: BoosterParams = field(default_factory=lambda: BoosterParams(num_leaves=7))
     acceptance: BoosterParams = field(default_factory=lambda: BoosterParams(num_leaves=4, learning_rate=0.03))
     calibration: Method = "platt"
+    # After early stopping picks the number of trees, fit again on train + validation: more rows,
+    # and the newest before the held-out window (on the generated 10k worlds, seeds 0-3, held-out
+    # AUC / truth rose 0.0016-0.0032 for propensity and 0.0035-0.0072 for acceptance). The
+    # calibrator stays the one fitted on the first fit's validation scores, since the refit has
+    # seen those rows; the held-out ECE checks that it still fits.
+    refit: bool = True
 
 
 def propensity_monotone() -> list[int]:
@@ -87,10 +93,16 @@ def fit_booster(
     monotone: list[int],
     params: BoosterParams,
     callbacks: list[Any] | None = None,
+    rounds: int | None = None,
 ) -> lgb.Booster:
-    """Train with early stopping on the validation window; keep the best iteration only."""
+    """Train with early stopping on the validation window; keep the best iteration only.
+
+    With `rounds`, fit exactly that many trees and ignore the validation rows (the refit).
+    """
     lgb_params = {**params.lightgbm(), "monotone_constraints": monotone, "monotone_constraints_method": "advanced"}
     train = lgb.Dataset(x_train, y_train, categorical_feature=categorical, free_raw_data=False)
+    if rounds is not None:
+        return lgb.train(lgb_params, train, num_boost_round=rounds, callbacks=callbacks)
     valid = lgb.Dataset(x_valid, y_valid, categorical_feature=categorical, reference=train)
     booster = lgb.train(
         lgb_params,
@@ -149,7 +161,13 @@ def fit_bundle(
         m = mats[target]
         booster = trainer(m.x["train"], m.y["train"], m.x["valid"], m.y["valid"], categorical, monotone, params)
         raw_valid = np.asarray(booster.predict(m.x["valid"], raw_score=True))
-        targets[target] = TargetModel(booster, Calibrator.fit(raw_valid, m.y["valid"], config.calibration))
+        calibrator = Calibrator.fit(raw_valid, m.y["valid"], config.calibration)
+        if config.refit:
+            x_all = np.vstack([m.x["train"], m.x["valid"]])
+            y_all = np.concatenate([m.y["train"], m.y["valid"]])
+            rounds = booster.current_iteration()
+            booster = trainer(x_all, y_all, m.x["valid"], m.y["valid"], categorical, monotone, params, rounds=rounds)
+        targets[target] = TargetModel(booster, calibrator)
 
     # Tiers are cut on the population the product will score: every active customer now.
     now = observed_until(world)

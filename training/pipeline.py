@@ -152,6 +152,7 @@ def train(
         params |= {f"acceptance.{k}": v for k, v in asdict(config.acceptance).items()}
         params |= {
             "calibration": config.calibration,
+            "refit": config.refit,
             "feature_version": bundle.feature_version,
             "rules_version": bundle.rules_version,
         }

@@ -82,6 +82,13 @@ def model_card(metrics: dict[str, float], fingerprint: dict[str, Any], gate: str
         if "truth_propensity_roc_auc" in metrics
         else ""
     )
+    refit = (
+        "- Early stopping on validation chose the number of trees; the final boosters were then fitted again on "
+        "training + validation rows with that number, and keep the calibrators fitted on the first fit's "
+        "validation scores (the held-out ECE below checks them).\n"
+        if params.get("refit")
+        else ""
+    )
     return f"""# Model card: advocacy propensity and ask acceptance
 
 ## Intended use
@@ -96,7 +103,7 @@ decision support for people, served beside the 100-point rule; they are not a ve
   {fingerprint.get("acceptance_valid_rows", "?")} / {fingerprint.get("acceptance_test_rows", "?")} past asks.
 - Period: {fingerprint.get("data_start", "?")} to {fingerprint.get("data_end", "?")}; data hash `{fingerprint.get("data_hash", "?")}`.
 - Splits are by time; training rows whose 90-day label window reaches into validation or test are purged.
-
+{refit}
 ## Held-out results (newest window)
 | | model | points rule |
 |---|---|---|
