@@ -297,7 +297,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="time bound per case")
     parser.add_argument("--requests", type=int, default=4000, help="request bound per case")
     parser.add_argument("--client-procs", type=int, default=1, help="client processes for concurrent cases")
-    parser.add_argument("--paced-clients", type=int, default=20, help="clients of the paced case")
+    parser.add_argument("--paced-clients", type=int, default=20, help="clients of the paced case (0: skip it)")
     parser.add_argument("--paced-rate", type=float, default=200, help="req/s the paced clients offer in all")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (ADVOCACY_WORKERS)")
     args = parser.parse_args()
@@ -320,7 +320,7 @@ def main() -> None:
                 case.server_cpu_s = server_cpu_seconds(proc) - cpu
                 print(f"  {route} x{clients}: {case.count} requests, p50 {case.pct(50):.2f} ms", flush=True)
                 cases.append(case)
-        for route in ("/livez", "/score"):
+        for route in ("/livez", "/score") if args.paced_clients > 0 else ():
             n, rate = args.paced_clients, args.paced_rate
             cpu = server_cpu_seconds(proc)
             case = run_case(base, route, n, ids, args.requests, args.seconds, args.client_procs, rate)
