@@ -366,6 +366,7 @@ def serve(
 
     import serving
     from serving.auth import check_bind
+    from serving.limits import server_environment
     from serving.snapshot import current_snapshot_dir
 
     settings = _settings()
@@ -395,6 +396,7 @@ def serve(
     )
     sys.stdout.flush()
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    os.environ.update(server_environment(os.environ))
     root = Path(serving.__file__).resolve().parents[1]
     args = ["serving.service:Advocacy", "--host", host, "--port", str(port), "--working-dir", str(root)]
     # Replace this process, so signals (Ctrl+C, SIGTERM from a supervisor) reach the server directly.

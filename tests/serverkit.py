@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from serving.limits import server_environment
 from serving.snapshot import Snapshot, write_snapshot
 from tests.conftest import ROOT, TrainedHome
 
@@ -46,7 +47,12 @@ class Server:
             cmd += ["--port", str(self.port)]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                cmd,
+                cwd=ROOT,
+                env=server_environment(self.env),  # as `advocacy serve` starts it
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def wait(self, path: str = "/readyz", in_a_row: int = 8) -> None:
