@@ -395,7 +395,6 @@ def serve(
         soft_wrap=True,
     )
     sys.stdout.flush()
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.update(server_environment(os.environ))
     root = Path(serving.__file__).resolve().parents[1]
     args = ["serving.service:Advocacy", "--host", host, "--port", str(port), "--working-dir", str(root)]

@@ -109,8 +109,8 @@ def customer_ids(home: Path) -> list[str]:
 def start_server(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     from serving.limits import server_environment
 
-    # The environment `advocacy serve` gives the server (allocator settings), unless this one sets them.
-    env = server_environment({**os.environ, "ADVOCACY_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
+    # The environment `advocacy serve` gives the server, unless this one sets its own.
+    env = server_environment({**os.environ, "ADVOCACY_HOME": str(home)})
     env.pop("ADVOCACY_API_TOKEN", None)
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:Advocacy", "--host", "127.0.0.1"]
     with open(log, "wb") as out:

@@ -287,8 +287,8 @@ def _ticket_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> Non
     n365 = _cum(now, "cum_n") - _cum(d365, "cum_n")
     cols["tickets_12m"] = n365
     cols["ticket_sentiment_12m"] = _ratio(_cum(now, "cum_sentiment") - _cum(d365, "cum_sentiment"), n365)
-    cols["_tickets_total"] = _cum(now, "cum_n")
-    cols["ticket_sentiment_all"] = _ratio(_cum(now, "cum_sentiment"), _cum(now, "cum_n"))
+    cols["_tickets_total"] = total = _cum(now, "cum_n")
+    cols["ticket_sentiment_all"] = _ratio(_cum(now, "cum_sentiment"), total)
     cols["csat_mean_all"] = _ratio(_cum(now, "cum_csat"), _cum(now, "cum_csat_n"))
     cols["csat_mean_12m"] = _ratio(
         _cum(now, "cum_csat") - _cum(d365, "cum_csat"),
@@ -313,8 +313,8 @@ def _social_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> Non
     cols["social_positive_12m"] = _cum(now, "cum_pos") - _cum(year_ago, "cum_pos")
     cols["social_negative_12m"] = _cum(now, "cum_neg") - _cum(year_ago, "cum_neg")
     cols["_social_positive_total"] = _cum(now, "cum_pos")
-    cols["_social_total"] = _cum(now, "cum_n")
-    cols["social_sentiment_all"] = _ratio(_cum(now, "cum_sentiment"), _cum(now, "cum_n"))
+    cols["_social_total"] = total = _cum(now, "cum_n")
+    cols["social_sentiment_all"] = _ratio(_cum(now, "cum_sentiment"), total)
     cols["social_sentiment_12m"] = _ratio(
         _cum(now, "cum_sentiment") - _cum(year_ago, "cum_sentiment"), _cum(now, "cum_n") - _cum(year_ago, "cum_n")
     )

@@ -18,21 +18,25 @@ from typing import Any
 
 from serving.auth import ASGIApp, Message, Receive, Scope, Send
 
-# Memory allocators for the server's processes, where the environment does not choose its own.
-# Under load that keeps posting asks, glibc's per-thread malloc arenas and Arrow's mimalloc pool
-# kept freed memory in steps (+57 MB over 10 minutes at 100 req/s with 2 workers, benchmarks/load.py);
-# with one malloc arena and Arrow on the system allocator the same run starts about 74 MB smaller
-# and grows only by what the stored asks take (about 1.4 kB per ask per worker, as in-process).
-SERVER_ALLOCATOR_ENV: dict[str, str] = {"MALLOC_ARENA_MAX": "1", "ARROW_DEFAULT_MEMORY_POOL": "system"}
+# The server processes' environment, where the caller's does not choose its own: no usage tracking,
+# and the memory allocators. Under load that keeps posting asks, glibc's per-thread malloc arenas and
+# Arrow's mimalloc pool kept freed memory in steps (+57 MB over 10 minutes at 100 req/s with 2 workers,
+# benchmarks/load.py); with one malloc arena and Arrow on the system allocator the same run starts
+# about 74 MB smaller and grows only by what the stored asks take (about 1.4 kB per ask per worker).
+SERVER_ENV: dict[str, str] = {
+    "BENTOML_DO_NOT_TRACK": "true",
+    "MALLOC_ARENA_MAX": "1",
+    "ARROW_DEFAULT_MEMORY_POOL": "system",
+}
 
 
 def server_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` for a server process: the allocator settings above unless `env` sets them itself.
+    """`env` for a server process: the settings above unless `env` sets them itself.
 
     They must be in the environment before the process starts (glibc reads MALLOC_ARENA_MAX then);
     BentoML's workers inherit them from `bentoml serve`.
     """
-    return {**SERVER_ALLOCATOR_ENV, **env}
+    return {**SERVER_ENV, **env}
 
 
 def _too_large(limit: int, size: int | None) -> bytes:

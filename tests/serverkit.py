@@ -98,7 +98,7 @@ def service_env(trained_home: TrainedHome, folder: Path, snapshot: Snapshot, **e
     """Environment for a server on the session's champion with its own feature store and ask log in `folder`."""
     store, log = folder / "store", folder / "asks.sqlite"
     write_snapshot(snapshot, store)
-    env = trained_home.env(ADVOCACY_FEATURE_STORE=str(store), ADVOCACY_ASK_LOG=str(log), BENTOML_DO_NOT_TRACK="true")
+    env = trained_home.env(ADVOCACY_FEATURE_STORE=str(store), ADVOCACY_ASK_LOG=str(log))
     env.pop("ADVOCACY_API_TOKEN", None)
     env.update(extra)
     return env

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-from serving.limits import SERVER_ALLOCATOR_ENV, release_finished_requests, server_environment
+from serving.limits import SERVER_ENV, release_finished_requests, server_environment
 from tests.conftest import ROOT
 
 release_finished_requests()
@@ -73,11 +73,11 @@ def test_a_request_over_the_time_limit_still_gets_504() -> None:
     assert "0.05 seconds" in json.loads(sent[1]["body"])["error"]
 
 
-def test_server_allocator_settings_apply_everywhere_the_server_starts() -> None:
+def test_server_settings_apply_everywhere_the_server_starts() -> None:
     # `advocacy serve` and the tests' servers: the settings unless the caller chose its own.
-    assert server_environment({"PATH": "/bin"}) == {"PATH": "/bin", **SERVER_ALLOCATOR_ENV}
+    assert server_environment({"PATH": "/bin"}) == {"PATH": "/bin", **SERVER_ENV}
     assert server_environment({"MALLOC_ARENA_MAX": "4"})["MALLOC_ARENA_MAX"] == "4"
     # A built Bento (containers) carries the same settings.
     bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
     envs = {e["name"]: e["value"] for e in bentofile["envs"]}
-    assert {k: envs.get(k) for k in SERVER_ALLOCATOR_ENV} == SERVER_ALLOCATOR_ENV
+    assert {k: envs.get(k) for k in SERVER_ENV} == SERVER_ENV

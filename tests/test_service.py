@@ -444,7 +444,7 @@ def test_data_routes_need_the_token_when_one_is_set(servers: Servers) -> None:
 
 
 def test_refuses_to_listen_beyond_loopback_without_a_token(trained_home: TrainedHome) -> None:
-    env = trained_home.env(BENTOML_DO_NOT_TRACK="true")
+    env = trained_home.env()
     env.pop("ADVOCACY_API_TOKEN", None)
     done = subprocess.run(
         [sys.executable, "-m", "advocacy", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
