@@ -164,6 +164,35 @@ def test_score_returns_one_section_7_result_per_id(servers: Servers) -> None:
         assert r["baseline"]["points"] == sum(b["points"] for b in r["baseline"]["breakdown"])
 
 
+def test_score_answers_alike_on_its_fast_path_and_through_bentoml(server: Server, servers: Servers) -> None:
+    """JSON bodies are answered by `ScoreFastPath`; a body of another content type goes through
+    BentoML's own API path, which reads it as JSON too. Good, unknown and invalid requests must get
+    the same status and the same body either way."""
+
+    def both(body: Any) -> tuple[httpx.Response, httpx.Response]:
+        raw = json.dumps(body).encode()
+        fast, framework = (
+            httpx.post(server.url + "/score", content=raw, headers={"Content-Type": kind}, timeout=30)
+            for kind in ("application/json; charset=utf-8", "text/plain")
+        )
+        # BentoML's path stamps its own Server header: the two requests really took different paths.
+        assert "BentoML" in framework.headers.get("server", "") and "BentoML" not in fast.headers.get("server", "")
+        assert fast.status_code == framework.status_code, (fast.text, framework.text)
+        return fast, framework
+
+    ids = snapshot_ids(servers, 12)  # more than the ids answered on the event loop (INLINE_IDS)
+    for chosen in (ids[:1], ids):
+        fast, framework = both({"customer_ids": chosen})
+        assert fast.status_code == 200
+        assert fast.json() == framework.json()
+    fast, framework = both({"customer_ids": [ids[0], "NO-SUCH-7"]})
+    assert fast.status_code == 404 and fast.json() == framework.json()
+    for body, name in [({"customer_ids": []}, "customer_ids"), ({"customer_ids": [7]}, "customer_ids.0"), ({}, "")]:
+        fast, framework = both(body)
+        assert fast.status_code == 400 and detail_names(fast, name or "customer_ids"), fast.text
+        assert fast.json()["detail"] == framework.json()["detail"]
+
+
 def test_unknown_customer_is_a_404_that_names_it(server: Server, servers: Servers) -> None:
     known = snapshot_ids(servers, 1)[0]
     response = server.post("/score", {"customer_ids": [known, "NO-SUCH-1", "NO-SUCH-2"]})
