@@ -414,6 +414,13 @@ def score(
     engine: Annotated[str, typer.Option(help="local, or dask (a local cluster unless --scheduler).")] = "local",
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (with --engine dask).")] = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Customers per chunk.")] = 20_000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Local engine: processes scoring chunks side by side. Default: one per core from 50,000 customers.",
+        ),
+    ] = None,
     snapshot: Annotated[
         bool, typer.Option("--snapshot/--no-snapshot", help="Also write the feature snapshot the service reads.")
     ] = True,
@@ -427,6 +434,8 @@ def score(
         raise ValueError(f"--engine must be local or dask, got {engine!r}")
     if scheduler and engine != "dask":
         raise ValueError("--scheduler needs --engine dask")
+    if workers is not None and engine != "local":
+        raise ValueError("--workers is for --engine local (a Dask cluster has its own workers)")
     run_batch(
         _settings(),
         data,
@@ -436,6 +445,7 @@ def score(
         engine=engine,
         scheduler=scheduler,
         chunk_size=chunk_size,
+        workers=workers,
         snapshot=snapshot,
         console=console,
     )

@@ -30,6 +30,10 @@ class DataContractError(ValueError):
         self.problems = problems
         super().__init__(f"table '{table}': " + "; ".join(problems))
 
+    def __reduce__(self) -> tuple[type[DataContractError], tuple[str, list[str]]]:
+        # Raised in a worker process (the batch job's, Dask's), it must cross back as itself.
+        return (DataContractError, (self.table, self.problems))
+
 
 @dataclass(frozen=True)
 class TableContract:

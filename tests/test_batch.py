@@ -55,9 +55,10 @@ def world() -> Any:
 
 @pytest.fixture(scope="module")
 def clean(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -> batch.BatchResult:
-    """One uninterrupted local run on the sample, with reasons, snapshot and MLflow tracking."""
+    """One uninterrupted local run on the sample, with reasons, snapshot and MLflow tracking; two
+    worker processes score the chunks side by side."""
     tmp = tmp_path_factory.mktemp("batch")
-    return _run(trained_home, tmp, "scores.parquet", track=True)
+    return _run(trained_home, tmp, "scores.parquet", track=True, workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +178,13 @@ def _same(a: Any, b: Any) -> bool:
 
 
 # ---- engines, resuming, formats ----------------------------------------------------------------
+
+
+def test_one_worker_gives_the_same_bytes_as_two(
+    clean: batch.BatchResult, trained_home: TrainedHome, tmp_path: Path
+) -> None:
+    result = _run(trained_home, tmp_path, "scores.parquet", workers=1, snapshot=False)
+    assert filecmp.cmp(result.out, clean.out, shallow=False)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,6 +95,17 @@ def test_message_shows_offending_rows() -> None:
     raw["nps"] = raw["nps"].assign(score=[11, -1])
     with pytest.raises(DataContractError, match=r"row 0 \(11\), row 1 \(-1\)"):
         world_from_tables(raw)
+
+
+def test_a_contract_error_crosses_process_boundaries_intact() -> None:
+    """Raised in a batch or Dask worker, the error reaches the user with its table and rows."""
+    raw = raw_tables()
+    raw["nps"] = raw["nps"].assign(score=[11, -1])
+    with pytest.raises(DataContractError) as caught:
+        world_from_tables(raw)
+    back = pickle.loads(pickle.dumps(caught.value))
+    assert type(back) is DataContractError
+    assert (back.table, back.problems, str(back)) == (caught.value.table, caught.value.problems, str(caught.value))
 
 
 def test_required_tables_must_exist() -> None:
