@@ -418,7 +418,7 @@ def score(
         int | None,
         typer.Option(
             min=1,
-            help="Local engine: processes scoring chunks side by side. Default: one per core from 50,000 customers.",
+            help="Local engine: processes scoring chunks side by side. Default: one per core from 200,000 customers.",
         ),
     ] = None,
     snapshot: Annotated[

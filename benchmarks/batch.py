@@ -13,7 +13,7 @@ Worlds are generated into benchmarks/out/ (git-ignored) with `advocacy generate`
 1M world by tiling the 100k one with renamed ids instead (minutes instead of about half an hour).
 The model is a champion trained on data/sample into benchmarks/out/home.
 
-    .venv/bin/python benchmarks/batch.py [--sizes 100k,1m] [--engines local,dask] [--tile]
+    .venv/bin/python benchmarks/batch.py [--sizes 100k,1m] [--engines local,dask] [--tile] [--workers N]
 """
 
 from __future__ import annotations
@@ -122,12 +122,14 @@ class JobRun:
         return self.rows / self.seconds
 
 
-def run_job(world: Path, out: Path, store: Path, explain: bool, engine: str) -> JobRun:
+def run_job(world: Path, out: Path, store: Path, explain: bool, engine: str, workers: int | None) -> JobRun:
     """`advocacy score` in a child process; peak RSS summed over its process tree (Dask workers too)."""
     shutil.rmtree(store, ignore_errors=True)
     out.unlink(missing_ok=True)
     args = advocacy("score", "--data", str(world), "--out", str(out), "--as-of", AS_OF, "--engine", engine)
     args.append("--explain" if explain else "--no-explain")
+    if workers is not None and engine == "local":
+        args += ["--workers", str(workers)]
     env = {**job_env(), "ADVOCACY_FEATURE_STORE": str(store), "COLUMNS": "120"}
     logfile = out.with_suffix(".log")
     started = time.perf_counter()
@@ -351,6 +353,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100k,1m")
     parser.add_argument("--engines", default="local", help="comma-separated: local, dask")
     parser.add_argument("--tile", action="store_true", help="build the 1M world by tiling the 100k one")
+    parser.add_argument("--workers", type=int, help="the local engine's processes (default: the job's own choice)")
     args = parser.parse_args()
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -358,6 +361,7 @@ def main() -> None:
     ensure_champion()
 
     from features.settings import Settings
+    from serving import batch
     from serving.registry import load_champion
 
     settings = Settings(home=HOME)
@@ -377,7 +381,7 @@ def main() -> None:
                 log(f"{size}: job {label}, {engine} engine")
                 store = OUT / f"store-{size}"
                 runs[explain] = run_job(
-                    world, OUT / f"scores-{size}-{engine}-{int(explain)}.parquet", store, explain, engine
+                    world, OUT / f"scores-{size}-{engine}-{int(explain)}.parquet", store, explain, engine, args.workers
                 )
                 r = runs[explain]
                 log(f"  {r.rows:,} rows in {r.seconds:,.1f} s = {r.rows_per_second:,.0f} rows/s (load {r.load:.1f})")
@@ -385,8 +389,11 @@ def main() -> None:
             matrix = bundle.encoder.transform(features)
             raw = raw_predict(bundle, matrix)
             no, yes = runs[False], runs[True]
+            customers = len(pd.read_parquet(world / "customers.parquet", columns=["customer_id"]))
+            workers = args.workers or batch.default_workers(customers)
+            where = f"{engine} engine, {workers} worker process(es)" if engine == "local" else f"{engine} engine"
             report += [
-                f"== {size} customers ({made} world), {no.rows:,} active, {engine} engine, {THREADS} cores",
+                f"== {size} customers ({made} world), {no.rows:,} active, {where}, {THREADS} cores",
                 f"raw Booster.predict, features in memory: propensity {raw['propensity']:,.0f} rows/s; "
                 f"both models as the job needs them (1 + 9 ask types) {raw['both']:,.0f} rows/s",
                 f"job without reasons: {no.rows_per_second:,.0f} rows/s ({no.seconds:,.1f} s), "

@@ -27,12 +27,14 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import re
 import shutil
 import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,7 +80,7 @@ EXPERIMENT = "advocacy-batch"
 OUTPUT_SUFFIXES = (".parquet", ".csv")
 ENGINES = ("local", "dask")
 TOP_DISAGREEMENTS = 10
-PARALLEL_MIN_CUSTOMERS = 50_000  # scored in one process below this many (see `default_workers`)
+PARALLEL_MIN_CUSTOMERS = 200_000  # scored in one process below this many (see `default_workers`)
 _FORMAT = 1  # bump when the work folder's layout or the output's bytes change
 _ROW = "_row"  # a raw row's position in its file, carried so errors name the user's row numbers
 _DONE = "DONE"
@@ -366,8 +368,11 @@ class Split:
     tables: tuple[str, ...]
 
 
-def split_tables(files: Mapping[str, Path], work: Path, chunk_size: int, progress: Progress | None = None) -> Split:
-    """Stage 1 (see the module docstring); resumable: done once per work folder."""
+def split_tables(
+    files: Mapping[str, Path], work: Path, chunk_size: int, progress: Progress | None = None, workers: int = 1
+) -> Split:
+    """Stage 1 (see the module docstring); resumable: done once per work folder. With `workers` > 1
+    the tables are split side by side in that many processes."""
     marker = work / "parts" / _DONE
     if marker.exists():
         saved = json.loads(marker.read_text())
@@ -377,17 +382,20 @@ def split_tables(files: Mapping[str, Path], work: Path, chunk_size: int, progres
     parts.mkdir(parents=True)
     n_chunks = max(1, -(-_count_rows(files["customers"]) // chunk_size))
     customers = np.zeros(n_chunks, dtype=np.int64)
-    total = sum(_count_rows(p) for p in files.values())
+    sizes = {name: _count_rows(path) for name, path in files.items()}
+    total = sum(sizes.values())
     task = progress.add_task("Reading and checking tables", total=total) if progress else None
 
     def advance(rows: int) -> None:
         if progress is not None and task is not None:
             progress.advance(task, rows)
 
-    for name, path in files.items():
-        counts = _split_table(name, path, parts, n_chunks, advance)
-        if name == "customers":
-            customers = counts
+    workers = max(1, min(workers, len(files)))
+    if workers == 1:
+        counts = {name: _split_table(name, path, parts, n_chunks, advance) for name, path in files.items()}
+    else:
+        counts = _split_in_processes(files, parts, n_chunks, advance, workers, sizes)
+    customers = counts.get("customers", customers)
     _check_keys(parts, n_chunks, tuple(files))
     if progress is not None and task is not None:
         progress.update(task, completed=total, visible=False)
@@ -396,6 +404,49 @@ def split_tables(files: Mapping[str, Path], work: Path, chunk_size: int, progres
     tmp.write_text(json.dumps({"n_chunks": split.n_chunks, "customers": split.customers, "tables": split.tables}))
     os.replace(tmp, marker)
     return split
+
+
+def _split_in_processes(
+    files: Mapping[str, Path],
+    parts: Path,
+    n_chunks: int,
+    advance: Callable[[int], None],
+    workers: int,
+    sizes: Mapping[str, int],
+) -> dict[str, np.ndarray]:
+    """`_split_table` of each table in `workers` processes (each table writes its own files)."""
+    rows = multiprocessing.get_context("spawn").Queue()  # rows read, for the progress bar
+
+    def report() -> None:
+        while True:
+            try:
+                advance(rows.get_nowait())
+            except queue.Empty:
+                return
+
+    with _worker_pool(workers, rows=rows) as pool:
+        # The largest tables first, so that the processes finish close together.
+        by_size = sorted(files, key=lambda name: -sizes[name])
+        futures = {name: pool.submit(_split_held_table, name, files[name], parts, n_chunks) for name in by_size}
+        pending: set[Future[Any]] = set(futures.values())
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                report()
+                if any(f.exception() is not None for f in finished):
+                    break  # bad input: no need to read the other tables
+        except BaseException:
+            _cancel_on_error(list(futures.values()))
+            raise
+        _cancel_on_error(list(pending))
+    report()
+    # Errors in the tables' own order, so the same bad input gets the same message as in one process.
+    for name in files:
+        future = futures[name]
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            raise error
+    return {name: futures[name].result() for name in files}
 
 
 def load_chunk_world(work: Path, chunk: int) -> World:
@@ -609,40 +660,51 @@ def _run_local(
         for chunk in chunks:
             done(score_chunk(work, chunk, scorer, as_of, cores))
         return
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    # Spawned, not forked: this process runs threads (the progress bar, LightGBM's OpenMP pool).
-    context = multiprocessing.get_context("spawn")
     threads = max(1, cores // workers)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_hold_scorer, initargs=(scorer,)) as pool:
+    with _worker_pool(workers, scorer=scorer) as pool:
         futures = [pool.submit(_score_held_chunk, work, chunk, as_of, threads) for chunk in chunks]
         try:
             for future in as_completed(futures):
                 done(future.result())
         except BaseException:
-            for future in futures:
-                future.cancel()
+            _cancel_on_error(futures)
             raise
 
 
 def default_workers(customers: int) -> int:
     """One process per core when the job is big enough to pay for starting them (about 6 s of CPU
-    each to import this package), else the chunks in this process."""
+    each to import this package; at 100,000 customers, 5 chunks, two processes were no faster),
+    else everything in this process."""
     return (os.cpu_count() or 1) if customers >= PARALLEL_MIN_CUSTOMERS else 1
 
 
-_held: list[Scorer] = []  # in a worker process of the local engine: the scorer, sent once
+def _worker_pool(workers: int, scorer: Scorer | None = None, rows: Any = None) -> ProcessPoolExecutor:
+    # Spawned, not forked: this process runs threads (the progress bar, LightGBM's OpenMP pool).
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(scorer, rows))
 
 
-def _hold_scorer(scorer: Scorer) -> None:
-    # Ctrl-C reaches the whole process group: the parent alone handles it (pending chunks are
-    # cancelled, running ones finish and are kept for a resumed run), not a traceback per worker.
+_held: dict[str, Any] = {}  # in a worker process of the local engine: what `_init_worker` was sent
+
+
+def _init_worker(scorer: Scorer | None, rows: Any) -> None:
+    # Ctrl-C reaches the whole process group: the parent alone handles it (pending work is
+    # cancelled, running chunks finish and are kept for a resumed run), not a traceback per worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _held[:] = [scorer]
+    _held.update(scorer=scorer, rows=rows)
 
 
 def _score_held_chunk(work: Path, chunk: int, as_of: pd.Timestamp, threads: int) -> dict[str, Any]:
-    return score_chunk(work, chunk, _held[0], as_of, threads)
+    return score_chunk(work, chunk, _held["scorer"], as_of, threads)
+
+
+def _split_held_table(name: str, path: Path, parts: Path, n_chunks: int) -> np.ndarray:
+    return _split_table(name, path, parts, n_chunks, _held["rows"].put)
+
+
+def _cancel_on_error(futures: Sequence[Future[Any]]) -> None:
+    for future in futures:
+        future.cancel()
 
 
 def _run_dask(
@@ -902,6 +964,7 @@ def run_batch(
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     key = RunKey(**{**key.__dict__, "as_of": as_of.isoformat()})
+    workers = workers or default_workers(_count_rows(files["customers"]))
     work = work_dir(out, key)
     fresh = not work.exists()
     new_parent = not out.parent.exists()
@@ -913,7 +976,7 @@ def run_batch(
     )
     with make_progress(console) as progress:
         try:
-            split = split_tables(files, work, chunk_size, progress)
+            split = split_tables(files, work, chunk_size, progress, workers if engine == "local" else 1)
         except DataContractError:
             if fresh:  # rejected input leaves nothing behind
                 shutil.rmtree(work, ignore_errors=True)
@@ -937,8 +1000,7 @@ def run_batch(
 
         scorer = Scorer.for_bundle(bundle, explain)
         if engine == "local":
-            pending = sum(split.customers[k] for k in todo)
-            _run_local(work, todo, scorer, as_of, chunk_done, workers or default_workers(pending))
+            _run_local(work, todo, scorer, as_of, chunk_done, workers)
         else:
             _run_dask(work, todo, scorer, as_of, chunk_done, client=client, scheduler=scheduler)
 

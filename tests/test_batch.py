@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.catalog import ASK_TYPE_NAMES
+from features.contracts import DataContractError
 from features.io import read_world, write_tables
 from features.pointintime import active_points, build_features
 from features.settings import Settings
@@ -335,6 +336,25 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) <= 3
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert not (tmp_path / "store").exists()
+
+
+def test_tables_checked_in_worker_processes_fail_as_in_one(trained_home: TrainedHome, tmp_path: Path) -> None:
+    """With --workers 2 the tables are read and checked side by side in other processes: bad input
+    must still stop the run with the same message, and leave nothing behind."""
+    data = _bad_sample(
+        tmp_path, "asks", lambda f: f.assign(ask_id=f["ask_id"].where(f.index != 9, f["ask_id"].iloc[40]))
+    )
+    messages = []
+    for workers in (1, 2):
+        out = tmp_path / f"out-{workers}" / "scores.parquet"
+        with pytest.raises(DataContractError) as caught:
+            batch.run_batch(
+                _settings(trained_home, tmp_path / "store"), data, out, as_of=AS_OF, workers=workers, track=False
+            )
+        messages.append(str(caught.value))
+        assert not out.parent.exists()
+    assert messages[0] == messages[1]
+    assert "table 'asks': column 'ask_id': rule 'unique'" in messages[0]
 
 
 # ---- fast reasons ------------------------------------------------------------------------------
