@@ -6,11 +6,11 @@
 Starts `bentoml serve serving.service:Advocacy`, then for 1, 20 and 50 concurrent HTTP clients
 measures `POST /score` with one random customer id (reasons included) and `GET /livez` (the
 framework's floor) in the same run, the two taking turns (`--rounds`), each bounded in requests and
-seconds: first with every client
-sending as fast as it gets answers, then with 20 clients paced to offer 200 req/s in all. Prints
-p50, p99 and req/s per case and checks the goals: p50(/score) <= 2 x p50(/livez); at 20 clients
->= 200 req/s flat out, and p99(/score) <= 30 ms while they offer 200 req/s. The clients run on the
-same machine and take CPU from the server: the figures are a floor, not a ceiling.
+seconds: first with every client sending as fast as it gets answers, then with 20 clients paced to
+offer 200 req/s in all. Prints p50, p99 and req/s per case and checks the goals: p50(/score) <= 2 x
+p50(/livez); at 20 clients >= 200 req/s flat out, and p99(/score) <= 30 ms while they offer 200 req/s.
+The clients run on the same machine and take CPU from the server: the figures are a floor, not a
+ceiling.
 """
 
 from __future__ import annotations

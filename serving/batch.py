@@ -11,10 +11,6 @@ Everything happens in a work folder beside the output, named by a hash of what d
    `models.scoring.score` (the function the API calls), with reasons from `PatternTreeShap`. A chunk
    is written to a temporary folder and renamed: it is complete or absent, so a killed run resumes
    from the chunks it finished. `--engine dask` maps the same function over the chunks on a cluster.
-
-From 200,000 customers on (`default_workers`; `--workers` to choose) the local engine runs stages 1
-and 2 in one process per core: the tables are split side by side, then the chunks are scored side by
-side. Either way the output's bytes are the same.
 3. assemble: the output in chunk order (a temporary file renamed at the very end, so the output
    path never holds a partial file), the drift report beside it, the feature snapshot the service
    reads, an MLflow run, and a summary.
@@ -22,6 +18,10 @@ side. Either way the output's bytes are the same.
 
 Output rows are ordered by chunk, then by the customers table's order: the same on every run, so
 an interrupted and resumed run writes the same bytes as an uninterrupted one.
+
+From 200,000 customers on (`default_workers`; `--workers` to choose) the local engine runs stages 1
+and 2 in one process per core: the tables are split side by side, then the chunks are scored side by
+side. Either way the output's bytes are the same.
 """
 
 from __future__ import annotations
@@ -384,7 +384,6 @@ def split_tables(
     shutil.rmtree(parts, ignore_errors=True)  # a split killed half-way starts again
     parts.mkdir(parents=True)
     n_chunks = max(1, -(-_count_rows(files["customers"]) // chunk_size))
-    customers = np.zeros(n_chunks, dtype=np.int64)
     sizes = {name: _count_rows(path) for name, path in files.items()}
     total = sum(sizes.values())
     task = progress.add_task("Reading and checking tables", total=total) if progress else None
@@ -398,7 +397,7 @@ def split_tables(
         counts = {name: _split_table(name, path, parts, n_chunks, advance) for name, path in files.items()}
     else:
         counts = _split_in_processes(files, parts, n_chunks, advance, workers, sizes)
-    customers = counts.get("customers", customers)
+    customers = counts["customers"]  # a required table: `table_files` has made sure it is there
     _check_keys(parts, n_chunks, tuple(files))
     if progress is not None and task is not None:
         progress.update(task, completed=total, visible=False)

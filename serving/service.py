@@ -21,7 +21,7 @@ import anyio.to_thread
 import bentoml
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -303,20 +303,20 @@ class ScoreFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = ScoreFastPath.service
-        if (
-            service is None
-            or scope["type"] != "http"
-            or scope["method"] != "POST"
-            or scope["path"] != self.path
-            or _media_type(scope) != "application/json"
-        ):
+        if service is None or scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
-        if body is None:
-            return  # the client went away
+        request = Request(scope, receive)
+        # No content type counts as JSON, as it does for BentoML; any other goes through BentoML.
+        if request.headers.get("content-type", "application/json").split(";")[0].strip().lower() != "application/json":
+            await self.app(scope, receive, send)
+            return
         try:
-            request = ScoreRequest.model_validate_json(body or b"{}")
+            body = await request.body()
+        except ClientDisconnect:
+            return
+        try:
+            parsed = ScoreRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
             log.info("POST %s rejected with 400 (%d validation error(s))", self.path, exc.error_count())
             response: Response = _error(
@@ -325,27 +325,8 @@ class ScoreFastPath:
                 detail=exc.errors(include_context=False, include_input=False),
             )
         else:
-            response = await service.score_response(request.customer_ids)
+            response = await service.score_response(parsed.customer_ids)
         await response(scope, receive, send)
-
-
-def _media_type(scope: Scope) -> str:
-    """The request's media type; none given counts as JSON, as it does for BentoML."""
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return value.decode("latin-1").split(";")[0].strip().lower()
-    return "application/json"
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _configured_token() -> str | None:
