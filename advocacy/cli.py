@@ -89,8 +89,8 @@ def generate(
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
 ) -> None:
     """Write a synthetic world in the spec's layout, plus truth/ with the true probabilities."""
-    from features.io import write_tables
     from features.synthetic import generate_world
+    from storage.files import write_tables
 
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"--format must be parquet or csv, got {fmt!r}")
@@ -110,8 +110,9 @@ def features(
     out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv), written atomically.")],
 ) -> None:
     """Write the point-in-time feature table of every active customer as of a time."""
-    from features.io import read_world, write_frame
+    from features.io import read_world
     from features.pointintime import active_points, build_features
+    from storage.files import write_frame
 
     world = read_world(data)
     frame = build_features(world, active_points(world, parse_time(as_of)))
@@ -152,7 +153,7 @@ def baseline(
 
 
 def _settings() -> Any:
-    from features.settings import get_settings
+    from storage.settings import get_settings
 
     return get_settings()
 
@@ -242,12 +243,13 @@ def backup_asks(
     out: Annotated[Path, typer.Argument(help="Where to write the copy (a SQLite file).")],
 ) -> None:
     """Copy the ask log (asks posted to the service) consistently, even while the service writes to it."""
-    from features.asklog import AskLog
+    from features.contracts import CONTRACTS
+    from storage.asklog import AskLog
 
     log = _settings().ask_log_path()
     if not log.exists():
         raise FileNotFoundError(f"no ask log at {log} (ADVOCACY_ASK_LOG): nothing to back up")
-    rows = AskLog(log).backup(out)
+    rows = AskLog(log, CONTRACTS["asks"]).backup(out)
     console.print(f"Backed up {rows:,} asks from {log} to {out}")
 
 
@@ -263,8 +265,8 @@ def up(
     from features.io import read_world
     from features.labels import observed_until
     from features.pointintime import active_points, build_features
-    from features.settings import redact
-    from serving.snapshot import current_snapshot_dir
+    from storage.settings import redact
+    from storage.snapshots import current_snapshot_dir
     from training import registry
 
     settings = _settings()
@@ -292,7 +294,7 @@ def up(
     except FileNotFoundError:
         fresh = False
     if not fresh:
-        from serving.batch import run_batch
+        from batch import run_batch
 
         console.print("Scoring every customer and writing the feature snapshot the service reads.")
         out = settings.state_dir() / "scores.parquet"
@@ -311,13 +313,13 @@ def explain(
     """Explain one customer's scores in the terminal: reasons, points, disagreement, next ask."""
     import pandas as pd
 
+    from features.context import build_snapshot, guardrail_signals
     from features.io import read_world
     from features.labels import observed_until
     from features.pointintime import build_features
     from models.guardrails import blocked_asks
     from models.pyfunc import load_bundle
     from models.scoring import Blocked, score
-    from serving.snapshot import build_snapshot, guardrail_signals
     from training import registry
 
     settings = _settings()
@@ -367,7 +369,7 @@ def serve(
     import serving
     from serving.auth import check_bind
     from serving.limits import server_environment
-    from serving.snapshot import current_snapshot_dir
+    from storage.snapshots import current_snapshot_dir
 
     settings = _settings()
     token = settings.api_token.get_secret_value() if settings.api_token else None
@@ -426,7 +428,7 @@ def score(
     ] = True,
 ) -> None:
     """Score every active customer with the @champion model: streamed in chunks, resumable, atomic."""
-    from serving.batch import check_output, run_batch
+    from batch import check_output, run_batch
 
     check_output(out)
     when = parse_time(as_of)

@@ -79,10 +79,11 @@ def free_port() -> int:
 
 def prepare_home(home: Path | None) -> Path:
     """A home with a champion and a feature snapshot: the given one, or a fresh temp one trained here."""
+    from features.context import build_snapshot
     from features.io import read_world
     from features.labels import observed_until
-    from features.settings import Settings
-    from serving.snapshot import CURRENT, build_snapshot, write_snapshot
+    from storage.settings import Settings
+    from storage.snapshots import CURRENT, write_snapshot
 
     if home is None:
         from training.pipeline import train
@@ -100,8 +101,8 @@ def prepare_home(home: Path | None) -> Path:
 
 
 def customer_ids(home: Path) -> list[str]:
-    from features.settings import Settings
-    from serving.snapshot import current_snapshot_dir
+    from storage.settings import Settings
+    from storage.snapshots import current_snapshot_dir
 
     folder = current_snapshot_dir(Settings(home=home).feature_store_path())
     return pd.read_parquet(folder / "features.parquet", columns=["customer_id"])["customer_id"].astype(str).tolist()

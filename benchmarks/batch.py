@@ -57,8 +57,8 @@ def job_env() -> dict[str, str]:
 
 
 def ensure_champion() -> None:
-    from features.settings import Settings
-    from serving.registry import ChampionUnavailableError, resolve_champion
+    from models.registry import ChampionUnavailableError, resolve_champion
+    from storage.settings import Settings
 
     settings = Settings(home=HOME, data_dir=ROOT / "data" / "sample")
     try:
@@ -166,9 +166,9 @@ def run_job(world: Path, out: Path, store: Path, explain: bool, engine: str, wor
 
 
 def snapshot_features(store: Path) -> pd.DataFrame:
-    from serving.snapshot import read_snapshot
+    from storage.snapshots import read_snapshot
 
-    return read_snapshot(store).features
+    return read_snapshot(store)[0]["features"]
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
@@ -232,7 +232,7 @@ def saabas(booster: Any, matrix: np.ndarray) -> np.ndarray:
 
 def explain_comparison(bundle: Any, matrix: np.ndarray, chunk: int = 20_000) -> list[tuple[str, float, str]]:
     """Rows/s of each way to get top-3 reasons, and agreement with exact TreeSHAP."""
-    from serving.explain_fast import PatternTreeShap
+    from models.explain_fast import PatternTreeShap
 
     booster = bundle.propensity.booster
     rows = []
@@ -296,12 +296,12 @@ class Stopwatch:
 
 
 def profile_chunk(work: Path, chunk: int, bundle: Any, scorer: Any) -> tuple[dict[str, float], int]:
-    """Seconds per stage of `serving.batch.score_chunk`, done step by step."""
+    """Seconds per stage of `batch.chunk.score_chunk`, done step by step."""
+    import batch
+    from features.context import build_snapshot, guardrail_signals
     from features.pointintime import active_points, build_features
     from models.guardrails import blocked_asks
     from models.scoring import Blocked, score
-    from serving import batch
-    from serving.snapshot import build_snapshot, guardrail_signals
 
     as_of = pd.Timestamp(AS_OF, tz="UTC")
     clock = Stopwatch()
@@ -314,7 +314,7 @@ def profile_chunk(work: Path, chunk: int, bundle: Any, scorer: Any) -> tuple[dic
     blocked = Blocked.from_frame(blocked_asks(snap.asks, guardrail_signals(snap.features), as_of, scorer.guardrails))
     clock.lap("guardrails")
     matrix = bundle.encoder.transform(features)
-    values = batch._values(features)
+    values = batch.chunk.score_inputs(features)
     clock.lap("encode")
     scores = score(bundle, values, matrix=matrix, blocked=blocked, explain=False, num_threads=THREADS)
     clock.lap("score(): both models, tiers, next ask")
@@ -333,7 +333,7 @@ def profile_chunk(work: Path, chunk: int, bundle: Any, scorer: Any) -> tuple[dic
 
 def stage_profile(world: Path, bundle: Any) -> list[tuple[str, float]]:
     """Seconds per stage for one chunk of 20,000 customers (the job's default), explainer cache warm."""
-    from serving import batch
+    import batch
 
     work = OUT / "profile-work"
     shutil.rmtree(work, ignore_errors=True)
@@ -360,9 +360,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     ensure_champion()
 
-    from features.settings import Settings
-    from serving import batch
-    from serving.registry import load_champion
+    import batch
+    from models.registry import load_champion
+    from storage.settings import Settings
 
     settings = Settings(home=HOME)
     _, bundle = load_champion(settings)

@@ -23,10 +23,11 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 from rich.console import Console
 from rich.table import Table
 
-from features.io import read_world, write_tables
+from features.io import read_world
 from features.labels import observed_until, propensity_dataset
 from features.pointintime import active_points, build_features
 from features.synthetic import generate_world
+from storage.files import write_tables
 
 OUT = Path(__file__).resolve().parent / "out"
 

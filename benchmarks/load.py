@@ -484,7 +484,8 @@ def _mix(text: str) -> dict[str, float]:
 
 def main() -> None:
     from benchmarks.api import customer_ids, free_port, prepare_home, start_server, stop_server
-    from features.asklog import AskLog
+    from features.contracts import CONTRACTS
+    from storage.asklog import AskLog
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=os.environ.get("ADVOCACY_HOME"), help="project home to serve")
@@ -530,7 +531,7 @@ def main() -> None:
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print()
     print("\n".join(report.lines()))
-    stored = set(AskLog(ask_log).read()["ask_id"])
+    stored = set(AskLog(ask_log, CONTRACTS["asks"]).read()["ask_id"])
     missing = [a for a in report.acked_asks if a not in stored]
     print(
         f"{'PASS' if not missing else 'FAIL'}: acknowledged asks in the ask log "

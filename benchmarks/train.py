@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.features import world_dir
-from features.settings import Settings
+from storage.settings import Settings
 from training.pipeline import train
 
 

@@ -50,6 +50,14 @@ class TableContract:
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(self.schema.columns))
 
+    def validate(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """`validate_table` of this table."""
+        return validate_table(self.name, raw)
+
+    def empty(self) -> pd.DataFrame:
+        """`empty_table` of this table."""
+        return empty_table(self.name)
+
 
 def _first_of_month(s: pd.Series) -> pd.Series:
     return (s.dt.day == 1) & (s.dt.hour == 0) & (s.dt.minute == 0) & (s.dt.second == 0)

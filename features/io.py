@@ -1,16 +1,13 @@
-"""Reading and writing worlds of raw tables (spec section 2): the only file I/O in `features`.
+"""Worlds of raw tables (spec section 2): validated in memory, or read from a data directory.
 
 A data directory holds one file per table, `NAME.parquet` or `NAME.csv`. Tables are validated
 (see `features.contracts`) and foreign keys checked before anything is returned, so callers
-never see half-valid data. Writers are atomic: a file appears complete or not at all.
+never see half-valid data. Writing tables is `storage.files`' job.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,40 +94,3 @@ def read_world(data_dir: Path | str) -> World:
         if path is not None:
             raw[name] = _read_raw(path, name)
     return world_from_tables(raw)
-
-
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it over `target` only on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def write_frame(frame: pd.DataFrame, target: Path | str) -> Path:
-    """Write a frame as Parquet or CSV (by suffix), atomically."""
-    target = Path(target)
-    writers: dict[str, Callable[[Path], object]] = {
-        ".parquet": lambda p: frame.to_parquet(p, index=False),
-        ".csv": lambda p: frame.to_csv(p, index=False),
-    }
-    if target.suffix not in writers:
-        raise ValueError(f"output must end in .parquet or .csv, got: {target.name}")
-    with atomic_path(target) as tmp:
-        writers[target.suffix](tmp)
-    return target
-
-
-def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path | str, fmt: str = "parquet") -> None:
-    """Write raw tables as `out_dir/NAME.<fmt>`, each atomically."""
-    out_dir = Path(out_dir)
-    for name, frame in tables.items():
-        write_frame(frame, out_dir / f"{name}.{fmt}")

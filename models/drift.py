@@ -73,3 +73,32 @@ def drift_report(reference: Mapping[str, Any], frame: pd.DataFrame, scores: np.n
         value = psi(np.asarray(ref["shares"]), actual)
         rows.append({"name": name, "psi": value, "drifted": value > PSI_ALERT})
     return pd.DataFrame(rows).sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def drift_counts(reference: Mapping[str, Any], frame: pd.DataFrame, scores: np.ndarray) -> dict[str, list[float]]:
+    """Per feature (and `score`), row counts in the reference's bins: chunks add up to `drift_report`."""
+    out: dict[str, list[float]] = {}
+    for name, ref in reference.items():
+        if name == "score" or ref["kind"] == "numeric":
+            values = np.asarray(scores if name == "score" else frame[name].to_numpy(dtype=float), dtype=float)
+            edges = np.asarray(ref["edges"], dtype=float)
+            missing = ~np.isfinite(values)
+            bins = np.searchsorted(edges, values[~missing], side="right")
+            counts = np.append(np.bincount(bins, minlength=len(edges) + 1).astype(float), missing.sum())
+        else:
+            found = frame[name].astype("str").value_counts()
+            known = np.array([found.get(level, 0) for level in ref["levels"]], dtype=float)
+            counts = np.append(known, len(frame) - known.sum())
+        out[name] = counts.tolist()
+    return out
+
+
+def drift_from_counts(reference: Mapping[str, Any], counts: Mapping[str, Any], rows: int) -> pd.DataFrame:
+    """`drift_report` from summed bin counts."""
+    report = []
+    for name, ref in reference.items():
+        shares = np.asarray(counts.get(name, np.zeros(len(ref["shares"]))), dtype=float) / max(rows, 1)
+        value = psi(np.asarray(ref["shares"]), shares)
+        report.append({"name": name, "psi": value, "drifted": value > PSI_ALERT})
+    frame = pd.DataFrame(report, columns=["name", "psi", "drifted"])
+    return frame.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)

@@ -28,10 +28,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from features.contracts import DataContractError
-from features.settings import Settings, get_settings
+from models.registry import ChampionUnavailableError, load_champion, resolve_champion
 from serving.auth import BearerAuth, bound_host, check_bind
+from serving.bento_model import load_bento_model
 from serving.limits import BodyLimit, release_finished_requests
-from serving.registry import ChampionUnavailableError, load_bento_model, load_champion, resolve_champion
 from serving.schemas import (
     AskRow,
     AsksRequest,
@@ -49,8 +49,9 @@ from serving.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from serving.snapshot import current_snapshot_dir
 from serving.store import IncompatibleStateError, ServingState, UnknownCustomersError, load_state
+from storage.settings import Settings, get_settings
+from storage.snapshots import current_snapshot_dir
 
 STATIC = Path(__file__).parent / "static"
 INLINE_IDS = 8  # /score requests up to this many ids run on the event loop

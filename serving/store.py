@@ -31,19 +31,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.asklog import AskLog
-from features.contracts import TIMESTAMP, empty_table
-from features.settings import Settings
+from features.context import RECENT_REFERENCE_DAYS, Snapshot
+from features.contracts import CONTRACTS, TIMESTAMP, empty_table
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURE_VERSION, KEYS
 from models.bundle import Bundle, ask_rows_matrix
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.reasons import describe, reason
 from models.references import SIMILARITY_WEIGHTS, Prospect, rank_references
+from models.registry import ChampionRef
 from models.scoring import Blocked, next_asks, next_best_ask, score
 from models.tiers import tier_rank
-from serving.registry import ChampionRef
 from serving.schemas import NextBestAsk, Result
-from serving.snapshot import RECENT_REFERENCE_DAYS, Snapshot, current_snapshot_dir, read_snapshot
+from storage.asklog import AskLog
+from storage.settings import Settings
+from storage.snapshots import current_snapshot_dir, read_snapshot
 
 ASK_TABLE_COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 CONTEXT_COLUMNS: tuple[str, ...] = ("name", "last_urgent_ticket_at", "recent_reference_calls")
@@ -768,10 +769,12 @@ def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> Ser
     """Read the current snapshot and build the state for this bundle (raises if they do not fit)."""
     root = settings.feature_store_path()
     folder = current_snapshot_dir(root)
-    snapshot = read_snapshot(root)
+    snapshot = Snapshot.from_tables(*read_snapshot(root))
     store = FeatureStore(snapshot, bundle)
     now = max(now_utc(), store.as_of)
-    book = GuardrailBook(store, snapshot.asks, AskLog(settings.ask_log_path()), guardrail_config(bundle), now)
+    book = GuardrailBook(
+        store, snapshot.asks, AskLog(settings.ask_log_path(), CONTRACTS["asks"]), guardrail_config(bundle), now
+    )
     state = ServingState(champion, bundle, store, book, folder)
     # Results for (up to the cache's capacity of) stored customers before the first request needs them.
     state.results.warm()

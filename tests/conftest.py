@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from features.io import World, world_from_tables
-from features.settings import Settings
+from storage.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"

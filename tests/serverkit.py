@@ -12,8 +12,9 @@ from typing import Any
 
 import httpx
 
+from features.context import Snapshot
 from serving.limits import server_environment
-from serving.snapshot import Snapshot, write_snapshot
+from storage.snapshots import write_snapshot
 from tests.conftest import ROOT, TrainedHome
 
 READY_TIMEOUT_S = 120
@@ -97,7 +98,7 @@ class Server:
 def service_env(trained_home: TrainedHome, folder: Path, snapshot: Snapshot, **extra: str) -> dict[str, str]:
     """Environment for a server on the session's champion with its own feature store and ask log in `folder`."""
     store, log = folder / "store", folder / "asks.sqlite"
-    write_snapshot(snapshot, store)
+    write_snapshot(snapshot.tables(), snapshot.meta, store)
     env = trained_home.env(ADVOCACY_FEATURE_STORE=str(store), ADVOCACY_ASK_LOG=str(log))
     env.pop("ADVOCACY_API_TOKEN", None)
     env.update(extra)

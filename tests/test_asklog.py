@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from advocacy import cli
-from features.asklog import AskLog
-from features.contracts import DataContractError, empty_table, validate_table
-from features.settings import get_settings
+from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
+from storage.asklog import AskLog
+from storage.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ FIRST = asks(
 
 @pytest.fixture
 def log(tmp_path: Path) -> AskLog:
-    return AskLog(tmp_path / "nested" / "dir" / "asks.sqlite")
+    return AskLog(tmp_path / "nested" / "dir" / "asks.sqlite", CONTRACTS["asks"])
 
 
 def test_creates_the_file_with_parents_in_wal_mode(log: AskLog) -> None:
@@ -104,7 +104,7 @@ def test_missing_column_is_named(log: AskLog) -> None:
 
 def test_survives_reopening(log: AskLog) -> None:
     log.record(FIRST)
-    reopened = AskLog(log.path)
+    reopened = AskLog(log.path, CONTRACTS["asks"])
     assert len(reopened) == 2
     pd.testing.assert_frame_equal(reopened.read(), log.read())
 
@@ -137,9 +137,10 @@ def test_an_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
         import sys, time
         from pathlib import Path
         import pandas as pd
-        from features.asklog import AskLog
+        from features.contracts import CONTRACTS
+        from storage.asklog import AskLog
 
-        log = AskLog(Path({str(path)!r}))
+        log = AskLog(Path({str(path)!r}), CONTRACTS["asks"])
         log.record(pd.DataFrame({{
             "ask_id": ["k1"], "customer_id": ["c1"], "ask_type": ["review"],
             "asked_at": ["2026-01-01"], "outcome": ["no_response"], "responded_at": [None],
@@ -166,7 +167,7 @@ def test_an_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
             if stream is not None:
                 stream.close()
     assert proc.returncode == -signal.SIGKILL
-    assert AskLog(path).read()["ask_id"].tolist() == ["k1"]
+    assert AskLog(path, CONTRACTS["asks"]).read()["ask_id"].tolist() == ["k1"]
 
 
 def test_a_backup_taken_while_asks_arrive_is_whole_and_self_contained(log: AskLog, tmp_path: Path) -> None:
@@ -186,12 +187,12 @@ def test_a_backup_taken_while_asks_arrive_is_whole_and_self_contained(log: AskLo
         while len(acknowledged) < 20:
             time.sleep(0.001)
         before = len(acknowledged)
-        rows = AskLog(log.path).backup(tmp_path / "backups" / "asks.sqlite")
+        rows = AskLog(log.path, CONTRACTS["asks"]).backup(tmp_path / "backups" / "asks.sqlite")
     finally:
         done.set()
         writer.join()
     assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == ["asks.sqlite"]  # one file, no -wal, no tmp
-    ids = AskLog(tmp_path / "backups" / "asks.sqlite").read()["ask_id"].tolist()
+    ids = AskLog(tmp_path / "backups" / "asks.sqlite", CONTRACTS["asks"]).read()["ask_id"].tolist()
     assert len(ids) == rows >= before  # everything acknowledged before the backup began is in it
     assert set(ids) == {f"w{i}" for i in range(1, rows + 1)}  # and no gap: whole transactions only
 
@@ -206,7 +207,7 @@ def test_the_backup_command_copies_the_configured_log(log: AskLog, tmp_path: Pat
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "Backed up 2 asks" in result.output
-    assert AskLog(tmp_path / "copy.sqlite").read().equals(log.read())
+    assert AskLog(tmp_path / "copy.sqlite", CONTRACTS["asks"]).read().equals(log.read())
     refused = CliRunner().invoke(cli.app, ["backup-asks", str(log.path)], env=env)
     get_settings.cache_clear()
     assert refused.exit_code == 2 and "somewhere else" in refused.output
@@ -219,7 +220,7 @@ def test_read_changes_returns_each_write_once_whoever_made_it(log: AskLog) -> No
     changes, seen = log.read_changes(seen)
     assert sorted(changes["ask_id"]) == ["a1", "a2"]
     assert log.read_changes(seen)[0].empty  # nothing new
-    other = AskLog(log.path)  # another writer (another worker process would look the same)
+    other = AskLog(log.path, CONTRACTS["asks"])  # another writer (another worker process would look the same)
     other.record(asks(("a2", "c1", "review", "2026-01-01T00:00:00.123456", "accepted", "2026-01-02")))
     other.record(asks(("a3", "c3", "review", "2026-02-01", "no_response", None)))
     changes, seen = log.read_changes(seen)
@@ -236,7 +237,7 @@ def test_a_log_written_before_sequence_numbers_is_migrated_in_place(tmp_path: Pa
             "asked_at INTEGER NOT NULL, outcome TEXT NOT NULL, responded_at INTEGER, recorded_at INTEGER NOT NULL)"
         )
         conn.execute("INSERT INTO asks VALUES ('old', 'c1', 'review', 1767225600000000, 'no_response', NULL, 0)")
-    log = AskLog(path)
+    log = AskLog(path, CONTRACTS["asks"])
     assert log.read()["ask_id"].tolist() == ["old"]
     _, seen = log.read_changes()
     log.record(asks(("new", "c1", "review", "2026-03-01", "no_response", None)))

@@ -19,20 +19,22 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import batch
 from features.catalog import ASK_TYPE_NAMES
+from features.context import Snapshot, build_snapshot, guardrail_signals
 from features.contracts import DataContractError
-from features.io import read_world, write_tables
+from features.io import read_world
 from features.pointintime import active_points, build_features
-from features.settings import Settings
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
-from models.drift import drift_report
-from models.guardrails import blocked_asks
+from models.drift import drift_counts, drift_from_counts, drift_report
+from models.explain_fast import PatternTreeShap, ambiguous_rows, exact_where_ambiguous
+from models.guardrails import GuardrailConfig, blocked_asks
 from models.reasons import top_indices
+from models.registry import load_champion
 from models.scoring import Blocked, score
-from serving import batch
-from serving.explain_fast import PatternTreeShap, ambiguous_rows, exact_where_ambiguous
-from serving.registry import load_champion
-from serving.snapshot import build_snapshot, guardrail_signals, read_snapshot
+from storage.files import write_tables
+from storage.settings import Settings
+from storage.snapshots import read_snapshot
 from tests.conftest import SAMPLE, TrainedHome
 
 AS_OF = pd.Timestamp("2026-10-01", tz="UTC")
@@ -103,9 +105,9 @@ def test_drift_from_chunk_counts_equals_drift_report(world: Any, bundle: Any) ->
     halves = [frame.iloc[:1000], frame.iloc[1000:]]
     counts: dict[str, np.ndarray] = {}
     for part, s in zip(halves, [scores[:1000], scores[1000:]], strict=True):
-        for name, c in batch.drift_counts(reference, part, s).items():
+        for name, c in drift_counts(reference, part, s).items():
             counts[name] = counts.get(name, 0) + np.asarray(c)
-    mine = batch.drift_from_counts(reference, {k: v.tolist() for k, v in counts.items()}, len(frame))
+    mine = drift_from_counts(reference, {k: v.tolist() for k, v in counts.items()}, len(frame))
     theirs = drift_report(reference, frame, scores)
     pd.testing.assert_frame_equal(
         mine.sort_values("name").reset_index(drop=True), theirs.sort_values("name").reset_index(drop=True)
@@ -115,7 +117,7 @@ def test_drift_from_chunk_counts_equals_drift_report(world: Any, bundle: Any) ->
 def test_chunking_changes_no_feature(clean: batch.BatchResult, world: Any) -> None:
     """The snapshot written from chunks holds what `build_snapshot` gives on the whole world."""
     assert clean.snapshot_dir is not None
-    snap = read_snapshot(clean.snapshot_dir.parent)
+    snap = Snapshot.from_tables(*read_snapshot(clean.snapshot_dir.parent))
     whole = build_snapshot(world, AS_OF)
     assert snap.meta["customers"] == len(whole.features) == clean.rows
     for part, keys in (
@@ -131,7 +133,7 @@ def test_chunking_changes_no_feature(clean: batch.BatchResult, world: Any) -> No
 def test_batch_equals_the_api(clean: batch.BatchResult, bundle: Any) -> None:
     """Field by field, the batch row equals what the API computes from the snapshot (same as_of)."""
     assert clean.snapshot_dir is not None
-    snap = read_snapshot(clean.snapshot_dir.parent)
+    snap = Snapshot.from_tables(*read_snapshot(clean.snapshot_dir.parent))
     frame = snap.features
     # As `serving.store.FeatureStore` holds the snapshot: one array per column, an encoded matrix.
     values: dict[str, Any] = {
@@ -142,7 +144,7 @@ def test_batch_equals_the_api(clean: batch.BatchResult, bundle: Any) -> None:
         values[name] = (
             frame[name].to_numpy(dtype=object) if name in CATEGORICAL_FEATURES else frame[name].to_numpy(float)
         )
-    blocks = blocked_asks(snap.asks, guardrail_signals(frame), AS_OF, batch.guardrail_config(bundle))
+    blocks = blocked_asks(snap.asks, guardrail_signals(frame), AS_OF, GuardrailConfig.from_saved(bundle.guardrails))
     api = score(bundle, values, matrix=bundle.encoder.transform(frame), blocked=Blocked.from_frame(blocks))
     out = pd.read_parquet(clean.out).set_index("customer_id")
     assert len(out) == len(api)

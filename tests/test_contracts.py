@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from advocacy.cli import app
 from features.contracts import DataContractError
-from features.io import read_world, world_from_tables, write_tables
+from features.io import read_world, world_from_tables
 from features.pointintime import active_points, build_features
+from storage.files import write_tables
 from tests.worldkit import raw_tables, utc
 
 Mutation = Callable[[dict[str, pd.DataFrame]], None]

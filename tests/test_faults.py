@@ -22,11 +22,12 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from features.asklog import AskLog
 from features.catalog import ASK_TYPE_NAMES
+from features.context import Snapshot, build_snapshot
+from features.contracts import CONTRACTS
 from features.io import read_world
 from features.labels import observed_until
-from serving.snapshot import Snapshot, build_snapshot
+from storage.asklog import AskLog
 from tests.conftest import TrainedHome
 from tests.serverkit import Server, free_port, service_env
 
@@ -250,7 +251,7 @@ def test_a_kill_during_posted_asks_loses_no_acknowledged_ask_and_duplicates_none
     for t in writers:
         t.join(30)
 
-    stored = AskLog(Path(env["ADVOCACY_ASK_LOG"])).read()["ask_id"].tolist()
+    stored = AskLog(Path(env["ADVOCACY_ASK_LOG"]), CONTRACTS["asks"]).read()["ask_id"].tolist()
     assert acknowledged <= set(stored), sorted(acknowledged - set(stored))[:5]
     assert len(stored) == len(set(stored))
     assert set(stored) <= set(sent)
@@ -261,5 +262,5 @@ def test_a_kill_during_posted_asks_loses_no_acknowledged_ask_and_duplicates_none
     for i in range(0, len(rows), 500):
         r = restarted.post("/asks", {"asks": rows[i : i + 500]})
         assert r.status_code == 200, r.text
-    stored = AskLog(Path(env["ADVOCACY_ASK_LOG"])).read()["ask_id"].tolist()
+    stored = AskLog(Path(env["ADVOCACY_ASK_LOG"]), CONTRACTS["asks"]).read()["ask_id"].tolist()
     assert sorted(stored) == sorted(sent)

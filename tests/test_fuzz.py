@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 from schemathesis import BaseSchema, Case, GenerationMode, Response
 from schemathesis.checks import not_a_server_error
 
+from features.context import Snapshot, build_snapshot
 from features.io import read_world
 from features.labels import observed_until
 from features.spec import FEATURE_NAMES
-from serving.snapshot import Snapshot, build_snapshot
 from tests.conftest import TrainedHome
 from tests.serverkit import Server, service_env
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks.load import LoadReport, run_load
-from features.asklog import AskLog
+from features.context import build_snapshot
+from features.contracts import CONTRACTS
 from features.io import read_world
 from features.labels import observed_until
-from serving.snapshot import build_snapshot
+from storage.asklog import AskLog
 from tests.conftest import TrainedHome
 from tests.serverkit import Server, service_env
 
@@ -67,7 +68,7 @@ def test_the_offered_rate_is_achieved(loaded: tuple[Server, LoadReport]) -> None
 def test_every_acknowledged_ask_is_in_the_ask_log(loaded: tuple[Server, LoadReport]) -> None:
     server, report = loaded
     assert len(report.acked_asks) >= 0.05 * RATE * SECONDS, _figures(report)  # about 10% of the requests
-    stored = set(AskLog(Path(server.env["ADVOCACY_ASK_LOG"])).read()["ask_id"])
+    stored = set(AskLog(Path(server.env["ADVOCACY_ASK_LOG"]), CONTRACTS["asks"]).read()["ask_id"])
     missing = sorted(set(report.acked_asks) - stored)
     assert not missing, f"{len(missing)} acknowledged asks not stored, e.g. {missing[:5]}"
 

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from features.context import build_snapshot
 from features.io import read_world
 from features.labels import observed_until
-from serving.snapshot import build_snapshot
 from tests.conftest import ROOT, TrainedHome
 from tests.serverkit import Server, service_env
 

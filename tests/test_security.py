@@ -16,9 +16,9 @@ import httpx
 import pandas as pd
 import pytest
 
+from features.context import Snapshot, build_snapshot
 from features.io import read_world
 from features.labels import observed_until
-from serving.snapshot import Snapshot, build_snapshot
 from tests.conftest import TrainedHome
 from tests.serverkit import Server, service_env
 

@@ -22,13 +22,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.asklog import AskLog
 from features.catalog import ASK_TYPE_NAMES
+from features.context import Snapshot, build_snapshot
+from features.contracts import CONTRACTS
 from features.io import read_world
 from features.labels import observed_until
-from features.settings import Settings
 from features.spec import FEATURE_NAMES
-from serving.snapshot import Snapshot, build_snapshot, read_snapshot
+from storage.asklog import AskLog
+from storage.settings import Settings
+from storage.snapshots import read_snapshot
 from tests.conftest import ROOT, TrainedHome
 from tests.serverkit import Server, free_port, service_env
 
@@ -82,7 +84,7 @@ def servers(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory)
             feature_store=base / "open" / "store",
             ask_log=base / "open" / "asks.sqlite",
         ),
-        snapshot=read_snapshot(base / "open" / "store"),
+        snapshot=Snapshot.from_tables(*read_snapshot(base / "open" / "store")),
         version=trained_home.version,
     )
     everyone = (group.open, group.secured, group.empty)
@@ -316,8 +318,8 @@ def _numbers(result: dict[str, Any]) -> dict[str, Any]:
 def test_score_score_features_and_the_bundle_agree(servers: Servers) -> None:
     import mlflow
 
+    from models.registry import load_champion
     from models.scoring import score
-    from serving.registry import load_champion
 
     ids = snapshot_ids(servers, 5)
     stored = servers.open.post("/score", {"customer_ids": ids}).json()["results"]
@@ -432,7 +434,7 @@ def test_a_posted_ask_blocks_the_next_ask_at_once(server: Server, asked: dict[st
 
 
 def test_re_posting_an_ask_updates_it_and_never_duplicates(servers: Servers, asked: dict[str, Any]) -> None:
-    log = AskLog(servers.settings.ask_log_path())
+    log = AskLog(servers.settings.ask_log_path(), CONTRACTS["asks"])
     before = len(log)
     answered = {**asked, "outcome": "accepted", "responded_at": datetime.now(UTC).isoformat()}
     for _ in range(2):
@@ -446,7 +448,7 @@ def test_re_posting_an_ask_updates_it_and_never_duplicates(servers: Servers, ask
 
 
 def test_asks_for_unknown_customers_are_refused_and_nothing_is_stored(servers: Servers) -> None:
-    log = AskLog(servers.settings.ask_log_path())
+    log = AskLog(servers.settings.ask_log_path(), CONTRACTS["asks"])
     before = len(log)
     rows = [
         {**VALID_ASK, "ask_id": f"ok-{uuid.uuid4().hex[:6]}", "customer_id": snapshot_ids(servers, 1)[0]},

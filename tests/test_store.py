@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.asklog import AskLog
-from features.contracts import empty_table, validate_table
+from features.context import build_snapshot
+from features.contracts import CONTRACTS, empty_table, validate_table
 from features.io import World
 from features.labels import observed_until
-from features.settings import Settings
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.scoring import Blocked
-from serving.snapshot import build_snapshot
 from serving.store import FeatureStore, GuardrailBook, UnknownCustomersError
+from storage.asklog import AskLog
+from storage.settings import Settings
 
 NOW = pd.Timestamp("2026-05-15T12:00:00", tz="UTC")
 DAY = pd.Timedelta(days=1)
@@ -69,7 +69,7 @@ def asks(*rows: dict) -> pd.DataFrame:
 
 
 def book(tmp_path: Path, s: Store, snapshot_asks: pd.DataFrame, now: pd.Timestamp = NOW) -> GuardrailBook:
-    return GuardrailBook(s, snapshot_asks, AskLog(tmp_path / "asks.sqlite"), GuardrailConfig(), now)
+    return GuardrailBook(s, snapshot_asks, AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"]), GuardrailConfig(), now)
 
 
 def rails(b: GuardrailBook, customer: str, now: pd.Timestamp) -> dict[str, tuple[str, str | None]]:
@@ -81,7 +81,7 @@ def test_an_ask_recorded_by_another_process_blocks_at_once(tmp_path: Path) -> No
     b = book(tmp_path, store("c1", "c2"), asks())
     assert rails(b, "c1", NOW) == {}
     # A second AskLog on the same file stands for another worker process.
-    AskLog(tmp_path / "asks.sqlite").record(pd.DataFrame([ask("a1", "c1", NOW - DAY)]))
+    AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"]).record(pd.DataFrame([ask("a1", "c1", NOW - DAY)]))
     blocked = rails(b, "c1", NOW)
     assert {g for g, _ in blocked.values()} == {"ask_cooldown"}
     assert {u for _, u in blocked.values()} == {"2026-06-13T12:00:00Z"}
@@ -109,14 +109,14 @@ def test_the_logs_version_of_a_snapshot_ask_wins(tmp_path: Path) -> None:
     assert rails(b, "c1", NOW) == {}  # one decline, no recent ask
     b.record(pd.DataFrame([ask("s2", "c1", NOW - 40 * DAY, "declined", NOW - 2 * DAY)]))
     assert {g for g, _ in rails(b, "c1", NOW).values()} == {"decline_pause"}
-    assert len(AskLog(tmp_path / "asks.sqlite")) == 1
+    assert len(AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"])) == 1
 
 
 def test_unknown_customers_are_refused_and_nothing_is_stored(tmp_path: Path) -> None:
     b = book(tmp_path, store("c1"), asks(ask("s1", "gone", NOW - 400 * DAY)))
     with pytest.raises(UnknownCustomersError, match="nobody"):
         b.record(pd.DataFrame([ask("n1", "c1", NOW), ask("n2", "nobody", NOW)]))
-    assert len(AskLog(tmp_path / "asks.sqlite")) == 0
+    assert len(AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"])) == 0
     assert b.record(pd.DataFrame([ask("n3", "gone", NOW)])) == 1  # known from the snapshot's asks
 
 
@@ -149,7 +149,7 @@ def test_the_book_equals_blocked_asks_on_a_generated_world(tmp_path: Path, gener
 
 
 def test_no_registry_is_a_clear_reason_not_a_crash(tmp_path: Path) -> None:
-    from serving.registry import ChampionUnavailableError, resolve_champion
+    from models.registry import ChampionUnavailableError, resolve_champion
 
     with pytest.raises(ChampionUnavailableError, match=r"no MLflow store at .*advocacy train"):
         resolve_champion(Settings(home=tmp_path))
@@ -159,7 +159,7 @@ def test_no_registry_is_a_clear_reason_not_a_crash(tmp_path: Path) -> None:
 def test_an_unreachable_registry_is_a_clear_reason_without_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from serving.registry import ChampionUnavailableError, resolve_champion
+    from models.registry import ChampionUnavailableError, resolve_champion
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")

@@ -20,10 +20,10 @@ from features.catalog import ASK_TYPE_NAMES
 from features.io import read_world, world_from_tables
 from features.labels import observed_until
 from features.pointintime import active_points, build_features
-from features.settings import Settings, get_settings
 from models.bundle import Bundle
 from models.pyfunc import load_bundle
 from models.scoring import score
+from storage.settings import Settings, get_settings
 from tests.conftest import SAMPLE, TrainedHome
 from tests.serverkit import free_port
 from training import registry

@@ -20,10 +20,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
-from features.settings import Settings
 from models.calibration import Calibrator
 from models.encoding import FeatureEncoder
 from models.table_model import TABLE_ARTIFACT, TableBundle, TablePyfunc, load_table_bundle
+from storage.settings import Settings
 from training import registry
 from training.evaluate import expected_calibration_error, ranking_metrics
 from training.fit import BoosterParams, fit_booster

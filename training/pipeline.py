@@ -12,11 +12,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.asklog import AskLog
+from features.contracts import CONTRACTS
 from features.io import World, read_world
-from features.settings import Settings
 from models.bundle import Bundle
 from models.pyfunc import BUNDLE_ARTIFACT, AdvocacyModel, load_bundle
+from storage.asklog import AskLog
+from storage.settings import Settings
 from training import registry
 from training.datasets import TrainingData, build_training_data
 from training.evaluate import evaluate_acceptance, evaluate_propensity, truth_metrics
@@ -51,7 +52,7 @@ def load_training_world(data_dir: Path, settings: Settings) -> World:
     world = read_world(data_dir)
     log_path = settings.ask_log_path()
     if log_path.exists():
-        logged = AskLog(log_path).read()
+        logged = AskLog(log_path, CONTRACTS["asks"]).read()
         known = set(world.customers["customer_id"])
         logged = logged[logged["customer_id"].isin(known)]
         if len(logged):

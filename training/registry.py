@@ -10,9 +10,9 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from features.settings import Settings
+from models.registry import CHAMPION, champion_version
+from storage.settings import Settings
 
-CHAMPION = "champion"
 _HISTORY_TAG = "champion_history"
 
 
@@ -43,7 +43,7 @@ def champion(model_name: str) -> Champion | None:
     """The version that `@champion` names, or None if there is none yet."""
     client = MlflowClient()
     try:
-        mv = client.get_model_version_by_alias(model_name, CHAMPION)
+        mv = champion_version(client, model_name)
     except MlflowException:
         return None
     return Champion(str(mv.version), str(mv.run_id), f"models:/{model_name}/{mv.version}")

@@ -15,7 +15,7 @@ import optuna
 from optuna_integration import LightGBMPruningCallback
 from sklearn.metrics import log_loss, roc_auc_score
 
-from features.settings import Settings
+from storage.settings import Settings
 from training.datasets import TrainingData
 from training.fit import TrainConfig, encode, fit_booster, fit_encoder, propensity_monotone
 

@@ -1,40 +1,33 @@
-"""The feature store the service reads: the latest point-in-time snapshot, written by the batch job.
+"""Point-in-time context the service shows beside the features, and the snapshot it reads.
 
-A snapshot is a directory of Parquet files:
-- `features.parquet`: one row per active customer: `customer_id`, `as_of`, every feature of
-  `features.spec`, and context the service needs (`name`, `last_urgent_ticket_at`,
-  `recent_reference_calls`);
-- `asks.parquet`: the asks known at `as_of` (the guardrails' history);
-- `history.parquet`: the last 12 months of events per customer for the CSM timeline;
-- `meta.json`: as_of, when it was written, row counts, feature version.
+A `Snapshot` is what the batch job hands the service for one `as_of` (spec section 7):
+- `features`: one row per active customer: `customer_id`, `as_of`, every feature of `features.spec`,
+  and context (`name`, `last_urgent_ticket_at`, `recent_reference_calls`);
+- `asks`: the asks known at `as_of` (the guardrails' history), answers after `as_of` unknown;
+- `history`: the last 12 months of events per customer for the CSM timeline;
+- `meta`: as_of, when it was built, row counts, feature version.
 
-Snapshots are immutable and versioned: each is written to a new folder under the store root and
-then `CURRENT` (a one-line file) is replaced atomically, so a reader never sees half a snapshot.
+Storing it is `storage.snapshots`' job; this module only computes it, frames in, frames out.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features.contracts import TIMESTAMP
-from features.io import World, atomic_path
+from features.io import World
 from features.pointintime import active_points, build_features
 from features.spec import FEATURE_VERSION
 
-CURRENT = "CURRENT"
-KEEP_SNAPSHOTS = 3
 HISTORY_DAYS = 365
 RECENT_REFERENCE_DAYS = 90
+SNAPSHOT_TABLES = ("features", "asks", "history")
 
 
 @dataclass
@@ -47,6 +40,14 @@ class Snapshot:
     @property
     def as_of(self) -> pd.Timestamp:
         return pd.Timestamp(self.meta["as_of"])
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The snapshot's tables by name (`SNAPSHOT_TABLES`), as `storage.snapshots` writes them."""
+        return {name: getattr(self, name) for name in SNAPSHOT_TABLES}
+
+    @classmethod
+    def from_tables(cls, tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> Snapshot:
+        return cls(**{name: tables[name] for name in SNAPSHOT_TABLES}, meta=dict(meta))
 
 
 def _last_before(events: pd.DataFrame, time_col: str, as_of: pd.Timestamp, ids: pd.Series) -> pd.Series:
@@ -141,63 +142,6 @@ def build_snapshot(world: World, as_of: pd.Timestamp, features: pd.DataFrame | N
         "feature_version": FEATURE_VERSION,
     }
     return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history_table(world, as_of), meta)
-
-
-def write_snapshot(snapshot: Snapshot, root: Path) -> Path:
-    """Write a new snapshot folder under `root` and point `CURRENT` at it (atomically)."""
-
-    def fill(staging: Path) -> dict[str, Any]:
-        snapshot.features.to_parquet(staging / "features.parquet", index=False)
-        snapshot.asks.to_parquet(staging / "asks.parquet", index=False)
-        snapshot.history.to_parquet(staging / "history.parquet", index=False)
-        return snapshot.meta
-
-    return publish_snapshot(root, fill)
-
-
-def publish_snapshot(root: Path, fill: Callable[[Path], Mapping[str, Any]]) -> Path:
-    """The one way a snapshot appears: `fill` writes the tables into a staging folder and returns the
-    meta; the folder is fsynced and renamed to `snapshot-<stamp>`, then `CURRENT` is replaced
-    atomically and all but the newest `KEEP_SNAPSHOTS` are pruned. A reader sees the old snapshot or
-    the new one, never part of one."""
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    staging = root / f".staging-{stamp}"
-    final = root / f"snapshot-{stamp}"
-    staging.mkdir()
-    try:
-        meta = fill(staging)
-        (staging / "meta.json").write_text(json.dumps(dict(meta), indent=1))
-        for path in staging.iterdir():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    with atomic_path(root / CURRENT) as tmp:
-        tmp.write_text(final.name + "\n")
-    for old in sorted(root.glob("snapshot-*"))[:-KEEP_SNAPSHOTS]:
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def current_snapshot_dir(root: Path) -> Path:
-    pointer = root / CURRENT
-    if not pointer.exists():
-        raise FileNotFoundError(f"no feature snapshot in {root}: run `advocacy score` (or `advocacy up`) first")
-    return root / pointer.read_text().strip()
-
-
-def read_snapshot(root: Path) -> Snapshot:
-    """The snapshot `CURRENT` points at."""
-    folder = current_snapshot_dir(root)
-    return Snapshot(
-        features=pd.read_parquet(folder / "features.parquet"),
-        asks=pd.read_parquet(folder / "asks.parquet"),
-        history=pd.read_parquet(folder / "history.parquet"),
-        meta=json.loads((folder / "meta.json").read_text()),
-    )
 
 
 def guardrail_signals(features: pd.DataFrame) -> pd.DataFrame:

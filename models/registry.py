@@ -1,27 +1,26 @@
-"""Which model the service runs: the version `@champion` names in the MLflow registry, and its bundle.
+"""The champion look-up: the version `@champion` names in the MLflow registry, and its bundle.
 
-The service never trains and never imports `training/`: it only reads the registry, so promoting or
-rolling back a model (`advocacy promote` / `rollback`) is all it takes to change what is served.
-`import_champion_to_bentoml` copies the champion into the BentoML model store so that
-`bentoml build` can pack it into a Bento (see `bentofile.yaml`); a Bento then serves that copy when
-no registry is reachable.
+The one place the alias is read: the service, the batch job and training (`training.registry`, which
+also moves the alias) all ask here. Promoting or rolling back a model (`advocacy promote` /
+`rollback`) is all it takes to change what is served and scored.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from features.settings import Settings, redact
 from models.bundle import Bundle
-from models.pyfunc import BUNDLE_ARTIFACT
+from storage.settings import Settings, redact
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
 
 CHAMPION = "champion"
 BENTO_MODEL_LABEL = "registered_version"
-
-log = logging.getLogger("bentoml.advocacy")
 
 
 class ChampionUnavailableError(ValueError):
@@ -66,7 +65,7 @@ def resolve_champion(settings: Settings) -> ChampionRef:
 
     uri = _configure(settings)
     try:
-        mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(settings.model_name, CHAMPION)
+        mv = champion_version(MlflowClient(tracking_uri=uri, registry_uri=uri), settings.model_name)
     except MlflowException as err:
         code = getattr(err, "error_code", "")
         if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
@@ -81,6 +80,11 @@ def resolve_champion(settings: Settings) -> ChampionRef:
         raise ChampionUnavailableError(f"MLflow registry at {uri} is unreachable: {problem}") from None
     version = str(mv.version)
     return ChampionRef(settings.model_name, version, f"models:/{settings.model_name}/{version}", redact(uri))
+
+
+def champion_version(client: MlflowClient, model_name: str) -> ModelVersion:
+    """The model version `@champion` names; MLflow's `MlflowException` if there is none."""
+    return client.get_model_version_by_alias(model_name, CHAMPION)
 
 
 def _connection_failed(err: BaseException) -> bool:
@@ -108,40 +112,3 @@ def load_champion(settings: Settings) -> tuple[ChampionRef, Bundle]:
             f"{type(err).__name__}: {err}"
         ) from None
     return ref, bundle
-
-
-def load_bento_model(tag: str | None = None, settings: Settings | None = None) -> tuple[ChampionRef, Bundle]:
-    """The champion packed into this Bento (or imported into the local BentoML store)."""
-    import bentoml
-
-    name = (settings or Settings()).model_name
-    try:
-        model = bentoml.models.get(tag or f"{name}:latest")
-    except Exception as err:
-        raise ChampionUnavailableError(f"no BentoML model {tag or name + ':latest'}: {err}") from None
-    version = str(model.info.labels.get(BENTO_MODEL_LABEL, model.tag.version))
-    bundle_dir = Path(model.path) / "mlflow_model" / "artifacts" / BUNDLE_ARTIFACT
-    try:
-        bundle = Bundle.load(bundle_dir, model_version=version)
-    except Exception as err:
-        problem = f"{type(err).__name__}: {err}"
-        raise ChampionUnavailableError(f"BentoML model {model.tag} is unreadable: {problem}") from None
-    return ChampionRef(name, version, str(model.tag), f"bentoml:{model.tag}"), bundle
-
-
-def import_champion_to_bentoml(settings: Settings) -> str:
-    """Copy the current champion into the BentoML model store (for `bentoml build`); return its tag."""
-    import bentoml
-
-    ref = resolve_champion(settings)
-    model = bentoml.mlflow.import_model(
-        settings.model_name,
-        ref.uri,
-        labels={BENTO_MODEL_LABEL: ref.version},
-        metadata={"registry": ref.source, "registered_model": ref.name},
-    )
-    return str(model.tag)
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m serving.registry` before `bentoml build`
-    print(import_champion_to_bentoml(Settings()))

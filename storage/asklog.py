@@ -9,6 +9,10 @@ writes are serialised), so a reader can fetch only what changed since it last lo
 (`read_changes`) instead of the whole log. Safe to share across threads: every call opens its own
 connection, and writes in this process are serialised by a lock (SQLite's own locking covers other
 processes).
+
+The log knows no data contract of its own: it is handed one (`features.contracts.CONTRACTS["asks"]`
+in the product), which validates what is recorded and gives the canonical columns and types of what
+is read, so the rules of the asks table live in one place.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from features.contracts import TIMESTAMP, empty_table, validate_table
-from features.io import atomic_path
+from storage.files import atomic_path
 
 _COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 _NAT = np.iinfo(np.int64).min  # numpy's NaT as int64; never a real microsecond count
@@ -73,14 +77,23 @@ def _micros(s: pd.Series) -> list[int | None]:
 
 def _timestamps(values: np.ndarray) -> pd.Series:
     # NULL is read as _NAT, which numpy turns back into NaT.
-    return pd.Series(values.astype(np.int64).astype("datetime64[us]")).dt.tz_localize("UTC").astype(TIMESTAMP)
+    return pd.Series(values.astype(np.int64).astype("datetime64[us]")).dt.tz_localize("UTC")
+
+
+class AskContract(Protocol):
+    """What the log needs of the asks table's data contract (`features.contracts.TableContract`)."""
+
+    def validate(self, frame: pd.DataFrame) -> pd.DataFrame: ...
+
+    def empty(self) -> pd.DataFrame: ...
 
 
 class AskLog:
     """Asks recorded through the service, in a SQLite file (created with its parents if missing)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, contract: AskContract) -> None:
         self.path = Path(path)
+        self.contract = contract
         self._write_lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
@@ -109,10 +122,11 @@ class AskLog:
     def record(self, asks: pd.DataFrame) -> int:
         """Validate and upsert `asks` (rows of the asks table) in one transaction; return the number stored.
 
-        Raises `features.contracts.DataContractError` (naming the column and rows) and stores nothing
-        if any row breaks the data contract. Whether each `customer_id` exists is the caller's check.
+        Raises the contract's error (`features.contracts.DataContractError`, naming the column and rows)
+        and stores nothing if any row breaks the data contract. Whether each `customer_id` exists is the
+        caller's check.
         """
-        table = validate_table("asks", asks)
+        table = self.contract.validate(asks)
         if table.empty:
             return 0
         now = time.time_ns() // 1_000
@@ -169,15 +183,15 @@ class AskLog:
                 conn.execute("COMMIT")
         return changes, max(last, after)
 
-    @staticmethod
-    def _select(conn: sqlite3.Connection, where: str, params: list[object]) -> pd.DataFrame:
+    def _select(self, conn: sqlite3.Connection, where: str, params: list[object]) -> pd.DataFrame:
         select = (
             "SELECT ask_id, customer_id, ask_type, asked_at, outcome, COALESCE(responded_at, ?) AS responded_at "
             f"FROM asks {where} ORDER BY asked_at, ask_id"
         )
         rows = conn.execute(select, [_NAT, *params]).fetchall()
+        empty = self.contract.empty()
         if not rows:
-            return empty_table("asks")
+            return empty
         ids, customers, types, asked, outcomes, responded = zip(*rows, strict=True)
         frame = pd.DataFrame(
             {
@@ -189,7 +203,7 @@ class AskLog:
                 "responded_at": _timestamps(np.asarray(responded, dtype=np.int64)),
             }
         )
-        return frame.loc[:, list(_COLUMNS)]
+        return frame.loc[:, list(_COLUMNS)].astype(empty.dtypes.to_dict())
 
     def backup(self, target: Path | str) -> int:
         """A consistent copy of the log at `target` while the service keeps writing; return its row count.

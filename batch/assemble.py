@@ -1,0 +1,132 @@
+"""Stage 3 of the batch job: the output, the totals and the feature snapshot, from the finished chunks.
+
+The output is written in chunk order into a temporary file (renamed by the job at the very end, so
+the output path never holds a partial file); the feature snapshot the service reads is streamed from
+the chunks and published like every snapshot (`storage.snapshots.publish_snapshot`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from batch.chunk import TOP_DISAGREEMENTS
+from features.context import SNAPSHOT_TABLES
+from features.spec import FEATURE_VERSION
+from models.explain_fast import ExplainStats
+from models.tiers import TIER_ORDER
+from storage.snapshots import publish_snapshot
+
+
+def assemble_output(work: Path, n_chunks: int, out: Path) -> Path:
+    """The output, in chunk order, in a temporary file inside the work folder (renamed later)."""
+    tmp = work / f"output{out.suffix}"
+    tmp.unlink(missing_ok=True)
+    paths = [work / "chunks" / f"{k:05d}" / "result.parquet" for k in range(n_chunks)]
+    try:
+        if out.suffix == ".parquet":
+            schema = pq.read_schema(paths[0])
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for path in paths:
+                    writer.write_table(pq.read_table(path, schema=schema))
+        else:
+            with open(tmp, "w", newline="") as fh:
+                for k, path in enumerate(paths):
+                    pd.read_parquet(path).to_csv(fh, header=k == 0, index=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. the disk filled up: give the space back, keep the finished chunks
+        raise
+    return tmp
+
+
+def _stream_parts(paths: Sequence[Path], target: Path) -> int:
+    """Concatenate Parquet pieces with one schema (the first non-empty piece's); return the rows."""
+    tables = [pq.ParquetFile(p) for p in paths]
+    sized = [t for t in tables if t.metadata.num_rows] or tables
+    schema = sized[0].schema_arrow
+    rows = 0
+    with pq.ParquetWriter(target, schema) as writer:
+        for piece in tables:
+            table = piece.read()
+            if table.num_rows:
+                writer.write_table(table.cast(schema))
+                rows += table.num_rows
+    return rows
+
+
+def write_snapshot_from_chunks(work: Path, n_chunks: int, root: Path, as_of: pd.Timestamp) -> Path:
+    """The feature snapshot the service reads, streamed from the chunks (`features.context.Snapshot`).
+
+    Published like `storage.snapshots.write_snapshot` (`publish_snapshot`), without holding the
+    whole base in memory.
+    """
+
+    def fill(staging: Path) -> dict[str, Any]:
+        counts = {}
+        for part in SNAPSHOT_TABLES:
+            paths = [work / "chunks" / f"{k:05d}" / f"{part}.parquet" for k in range(n_chunks)]
+            counts[part] = _stream_parts(paths, staging / f"{part}.parquet")
+        return {
+            "as_of": as_of.isoformat(),
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "customers": counts["features"],
+            "asks": counts["asks"],
+            "feature_version": FEATURE_VERSION,
+        }
+
+    return publish_snapshot(root, fill)
+
+
+def drift_path(out: Path) -> Path:
+    """`scores.parquet` -> `scores.drift.csv`."""
+    return out.with_name(f"{out.stem}.drift.csv")
+
+
+@dataclass
+class Totals:
+    """What the chunks' stats add up to."""
+
+    rows: int = 0
+    customers: int = 0
+    cold_start: int = 0
+    tiers: dict[tuple[str, str], int] = field(default_factory=dict)
+    drift: dict[str, np.ndarray] = field(default_factory=dict)
+    top: list[dict[str, Any]] = field(default_factory=list)
+    explain: ExplainStats = field(default_factory=ExplainStats)
+
+    def add(self, stats: Mapping[str, Any]) -> None:
+        self.rows += int(stats["rows"])
+        self.customers += int(stats["customers"])
+        self.cold_start += int(stats["cold_start"])
+        for model_tier, rule_tier, n in stats["tiers"]:
+            self.tiers[(model_tier, rule_tier)] = self.tiers.get((model_tier, rule_tier), 0) + int(n)
+        for name, counts in stats["drift"].items():
+            values = np.asarray(counts, dtype=float)
+            self.drift[name] = self.drift[name] + values if name in self.drift else values
+        self.top.extend(stats["top"])
+        self.explain.add(ExplainStats(**stats["explain"]))
+
+    def crosstab(self) -> pd.DataFrame:
+        table = pd.DataFrame(0, index=list(TIER_ORDER[::-1]), columns=list(TIER_ORDER[::-1]), dtype=np.int64)
+        for (model_tier, rule_tier), n in self.tiers.items():
+            table.loc[model_tier, rule_tier] = n
+        table.index.name, table.columns.name = "model tier", "baseline tier"
+        return table
+
+    def top_disagreements(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.top)
+        if frame.empty:
+            return pd.DataFrame(columns=["customer_id", "tier", "propensity", "baseline_tier", "baseline_points"])
+        frame = frame.assign(size=frame["gap"].abs())
+        frame = frame.sort_values(["size", "propensity", "customer_id"], ascending=[False, False, True], kind="stable")
+        return frame.head(TOP_DISAGREEMENTS).drop(columns=["size"]).reset_index(drop=True)
