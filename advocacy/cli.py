@@ -18,13 +18,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-# LightGBM's OpenMP threads spin while idle by default, which starves a busy 2-core machine
-# (the service, other workers); waiting passively costs nothing measurable when it is idle.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 app = typer.Typer(
     help="Advocacy propensity: features, models, batch scoring and the scoring service.", no_args_is_help=True
 )
+
+
+@app.callback()
+def _before_any_command() -> None:
+    # LightGBM's OpenMP threads spin while idle by default, which starves a busy 2-core machine
+    # (the service, other workers); waiting passively costs nothing measurable when it is idle.
+    # OpenMP reads this once, when LightGBM loads it: this module imports LightGBM (and everything
+    # that brings it in) only inside the commands, which run after this callback, and the processes
+    # they start (`advocacy serve`'s server) inherit it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 console = Console()
 err_console = Console(stderr=True)
 

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +35,8 @@ SAMPLE = ROOT / "data" / "sample"
 # Run as a script, this folder comes first on sys.path, where benchmarks/features.py would shadow the
 # `features` package: look up the project's packages from its root instead.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from tests.serverkit import free_port, group_cpu_seconds, stop_server  # noqa: E402 (after the path fix above)
 
 
 @dataclass
@@ -69,12 +68,6 @@ class Case:
     @property
     def label(self) -> str:
         return f"{self.clients}" + (f" @{self.rate:.0f}/s" if self.rate else "")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare_home(home: Path | None) -> Path:
@@ -135,29 +128,6 @@ def start_server(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     sys.exit(f"server not ready after 120 s; see {log}")
 
 
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (a graceful shutdown), then SIGKILL for anything left, workers included: BentoML's
-    workers run in process groups of their own, so signalling the server's group alone can leave one."""
-    import psutil
-
-    if proc.poll() is not None:
-        return
-    try:
-        everyone = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        everyone = []
-    os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(30)
-    _, alive = psutil.wait_procs(everyone, timeout=10)
-    for process in alive:
-        process.kill()
-    psutil.wait_procs(alive, timeout=10)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
 async def _client_loop(
     base: str, route: str, clients: int, ids: list[str], max_requests: int, seconds: float, seed: int, rate: float
 ) -> tuple[list[float], int, float]:
@@ -168,7 +138,7 @@ async def _client_loop(
     """
     import json
 
-    from benchmarks.load import Connections
+    from tests.loadkit import Connections
 
     latencies: list[float] = []
     errors = 0
@@ -274,21 +244,6 @@ def report(cases: list[Case], paced_clients: int, paced_rate: float) -> bool:
         )
     print("goals met" if ok else "goals NOT met")
     return ok
-
-
-def group_cpu_seconds(pid: int) -> float:
-    """User + system CPU so far of a process and all its descendants (a server's arbiter and workers)."""
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def server_cpu_seconds(proc: subprocess.Popen[bytes]) -> float:

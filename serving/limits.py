@@ -1,4 +1,4 @@
-"""Limits on requests: a ceiling on bodies, and BentoML's time limit made to let go of finished requests.
+"""Limits on requests: a ceiling on bodies (the fix to BentoML's time limit is in `serving.patches`).
 
 A ceiling on request bodies: bigger ones get 413 before any of it reaches JSON parsing.
 
@@ -10,11 +10,8 @@ A declared `Content-Length` over the limit is refused without reading; a body se
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from serving.auth import ASGIApp, Message, Receive, Scope, Send
 
@@ -109,50 +106,3 @@ class BodyLimit:
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         await self.app(scope, replay, send)
-
-
-async def _timed(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
-    """BentoML's `TimeoutMiddleware.__call__` (bentoml 1.4), with a timer that holds nothing of the request.
-
-    The original schedules `call_later(timeout, ...)` for every request and never cancels it, so
-    each finished request stays reachable for `timeout` seconds through the timer's copy of the
-    request's context (its OpenTelemetry span and everything the span holds): at 100 req/s and a
-    30 s timeout, some 3,000 dead requests at any time. They cost memory, and every full garbage
-    collection walks them: pauses of 100-300 ms in a worker, which were most of the service's p99.
-    """
-    from starlette.responses import JSONResponse
-
-    if scope["type"] not in ("http", "websocket"):
-        await self.app(scope, receive, send)
-        return
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-    # A context of its own: asyncio keeps cancelled timers (and what they reference) for a while.
-    timer = loop.call_later(self.timeout, self._set_timer_out, waiter, context=contextvars.Context())
-
-    async def _send(message: Message) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-        await send(message)
-
-    fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
-    try:
-        await waiter
-    except TimeoutError:
-        if fut.cancel():
-            body = {"error": f"Not able to process the request in {self.timeout} seconds"}
-            await JSONResponse(body, status_code=504)(scope, receive, send)
-    else:
-        await fut
-    finally:
-        timer.cancel()
-
-
-def release_finished_requests() -> None:
-    """Make BentoML's request time limit cancel its timer when a request is answered (see `_timed`).
-
-    Idempotent; checked against the installed BentoML by tests/test_limits.py.
-    """
-    from bentoml._internal.server.http.traffic import TimeoutMiddleware
-
-    TimeoutMiddleware.__call__ = _timed  # type: ignore[method-assign]

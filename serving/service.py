@@ -31,7 +31,8 @@ from features.contracts import DataContractError
 from models.registry import ChampionUnavailableError, load_champion, resolve_champion
 from serving.auth import BearerAuth, bound_host, check_bind
 from serving.bento_model import load_bento_model
-from serving.limits import BodyLimit, release_finished_requests
+from serving import patches
+from serving.limits import BodyLimit
 from serving.schemas import (
     AskRow,
     AsksRequest,
@@ -193,6 +194,9 @@ class Advocacy:
     """Advocacy propensity scores, explanations, next best asks and reference candidates."""
 
     def __init__(self) -> None:
+        # Every BentoML patch, here: BentoML builds this instance in each worker's start-up, before
+        # the worker answers a request (importing this module patches nothing).
+        patches.install()
         settings = get_settings()
         _quiet_caller_errors()
         host = bound_host()
@@ -337,7 +341,6 @@ def _configured_token() -> str | None:
 
 # The decorated class is a bentoml Service at runtime; its stubs do not say so.
 _service: Any = Advocacy
-release_finished_requests()
 _service.add_asgi_middleware(BodyLimit, limit_from=lambda: get_settings().max_request_bytes)
 _service.add_asgi_middleware(BearerAuth, token_from=_configured_token)
 _service.add_asgi_middleware(ScoreFastPath)

@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import os
-
-# OpenMP threads that spin while waiting starve everything else on a 2-core machine (servers,
-# other workers); passive waiting made LightGBM-heavy tests 5x faster under load. Set before
-# LightGBM loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +13,15 @@ from storage.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # OpenMP threads that spin while waiting starve everything else on a 2-core machine (servers,
+    # other workers); passive waiting made LightGBM-heavy tests 5x faster under load. OpenMP reads
+    # it when LightGBM loads its runtime: this runs before any test module is imported (the imports
+    # above do not load LightGBM), and subprocesses that tests start inherit it. scripts/test also
+    # exports it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(autouse=True)

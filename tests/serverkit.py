@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +27,58 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful shutdown), then SIGKILL for anything left, workers included: BentoML's
+    workers run in process groups of their own, so signalling the server's group alone can leave one."""
+    import psutil
+
+    if proc.poll() is not None:
+        return
+    try:
+        everyone = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        everyone = []
+    os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
+    _, alive = psutil.wait_procs(everyone, timeout=10)
+    for process in alive:
+        process.kill()
+    psutil.wait_procs(alive, timeout=10)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def group_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants (a server's arbiter and workers), in bytes."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:  # a worker that exited between listing and reading
+            continue
+    return total
+
+
+def group_cpu_seconds(pid: int) -> float:
+    """User + system CPU so far of a process and all its descendants (a server's arbiter and workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 @dataclass
@@ -74,8 +129,6 @@ class Server:
 
     def stop(self) -> None:
         """Graceful shutdown, then SIGKILL for whatever is left of the server and its workers."""
-        from benchmarks.api import stop_server
-
         if self.proc is not None:
             stop_server(self.proc)
 
@@ -89,8 +142,6 @@ class Server:
 
     def rss_bytes(self) -> int:
         """Resident memory of the server's whole process group (arbiter and workers)."""
-        from benchmarks.load import group_rss
-
         assert self.proc is not None
         return group_rss(self.proc.pid)
 

@@ -1,8 +1,8 @@
 """Request time limits: a finished request leaves nothing behind; a slow one still gets 504.
 
 BentoML's TimeoutMiddleware kept every answered request reachable for the whole timeout (its timer
-held a copy of the request's context); `serving.limits.release_finished_requests` fixes that. These
-tests run BentoML's own middleware class, as the service uses it, on a real event loop.
+held a copy of the request's context); `serving.patches.install` fixes that. These tests run
+BentoML's own middleware class, as the service uses it, on a real event loop.
 """
 
 from __future__ import annotations
@@ -11,16 +11,27 @@ import asyncio
 import contextvars
 import gc
 import json
+import subprocess
+import sys
+import textwrap
 import weakref
+from importlib import metadata
 from typing import Any
 
+import pytest
 import yaml
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-from serving.limits import SERVER_ENV, release_finished_requests, server_environment
+from serving import patches
+from serving.limits import SERVER_ENV, server_environment
 from tests.conftest import ROOT
 
-release_finished_requests()
+
+@pytest.fixture(autouse=True)
+def _patched() -> None:
+    """BentoML as the service runs it (once installed, the patch stays for the session, as in a worker)."""
+    patches.install()
+
 
 REQUEST_STATE: contextvars.ContextVar[Any] = contextvars.ContextVar("request_state")
 
@@ -81,3 +92,37 @@ def test_server_settings_apply_everywhere_the_server_starts() -> None:
     bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
     envs = {e["name"]: e["value"] for e in bentofile["envs"]}
     assert {k: envs.get(k) for k in SERVER_ENV} == SERVER_ENV
+
+
+def test_the_patches_were_written_for_the_installed_bentoml() -> None:
+    # Fails after a BentoML upgrade: re-read serving/patches.py against the new release first.
+    assert patches.BENTOML_VERSION == "1.4.39"
+    assert metadata.version("bentoml") == patches.BENTOML_VERSION
+
+
+def test_install_refuses_another_bentoml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(patches, "_installed_bentoml", lambda: "1.5.0")
+    with pytest.raises(patches.UnsupportedBentoMLError, match=r"bentoml==1\.4\.39.*bentoml==1\.5\.0"):
+        patches.install()
+
+
+def test_install_is_idempotent() -> None:
+    patches.install()
+    patched = TimeoutMiddleware.__call__
+    patches.install()
+    assert TimeoutMiddleware.__call__ is patched is patches._timed
+
+
+def test_importing_the_modules_patches_nothing_until_install() -> None:
+    probe = textwrap.dedent(
+        """
+        import serving.limits, serving.patches, serving.service
+        from bentoml._internal.server.http.traffic import TimeoutMiddleware
+        before = TimeoutMiddleware.__call__.__module__
+        serving.patches.install()
+        print(before, TimeoutMiddleware.__call__.__module__)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["bentoml._internal.server.http.traffic", "serving.patches"]

@@ -1,7 +1,7 @@
 """A minute of sustained mixed load on a real server (issue 7 "Load"): no errors, the rate held, flat memory.
 
-The load is `benchmarks/load.py`'s own (`run_load`): 100 req/s offered open-loop for 60 s, 70% /score,
-20% /explain, 10% /asks with new ask ids. The ten-minute version is `.venv/bin/python benchmarks/load.py`.
+The load is `tests/loadkit.py`'s `run_load`: 100 req/s offered open-loop for 60 s, 70% /score, 20% /explain,
+10% /asks with new ask ids. The ten-minute version is `.venv/bin/python benchmarks/load.py`, on the same load.
 The server (two worker processes, `ADVOCACY_WORKERS=2`) gets its own feature store and ask log, so
 its asks reach no other test.
 """
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.load import LoadReport, run_load
 from features.context import build_snapshot
 from features.contracts import CONTRACTS
 from features.io import read_world
 from features.labels import observed_until
 from storage.asklog import AskLog
 from tests.conftest import TrainedHome
+from tests.loadkit import LoadReport, run_load
 from tests.serverkit import Server, service_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
