@@ -29,9 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from features.contracts import DataContractError
 from models.registry import ChampionUnavailableError, load_champion, resolve_champion
+from serving import patches
 from serving.auth import BearerAuth, bound_host, check_bind
 from serving.bento_model import load_bento_model
-from serving import patches
 from serving.limits import BodyLimit
 from serving.schemas import (
     AskRow,

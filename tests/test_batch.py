@@ -72,6 +72,7 @@ def bundle(trained_home: TrainedHome) -> Any:
 # ---- the output ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_one_row_per_active_customer_with_the_spec_columns(clean: batch.BatchResult, world: Any) -> None:
     out = pd.read_parquet(clean.out)
     active = active_points(world, AS_OF)
@@ -91,6 +92,7 @@ def test_one_row_per_active_customer_with_the_spec_columns(clean: batch.BatchRes
     assert clean.mlflow_run_id
 
 
+@pytest.mark.slow
 def test_drift_report_beside_the_output(clean: batch.BatchResult, bundle: Any) -> None:
     drift = pd.read_csv(batch.drift_path(clean.out))
     assert list(drift.columns) == ["name", "psi", "drifted"]
@@ -98,6 +100,7 @@ def test_drift_report_beside_the_output(clean: batch.BatchResult, bundle: Any) -
     assert (drift["drifted"] == (drift["psi"] > 0.25)).all()
 
 
+@pytest.mark.slow
 def test_drift_from_chunk_counts_equals_drift_report(world: Any, bundle: Any) -> None:
     frame = build_features(world, active_points(world, AS_OF))
     scores = bundle.propensity.proba(bundle.encoder.transform(frame))
@@ -114,6 +117,7 @@ def test_drift_from_chunk_counts_equals_drift_report(world: Any, bundle: Any) ->
     )
 
 
+@pytest.mark.slow
 def test_chunking_changes_no_feature(clean: batch.BatchResult, world: Any) -> None:
     """The snapshot written from chunks holds what `build_snapshot` gives on the whole world."""
     assert clean.snapshot_dir is not None
@@ -130,6 +134,7 @@ def test_chunking_changes_no_feature(clean: batch.BatchResult, world: Any) -> No
         pd.testing.assert_frame_equal(mine, theirs, check_dtype=False)
 
 
+@pytest.mark.slow
 def test_batch_equals_the_api(clean: batch.BatchResult, bundle: Any) -> None:
     """Field by field, the batch row equals what the API computes from the snapshot (same as_of)."""
     assert clean.snapshot_dir is not None
@@ -183,6 +188,7 @@ def _same(a: Any, b: Any) -> bool:
 # ---- engines, resuming, formats ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_one_worker_gives_the_same_bytes_as_two(
     clean: batch.BatchResult, trained_home: TrainedHome, tmp_path: Path
 ) -> None:
@@ -202,6 +208,7 @@ def test_dask_engine_gives_the_same_bytes(clean: batch.BatchResult, trained_home
     assert filecmp.cmp(result.out, clean.out, shallow=False)
 
 
+@pytest.mark.slow
 def test_resumes_from_finished_chunks(clean: batch.BatchResult, trained_home: TrainedHome, tmp_path: Path) -> None:
     """Chunks a previous run finished are reused, and the output is byte for byte the same."""
     out = tmp_path / "scores.parquet"
@@ -229,6 +236,7 @@ def test_resumes_from_finished_chunks(clean: batch.BatchResult, trained_home: Tr
     assert not work.exists()
 
 
+@pytest.mark.slow
 def test_csv_output_has_the_same_rows(clean: batch.BatchResult, trained_home: TrainedHome, tmp_path: Path) -> None:
     result = _run(trained_home, tmp_path, "scores.csv", explain=False, snapshot=False)
     csv = pd.read_csv(result.out)
@@ -311,10 +319,11 @@ def _bad_sample(tmp_path: Path, table: str, change: Any) -> Path:
         ("duplicate_id", "table 'asks': column 'ask_id': rule 'unique'"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_writes_nothing(
     cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, message: str
 ) -> None:
-    monkeypatch.setattr(batch, "READ_BATCH_ROWS", 1000)  # several batches: errors still name the file's rows
+    monkeypatch.setattr(batch.tables, "READ_BATCH_ROWS", 1000)  # several batches: errors still name the file's rows
     data, out, as_of = SAMPLE, tmp_path / "out" / "scores.parquet", AS_OF.isoformat()
     if case == "suffix":
         out = out.with_suffix(".json")
@@ -342,6 +351,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.slow
 def test_tables_checked_in_worker_processes_fail_as_in_one(trained_home: TrainedHome, tmp_path: Path) -> None:
     """With --workers 2 the tables are read and checked side by side in other processes: bad input
     must still stop the run with the same message, and leave nothing behind."""
@@ -364,6 +374,7 @@ def test_tables_checked_in_worker_processes_fail_as_in_one(trained_home: Trained
 # ---- fast reasons ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fast_reasons_equal_exact_treeshap(world: Any, bundle: Any) -> None:
     frame = build_features(world, active_points(world, AS_OF))
     matrix = bundle.encoder.transform(frame)
