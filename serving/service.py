@@ -1,4 +1,4 @@
-"""The BentoML service (spec section 7): a thin HTTP layer over `serving.store.ServingState`.
+"""The BentoML service (spec section 7): a thin HTTP layer over `serving.state.ServingState`.
 
 Start it with `advocacy serve` (or `bentoml serve serving.service:Advocacy`). At start-up a
 background thread loads the model that `@champion` names in the MLflow registry and the current
@@ -50,7 +50,8 @@ from serving.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from serving.store import IncompatibleStateError, ServingState, UnknownCustomersError, load_state
+from serving.state import ServingState, load_state
+from serving.store import IncompatibleStateError, UnknownCustomersError
 from storage.settings import Settings, get_settings
 from storage.snapshots import current_snapshot_dir
 
@@ -240,7 +241,7 @@ class Advocacy:
 
     async def score_response(self, customer_ids: list[str]) -> Response:
         def run() -> Any:
-            # The body is assembled from JSON the response models made (see serving.store.ResultCache).
+            # The body is assembled from JSON the response models made (see serving.results.ResultCache).
             return self._answer(lambda s: Response(s.score_ids_json(customer_ids), media_type="application/json"))
 
         # A few ids take about a millisecond: run them on the event loop, since handing work to a

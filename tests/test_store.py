@@ -19,7 +19,8 @@ from features.io import World
 from features.labels import observed_until
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.scoring import Blocked
-from serving.store import FeatureStore, GuardrailBook, UnknownCustomersError
+from serving.guardrail_book import GuardrailBook
+from serving.store import FeatureStore, UnknownCustomersError
 from storage.asklog import AskLog
 from storage.settings import Settings
 

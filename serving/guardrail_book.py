@@ -1,0 +1,261 @@
+"""Guardrail blocks per customer: the snapshot's asks plus every ask recorded through `POST /asks`.
+
+Blocks are cached per customer until the moment they can next change (a block lifting, an ask or
+answer becoming known, the day count in a reason ticking over), and a write to the ask log (the
+durable `storage.asklog.AskLog`), by this or any other worker process, invalidates the customers it
+touched before the next request.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from features.context import RECENT_REFERENCE_DAYS
+from features.contracts import empty_table
+from models.guardrails import GuardrailConfig, blocked_asks
+from models.scoring import Blocked
+from serving.store import (
+    _NAT,
+    _NEVER,
+    _US_PER_DAY,
+    ASK_TABLE_COLUMNS,
+    FeatureStore,
+    UnknownCustomersError,
+    _micros,
+    _us,
+)
+from storage.asklog import AskLog
+
+# Up to this many customers, their snapshot asks are gathered by index ranges; beyond, by one mask.
+_RANGE_GATHER_MAX = 64
+_MAX_CHUNKS = 16
+
+
+def _compacted(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its Arrow string columns in one piece once appends have split them into many.
+
+    Every `concat` adds a chunk to an Arrow-backed column, and taking rows from a column of n chunks
+    costs O(n): after a few thousand recorded asks each guardrail look-up took tens of milliseconds.
+    Rebuilding the columns every `_MAX_CHUNKS` appends keeps look-ups flat at an amortised O(rows / 16).
+    """
+    text = [c for c in frame.columns if frame[c].dtype == "str"]
+    if not text or frame[text[0]].array.__arrow_array__().num_chunks <= _MAX_CHUNKS:
+        return frame
+    return frame.assign(**{c: pd.Series(frame[c].to_numpy(), dtype=frame[c].dtype, index=frame.index) for c in text})
+
+
+class GuardrailBook:
+    """Which asks each customer may not get now, from the snapshot's asks plus the ask log.
+
+    Thread-safe. `blocked(rows, now)` is exactly `blocked_asks` at `now` (a test checks it): each
+    customer's blocks are cached until the earliest moment they can change and recomputed after it,
+    and a change to the ask log (seen through SQLite's `data_version`, so writes by other worker
+    processes count too) invalidates the customers whose asks changed. Only the asks written since
+    the last look are read (`AskLog.read_changes`), so a write costs the same however long the log.
+    """
+
+    def __init__(
+        self, store: FeatureStore, snapshot_asks: pd.DataFrame, log: AskLog, config: GuardrailConfig, now: pd.Timestamp
+    ) -> None:
+        self._store = store
+        self._log = log
+        self._config = config
+        n = len(store)
+        base = snapshot_asks.loc[:, list(ASK_TABLE_COLUMNS)].copy()
+        base["customer_id"] = base["customer_id"].astype("str")
+        base["ask_id"] = base["ask_id"].astype("str")
+        self.known_customers: frozenset[str] = frozenset(store.index) | frozenset(base["customer_id"].unique())
+        codes = pd.Index(store.ids).get_indexer(base["customer_id"])
+        order = np.argsort(codes, kind="stable")
+        self._base = base.iloc[order].reset_index(drop=True)
+        self._base_code = codes[order]
+        self._base_position = {a: k for k, a in enumerate(self._base["ask_id"].tolist())}
+        self._base_overridden = np.zeros(len(self._base), dtype=bool)  # the ask log has its own version
+        self._base_span = (
+            np.searchsorted(self._base_code, np.arange(n), side="left"),
+            np.searchsorted(self._base_code, np.arange(n), side="right"),
+        )
+        self._logged = empty_table("asks")
+        self._logged_code = np.empty(0, dtype=np.int64)
+        self._seen = 0  # the last ask-log write read
+        # Per logged ask: not one of the snapshot's (so posted since the snapshot was written).
+        self._logged_new = np.zeros(0, dtype=bool)
+        self._entries: dict[int, Mapping[str, tuple[str, str, str | None]]] = {}
+        self._valid_until = np.full(n, _NAT, dtype=np.int64)  # everything stale until first computed
+        self._reference_blocked = np.zeros(n, dtype=bool)
+        self._lock = threading.Lock()
+        # One long-lived connection only to ask SQLite whether anyone committed since we last looked.
+        self._watch = sqlite3.connect(log.path, check_same_thread=False, isolation_level=None)
+        self._data_version: int | None = None
+        with self._lock:
+            self._sync_log()
+            self._refresh(np.arange(n, dtype=np.int64), now)
+
+    @property
+    def config(self) -> GuardrailConfig:
+        return self._config
+
+    def close(self) -> None:
+        with self._lock:
+            self._watch.close()
+
+    # ---- the ask log ---------------------------------------------------------------------------
+    def _sync_log(self) -> None:
+        """Read what was written to the ask log since the last look; invalidate the customers it touches."""
+        version = int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+        if version == self._data_version:
+            return
+        self._data_version = version
+        changes, self._seen = self._log.read_changes(self._seen)
+        if changes.empty:
+            return
+        changes["customer_id"] = changes["customer_id"].astype("str")
+        ids = changes["ask_id"].tolist()
+        # isin with the (few) changed ids as its values: cheap however many asks are logged.
+        replaced = self._logged["ask_id"].isin(ids).to_numpy(dtype=bool)
+        in_base = np.array([self._base_position[a] for a in ids if a in self._base_position], dtype=np.int64)
+        touched = set(changes["customer_id"]) | set(self._logged.loc[replaced, "customer_id"])
+        touched |= set(self._base["customer_id"].iloc[in_base])
+        rows = [self._store.index[c] for c in touched if c in self._store.index]
+        self._valid_until[rows] = _NAT
+        self._base_overridden[in_base] = True
+        kept = ~replaced
+        parts = [self._logged.loc[kept]] if kept.any() else []
+        self._logged = _compacted(pd.concat([*parts, changes.loc[:, list(ASK_TABLE_COLUMNS)]], ignore_index=True))
+        self._logged_code = np.concatenate(
+            [self._logged_code[kept], pd.Index(self._store.ids).get_indexer(changes["customer_id"])]
+        )
+        # Per logged ask: not one of the snapshot's (so posted since the snapshot was written).
+        self._logged_new = np.concatenate(
+            [self._logged_new[kept], np.array([a not in self._base_position for a in ids], dtype=bool)]
+        )
+
+    def _asks_for(self, rows: np.ndarray) -> pd.DataFrame:
+        """The snapshot's asks of these customers, with the ask log's version winning on the same ask_id."""
+        if len(rows) <= _RANGE_GATHER_MAX:
+            starts, ends = self._base_span[0][rows], self._base_span[1][rows]
+            spans = [np.arange(s, e, dtype=np.int64) for s, e in zip(starts, ends, strict=True)]
+            at = np.concatenate(spans) if spans else np.empty(0, np.int64)
+            logged = self._logged.iloc[np.flatnonzero(np.isin(self._logged_code, rows))]
+        else:
+            wanted = np.zeros(len(self._store), dtype=bool)
+            wanted[rows] = True
+            at = np.flatnonzero((self._base_code >= 0) & wanted[np.maximum(self._base_code, 0)])
+            logged = self._logged.loc[(self._logged_code >= 0) & wanted[np.maximum(self._logged_code, 0)]]
+        base = self._base.iloc[at[~self._base_overridden[at]]]
+        if not len(logged):
+            return base
+        return pd.concat([base, logged.loc[:, list(ASK_TABLE_COLUMNS)]], ignore_index=True)
+
+    # ---- blocks ----------------------------------------------------------------------------------
+    def _refresh(self, rows: np.ndarray, now: pd.Timestamp) -> None:
+        """Recompute the blocks of `rows` at `now` and how long each stays valid."""
+        asks = self._asks_for(rows)
+        blocks = blocked_asks(asks, self._store.signals(rows), now, self._config)
+        by_customer = Blocked.from_frame(blocks).by_customer
+        ids = self._store.ids
+        for r in rows.tolist():
+            found = by_customer.get(ids[r])
+            if found:
+                self._entries[r] = found
+            else:
+                self._entries.pop(r, None)
+        self._reference_blocked[rows] = [("reference_call" in self._entries.get(r, ())) for r in rows.tolist()]
+
+        # Valid until the first moment anything can change: a block lifts, or an ask or answer becomes known.
+        now_us = _us(now)
+        valid = np.full(len(rows), _NEVER, dtype=np.int64)
+        local = pd.Index(ids[rows])
+        if len(blocks):
+            until = _micros(blocks["until"])
+            at = local.get_indexer(blocks["customer_id"].astype("str"))
+            later = until > now_us
+            np.minimum.at(valid, at[later], until[later])
+        last_ask = np.full(len(rows), _NAT, dtype=np.int64)
+        if len(asks):
+            at = local.get_indexer(asks["customer_id"].astype("str"))
+            asked = _micros(asks["asked_at"])
+            for when in (asked, _micros(asks["responded_at"])):
+                later = (when > now_us) & (at >= 0)
+                np.minimum.at(valid, at[later], when[later])
+            known = (asked <= now_us) & (at >= 0)
+            np.maximum.at(last_ask, at[known], asked[known])
+        urgent = self._store.last_urgent_us[rows]
+        valid = np.where(urgent > now_us, np.minimum(valid, urgent), valid)
+        # Reasons count whole days since the last ask or urgent ticket ("Asked 3 days ago"): a blocked
+        # customer's text changes at the next such day boundary, so it is recomputed then.
+        has_block = np.array([r in self._entries for r in rows.tolist()], dtype=bool)
+        for anchor in (last_ask, urgent):
+            counts = has_block & (anchor != _NAT) & (anchor <= now_us)
+            since = np.where(counts, anchor, now_us)  # no int64 overflow on NaT
+            boundary = since + ((now_us - since) // _US_PER_DAY + 1) * _US_PER_DAY
+            valid = np.where(counts, np.minimum(valid, boundary), valid)
+        self._valid_until[rows] = valid
+
+    def blocked(self, rows: np.ndarray, now: pd.Timestamp) -> Blocked:
+        """The guardrail blocks of these customers at `now`."""
+        with self._lock:
+            self._sync_log()
+            stale = rows[self._valid_until[rows] <= _us(now)]
+            if len(stale):
+                self._refresh(np.unique(stale), now)
+            ids, entries = self._store.ids, self._entries
+            return Blocked({ids[r]: entries[r] for r in rows.tolist() if r in entries})
+
+    def reference_blocked(self, now: pd.Timestamp) -> np.ndarray:
+        """Boolean per store row: a guardrail blocks a reference call now."""
+        with self._lock:
+            self._sync_log()
+            stale = np.flatnonzero(self._valid_until <= _us(now))
+            if len(stale):
+                self._refresh(stale, now)
+            return self._reference_blocked.copy()
+
+    def recent_reference_calls(self, now: pd.Timestamp) -> np.ndarray:
+        """Per store row: the snapshot's recent reference calls plus those recorded through the API since."""
+        with self._lock:
+            logged, code, posted = self._logged, self._logged_code, self._logged_new
+        counts = self._store.recent_reference_calls.copy()
+        if len(logged):
+            asked = _micros(logged["asked_at"])
+            now_us = _us(now)
+            new = (
+                (code >= 0)
+                & (logged["ask_type"] == "reference_call").to_numpy(dtype=bool)
+                & posted
+                & (asked >= now_us - RECENT_REFERENCE_DAYS * _US_PER_DAY)
+                & (asked < now_us)
+            )
+            counts += np.bincount(code[new], minlength=len(counts))
+        return counts
+
+    def logged_history(self, customer_id: str, since: pd.Timestamp) -> list[dict[str, str]]:
+        """Asks recorded through the API since the snapshot, as history events."""
+        with self._lock:
+            logged, posted = self._logged, self._logged_new
+        mine = logged.loc[(logged["customer_id"] == customer_id).to_numpy(dtype=bool) & posted]
+        mine = mine.loc[mine["asked_at"] >= since]
+        return [
+            {
+                "at": f"{at:%Y-%m-%dT%H:%M:%SZ}",
+                "kind": "ask",
+                "detail": f"{kind.replace('_', ' ')}: {outcome.replace('_', ' ')} (recorded through the API)",
+            }
+            for at, kind, outcome in zip(mine["asked_at"], mine["ask_type"], mine["outcome"], strict=True)
+        ]
+
+    # ---- recording ---------------------------------------------------------------------------------
+    def record(self, asks: pd.DataFrame) -> int:
+        """Store asks durably (validated, idempotent on ask_id); the guardrails see them before this returns."""
+        unknown = [c for c in asks["customer_id"].astype("str") if c not in self.known_customers]
+        if unknown:
+            raise UnknownCustomersError(unknown)
+        stored = self._log.record(asks)
+        with self._lock:
+            self._sync_log()
+        return stored

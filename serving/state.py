@@ -1,0 +1,313 @@
+"""The state behind the routes: bundle + feature store + guardrail book + results, one method per route.
+
+Every number comes from `models.scoring.score`, the function the batch job calls, so the API and the
+batch job agree.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.context import Snapshot
+from features.contracts import CONTRACTS, TIMESTAMP, empty_table
+from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
+from models.bundle import Bundle
+from models.guardrails import GuardrailConfig, blocked_asks
+from models.reasons import describe, reason
+from models.references import Prospect, rank_references
+from models.registry import ChampionRef
+from models.scoring import Blocked, next_asks, next_best_ask, score
+from models.tiers import tier_rank
+from serving.guardrail_book import GuardrailBook
+from serving.results import ResultCache
+from serving.schemas import NextBestAsk
+from serving.store import (
+    ASK_TABLE_COLUMNS,
+    FeatureStore,
+    _plain,
+    _utc,
+    now_utc,
+)
+from storage.asklog import AskLog
+from storage.settings import Settings
+from storage.snapshots import current_snapshot_dir, read_snapshot
+
+
+@dataclass
+class Overview:
+    """Per stored customer (store row order): what the page's search and disagreement list show."""
+
+    name: list[str | None]
+    segment: list[str | None]
+    id_folded: pd.Series
+    name_folded: pd.Series
+    segment_folded: np.ndarray
+    tier: np.ndarray
+    baseline_tier: np.ndarray
+    baseline_points: np.ndarray
+    propensity: np.ndarray
+    gap: np.ndarray  # model tier rank - points tier rank (0 on cold start)
+
+    @classmethod
+    def build(cls, bundle: Bundle, store: FeatureStore, chunk: int = 100_000) -> Overview:
+        n = len(store)
+        parts = [
+            score(bundle, store.values(rows), matrix=store.matrix[rows], explain=False)
+            for rows in np.array_split(np.arange(n, dtype=np.int64), max(1, n // chunk))
+        ]
+        tier = np.concatenate([p.tier for p in parts]) if parts else np.array([], dtype=object)
+        base = np.concatenate([p.baseline_tier for p in parts]) if parts else np.array([], dtype=object)
+        names = store.customers["name"].astype("object").where(store.customers["name"].notna(), None)
+        segments = store.customers["segment"].astype("object").where(store.customers["segment"].notna(), None)
+        return cls(
+            name=[None if v is None else str(v) for v in names.tolist()],
+            segment=[None if v is None else str(v) for v in segments.tolist()],
+            id_folded=pd.Series(store.ids, dtype="str").str.casefold(),
+            name_folded=store.customers["name"].fillna("").astype("str").str.casefold().reset_index(drop=True),
+            segment_folded=store.customers["segment"].astype("str").str.casefold().to_numpy(dtype=object),
+            tier=tier,
+            baseline_tier=base,
+            baseline_points=np.concatenate([p.baseline_points for p in parts]) if parts else np.zeros(0),
+            propensity=np.concatenate([p.propensity for p in parts]) if parts else np.zeros(0),
+            gap=tier_rank(tier) - tier_rank(base),
+        )
+
+
+@dataclass
+class ServingState:
+    """One loaded model with one loaded snapshot: everything a request needs."""
+
+    champion: ChampionRef
+    bundle: Bundle
+    store: FeatureStore
+    book: GuardrailBook
+    snapshot_dir: Path
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    results: ResultCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.results = ResultCache(self.bundle, self.store)
+        self._overview: Overview | None = None
+        self._overview_lock = threading.Lock()
+
+    def overview(self) -> Overview:
+        """Every stored customer's tier, propensity and points (computed once per state, vectorised)."""
+        with self._overview_lock:
+            if self._overview is None:
+                self._overview = Overview.build(self.bundle, self.store)
+            return self._overview
+
+    def search(self, query: str, limit: int) -> list[dict[str, Any]]:
+        """Customers whose id starts with, or whose name contains, the query (case-insensitive); ids first."""
+        view = self.overview()
+        q = query.strip().casefold()
+        by_id = view.id_folded.str.startswith(q).to_numpy(dtype=bool)
+        by_name = view.name_folded.str.contains(q, regex=False).fillna(False).to_numpy(dtype=bool)
+        rows = np.concatenate([np.flatnonzero(by_id), np.flatnonzero(by_name & ~by_id)])[:limit]
+        return [
+            {
+                "customer_id": str(self.store.ids[r]),
+                "name": view.name[r],
+                "tier": str(view.tier[r]),
+                "propensity": _plain(view.propensity[r]),
+            }
+            for r in rows.tolist()
+        ]
+
+    def disagreements(self, tier: str | None, segment: str | None, limit: int) -> list[dict[str, Any]]:
+        """Where the model and the points rule differ most: largest tier gap, then highest propensity."""
+        view = self.overview()
+        keep = view.gap != 0
+        if tier is not None:
+            keep &= view.tier == tier
+        if segment is not None:
+            keep &= view.segment_folded == segment.casefold()
+        rows = np.flatnonzero(keep)
+        order = np.lexsort((-np.nan_to_num(view.propensity[rows], nan=-1.0), -np.abs(view.gap[rows])))
+        rows = rows[order][:limit]
+        if not len(rows):
+            return []
+        kept = self.results.get(rows.astype(np.int64))
+        out = []
+        for r, (body, _) in zip(rows.tolist(), kept, strict=True):
+            result = json.loads(body + b"}")
+            out.append(
+                {
+                    "customer_id": str(self.store.ids[r]),
+                    "name": view.name[r],
+                    "segment": view.segment[r],
+                    "tier": str(view.tier[r]),
+                    "baseline_tier": str(view.baseline_tier[r]),
+                    "baseline_points": int(view.baseline_points[r]),
+                    "propensity": _plain(view.propensity[r]),
+                    "gap": int(view.gap[r]),
+                    "text": (result.get("disagreement") or {}).get("text", ""),
+                }
+            )
+        return out
+
+    def now(self) -> pd.Timestamp:
+        # Features describe the snapshot's as_of; the guardrails look at the present (never before as_of).
+        return max(now_utc(), self.store.as_of)
+
+    def score_ids_json(self, customer_ids: Sequence[str]) -> bytes:
+        """`{"results": [...]}` for stored customers, in the order asked (404 naming the unknown ones)."""
+        rows = self.store.rows(customer_ids)
+        blocked = self.book.blocked(rows, self.now())
+        kept = self.results.get(rows)
+        ids = self.store.ids[rows].tolist()
+        acceptance = np.stack([acc for _, acc in kept])
+        choice = next_asks(acceptance, blocked.matrix(ids), self.bundle.ask_values)
+        parts = []
+        for i, (body, _) in enumerate(kept):
+            ask = next_best_ask(acceptance[i], int(choice[i]), blocked.for_customer(ids[i]))
+            ask_json = NextBestAsk.model_validate(ask).model_dump_json().encode()
+            parts.append(body + b',"next_best_ask":' + ask_json + b"}")
+        return b'{"results":[' + b",".join(parts) + b"]}"
+
+    def score_ids(self, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The same results as dicts (for callers in this process)."""
+        results: list[dict[str, Any]] = json.loads(self.score_ids_json(customer_ids))["results"]
+        return results
+
+    def score_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Results for feature rows sent by the caller; a known customer_id also brings its guardrails."""
+        now = self.now()
+        n = len(records)
+        given = [r.get("customer_id") for r in records]
+        stored = [g is not None and g in self.store.index for g in given]
+        # Records of customers not in the store (with or without an id) each get a private key, so that
+        # guardrail look-ups cannot mix them up: the same unknown id twice is two what-if rows.
+        keys = np.array(
+            [g if s else f"\x00record-{i}" for i, (g, s) in enumerate(zip(given, stored, strict=True))], dtype=object
+        )
+        values: dict[str, np.ndarray] = {"customer_id": keys}
+        values["as_of"] = np.array([_utc(r["as_of"]) if r.get("as_of") else now for r in records], dtype=object)
+        for name in FEATURE_NAMES:
+            column = [r.get(name) for r in records]
+            if name in CATEGORICAL_FEATURES:
+                values[name] = np.array([np.nan if v is None else v for v in column], dtype=object)
+            else:
+                values[name] = np.array([np.nan if v is None else v for v in column], dtype=float)
+        matrix = self.bundle.encoder.transform_records(records)
+
+        known = [i for i, s in enumerate(stored) if s]
+        by_customer: dict[str, Mapping[str, tuple[str, str, str | None]]] = {}
+        if known:
+            rows = self.store.rows([keys[i] for i in known])
+            by_customer.update(self.book.blocked(rows, now).by_customer)
+        others = [i for i in range(n) if i not in set(known)]
+        if others:
+            # No ask history here: only what the record itself shows (low health, an urgent ticket).
+            signals = pd.DataFrame(
+                {
+                    "customer_id": pd.Series(keys[others], dtype="str"),
+                    "health_score": values["health_score"][others],
+                    "last_urgent_ticket_at": pd.to_datetime(
+                        [records[i].get("last_urgent_ticket_at") for i in others], utc=True
+                    ).astype(TIMESTAMP),
+                }
+            )
+            blocks = blocked_asks(empty_table("asks"), signals, now, self.book.config)
+            by_customer.update(Blocked.from_frame(blocks).by_customer)
+        scores = score(self.bundle, values, matrix=matrix, blocked=Blocked(by_customer), num_threads=1)
+        results = scores.results()
+        for result, g in zip(results, given, strict=True):
+            result["customer_id"] = g
+        return results
+
+    def explain(self, customer_id: str) -> dict[str, Any]:
+        """A result with every contribution, the base value, and the recent history."""
+        rows = self.store.rows([customer_id])
+        now = self.now()
+        values = self.store.values(rows)
+        scores = score(self.bundle, values, matrix=self.store.matrix[rows], blocked=self.book.blocked(rows, now))
+        result = scores.result(0)
+        assert scores.contributions is not None
+        contrib = scores.contributions[0]
+        row = {name: _plain(values[name][0]) for name in FEATURE_NAMES}
+        as_of = pd.Timestamp(values["as_of"][0])
+        order = np.argsort(-np.abs(contrib[:-1]), kind="stable")
+        contributions = []
+        for j in order.tolist():
+            name = FEATURE_NAMES[j]
+            item = reason(name, row[name], float(contrib[j]), row, as_of)
+            if contrib[j] == 0:
+                item["direction"] = "none"
+                item["text"] = f"{describe(name, row[name], row, as_of)} (no effect)"
+            contributions.append(item)
+        since = self.store.as_of - pd.Timedelta(days=365)
+        history = self.book.logged_history(customer_id, since) + self.store.history(customer_id)
+        history.sort(key=lambda e: e["at"], reverse=True)
+        result.update(
+            base_value=float(contrib[-1]),
+            raw_score=float(contrib.sum()),
+            contributions=contributions,
+            history=history,
+        )
+        return result
+
+    def references(self, industry: str, segment: str, use_case: str, k: int) -> list[dict[str, Any]]:
+        """Reference candidates for a prospect, best first, skipping customers a guardrail protects."""
+        now = self.now()
+        prospect = Prospect(industry=industry, segment=segment, use_case=use_case)
+        blocked = self.book.reference_blocked(now)
+        blocks = pd.DataFrame(
+            {"customer_id": pd.Series(self.store.ids[blocked], dtype="str"), "ask_type": "reference_call"}
+        )
+        recent = pd.Series(self.book.recent_reference_calls(now), index=pd.Index(self.store.ids.astype(str)))
+        # Only customers sharing an attribute with the prospect can be candidates (similarity > 0):
+        # ranking just those gives the same answer for a fraction of the work.
+        could_match = np.zeros(len(self.store), dtype=bool)
+        for attr, column in self.store.matchable.items():
+            could_match |= (column == getattr(prospect, attr).strip().casefold()).fillna(False).to_numpy(dtype=bool)
+        customers = self.store.customers.loc[could_match]
+        top = rank_references(prospect, customers, self.store.reference_acceptance, blocks, recent, k)
+        return [{key: _plain(v) for key, v in row.items()} for row in top.to_dict(orient="records")]
+
+    def record_asks(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Store asks through the data contract; unknown customers are refused (nothing stored)."""
+        frame = pd.DataFrame(
+            {
+                col: [
+                    pd.Timestamp(r[col]) if col.endswith("_at") and r.get(col) is not None else r.get(col) for r in rows
+                ]
+                for col in ASK_TABLE_COLUMNS
+            }
+        )
+        for col in ("asked_at", "responded_at"):
+            frame[col] = pd.to_datetime(frame[col], utc=True)
+        return self.book.record(frame)
+
+    def close(self) -> None:
+        self.book.close()
+
+
+def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> ServingState:
+    """Read the current snapshot and build the state for this bundle (raises if they do not fit)."""
+    root = settings.feature_store_path()
+    folder = current_snapshot_dir(root)
+    snapshot = Snapshot.from_tables(*read_snapshot(root))
+    store = FeatureStore(snapshot, bundle)
+    now = max(now_utc(), store.as_of)
+    book = GuardrailBook(
+        store,
+        snapshot.asks,
+        AskLog(settings.ask_log_path(), CONTRACTS["asks"]),
+        GuardrailConfig.from_saved(bundle.guardrails),
+        now,
+    )
+    state = ServingState(champion, bundle, store, book, folder)
+    # Results for (up to the cache's capacity of) stored customers before the first request needs them.
+    state.results.warm()
+    state.overview()
+    return state
