@@ -332,6 +332,13 @@ def blocked_asks(
         lambda k: f"Declined the last {k} asks; asks paused for {config.pause_days_after_declines} days",
     )
 
+    _add_signal_blocks(blocks, signals, now_us, config)
+    return blocks.frame()
+
+
+def _add_signal_blocks(blocks: _Blocks, signals: pd.DataFrame, now_us: int, config: GuardrailConfig) -> None:
+    """The guardrails read from the customer's signals, not the ask history: urgent tickets, low health."""
+    n = len(signals)
     # A ticket opened after `now` is not known at `now`, so it blocks nothing.
     urgent_at = _micros(signals["last_urgent_ticket_at"])
     has_urgent = (urgent_at != _NAT) & (urgent_at <= now_us)
@@ -355,7 +362,6 @@ def blocked_asks(
         np.round(health, 1),
         lambda h: f"Health score {h:g} is below {config.min_health:g}; wait until it recovers",
     )
-    return blocks.frame()
 
 
 def binding_blocks(blocks: pd.DataFrame) -> pd.DataFrame:

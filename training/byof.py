@@ -61,6 +61,22 @@ def model_name_for(table: Path) -> str:
     return "advocacy-table-" + re.sub(r"[^a-z0-9]+", "-", table.stem.lower()).strip("-")
 
 
+def _time_order(frame: pd.DataFrame, time_column: str | None) -> np.ndarray:
+    """Row positions oldest first (the file's order without a time column)."""
+    if not time_column:
+        return np.arange(len(frame))
+    times = pd.to_datetime(frame[time_column], utc=True, errors="coerce")
+    if times.isna().any():
+        raise ValueError(f"--time-column {time_column}: {int(times.isna().sum())} rows are not timestamps")
+    return np.argsort(times.to_numpy(), kind="stable")
+
+
+def _id_columns(features: pd.DataFrame) -> list[str]:
+    """Identifiers (text unique per row): they carry no signal and would only memorise rows."""
+    text = [c for c in features.columns if features[c].dtype == object or str(features[c].dtype) == "str"]
+    return [c for c in text if features[c].nunique() > 0.9 * len(features)]
+
+
 def train_table(
     settings: Settings,
     table: Path,
@@ -77,17 +93,9 @@ def train_table(
         if name is not None and name not in frame.columns:
             raise ValueError(f"{what}: no column {name!r} in {Path(table).name}")
     y = binary_label(frame[label], label)
-    if time_column:
-        times = pd.to_datetime(frame[time_column], utc=True, errors="coerce")
-        if times.isna().any():
-            raise ValueError(f"--time-column {time_column}: {int(times.isna().sum())} rows are not timestamps")
-        order = np.argsort(times.to_numpy(), kind="stable")
-    else:
-        order = np.arange(len(frame))
+    order = _time_order(frame, time_column)
     features = frame.drop(columns=[c for c in (label, time_column, *drop) if c])
-    # Identifiers (text unique per row) carry no signal and would only memorise rows.
-    ids = [c for c in features.columns if features[c].dtype == object or str(features[c].dtype) == "str"]
-    ids = [c for c in ids if features[c].nunique() > 0.9 * len(features)]
+    ids = _id_columns(features)
     features = features.drop(columns=ids)
     categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     n = len(frame)
