@@ -1,7 +1,8 @@
-"""The durable ask log: exact round trip, idempotent upserts, all-or-nothing writes, crash safety."""
+"""The durable ask log: exact round trip, idempotent upserts, all-or-nothing writes, crash safety, syncs."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -10,7 +11,10 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -20,6 +24,7 @@ from advocacy import cli
 from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
 from storage.asklog import AskLog
 from storage.settings import get_settings
+from tests import synckit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,6 +136,8 @@ def test_concurrent_writers_from_threads(log: AskLog) -> None:
 
 
 def test_an_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
+    # A killed process leaves its written pages in the OS page cache, which still reaches the disk:
+    # this passes even with syncing off. The sync tests below guard the power-cut half of the promise.
     path = tmp_path / "asks.sqlite"
     child = textwrap.dedent(
         f"""
@@ -242,3 +249,109 @@ def test_a_log_written_before_sequence_numbers_is_migrated_in_place(tmp_path: Pa
     _, seen = log.read_changes()
     log.record(asks(("new", "c1", "review", "2026-03-01", "no_response", None)))
     assert log.read_changes(seen)[0]["ask_id"].tolist() == ["new"]
+
+
+# Surviving a power cut needs SQLite to sync at every commit: in WAL mode, synchronous=FULL (or
+# EXTRA) syncs the WAL at each commit; NORMAL syncs only at checkpoints, OFF never. No kill test can
+# tell them apart (see above), so these check the sync itself: the setting on every connection the
+# log writes through, and, below the setting, that a commit makes SQLite ask the OS for a sync.
+_FULL = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+
+
+def syncing_at(level: str) -> type[AskLog]:
+    """An AskLog whose connections sync at `level` ("OFF", "NORMAL"), to show the checks catch it."""
+
+    class Unsynced(AskLog):
+        @contextmanager
+        def _connect(self) -> Iterator[sqlite3.Connection]:
+            with super()._connect() as conn:
+                conn.execute(f"PRAGMA synchronous={level}")
+                yield conn
+
+    return Unsynced
+
+
+def durability_of_a_write(log_class: type[AskLog], path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """(synchronous, journal_mode) of the connection before each statement `record` runs, read back on it."""
+    seen: list[Any] = []
+
+    class Watched(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if not sql.lstrip().upper().startswith("PRAGMA"):
+                self._note()
+            return super().execute(sql, *args)
+
+        def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            self._note()
+            return super().executemany(sql, *args)
+
+        def commit(self) -> None:
+            self._note()
+            super().commit()
+
+        def _note(self) -> None:
+            read = super().execute
+            seen.append((read("PRAGMA synchronous").fetchone()[0], read("PRAGMA journal_mode").fetchone()[0]))
+
+    log = log_class(path, CONTRACTS["asks"])
+    connect = sqlite3.connect
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite3, "connect", lambda *a, **k: connect(*a, **{**k, "factory": Watched}))
+        log.record(FIRST)
+    assert len(log) == 2
+    return seen
+
+
+def test_every_statement_of_a_write_runs_with_full_sync_in_wal_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = durability_of_a_write(AskLog, tmp_path / "asks.sqlite", monkeypatch)
+    assert seen  # the write went through connections the check saw
+    assert [s for s in seen if s[0] < _FULL or s[1] != "wal"] == []
+
+
+@pytest.mark.parametrize("level", ["OFF", "NORMAL"])
+def test_the_setting_check_catches_a_log_that_stops_syncing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
+) -> None:
+    seen = durability_of_a_write(syncing_at(level), tmp_path / "asks.sqlite", monkeypatch)
+    assert seen and all(s[0] < _FULL for s in seen)
+
+
+def test_a_commit_makes_sqlite_ask_the_os_to_sync_the_wal(tmp_path: Path) -> None:
+    """Counted where SQLite calls for fsync (its VFS), in a process of its own; weakened logs show it sees a stop."""
+    if why := synckit.available():
+        pytest.skip(why)
+    child = textwrap.dedent(
+        f"""
+        import json
+        import sqlite3
+        from pathlib import Path
+        from tests import synckit
+
+        synckit.install()
+        from features.contracts import CONTRACTS
+        from storage.asklog import AskLog
+        from tests.test_asklog import FIRST, syncing_at
+
+        counted = {{}}
+        for name, log_class in [("FULL", AskLog), ("NORMAL", syncing_at("NORMAL")), ("OFF", syncing_at("OFF"))]:
+            log = log_class(Path({str(tmp_path)!r}) / f"{{name}}.sqlite", CONTRACTS["asks"])
+            # Another reader holds the file open, as the service's other threads and workers do: else
+            # closing the last connection checkpoints the WAL, which syncs whatever the setting.
+            other = sqlite3.connect(log.path)
+            other.execute("SELECT COUNT(*) FROM asks").fetchone()
+            log.record(FIRST)  # the first write into a fresh WAL syncs its header, whatever the setting
+            synckit.syncs.clear()
+            log.record(FIRST)  # a write as most are: the count is the commit's own
+            counted[name] = dict(synckit.syncs)
+            other.close()
+        print(json.dumps(counted))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", child], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    counted = json.loads(out.stdout.strip().splitlines()[-1])
+    assert counted["FULL"].get("wal", 0) >= 1, counted  # the commit synced the WAL before `record` returned
+    assert counted["NORMAL"] == counted["OFF"] == {}, counted  # and a log that stopped syncing is seen

@@ -88,6 +88,7 @@ def assert_future_changes_nothing(world: World, as_of: pd.Timestamp, seed: int) 
     pd.testing.assert_frame_equal(build_features(future, points), before)
 
 
+@pytest.mark.slow  # 30 examples, about 8 s
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     day=st.integers(min_value=0, max_value=200),
