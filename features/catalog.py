@@ -37,6 +37,7 @@ DEFAULT_ASK_VALUES: dict[str, float] = {a.name: a.default_value for a in ASK_TYP
 SEGMENTS: tuple[str, ...] = ("smb", "mid_market", "enterprise")
 PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
 OUTCOMES: tuple[str, ...] = ("accepted", "declined", "no_response")
+ANSWERS: tuple[str, ...] = ("accepted", "declined")  # the outcomes that answer an ask; no_response does not
 
 TABLES: tuple[str, ...] = (
     "customers",

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contracts import TIMESTAMP
+from features.contracts import TIMESTAMP, answer_known_at
 from features.io import World
 from features.pointintime import active_points, build_features
 from features.spec import FEATURE_VERSION
@@ -75,7 +75,8 @@ def history_table(world: World, as_of: pd.Timestamp, days: int = HISTORY_DAYS) -
     asks = window(world.asks, "asked_at")
     activities = window(world.activities, "occurred_at")
     # An answer given after as_of is not known at as_of.
-    outcome = asks["outcome"].where(asks["responded_at"].notna() & (asks["responded_at"] < as_of), "no answer yet")
+    known_at = answer_known_at(asks)
+    outcome = asks["outcome"].where(known_at.notna() & (known_at < as_of), "no answer yet")
     parts = [
         pd.DataFrame(
             {
@@ -131,7 +132,8 @@ def build_snapshot(world: World, as_of: pd.Timestamp, features: pd.DataFrame | N
     )
     asks = world.asks[world.asks["asked_at"] < as_of].copy()
     # Answers after as_of are unknown at as_of: they arrive through POST /asks or the next snapshot.
-    later = asks["responded_at"].notna() & (asks["responded_at"] >= as_of)
+    known_at = answer_known_at(asks)
+    later = known_at.notna() & (known_at >= as_of)
     asks.loc[later, "outcome"] = "no_response"
     asks.loc[later, "responded_at"] = pd.NaT
     meta = {

@@ -16,7 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from features.catalog import ASK_TYPE_NAMES, OUTCOMES, PRIORITIES, SEGMENTS, TABLES
+from features.catalog import ANSWERS, ASK_TYPE_NAMES, OUTCOMES, PRIORITIES, SEGMENTS, TABLES
 
 TIMESTAMP = "datetime64[us, UTC]"
 _MAX_EXAMPLES = 5
@@ -57,6 +57,14 @@ class TableContract:
     def empty(self) -> pd.DataFrame:
         """`empty_table` of this table."""
         return empty_table(self.name)
+
+
+def answer_known_at(asks: pd.DataFrame) -> pd.Series:
+    """When each ask's outcome became known (spec section 3): its `responded_at`; an answer given
+    without one is taken as known when asked. The one coding of the rule: point-in-time features,
+    guardrails and the service's context all read an ask's answer through it."""
+    answered = asks["outcome"].isin(ANSWERS)
+    return asks["responded_at"].where(~answered | asks["responded_at"].notna(), asks["asked_at"])
 
 
 def _first_of_month(s: pd.Series) -> pd.Series:

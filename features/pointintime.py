@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.catalog import ASK_EFFORT_HOURS
-from features.contracts import TIMESTAMP
+from features.catalog import ANSWERS, ASK_EFFORT_HOURS
+from features.contracts import TIMESTAMP, answer_known_at
 from features.io import World
 from features.spec import (
     ACCEPTANCE_PRIOR,
@@ -322,9 +322,7 @@ def _social_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> Non
 
 def _known_asks(asks: pd.DataFrame) -> pd.DataFrame:
     """Asks with the time their outcome became known (an answer without a date: known when asked)."""
-    answered = asks["outcome"].isin(["accepted", "declined"])
-    known = asks["responded_at"].where(~answered | asks["responded_at"].notna(), asks["asked_at"])
-    return asks.assign(responded_at=known)
+    return asks.assign(responded_at=answer_known_at(asks))
 
 
 def _ask_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
@@ -337,7 +335,7 @@ def _ask_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
     quarter = q.lookup(asks, "asked_at", ["cum_ref"], at=_quarter_start(q.t))
 
     # Outcomes are known only once responded: before that an ask counts as no_response.
-    answered = all_asks[all_asks["outcome"].isin(["accepted", "declined"])]
+    answered = all_asks[all_asks["outcome"].isin(ANSWERS)]
     resp = _prepare(answered, index, "responded_at")
     resp = _running(
         resp,

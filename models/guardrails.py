@@ -17,8 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.catalog import ASK_TYPE_NAMES
-from features.contracts import TIMESTAMP
+from features.catalog import ANSWERS, ASK_TYPE_NAMES
+from features.contracts import TIMESTAMP, answer_known_at
 
 GUARDRAILS: tuple[str, ...] = (
     "reference_call_per_quarter",
@@ -138,9 +138,9 @@ def _state(asks: pd.DataFrame, now: pd.Timestamp, config: GuardrailConfig, ids: 
     # Compared in pandas (Arrow kernels): converting string columns to numpy objects is slow.
     is_reference = (asks["ask_type"] == "reference_call").to_numpy(dtype=bool)[keep]
     outcome = asks["outcome"]
-    answered = outcome.isin(["accepted", "declined"]).to_numpy(dtype=bool)[keep]
+    answered = outcome.isin(ANSWERS).to_numpy(dtype=bool)[keep]
     declined = (outcome == "declined").to_numpy(dtype=bool)[keep]
-    responded = _micros(asks["responded_at"])[keep]
+    known_at = _micros(answer_known_at(asks))[keep]
 
     last_ask = np.full(n, _NAT, dtype=np.int64)
     np.maximum.at(last_ask, codes, asked)
@@ -150,7 +150,6 @@ def _state(asks: pd.DataFrame, now: pd.Timestamp, config: GuardrailConfig, ids: 
     # Declines in a row: over the answers (accepted or declined) known at `now`, ordered by asked_at.
     # A pending ask and a no_response are not answers, so they neither extend nor break a streak:
     # otherwise asking again during a pause would lift the pause.
-    known_at = np.where(responded == _NAT, asked, responded)
     is_answer = answered & (known_at < now_us)
     a_codes, a_asked = codes[is_answer], asked[is_answer]
     a_declined = declined[is_answer]
