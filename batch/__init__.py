@@ -9,7 +9,8 @@ from batch.assemble import drift_path, write_snapshot_from_chunks
 from batch.chunk import Scorer, result_table, score_chunk
 from batch.engines import ENGINES, default_workers
 from batch.job import DEFAULT_CHUNK_SIZE, BatchResult, RunKey, check_output, run_batch, work_dir
-from batch.tables import chunk_of, data_fingerprint, load_chunk_world, split_tables, table_files
+from batch.tables import chunk_of, data_fingerprint, load_chunk_world, split_tables
+from features.io import table_files
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

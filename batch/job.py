@@ -34,8 +34,9 @@ from batch.assemble import Totals, assemble_output, drift_path, write_snapshot_f
 from batch.chunk import Scorer
 from batch.engines import ENGINES, default_workers, run_dask, run_local
 from batch.report import log_to_mlflow, make_progress, print_summary
-from batch.tables import Split, count_rows, data_fingerprint, split_tables, table_files
+from batch.tables import Split, count_rows, data_fingerprint, split_tables
 from features.contracts import DataContractError
+from features.io import table_files
 from features.spec import FEATURE_VERSION
 from models.drift import drift_from_counts
 from models.explain_fast import ExplainStats

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from batch.pool import cancel, held, worker_pool
-from features.catalog import REQUIRED_TABLES, TABLES
+from features.catalog import TABLES
 from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
 from features.io import World
 
@@ -38,23 +38,6 @@ READ_BATCH_ROWS = 500_000  # raw rows read and validated at a time
 _ROW = "_row"  # a raw row's position in its file, carried so errors name the user's row numbers
 _DONE = "DONE"
 _UNIQUE_IDS = {"customers": "customer_id", "asks": "ask_id", "activities": "activity_id"}
-
-
-def table_files(data_dir: Path) -> dict[str, Path]:
-    """The file of each table present (`NAME.parquet` before `NAME.csv`, as `read_world` picks)."""
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"data directory not found: {data_dir}")
-    found: dict[str, Path] = {}
-    for name in TABLES:
-        for suffix in (".parquet", ".csv"):
-            path = data_dir / f"{name}{suffix}"
-            if path.exists():
-                found[name] = path
-                break
-    for name in REQUIRED_TABLES:
-        if name not in found:
-            raise DataContractError(name, ["required table is missing"])
-    return found
 
 
 def data_fingerprint(files: Mapping[str, Path]) -> str:

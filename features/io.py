@@ -63,12 +63,22 @@ def world_from_tables(raw: Mapping[str, pd.DataFrame]) -> World:
     return World(**tables)
 
 
-def _table_path(data_dir: Path, name: str) -> Path | None:
-    for suffix in (".parquet", ".csv"):
-        path = data_dir / f"{name}{suffix}"
-        if path.exists():
-            return path
-    return None
+def table_files(data_dir: Path) -> dict[str, Path]:
+    """The file of each table present in `data_dir`, `NAME.parquet` before `NAME.csv`; a
+    `DataContractError` if a required table has neither."""
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data directory not found: {data_dir}")
+    found: dict[str, Path] = {}
+    for name in TABLES:
+        for suffix in (".parquet", ".csv"):
+            path = data_dir / f"{name}{suffix}"
+            if path.exists():
+                found[name] = path
+                break
+    for name in REQUIRED_TABLES:
+        if name not in found:
+            raise DataContractError(name, ["required table is missing"])
+    return found
 
 
 def _read_raw(path: Path, name: str) -> pd.DataFrame:
@@ -85,12 +95,5 @@ def _read_raw(path: Path, name: str) -> pd.DataFrame:
 
 def read_world(data_dir: Path | str) -> World:
     """Read and validate every table in `data_dir`; raise `DataContractError` on bad input."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"data directory not found: {data_dir}")
-    raw = {}
-    for name in TABLES:
-        path = _table_path(data_dir, name)
-        if path is not None:
-            raw[name] = _read_raw(path, name)
+    raw = {name: _read_raw(path, name) for name, path in table_files(Path(data_dir)).items()}
     return world_from_tables(raw)
