@@ -26,7 +26,7 @@ from models.table_model import TABLE_ARTIFACT, TableBundle, TablePyfunc, load_ta
 from storage.settings import Settings
 from training import registry
 from training.evaluate import expected_calibration_error, ranking_metrics
-from training.fit import BoosterParams, fit_booster
+from training.fit import BoosterParams, FitInputs, fit_booster
 from training.pipeline import PIP_REQUIREMENTS, GateDecision, TrainResult
 
 _TRUE = {"1", "true", "yes", "y", "accepted", "t"}
@@ -106,9 +106,9 @@ def train_table(
     ys = {k: y[v] for k, v in parts.items()}
     progress(f"fitting on {len(train_idx):,} rows, validating on {len(valid_idx):,}, testing on {len(test_idx):,}")
     p = params or BoosterParams(num_leaves=15, min_data_in_leaf=50)
-    booster = fit_booster(
-        x["train"], ys["train"], x["valid"], ys["valid"], encoder.categorical_indices, [0] * len(encoder.columns), p
-    )
+    no_monotone = [0] * len(encoder.columns)
+    inputs = FitInputs(x["train"], ys["train"], x["valid"], ys["valid"], encoder.categorical_indices, no_monotone)
+    booster = fit_booster(inputs, p)
     calibrator = Calibrator.fit(np.asarray(booster.predict(x["valid"], raw_score=True)), ys["valid"])
     model = TableBundle(label, encoder, booster, calibrator, {})
     proba = calibrator(np.asarray(booster.predict(x["test"], raw_score=True)))

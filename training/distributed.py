@@ -15,7 +15,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.metrics import log_loss
 
-from training.fit import BoosterParams
+from training.fit import BoosterParams, FitInputs
 
 DASK_MAX_ROUNDS = 600
 Trainer = Callable[..., lgb.Booster]
@@ -41,15 +41,7 @@ def dask_trainer(scheduler: str | None, client: Any = None, chunk_rows: int = 50
     dask_client = client or Client(scheduler)
 
     def fit(
-        x_train: np.ndarray,
-        y_train: np.ndarray,
-        x_valid: np.ndarray,
-        y_valid: np.ndarray,
-        categorical: list[int],
-        monotone: list[int],
-        params: BoosterParams,
-        callbacks: list[Any] | None = None,
-        rounds: int | None = None,
+        data: FitInputs, params: BoosterParams, callbacks: list[Any] | None = None, rounds: int | None = None
     ) -> lgb.Booster:
         if callbacks:
             raise ValueError("tuning (--tune) runs on the local engine; drop --engine dask or --tune")
@@ -58,17 +50,17 @@ def dask_trainer(scheduler: str | None, client: Any = None, chunk_rows: int = 50
         model = lgb.DaskLGBMClassifier(
             client=dask_client,
             n_estimators=rounds or min(params.max_rounds, DASK_MAX_ROUNDS),
-            monotone_constraints=monotone,
+            monotone_constraints=data.monotone,
             monotone_constraints_method="advanced",
             **settings,
         )
-        dx = da.from_array(x_train, chunks=(chunk_rows, x_train.shape[1]))
-        dy = da.from_array(y_train, chunks=(chunk_rows,))
-        model.fit(dx, dy, categorical_feature=categorical)
+        dx = da.from_array(data.x_train, chunks=(chunk_rows, data.x_train.shape[1]))
+        dy = da.from_array(data.y_train, chunks=(chunk_rows,))
+        model.fit(dx, dy, categorical_feature=data.categorical)
         booster = model.to_local().booster_
         if rounds is not None:  # the refit on train + validation: exactly `rounds` trees
             return booster
-        best = best_iteration(booster, x_valid, y_valid)
+        best = best_iteration(booster, data.x_valid, data.y_valid)
         return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
     return fit

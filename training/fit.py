@@ -84,26 +84,35 @@ def acceptance_monotone() -> list[int]:
     return [ACCEPTANCE_MONOTONE.get(name, 0) for name in FEATURE_NAMES] + [0, -1]  # ask_type, effort
 
 
+@dataclass(frozen=True)
+class FitInputs:
+    """What one booster is fitted on: encoded rows and labels to train and validate on, and the
+    columns' roles (categorical positions, monotone directions)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray
+    y_valid: np.ndarray
+    categorical: list[int]
+    monotone: list[int]
+
+
 def fit_booster(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_valid: np.ndarray,
-    y_valid: np.ndarray,
-    categorical: list[int],
-    monotone: list[int],
-    params: BoosterParams,
-    callbacks: list[Any] | None = None,
-    rounds: int | None = None,
+    data: FitInputs, params: BoosterParams, callbacks: list[Any] | None = None, rounds: int | None = None
 ) -> lgb.Booster:
     """Train with early stopping on the validation window; keep the best iteration only.
 
     With `rounds`, fit exactly that many trees and ignore the validation rows (the refit).
     """
-    lgb_params = {**params.lightgbm(), "monotone_constraints": monotone, "monotone_constraints_method": "advanced"}
-    train = lgb.Dataset(x_train, y_train, categorical_feature=categorical, free_raw_data=False)
+    lgb_params = {
+        **params.lightgbm(),
+        "monotone_constraints": data.monotone,
+        "monotone_constraints_method": "advanced",
+    }
+    train = lgb.Dataset(data.x_train, data.y_train, categorical_feature=data.categorical, free_raw_data=False)
     if rounds is not None:
         return lgb.train(lgb_params, train, num_boost_round=rounds, callbacks=callbacks)
-    valid = lgb.Dataset(x_valid, y_valid, categorical_feature=categorical, reference=train)
+    valid = lgb.Dataset(data.x_valid, data.y_valid, categorical_feature=data.categorical, reference=train)
     booster = lgb.train(
         lgb_params,
         train,
@@ -159,14 +168,15 @@ def fit_bundle(
         ("acceptance", cat_acc, acceptance_monotone(), config.acceptance),
     ):
         m = mats[target]
-        booster = trainer(m.x["train"], m.y["train"], m.x["valid"], m.y["valid"], categorical, monotone, params)
+        inputs = FitInputs(m.x["train"], m.y["train"], m.x["valid"], m.y["valid"], categorical, monotone)
+        booster = trainer(inputs, params)
         raw_valid = np.asarray(booster.predict(m.x["valid"], raw_score=True))
         calibrator = Calibrator.fit(raw_valid, m.y["valid"], config.calibration)
         if config.refit:
             x_all = np.vstack([m.x["train"], m.x["valid"]])
             y_all = np.concatenate([m.y["train"], m.y["valid"]])
             rounds = booster.current_iteration()
-            booster = trainer(x_all, y_all, m.x["valid"], m.y["valid"], categorical, monotone, params, rounds=rounds)
+            booster = trainer(replace(inputs, x_train=x_all, y_train=y_all), params, rounds=rounds)
         targets[target] = TargetModel(booster, calibrator)
 
     # Tiers are cut on the population the product will score: every active customer now.

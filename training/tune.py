@@ -17,7 +17,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from storage.settings import Settings
 from training.datasets import TrainingData
-from training.fit import TrainConfig, encode, fit_booster, fit_encoder, propensity_monotone
+from training.fit import FitInputs, TrainConfig, encode, fit_booster, fit_encoder, propensity_monotone
 
 
 def study_storage(settings: Settings) -> str:
@@ -42,9 +42,8 @@ def tune(data: TrainingData, settings: Settings, n_trials: int, base: TrainConfi
             lambda_l2=trial.suggest_float("lambda_l2", 1e-3, 30.0, log=True),
         )
         pruning = LightGBMPruningCallback(trial, "binary_logloss", valid_name="valid")
-        booster = fit_booster(
-            m.x["train"], m.y["train"], m.x["valid"], m.y["valid"], categorical, monotone, params, [pruning]
-        )
+        inputs = FitInputs(m.x["train"], m.y["train"], m.x["valid"], m.y["valid"], categorical, monotone)
+        booster = fit_booster(inputs, params, [pruning])
         p = np.asarray(booster.predict(m.x["valid"]))
         loss = float(log_loss(m.y["valid"], p, labels=[0, 1]))
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
