@@ -28,32 +28,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.catalog import ASK_TYPE_NAMES, OUTCOMES, PRIORITIES, SEGMENTS, TABLES
+from features.contracts import CONTRACTS
+
 __all__ = [
-    "ASK_EFFORT",
-    "ASK_TYPES",
     "DEFAULT_END",
-    "TABLE_COLUMNS",
     "SyntheticWorld",
     "generate_world",
 ]
 
-ASK_TYPES: tuple[str, ...] = (
-    "social_share",
-    "review",
-    "testimonial",
-    "referral",
-    "beta_feedback",
-    "reference_call",
-    "case_study",
-    "advisory_board",
-    "speaking",
-)
-ASK_EFFORT: dict[str, str] = dict(
-    zip(ASK_TYPES, ("5 min", "15 min", "30 min", "30 min", "1 h", "1 h", "2 h", "2 h/quarter", "days"), strict=True)
-)
-SEGMENTS: tuple[str, ...] = ("smb", "mid_market", "enterprise")
-PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
-OUTCOMES: tuple[str, ...] = ("accepted", "declined", "no_response")
+# Vocabularies that exist only in the generator (ask types, segments, priorities, outcomes and
+# the table columns come from features.catalog and features.contracts).
 INDUSTRIES: tuple[str, ...] = (
     "software",
     "fintech",
@@ -76,37 +61,8 @@ USE_CASES: tuple[str, ...] = (
 PLANS: tuple[str, ...] = ("starter", "growth", "enterprise")
 CHANNELS: tuple[str, ...] = ("linkedin", "twitter", "g2", "reddit", "blog", "community")
 
-TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "customers": (
-        "customer_id",
-        "name",
-        "industry",
-        "segment",
-        "region",
-        "use_case",
-        "plan",
-        "contract_start",
-        "churned_at",
-        "arr",
-    ),
-    "usage": (
-        "customer_id",
-        "month",
-        "licensed_seats",
-        "active_users",
-        "feature_adoption",
-        "logins",
-        "health_score",
-    ),
-    "nps": ("customer_id", "responded_at", "score"),
-    "tickets": ("customer_id", "opened_at", "priority", "sentiment", "csat"),
-    "social": ("customer_id", "mentioned_at", "sentiment", "channel"),
-    "asks": ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at"),
-    "activities": ("activity_id", "customer_id", "activity_type", "occurred_at", "ask_id"),
-}
-
 # --------------------------------------------------------------------------------------
-# Model constants. Indices follow ASK_TYPES / SEGMENTS.
+# Model constants. Indices follow catalog.ASK_TYPE_NAMES / catalog.SEGMENTS.
 # --------------------------------------------------------------------------------------
 DEFAULT_END = pd.Timestamp("2026-11-01", tz="UTC")
 _K_FUTURES = 32  # futures per snapshot for the propensity truth
@@ -116,7 +72,7 @@ _MONTH_DAYS = 30.4375  # tenure in months = days / this
 _EPS = 2.0 / 86400.0  # keep event times strictly inside their interval after rounding to seconds
 _N_ASK_MEMORY = 4  # asks remembered per customer (enough for "asks in the last 90 days")
 
-_REF = ASK_TYPES.index("reference_call")
+_REF = ASK_TYPE_NAMES.index("reference_call")
 _URGENT = PRIORITIES.index("urgent")
 
 # Acceptance: effort lowers acceptance (type main effect), segments prefer different asks.
@@ -739,7 +695,7 @@ def generate_world(
     n = n_customers
     churn_day = np.full(n, np.nan)
 
-    parts: dict[str, list[dict[str, np.ndarray]]] = {t: [] for t in TABLE_COLUMNS if t != "customers"}
+    parts: dict[str, list[dict[str, np.ndarray]]] = {t: [] for t in TABLES if t != "customers"}
     prop_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     n_asks = 0
     for k in range(months):
@@ -834,7 +790,7 @@ def generate_world(
     ask_id_of = np.empty(n_asks, dtype=object)
     ask_id_of[internal[np.lexsort((cust, time))]] = _ids("A", n_asks, 8)
     order = np.lexsort((time, cust))
-    types = np.asarray(ASK_TYPES, dtype=object)
+    types = np.asarray(ASK_TYPE_NAMES, dtype=object)
     tables["asks"] = _frame(
         {
             "ask_id": ask_id_of[internal],
@@ -877,6 +833,6 @@ def generate_world(
         {"customer_id": cust_ids[pc], "as_of": _ts(cal, cal.start[pk]), "p_true": np.clip(pp, 0.0, 1.0)},
         order,
     )
-    for name, cols in TABLE_COLUMNS.items():
-        tables[name] = tables[name][list(cols)]
+    for name in TABLES:
+        tables[name] = tables[name][list(CONTRACTS[name].columns)]
     return SyntheticWorld(tables=tables, truth={"acceptance": acceptance, "propensity": propensity})
