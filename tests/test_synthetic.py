@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import features.synthetic
 from features.catalog import ASK_TYPE_NAMES, TABLES
 from features.contracts import CONTRACTS
 from features.synthetic import DEFAULT_END, SyntheticWorld, generate_world
@@ -35,6 +36,10 @@ def mid_world() -> SyntheticWorld:
 
 def _is_text(s: pd.Series) -> bool:
     return (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)) and bool(s.dropna().map(type).eq(str).all())
+
+
+def test_public_names_stay_as_declared() -> None:
+    assert features.synthetic.__all__ == ["DEFAULT_END", "SyntheticWorld", "generate_world"]
 
 
 def test_same_seed_same_world_other_seed_differs() -> None:
