@@ -1,4 +1,4 @@
-"""Behaviour of the synthetic world generator (features/synthetic.py)."""
+"""Behaviour of the synthetic world generator (features/synthetic/)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.synthetic import ASK_TYPES, DEFAULT_END, TABLE_COLUMNS, SyntheticWorld, generate_world
+import features.synthetic
+from features.catalog import ASK_TYPE_NAMES, TABLES
+from features.contracts import CONTRACTS
+from features.synthetic import DEFAULT_END, SyntheticWorld, generate_world
 
 END = DEFAULT_END
 EVENT_TIME = {
@@ -35,11 +38,15 @@ def _is_text(s: pd.Series) -> bool:
     return (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)) and bool(s.dropna().map(type).eq(str).all())
 
 
+def test_public_names_stay_as_declared() -> None:
+    assert features.synthetic.__all__ == ["DEFAULT_END", "SyntheticWorld", "generate_world"]
+
+
 def test_same_seed_same_world_other_seed_differs() -> None:
     a = generate_world(n_customers=150, months=10, seed=3)
     b = generate_world(n_customers=150, months=10, seed=3)
     c = generate_world(n_customers=150, months=10, seed=4)
-    for name in TABLE_COLUMNS:
+    for name in TABLES:
         pd.testing.assert_frame_equal(a.tables[name], b.tables[name])
     for name in ("acceptance", "propensity"):
         pd.testing.assert_frame_equal(a.truth[name], b.truth[name])
@@ -48,10 +55,10 @@ def test_same_seed_same_world_other_seed_differs() -> None:
 
 
 def test_tables_have_contract_columns_and_types(world: SyntheticWorld) -> None:
-    assert list(world.tables) == list(TABLE_COLUMNS)
-    for name, cols in TABLE_COLUMNS.items():
+    assert tuple(world.tables) == TABLES
+    for name in TABLES:
         frame = world.tables[name]
-        assert tuple(frame.columns) == cols, name
+        assert tuple(frame.columns) == CONTRACTS[name].columns, name
         assert len(frame) > 0, name
     t = world.tables
     for name, col in [*EVENT_TIME.items(), ("customers", "contract_start"), ("customers", "churned_at")]:
@@ -102,8 +109,8 @@ def test_values_follow_the_rules(world: SyntheticWorld) -> None:
     assert tk["csat"].isna().any()
     assert t["social"]["sentiment"].between(-1, 1).all()
     asks, acts = t["asks"], t["activities"]
-    assert set(asks["ask_type"]) <= set(ASK_TYPES)
-    assert set(acts["activity_type"]) <= set(ASK_TYPES)
+    assert set(asks["ask_type"]) <= set(ASK_TYPE_NAMES)
+    assert set(acts["activity_type"]) <= set(ASK_TYPE_NAMES)
     assert set(asks["outcome"]) == {"accepted", "declined", "no_response"}
 
 
