@@ -102,6 +102,11 @@ def baseline_tier(points: np.ndarray | pd.Series) -> np.ndarray:
     return tiers
 
 
+def qualified(points: np.ndarray | pd.Series | int) -> np.ndarray:
+    """True where a point total qualifies: strictly more than `QUALIFIED_ABOVE`."""
+    return np.asarray(points) > QUALIFIED_ABOVE
+
+
 def rule_points(features: Features) -> np.ndarray:
     """Points earned per criterion: an (n rows x len(RULES)) int matrix."""
     return np.stack([np.where(rule.applies(features), rule.points, 0) for rule in RULES], axis=1).astype(np.int64)
@@ -113,7 +118,7 @@ def score_baseline(features: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(earned, index=features.index, columns=[f"points_{r.name}" for r in RULES])
     total = earned.sum(axis=1)
     out["points"] = total
-    out["qualified"] = total > QUALIFIED_ABOVE
+    out["qualified"] = qualified(total)
     out["tier"] = baseline_tier(total)
     return out
 

@@ -96,7 +96,6 @@ def _quarter_bounds(now: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
 class _State:
     """Per-customer ask history known at `now`, aligned to a customer index; times in micros."""
 
-    asks_known: np.ndarray
     last_ask_at: np.ndarray
     reference_calls_quarter: np.ndarray
     decline_streak: np.ndarray
@@ -172,35 +171,10 @@ def _state(asks: pd.DataFrame, now: pd.Timestamp, config: GuardrailConfig, ids: 
         paused = streak[group] >= config.declines_in_a_row
         pause_from[group[paused]] = streak_known[paused]
     return _State(
-        asks_known=np.bincount(codes, minlength=n),
         last_ask_at=last_ask,
         reference_calls_quarter=np.bincount(codes[is_ref_this_quarter], minlength=n),
         decline_streak=streak,
         pause_from=pause_from,
-    )
-
-
-def ask_state(
-    asks: pd.DataFrame,
-    now: pd.Timestamp,
-    config: GuardrailConfig = GuardrailConfig(),
-) -> pd.DataFrame:
-    """Per customer with an ask before `now`: asks_known, last_ask_at, reference_calls_quarter,
-    decline_streak (known declined answers in a row, newest back) and pause_from (NaT unless paused)."""
-    _require(asks, ASK_COLUMNS, "asks")
-    now = _utc(now)
-    before = _micros(asks["asked_at"]) < _micros([now])[0]
-    ids = pd.Series(pd.unique(asks.loc[before, "customer_id"].astype("str")), dtype="str")
-    s = _state(asks, now, config, ids)
-    return pd.DataFrame(
-        {
-            "customer_id": ids,
-            "asks_known": s.asks_known,
-            "last_ask_at": _to_timestamps(s.last_ask_at),
-            "reference_calls_quarter": s.reference_calls_quarter,
-            "decline_streak": s.decline_streak,
-            "pause_from": _to_timestamps(s.pause_from),
-        }
     )
 
 
@@ -382,18 +356,3 @@ def binding_blocks(blocks: pd.DataFrame) -> pd.DataFrame:
     pair = pair[order]
     last = np.r_[pair[1:] != pair[:-1], True]
     return blocks.iloc[order[last]].reset_index(drop=True).loc[:, list(BLOCK_COLUMNS)]
-
-
-def locate_blocks(blocks: pd.DataFrame, customer_ids: pd.Series | pd.Index) -> tuple[np.ndarray, np.ndarray]:
-    """Row (position in `customer_ids`) and column (position in `ASK_TYPE_NAMES`) of each block row; -1 if absent."""
-    ids = pd.Series(customer_ids, dtype="str")
-    return _positions(ids, blocks["customer_id"]), _vocabulary_codes(blocks["ask_type"], ASK_TYPE_NAMES)
-
-
-def block_matrix(blocks: pd.DataFrame, customer_ids: pd.Series | pd.Index) -> np.ndarray:
-    """Boolean (customers x `ASK_TYPE_NAMES`) matrix: True where a guardrail blocks that ask type."""
-    rows, cols = locate_blocks(blocks, customer_ids)
-    keep = (rows >= 0) & (cols >= 0)
-    matrix = np.zeros((len(customer_ids), len(ASK_TYPE_NAMES)), dtype=bool)
-    matrix[rows[keep], cols[keep]] = True
-    return matrix

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.baseline import RULES, baseline_tier, rule_points
+from features.baseline import RULES, baseline_tier, qualified, rule_points
 from features.catalog import ASK_TYPE_NAMES
 from features.spec import FEATURE_NAMES
 from models.asks import re_engage
@@ -143,7 +143,7 @@ class Scores:
         points = int(self.baseline_points[i])
         return {
             "points": points,
-            "qualified": bool(points > 60),
+            "qualified": bool(qualified(points)),
             "tier": str(self.baseline_tier[i]),
             "breakdown": [
                 {
@@ -215,7 +215,7 @@ class Scores:
         for r in range(TOP_REASONS):
             out[f"reason_{r + 1}"] = [texts[r] if len(texts) > r else None for texts in reason_text]
         out["baseline_points"] = self.baseline_points
-        out["baseline_qualified"] = self.baseline_points > 60
+        out["baseline_qualified"] = qualified(self.baseline_points)
         out["baseline_tier"] = self.baseline_tier
         earned = [
             [f"{r.label} {p}" for p in self.rule_points[:, j].astype(np.int64).tolist()] for j, r in enumerate(RULES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.baseline import RULES, baseline_tier, breakdown, score_baseline
+from features.baseline import RULES, baseline_tier, breakdown, qualified, score_baseline
 from features.io import world_from_tables
 from features.pointintime import build_features
 from tests.worldkit import utc
@@ -143,3 +143,8 @@ def test_qualified_means_more_than_60() -> None:
     seventy = one_customer(nps=9, health=90, contract_start="2020-01-01", social_sentiment=0.5)
     assert (sixty["points"], bool(sixty["qualified"])) == (60, False)
     assert (seventy["points"], bool(seventy["qualified"]), seventy["tier"]) == (70, True, "supporter")
+
+
+def test_qualified_is_one_rule_for_totals() -> None:
+    """`qualified` is what the API's `baseline.qualified` and the batch's `baseline_qualified` use."""
+    assert qualified([0, 60, 61, 100]).tolist() == [False, False, True, True]

@@ -12,12 +12,11 @@ from models.guardrails import (
     BLOCK_COLUMNS,
     GUARDRAILS,
     GuardrailConfig,
-    ask_state,
     binding_blocks,
-    block_matrix,
     blocked_asks,
     empty_blocks,
 )
+from models.scoring import Blocked
 from tests.worldkit import utc
 
 NOW = utc("2026-05-15T12:00:00")  # second quarter: 2026-04-01 .. 2026-07-01
@@ -299,30 +298,30 @@ def test_binding_blocks_of_nothing_is_empty() -> None:
     assert binding_blocks(empty_blocks()).empty
 
 
-def test_block_matrix_marks_blocked_types() -> None:
+def test_scoring_block_matrix_marks_blocked_types() -> None:
     asks = asks_table(("c2", "reference_call", NOW - 40 * DAY, "accepted", None))
     blocks = blocked_asks(asks, signals(ids=("c1", "c2")), NOW)
-    matrix = block_matrix(blocks, pd.Index(["c2", "c1", "unknown"]))
+    matrix = Blocked.from_frame(blocks).matrix(["c2", "c1", "unknown"])
     assert matrix.shape == (3, len(ASK_TYPE_NAMES))
     assert matrix[0].tolist() == [t == "reference_call" for t in ASK_TYPE_NAMES]
     assert not matrix[1:].any()
 
 
-def test_ask_state_summarises_known_history() -> None:
+def test_blocks_follow_the_known_history() -> None:
     asks = asks_table(
         ("c1", "reference_call", utc("2026-04-10"), "declined", utc("2026-04-11")),
         ("c1", "review", utc("2026-04-20"), "declined", utc("2026-04-22")),
         ("c1", "review", NOW + DAY, "declined", None),  # future: unknown
         ("c2", "review", utc("2026-01-10"), "accepted", None),
     )
-    state = ask_state(asks, NOW).set_index("customer_id")
-    assert state.loc["c1", "asks_known"] == 2
-    assert state.loc["c1", "last_ask_at"] == utc("2026-04-20")
-    assert state.loc["c1", "reference_calls_quarter"] == 1
-    assert state.loc["c1", "decline_streak"] == 2
-    assert state.loc["c1", "pause_from"] == utc("2026-04-22")
-    assert state.loc["c2", "decline_streak"] == 0
-    assert pd.isna(state.loc["c2", "pause_from"])
+    blocks = blocked_asks(asks, signals(ids=("c1", "c2")), NOW)
+    c1 = blocks[blocks["customer_id"] == "c1"]
+    by_rail = c1.drop_duplicates("guardrail").set_index("guardrail")
+    assert by_rail.loc["ask_cooldown", "until"] == utc("2026-04-20") + 30 * DAY  # the last known ask
+    assert by_rail.loc["reference_call_per_quarter", "until"] == utc("2026-07-01")
+    assert by_rail.loc["decline_pause", "until"] == utc("2026-04-22") + 90 * DAY  # from the 2nd decline's reply
+    assert by_rail.loc["decline_pause", "reason"].startswith("Declined the last 2 asks")
+    assert blocks[blocks["customer_id"] == "c2"].empty  # one accepted ask, long ago
 
 
 def test_config_rejects_negative_limits() -> None:

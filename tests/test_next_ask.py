@@ -1,8 +1,14 @@
-"""Next best ask (highest expected value among unblocked types) and the re-engagement flag."""
+"""Next best ask (highest expected value among unblocked types) and the re-engagement flag.
+
+Tested through the production path: `models.scoring.next_asks` on `Blocked.matrix`, then
+`models.scoring.next_best_ask` for the result's `next_best_ask` object.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -10,8 +16,9 @@ import pytest
 
 from features.catalog import ASK_TYPE_NAMES, DEFAULT_ASK_VALUES
 from features.contracts import TIMESTAMP
-from models.asks import NEXT_ASK_COLUMNS, next_best_asks, re_engage
+from models.asks import re_engage
 from models.guardrails import empty_blocks
+from models.scoring import Blocked, next_asks, next_best_ask
 from tests.worldkit import utc
 
 
@@ -33,23 +40,29 @@ def blocks(*rows: tuple[str, str, str, str, str | None]) -> pd.DataFrame:
     return frame
 
 
+def choose(
+    acc: pd.DataFrame, blocked: pd.DataFrame, values: Mapping[str, float] = DEFAULT_ASK_VALUES
+) -> dict[str, dict[str, Any]]:
+    """Per customer, the `next_best_ask` object of its result, built as `models.scoring.score` does."""
+    ids = [str(c) for c in acc.index]
+    probability = acc.loc[:, list(ASK_TYPE_NAMES)].to_numpy(dtype="float64")
+    known = Blocked.from_frame(blocked)
+    picked = next_asks(probability, known.matrix(ids), values)
+    return {c: next_best_ask(probability[i], int(picked[i]), known.for_customer(c)) for i, c in enumerate(ids)}
+
+
 def test_picks_the_highest_expected_value_not_the_highest_probability() -> None:
     # review: 0.6 x 2 = 1.2; case_study: 0.2 x 8 = 1.6
-    result = next_best_asks(acceptance({"c1": {"review": 0.6, "case_study": 0.2}}), empty_blocks())
-    row = result.loc["c1"]
-    assert row["next_best_ask"] == "case_study"
-    assert row["next_best_ask_probability"] == pytest.approx(0.2)
-    assert row["expected_value"] == pytest.approx(1.6)
-    assert row["blocked_asks"] == []
-    assert tuple(result.columns) == NEXT_ASK_COLUMNS
+    chosen = choose(acceptance({"c1": {"review": 0.6, "case_study": 0.2}}), empty_blocks())["c1"]
+    assert chosen == {"ask_type": "case_study", "probability": pytest.approx(0.2), "blocked": []}
 
 
 def test_skips_blocked_types() -> None:
     acc = acceptance({"c1": {"review": 0.6, "case_study": 0.2}})
     blocked = blocks(("c1", "case_study", "ask_cooldown", "Asked 3 days ago", "2026-06-01"))
-    row = next_best_asks(acc, blocked).loc["c1"]
-    assert row["next_best_ask"] == "review"
-    assert row["blocked_asks"] == [
+    chosen = choose(acc, blocked)["c1"]
+    assert chosen["ask_type"] == "review"
+    assert chosen["blocked"] == [
         {
             "ask_type": "case_study",
             "guardrail": "ask_cooldown",
@@ -62,14 +75,13 @@ def test_skips_blocked_types() -> None:
 def test_every_type_blocked_gives_none() -> None:
     acc = acceptance({"c1": {"review": 0.9}, "c2": {"review": 0.9}})
     blocked = blocks(*[("c1", t, "low_health", "Health score 10 is below 40", None) for t in ASK_TYPE_NAMES])
-    result = next_best_asks(acc, blocked)
-    assert result.loc["c1", "next_best_ask"] is None
-    assert np.isnan(result.loc["c1", "next_best_ask_probability"])
-    assert np.isnan(result.loc["c1", "expected_value"])
-    assert [b["ask_type"] for b in result.loc["c1", "blocked_asks"]] == list(ASK_TYPE_NAMES)
-    assert all(b["until"] is None for b in result.loc["c1", "blocked_asks"])
-    assert result.loc["c2", "next_best_ask"] == "review"
-    json.dumps(result["blocked_asks"].tolist())  # JSON-friendly as it is
+    chosen = choose(acc, blocked)
+    assert chosen["c1"]["ask_type"] is None
+    assert chosen["c1"]["probability"] is None
+    assert [b["ask_type"] for b in chosen["c1"]["blocked"]] == list(ASK_TYPE_NAMES)
+    assert all(b["until"] is None for b in chosen["c1"]["blocked"])
+    assert chosen["c2"]["ask_type"] == "review"
+    json.dumps(chosen)  # JSON-friendly as it is
 
 
 def test_a_type_blocked_twice_is_listed_once_with_the_guardrail_that_lifts_last() -> None:
@@ -77,7 +89,7 @@ def test_a_type_blocked_twice_is_listed_once_with_the_guardrail_that_lifts_last(
         ("c1", "review", "ask_cooldown", "cooldown", "2026-06-01"),
         ("c1", "review", "decline_pause", "pause", "2026-08-01"),
     )
-    listed = next_best_asks(acceptance({"c1": {}}), blocked).loc["c1", "blocked_asks"]
+    listed = choose(acceptance({"c1": {}}), blocked)["c1"]["blocked"]
     assert [(b["ask_type"], b["guardrail"], b["until"]) for b in listed] == [
         ("review", "decline_pause", "2026-08-01T00:00:00Z")
     ]
@@ -85,56 +97,51 @@ def test_a_type_blocked_twice_is_listed_once_with_the_guardrail_that_lifts_last(
 
 def test_ties_go_to_the_earlier_type_in_the_catalog() -> None:
     equal = dict.fromkeys(ASK_TYPE_NAMES, 1.0)
-    result = next_best_asks(acceptance({"c1": dict.fromkeys(ASK_TYPE_NAMES, 0.5)}), empty_blocks(), values=equal)
-    assert result.loc["c1", "next_best_ask"] == ASK_TYPE_NAMES[0]
+    chosen = choose(acceptance({"c1": dict.fromkeys(ASK_TYPE_NAMES, 0.5)}), empty_blocks(), values=equal)
+    assert chosen["c1"]["ask_type"] == ASK_TYPE_NAMES[0]
 
 
-def test_value_weights_are_configurable_and_checked() -> None:
+def test_value_weights_are_configurable() -> None:
     acc = acceptance({"c1": {"review": 0.6, "case_study": 0.2}})
     values = {**DEFAULT_ASK_VALUES, "review": 100.0}
-    assert next_best_asks(acc, empty_blocks(), values).loc["c1", "next_best_ask"] == "review"
-    with pytest.raises(ValueError, match="speaking"):
-        next_best_asks(acc, empty_blocks(), {t: 1.0 for t in ASK_TYPE_NAMES if t != "speaking"})
-    with pytest.raises(ValueError, match="review"):
-        next_best_asks(acc, empty_blocks(), {**DEFAULT_ASK_VALUES, "review": -1.0})
+    assert choose(acc, empty_blocks(), values)["c1"]["ask_type"] == "review"
 
 
-def test_unknown_probability_is_skipped() -> None:
+def test_unknown_probability_gives_no_ask() -> None:
+    # Production's rule: a NaN expected value among the unblocked types wins argmax and is not
+    # finite, so no type is chosen (the models never produce NaN acceptance).
     acc = acceptance({"c1": {"speaking": np.nan, "review": 0.5}})
-    assert next_best_asks(acc, empty_blocks()).loc["c1", "next_best_ask"] == "review"
+    assert choose(acc, empty_blocks())["c1"]["ask_type"] is None
 
 
-def test_customer_id_column_works_like_the_index_and_order_is_kept() -> None:
+def test_a_blocked_unknown_probability_is_ignored() -> None:
+    acc = acceptance({"c1": {"speaking": np.nan, "review": 0.5}})
+    blocked = blocks(("c1", "speaking", "ask_cooldown", "x", "2026-06-01"))
+    assert choose(acc, blocked)["c1"]["ask_type"] == "review"
+
+
+def test_customer_order_is_kept() -> None:
     acc = acceptance({"c2": {"review": 0.9}, "c1": {"referral": 0.9}})
-    by_index = next_best_asks(acc, empty_blocks())
-    by_column = next_best_asks(acc.reset_index(), empty_blocks())
-    pd.testing.assert_frame_equal(by_index, by_column)
-    assert list(by_index.index) == ["c2", "c1"]
+    picked = next_asks(acc.to_numpy(dtype="float64"), np.zeros(acc.shape, dtype=bool), DEFAULT_ASK_VALUES)
+    assert [ASK_TYPE_NAMES[k] for k in picked] == ["review", "referral"]
 
 
 def test_blocks_of_other_customers_are_ignored() -> None:
     blocked = blocks(("zz", "review", "low_health", "x", None))
-    result = next_best_asks(acceptance({"c1": {"review": 0.9}}), blocked)
-    assert result.loc["c1", "blocked_asks"] == []
+    chosen = choose(acceptance({"c1": {"review": 0.9}}), blocked)["c1"]
+    assert chosen["blocked"] == []
+    assert chosen["ask_type"] == "review"
 
 
-def test_bad_acceptance_is_rejected() -> None:
-    with pytest.raises(ValueError, match="review"):
-        next_best_asks(acceptance({"c1": {}}).drop(columns="review"), empty_blocks())
-    twice = pd.concat([acceptance({"c1": {}}), acceptance({"c1": {}})])
-    with pytest.raises(ValueError, match="duplicate customer_id c1"):
-        next_best_asks(twice, empty_blocks())
-
-
-def test_no_customers_gives_an_empty_frame() -> None:
-    result = next_best_asks(acceptance({"c1": {}}).iloc[:0], empty_blocks())
-    assert result.empty
-    assert tuple(result.columns) == NEXT_ASK_COLUMNS
+def test_no_customers_gives_nothing() -> None:
+    assert choose(acceptance({"c1": {}}).iloc[:0], empty_blocks()) == {}
+    picked = next_asks(np.zeros((0, len(ASK_TYPE_NAMES))), np.zeros((0, len(ASK_TYPE_NAMES)), dtype=bool), {})
+    assert picked.shape == (0,)
 
 
 def test_until_is_rounded_up_to_the_second() -> None:
     blocked = blocks(("c1", "review", "ask_cooldown", "x", "2026-06-01T10:00:00.25"))
-    listed = next_best_asks(acceptance({"c1": {}}), blocked).loc["c1", "blocked_asks"]
+    listed = choose(acceptance({"c1": {}}), blocked)["c1"]["blocked"]
     assert listed[0]["until"] == "2026-06-01T10:00:01Z"
     assert pd.Timestamp(listed[0]["until"]) >= utc("2026-06-01T10:00:00.25")
 
@@ -180,8 +187,8 @@ def test_works_on_the_output_of_blocked_asks() -> None:
         }
     )
     acc = acceptance({"c1": {"reference_call": 0.9}, "c2": {"reference_call": 0.9}})
-    result = next_best_asks(acc, blocked_asks(asks, signals, now))
-    assert result.loc["c1", "next_best_ask"] == "speaking"  # 0.01 x 10 beats the others; reference_call blocked
-    assert [b["ask_type"] for b in result.loc["c1", "blocked_asks"]] == ["reference_call"]
-    assert result.loc["c1", "blocked_asks"][0]["until"] == "2026-07-01T00:00:00Z"
-    assert result.loc["c2", "next_best_ask"] is None
+    chosen = choose(acc, blocked_asks(asks, signals, now))
+    assert chosen["c1"]["ask_type"] == "speaking"  # 0.01 x 10 beats the others; reference_call blocked
+    assert [b["ask_type"] for b in chosen["c1"]["blocked"]] == ["reference_call"]
+    assert chosen["c1"]["blocked"][0]["until"] == "2026-07-01T00:00:00Z"
+    assert chosen["c2"]["ask_type"] is None

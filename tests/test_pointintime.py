@@ -8,10 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features.contracts import TIMESTAMP
 from features.io import World, world_from_tables
 from features.pointintime import active_points, build_features, tenure_months
 from features.spec import FEATURE_NAMES, KEYS
-from models.guardrails import ask_state
+from models.guardrails import GuardrailConfig, blocked_asks
 from tests.worldkit import raw_tables, utc
 
 EVENT_TIME = {"nps": "responded_at", "tickets": "opened_at", "social": "mentioned_at", "activities": "occurred_at"}
@@ -155,13 +156,27 @@ def test_outcomes_become_known_when_answered() -> None:
 
 def test_decline_streak_is_the_guardrails_count(generated_world: World) -> None:
     """The feature the models learn from and the pause the guardrail applies count declines alike."""
+    # A pause that never ends: every customer with a streak long enough is paused now.
+    config = GuardrailConfig(pause_days_after_declines=1_000_000)
     seen = 0
     for as_of in pd.date_range("2025-06-01", "2026-10-01", freq="61D", tz="UTC"):
         feature = build_features(generated_world, active_points(generated_world, as_of)).set_index("customer_id")
-        state = ask_state(generated_world.asks, as_of).set_index("customer_id")["decline_streak"]
-        expected = state.reindex(feature.index).fillna(0).to_numpy()
-        np.testing.assert_array_equal(feature["decline_streak"].to_numpy(), expected)
-        seen += int((expected >= 2).sum())
+        signals = pd.DataFrame(
+            {
+                "customer_id": feature.index.to_numpy(),
+                "health_score": np.full(len(feature), 100.0),
+                "last_urgent_ticket_at": pd.Series([pd.NaT] * len(feature), dtype=TIMESTAMP),
+            }
+        )
+        blocks = blocked_asks(generated_world.asks, signals, as_of, config)
+        paused = blocks[blocks["guardrail"] == "decline_pause"].drop_duplicates("customer_id")
+        counted = paused["reason"].str.extract(r"Declined the last (\d+) asks")[0].astype(int)
+        expected = pd.Series(counted.to_numpy(), index=paused["customer_id"]).reindex(feature.index)
+        streak = feature["decline_streak"]
+        long_enough = streak >= config.declines_in_a_row
+        np.testing.assert_array_equal(expected.notna().to_numpy(), long_enough.to_numpy())
+        np.testing.assert_array_equal(expected[long_enough].to_numpy(), streak[long_enough].to_numpy())
+        seen += int(long_enough.sum())
     assert seen > 0  # some customers were in a pause
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -193,7 +193,3 @@ def fit_bundle(
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     return bundle, mats
-
-
-def with_params(config: TrainConfig, target: str, **changes: Any) -> TrainConfig:
-    return replace(config, **{target: replace(getattr(config, target), **changes)})
