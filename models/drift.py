@@ -25,19 +25,26 @@ def _numeric_profile(values: np.ndarray) -> dict[str, Any]:
     return {"kind": "numeric", "edges": edges.tolist(), "shares": _numeric_shares(values, edges).tolist()}
 
 
-def _numeric_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+def _numeric_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Rows per bin of `edges`; the last bin holds missing values."""
     missing = ~np.isfinite(values)
     bins = np.searchsorted(edges, values[~missing], side="right")
-    counts = np.bincount(bins, minlength=len(edges) + 1).astype(float)
-    counts = np.append(counts, missing.sum())  # the last bin holds missing values
-    return counts / max(len(values), 1)
+    return np.append(np.bincount(bins, minlength=len(edges) + 1).astype(float), missing.sum())
+
+
+def _categorical_counts(values: pd.Series, levels: list[str]) -> np.ndarray:
+    """Rows per level; the last bin holds every other value."""
+    counts = values.astype("str").value_counts()
+    known = np.array([counts.get(lv, 0) for lv in levels], dtype=float)
+    return np.append(known, len(values) - known.sum())
+
+
+def _numeric_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return _numeric_counts(values, edges) / max(len(values), 1)
 
 
 def _categorical_shares(values: pd.Series, levels: list[str]) -> np.ndarray:
-    counts = values.astype("str").value_counts()
-    known = np.array([counts.get(lv, 0) for lv in levels], dtype=float)
-    other = len(values) - known.sum()
-    return np.append(known, other) / max(len(values), 1)
+    return _categorical_counts(values, levels) / max(len(values), 1)
 
 
 def reference_profile(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, Any]:
@@ -60,41 +67,21 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def drift_report(reference: Mapping[str, Any], frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
-    """PSI per feature and for the score, with a flag above `PSI_ALERT`, worst first."""
-    rows = []
-    for name, ref in reference.items():
-        if name == "score":
-            actual = _numeric_shares(np.asarray(scores, dtype=float), np.asarray(ref["edges"]))
-        elif ref["kind"] == "numeric":
-            actual = _numeric_shares(frame[name].to_numpy(dtype=float), np.asarray(ref["edges"]))
-        else:
-            actual = _categorical_shares(frame[name], ref["levels"])
-        value = psi(np.asarray(ref["shares"]), actual)
-        rows.append({"name": name, "psi": value, "drifted": value > PSI_ALERT})
-    return pd.DataFrame(rows).sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
-
-
 def drift_counts(reference: Mapping[str, Any], frame: pd.DataFrame, scores: np.ndarray) -> dict[str, list[float]]:
-    """Per feature (and `score`), row counts in the reference's bins: chunks add up to `drift_report`."""
+    """Per feature (and `score`), row counts in the reference's bins: the counts of chunks add up."""
     out: dict[str, list[float]] = {}
     for name, ref in reference.items():
         if name == "score" or ref["kind"] == "numeric":
             values = np.asarray(scores if name == "score" else frame[name].to_numpy(dtype=float), dtype=float)
-            edges = np.asarray(ref["edges"], dtype=float)
-            missing = ~np.isfinite(values)
-            bins = np.searchsorted(edges, values[~missing], side="right")
-            counts = np.append(np.bincount(bins, minlength=len(edges) + 1).astype(float), missing.sum())
+            counts = _numeric_counts(values, np.asarray(ref["edges"], dtype=float))
         else:
-            found = frame[name].astype("str").value_counts()
-            known = np.array([found.get(level, 0) for level in ref["levels"]], dtype=float)
-            counts = np.append(known, len(frame) - known.sum())
+            counts = _categorical_counts(frame[name], ref["levels"])
         out[name] = counts.tolist()
     return out
 
 
 def drift_from_counts(reference: Mapping[str, Any], counts: Mapping[str, Any], rows: int) -> pd.DataFrame:
-    """`drift_report` from summed bin counts."""
+    """PSI per feature and for the score from summed bin counts, flagged above `PSI_ALERT`, worst first."""
     report = []
     for name, ref in reference.items():
         shares = np.asarray(counts.get(name, np.zeros(len(ref["shares"]))), dtype=float) / max(rows, 1)

@@ -251,11 +251,15 @@ class PatternTreeShap:
             out = self._predict(matrix)
             stats.exact_rows = len(out)
         else:
-            rows = np.flatnonzero(ambiguous_rows(out, top))
-            if len(rows):
-                out[rows] = self._predict(matrix[rows], num_threads=1)
-            stats.exact_rows = len(rows)
+            stats.exact_rows = self.exact_where_ambiguous(out, matrix, top)
         return out, stats
+
+    def exact_where_ambiguous(self, contributions: np.ndarray, matrix: np.ndarray, top: int = 3) -> int:
+        """Replace, in place, the rows `ambiguous_rows` flags by LightGBM's exact values; return how many."""
+        rows = np.flatnonzero(ambiguous_rows(contributions, top))
+        if len(rows):
+            contributions[rows] = self._predict(matrix[rows], num_threads=1)
+        return len(rows)
 
     def _agrees(self, matrix: np.ndarray, fast: np.ndarray) -> bool:
         rows = np.unique(np.linspace(0, len(matrix) - 1, min(len(matrix), _CHECK_ROWS)).astype(np.int64))
@@ -281,12 +285,4 @@ def ambiguous_rows(contributions: np.ndarray, top: int = 3, tolerance: float = A
     return flagged
 
 
-def exact_where_ambiguous(contributions: np.ndarray, matrix: np.ndarray, booster: lgb.Booster, top: int = 3) -> int:
-    """Replace, in place, the rows `ambiguous_rows` flags by LightGBM's exact values; return how many."""
-    rows = np.flatnonzero(ambiguous_rows(contributions, top))
-    if len(rows):
-        contributions[rows] = np.asarray(booster.predict(matrix[rows], pred_contrib=True, num_threads=1))
-    return len(rows)
-
-
-__all__ = ["AMBIGUITY", "ExplainStats", "PatternTreeShap", "ambiguous_rows", "exact_where_ambiguous"]
+__all__ = ["AMBIGUITY", "ExplainStats", "PatternTreeShap", "ambiguous_rows"]
