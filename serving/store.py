@@ -39,7 +39,7 @@ from models.bundle import Bundle, ask_rows_matrix
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.reasons import describe, reason
 from models.references import SIMILARITY_WEIGHTS, Prospect, rank_references
-from models.scoring import Blocked, next_asks, next_best_ask, score
+from models.scoring import Blocked, Scores, next_asks, next_best_ask, score
 from models.tiers import tier_rank
 from serving.registry import ChampionRef
 from serving.schemas import NextBestAsk, Result
@@ -221,6 +221,22 @@ class _HistoryIndex:
 def guardrail_config(bundle: Bundle) -> GuardrailConfig:
     """The guardrail limits saved with the model (defaults where it saved none)."""
     return GuardrailConfig.from_saved(bundle.guardrails)
+
+
+def snapshot_blocked(
+    bundle: Bundle, store: FeatureStore, asks: pd.DataFrame, rows: np.ndarray, now: pd.Timestamp
+) -> Blocked:
+    """The stored rows' blocks at `now` from these asks, under the limits saved with the model.
+
+    What `GuardrailBook.blocked` answers when the ask log holds nothing beyond `asks` (the CLI's
+    `explain`, which reads the raw tables and no ask log).
+    """
+    return Blocked.from_frame(blocked_asks(asks, store.signals(rows), now, guardrail_config(bundle)))
+
+
+def score_stored(bundle: Bundle, store: FeatureStore, rows: np.ndarray, blocked: Blocked) -> Scores:
+    """`models.scoring.score` on stored rows with their blocks: the scoring behind `/explain`."""
+    return score(bundle, store.values(rows), matrix=store.matrix[rows], blocked=blocked)
 
 
 _MAX_CHUNKS = 16
@@ -702,7 +718,7 @@ class ServingState:
         rows = self.store.rows([customer_id])
         now = self.now()
         values = self.store.values(rows)
-        scores = score(self.bundle, values, matrix=self.store.matrix[rows], blocked=self.book.blocked(rows, now))
+        scores = score_stored(self.bundle, self.store, rows, self.book.blocked(rows, now))
         result = scores.result(0)
         assert scores.contributions is not None
         contrib = scores.contributions[0]
