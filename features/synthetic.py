@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.contracts import as_utc
+
 __all__ = [
     "ASK_EFFORT",
     "ASK_TYPES",
@@ -727,8 +729,7 @@ def generate_world(
         raise ValueError("n_customers must be at least 1")
     if months < 1:
         raise ValueError("months must be at least 1")
-    end_ts = pd.Timestamp(end)
-    end_ts = end_ts.tz_localize("UTC") if end_ts.tzinfo is None else end_ts.tz_convert("UTC")
+    end_ts = as_utc(end)
     cal = _calendar(np.datetime64(f"{end_ts.year:04d}-{end_ts.month:02d}", "M"), months)
     horizon_end_days = (end_ts - pd.Timestamp(cal.origin).tz_localize("UTC")) / pd.Timedelta(days=1)
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from features.asklog import AskLog
-from features.contracts import TIMESTAMP, empty_table
+from features.contracts import NAT_MICROS, TIMESTAMP, as_utc, empty_table, from_micros, to_micros
 from features.settings import Settings
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURE_VERSION, KEYS
 from models.bundle import Bundle, ask_rows_matrix
@@ -47,7 +47,6 @@ from serving.snapshot import RECENT_REFERENCE_DAYS, Snapshot, current_snapshot_d
 
 ASK_TABLE_COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 CONTEXT_COLUMNS: tuple[str, ...] = ("name", "last_urgent_ticket_at", "recent_reference_calls")
-_NAT = np.iinfo(np.int64).min
 _NEVER = np.iinfo(np.int64).max
 _US_PER_DAY = 86_400 * 1_000_000
 RESULT_CACHE_ROWS = 20_000  # about 6 kB each: about 120 MB per worker when full
@@ -71,20 +70,9 @@ class IncompatibleStateError(ValueError):
     """The snapshot and the model do not fit together (or this code): serving them would be garbage."""
 
 
-def _micros(values: Any) -> np.ndarray:
-    """Microseconds since the epoch (UTC) as int64, NaT as `_NAT`; naive values are read as UTC."""
-    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("us").asi8
-
-
 def _us(ts: pd.Timestamp) -> int:
     """Microseconds since the epoch of a UTC timestamp (cheap: no array round trip)."""
     return int(ts.value // 1_000)
-
-
-def _utc(value: Any) -> pd.Timestamp:
-    """A UTC timestamp; naive values are read as UTC (the data contract's rule)."""
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def now_utc() -> pd.Timestamp:
@@ -139,7 +127,7 @@ class FeatureStore:
             col = frame[name]
             self.columns[name] = col.to_numpy(dtype=object) if name in CATEGORICAL_FEATURES else col.to_numpy(float)
         self.health: np.ndarray = pd.to_numeric(frame["health_score"], errors="coerce").to_numpy(float)
-        self.last_urgent_us: np.ndarray = _micros(frame["last_urgent_ticket_at"])
+        self.last_urgent_us: np.ndarray = to_micros(frame["last_urgent_ticket_at"])
         self.recent_reference_calls: np.ndarray = (
             pd.to_numeric(frame["recent_reference_calls"], errors="coerce").fillna(0).to_numpy(float)
         )
@@ -180,9 +168,7 @@ class FeatureStore:
             {
                 "customer_id": pd.Series(self.ids[rows], dtype="str"),
                 "health_score": self.health[rows],
-                "last_urgent_ticket_at": pd.Series(self.last_urgent_us[rows].astype("datetime64[us]"))
-                .dt.tz_localize("UTC")
-                .astype(TIMESTAMP),
+                "last_urgent_ticket_at": from_micros(self.last_urgent_us[rows]),
             }
         )
 
@@ -197,7 +183,7 @@ class _HistoryIndex:
         frame = history.sort_values(["customer_id", "at"], ascending=[True, False], kind="stable")
         ids = frame["customer_id"].astype("str").to_numpy(dtype=object)
         # Kept as seconds and formatted per request: formatting millions of events at load is slow.
-        self._at = _micros(frame["at"]) // 1_000_000
+        self._at = to_micros(frame["at"]) // 1_000_000
         self._kind = frame["kind"].astype("str").to_numpy(dtype=object)
         self._detail = frame["detail"].astype("str").to_numpy(dtype=object)
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=np.int64)
@@ -292,7 +278,7 @@ class GuardrailBook:
         # Per logged ask: not one of the snapshot's (so posted since the snapshot was written).
         self._logged_new = np.zeros(0, dtype=bool)
         self._entries: dict[int, Mapping[str, tuple[str, str, str | None]]] = {}
-        self._valid_until = np.full(n, _NAT, dtype=np.int64)  # everything stale until first computed
+        self._valid_until = np.full(n, NAT_MICROS, dtype=np.int64)  # everything stale until first computed
         self._reference_blocked = np.zeros(n, dtype=bool)
         self._lock = threading.Lock()
         # One long-lived connection only to ask SQLite whether anyone committed since we last looked.
@@ -328,7 +314,7 @@ class GuardrailBook:
         touched = set(changes["customer_id"]) | set(self._logged.loc[replaced, "customer_id"])
         touched |= set(self._base["customer_id"].iloc[in_base])
         rows = [self._store.index[c] for c in touched if c in self._store.index]
-        self._valid_until[rows] = _NAT
+        self._valid_until[rows] = NAT_MICROS
         self._base_overridden[in_base] = True
         kept = ~replaced
         parts = [self._logged.loc[kept]] if kept.any() else []
@@ -378,15 +364,15 @@ class GuardrailBook:
         valid = np.full(len(rows), _NEVER, dtype=np.int64)
         local = pd.Index(ids[rows])
         if len(blocks):
-            until = _micros(blocks["until"])
+            until = to_micros(blocks["until"])
             at = local.get_indexer(blocks["customer_id"].astype("str"))
             later = until > now_us
             np.minimum.at(valid, at[later], until[later])
-        last_ask = np.full(len(rows), _NAT, dtype=np.int64)
+        last_ask = np.full(len(rows), NAT_MICROS, dtype=np.int64)
         if len(asks):
             at = local.get_indexer(asks["customer_id"].astype("str"))
-            asked = _micros(asks["asked_at"])
-            for when in (asked, _micros(asks["responded_at"])):
+            asked = to_micros(asks["asked_at"])
+            for when in (asked, to_micros(asks["responded_at"])):
                 later = (when > now_us) & (at >= 0)
                 np.minimum.at(valid, at[later], when[later])
             known = (asked <= now_us) & (at >= 0)
@@ -397,7 +383,7 @@ class GuardrailBook:
         # customer's text changes at the next such day boundary, so it is recomputed then.
         has_block = np.array([r in self._entries for r in rows.tolist()], dtype=bool)
         for anchor in (last_ask, urgent):
-            counts = has_block & (anchor != _NAT) & (anchor <= now_us)
+            counts = has_block & (anchor != NAT_MICROS) & (anchor <= now_us)
             since = np.where(counts, anchor, now_us)  # no int64 overflow on NaT
             boundary = since + ((now_us - since) // _US_PER_DAY + 1) * _US_PER_DAY
             valid = np.where(counts, np.minimum(valid, boundary), valid)
@@ -428,7 +414,7 @@ class GuardrailBook:
             logged, code, posted = self._logged, self._logged_code, self._logged_new
         counts = self._store.recent_reference_calls.copy()
         if len(logged):
-            asked = _micros(logged["asked_at"])
+            asked = to_micros(logged["asked_at"])
             now_us = _us(now)
             new = (
                 (code >= 0)
@@ -679,7 +665,7 @@ class ServingState:
             [g if s else f"\x00record-{i}" for i, (g, s) in enumerate(zip(given, stored, strict=True))], dtype=object
         )
         values: dict[str, np.ndarray] = {"customer_id": keys}
-        values["as_of"] = np.array([_utc(r["as_of"]) if r.get("as_of") else now for r in records], dtype=object)
+        values["as_of"] = np.array([as_utc(r["as_of"]) if r.get("as_of") else now for r in records], dtype=object)
         for name in FEATURE_NAMES:
             column = [r.get(name) for r in records]
             if name in CATEGORICAL_FEATURES:
