@@ -321,13 +321,12 @@ def explain(
     """Explain one customer's scores in the terminal: reasons, points, disagreement, next ask."""
     import pandas as pd
 
-    from features.context import build_snapshot, guardrail_signals
+    from features.context import build_snapshot
     from features.io import read_world
     from features.labels import observed_until
     from features.pointintime import build_features
-    from models.guardrails import blocked_asks
     from models.pyfunc import load_bundle
-    from models.scoring import Blocked, score
+    from serving.store import FeatureStore, score_stored, snapshot_blocked
     from training import registry
 
     settings = _settings()
@@ -340,8 +339,10 @@ def explain(
     when = parse_time(as_of) or observed_until(world)
     frame = build_features(world, pd.DataFrame({"customer_id": [customer_id], "as_of": [when]}))
     snap = build_snapshot(world, when, frame)
-    blocks = blocked_asks(snap.asks, guardrail_signals(snap.features), when)
-    result = score(bundle, snap.features, blocked=Blocked.from_frame(blocks)).result(0)
+    # The service's scoring path, with the guardrail limits saved with the model, at `when`.
+    store = FeatureStore(snap, bundle)
+    rows = store.rows([customer_id])
+    result = score_stored(bundle, store, rows, snapshot_blocked(bundle, store, snap.asks, rows, when)).result(0)
     shown = "cold start: points rule" if result["cold_start"] else f"{result['propensity']:.0%}"
     console.print(
         f"[bold]{customer_id}[/] as of {when:%Y-%m-%d}: propensity {shown}, tier [bold]{result['tier']}[/]"

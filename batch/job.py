@@ -35,7 +35,7 @@ from batch.chunk import Scorer
 from batch.engines import ENGINES, default_workers, run_dask, run_local
 from batch.report import log_to_mlflow, make_progress, print_summary
 from batch.tables import Split, count_rows, data_fingerprint, split_tables
-from features.contracts import DataContractError
+from features.contracts import DataContractError, as_utc
 from features.io import table_files
 from features.spec import FEATURE_VERSION
 from models.drift import drift_from_counts
@@ -230,8 +230,7 @@ def _plan_run(
             console.print(f"Resuming the interrupted run as of {as_of.isoformat()} (pass --as-of to start afresh)")
         else:
             as_of = pd.Timestamp.now(tz="UTC")
-    as_of = pd.Timestamp(as_of)
-    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    as_of = as_utc(as_of)
     key = RunKey(**{**key.__dict__, "as_of": as_of.isoformat()})
     console.print(
         f"Scoring {data_dir} as of {as_of.isoformat()} with {champion.name} v{champion.version} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,25 @@ from pandera.errors import SchemaErrors
 from features.catalog import ANSWERS, ASK_TYPE_NAMES, OUTCOMES, PRIORITIES, SEGMENTS, TABLES
 
 TIMESTAMP = "datetime64[us, UTC]"
+NAT_MICROS = np.iinfo(np.int64).min  # numpy's NaT as int64; never a real microsecond count
 _MAX_EXAMPLES = 5
+
+
+# ---- the one UTC rule: naive input is read as UTC, aware input converted ----------------------
+def as_utc(value: Any) -> pd.Timestamp:
+    """A UTC timestamp from anything `pd.Timestamp` reads; naive values are read as UTC."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def to_micros(values: Any) -> np.ndarray:
+    """Microseconds since the epoch (UTC) as int64, NaT as `NAT_MICROS`; naive values are read as UTC."""
+    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("us").asi8
+
+
+def from_micros(micros: np.ndarray) -> pd.Series:
+    """`TIMESTAMP` values from microseconds since the epoch (`NAT_MICROS` -> NaT); the inverse of `to_micros`."""
+    return pd.Series(micros.astype("datetime64[us]")).dt.tz_localize("UTC").astype(TIMESTAMP)
 
 
 class DataContractError(ValueError):

@@ -149,29 +149,23 @@ def build_features(world: World, points: pd.DataFrame) -> pd.DataFrame:
     codes = customer_codes(world, ids)
     q = _AsOf(codes, as_of)
     index = pd.Index(world.customers["customer_id"])
-    cols: dict[str, np.ndarray | pd.Series] = {}
-
-    # Customer attributes, taken as they are (churn is not a feature: it is unknown until it happens).
-    cust = world.customers.iloc[q.sorted["_c"].to_numpy()].reset_index(drop=True)
-    cols["tenure_months"] = tenure_months(cust["contract_start"], q.t)
-    for name in CATEGORICAL_FEATURES:
-        cols[name] = cust[name].to_numpy()
-    cols["log_arr"] = np.log1p(cust["arr"].to_numpy(dtype=float))
-
-    _nps_features(q, world, index, cols)
-    _usage_features(q, world, index, cols)
-    _ticket_features(q, world, index, cols)
-    _social_features(q, world, index, cols)
-    _ask_features(q, world, index, cols)
-    _activity_features(q, world, index, cols)
+    nps = _nps_features(q, world, index)
+    usage = _usage_features(q, world, index)
+    tickets = _ticket_features(q, world, index)
+    social = _social_features(q, world, index)
+    asks = _ask_features(q, world, index)
+    activity = _activity_features(q, world, index, accepts_total=asks["accepts_total"])
     # Rates over the observed history: long-run habits (how often they answer surveys or post) are
     # steadier signals of affinity than any one window.
-    months = np.maximum(cols["usage_months"], 1.0)
-    cols["nps_responses_per_month"] = cols["_nps_responses_total"] / months
-    cols["social_positive_per_month"] = cols["_social_positive_total"] / months
-    cols["tickets_per_month"] = cols["_tickets_total"] / months
-    cols["social_mentions_per_month"] = cols["_social_total"] / months
-    cols["organic_activities_per_month"] = cols["organic_activities_total"] / months
+    months = np.maximum(usage["usage_months"], 1.0)
+    rates = {
+        "nps_responses_per_month": nps["_nps_responses_total"] / months,
+        "social_positive_per_month": social["_social_positive_total"] / months,
+        "tickets_per_month": tickets["_tickets_total"] / months,
+        "social_mentions_per_month": social["_social_total"] / months,
+        "organic_activities_per_month": activity["organic_activities_total"] / months,
+    }
+    cols = {**_customer_features(q, world), **nps, **usage, **tickets, **social, **asks, **activity, **rates}
 
     out = pd.DataFrame({name: cols[name] for name in FEATURE_NAMES})
     for name in FEATURE_NAMES:
@@ -187,7 +181,23 @@ def build_features(world: World, points: pd.DataFrame) -> pd.DataFrame:
     return out.iloc[restored].reset_index(drop=True)
 
 
-def _nps_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+# One feature group's columns (name -> one value per point, in `_AsOf` order). Names starting
+# with "_" are totals that `build_features` turns into rates; they are not features themselves.
+_Columns = dict[str, np.ndarray]
+
+
+def _customer_features(q: _AsOf, world: World) -> _Columns:
+    """Customer attributes, taken as they are (churn is not a feature: it is unknown until it happens)."""
+    cust = world.customers.iloc[q.sorted["_c"].to_numpy()].reset_index(drop=True)
+    cols: _Columns = {"tenure_months": tenure_months(cust["contract_start"], q.t)}
+    for name in CATEGORICAL_FEATURES:
+        cols[name] = cust[name].to_numpy()
+    cols["log_arr"] = np.log1p(cust["arr"].to_numpy(dtype=float))
+    return cols
+
+
+def _nps_features(q: _AsOf, world: World, index: pd.Index) -> _Columns:
+    cols: _Columns = {}
     ev = _prepare(world.nps, index, "responded_at")
     ev["prev_score"] = ev.groupby("_c", sort=False)["score"].shift(1)
     ev = _by_time(_running(ev, {"cum_score": ev["score"].astype(float)}), "responded_at")
@@ -203,9 +213,11 @@ def _nps_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
     cols["nps_responses_12m"] = n12
     cols["nps_mean_all"] = _ratio(_cum(now, "cum_score"), _cum(now, "cum_n"))
     cols["_nps_responses_total"] = _cum(now, "cum_n")
+    return cols
 
 
-def _usage_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+def _usage_features(q: _AsOf, world: World, index: pd.Index) -> _Columns:
+    cols: _Columns = {}
     usage = world.usage.loc[
         :,
         [
@@ -259,9 +271,11 @@ def _usage_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None
     )
     cols["usage_months"] = _cum(now, "cum_n")
     cols["health_mean_all"] = _ratio(_cum(now, "cum_health"), _cum(now, "cum_n"))
+    return cols
 
 
-def _ticket_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+def _ticket_features(q: _AsOf, world: World, index: pd.Index) -> _Columns:
+    cols: _Columns = {}
     ev = _prepare(world.tickets, index, "opened_at")
     csat = ev["csat"].astype("Float64")
     ev = _running(
@@ -294,9 +308,11 @@ def _ticket_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> Non
         _cum(now, "cum_csat") - _cum(d365, "cum_csat"),
         _cum(now, "cum_csat_n") - _cum(d365, "cum_csat_n"),
     )
+    return cols
 
 
-def _social_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+def _social_features(q: _AsOf, world: World, index: pd.Index) -> _Columns:
+    cols: _Columns = {}
     ev = _prepare(world.social, index, "mentioned_at")
     ev = _running(
         ev,
@@ -318,6 +334,7 @@ def _social_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> Non
     cols["social_sentiment_12m"] = _ratio(
         _cum(now, "cum_sentiment") - _cum(year_ago, "cum_sentiment"), _cum(now, "cum_n") - _cum(year_ago, "cum_n")
     )
+    return cols
 
 
 def _known_asks(asks: pd.DataFrame) -> pd.DataFrame:
@@ -325,7 +342,8 @@ def _known_asks(asks: pd.DataFrame) -> pd.DataFrame:
     return asks.assign(responded_at=answer_known_at(asks))
 
 
-def _ask_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
+def _ask_features(q: _AsOf, world: World, index: pd.Index) -> _Columns:
+    cols: _Columns = {}
     all_asks = _known_asks(world.asks)
     asks = _prepare(all_asks, index, "asked_at")
     asks = _running(asks, {"cum_ref": (asks["ask_type"] == "reference_call").astype(float)})
@@ -367,10 +385,12 @@ def _ask_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
     cols["asks_90d"] = asks_total - _cum(d90, "cum_n")
     cols["reference_calls_quarter"] = _cum(now, "cum_ref") - _cum(quarter, "cum_ref")
     cols["decline_streak"] = _cum(known, "streak")
+    return cols
 
 
-def _activity_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> None:
-    """Activity history; needs the ask features first (accepted asks not yet delivered)."""
+def _activity_features(q: _AsOf, world: World, index: pd.Index, accepts_total: np.ndarray) -> _Columns:
+    """Activity history; `accepts_total` (from `_ask_features`) gives the accepted asks not yet delivered."""
+    cols: _Columns = {}
     ev = _prepare(world.activities, index, "occurred_at")
     solicited = ev["ask_id"].notna().astype(float)
     ev = _by_time(_running(ev, {"cum_solicited": solicited, "cum_organic": 1.0 - solicited}), "occurred_at")
@@ -385,7 +405,8 @@ def _activity_features(q: _AsOf, world: World, index: pd.Index, cols: dict) -> N
     cols["organic_activities_12m"] = _cum(now, "cum_organic") - _cum(year_ago, "cum_organic")
     cols["organic_activities_total"] = _cum(now, "cum_organic")
     # An accepted ask whose activity has not happened yet is advocacy already promised.
-    cols["accepted_not_delivered"] = np.maximum(cols["accepts_total"] - _cum(now, "cum_solicited"), 0.0)
+    cols["accepted_not_delivered"] = np.maximum(accepts_total - _cum(now, "cum_solicited"), 0.0)
+    return cols
 
 
 def active_points(world: World, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.catalog import ANSWERS, ASK_TYPE_NAMES
-from features.contracts import TIMESTAMP, answer_known_at
+from features.contracts import NAT_MICROS, TIMESTAMP, answer_known_at, as_utc, from_micros, to_micros
 
 GUARDRAILS: tuple[str, ...] = (
     "reference_call_per_quarter",
@@ -31,7 +31,6 @@ BLOCK_COLUMNS: tuple[str, ...] = ("customer_id", "ask_type", "guardrail", "reaso
 SIGNAL_COLUMNS: tuple[str, ...] = ("customer_id", "health_score", "last_urgent_ticket_at")
 ASK_COLUMNS: tuple[str, ...] = ("customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 
-_NAT = np.iinfo(np.int64).min  # numpy's NaT as int64
 _US_PER_DAY = 86_400 * 1_000_000
 _ALL_TYPES = np.arange(len(ASK_TYPE_NAMES))
 _REFERENCE_CALL = ASK_TYPE_NAMES.index("reference_call")
@@ -64,21 +63,6 @@ class GuardrailConfig:
             if saved and f.name in saved:
                 kwargs[f.name] = float(saved[f.name]) if f.type in ("float", float) else int(saved[f.name])
         return cls(**kwargs)
-
-
-def _utc(now: pd.Timestamp | str) -> pd.Timestamp:
-    ts = pd.Timestamp(now)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _micros(values: pd.Series | pd.Index | Sequence[object]) -> np.ndarray:
-    """Microseconds since the epoch (UTC) as int64, NaT as `_NAT`; naive values are read as UTC."""
-    index = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
-    return index.as_unit("us").asi8
-
-
-def _to_timestamps(micros: np.ndarray) -> pd.Series:
-    return pd.Series(micros.astype("datetime64[us]")).dt.tz_localize("UTC").astype(TIMESTAMP)
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -129,21 +113,21 @@ def _vocabulary_codes(values: pd.Series, vocabulary: Sequence[str]) -> np.ndarra
 
 def _state(asks: pd.DataFrame, now: pd.Timestamp, config: GuardrailConfig, ids: pd.Series) -> _State:
     n = len(ids)
-    now_us = _micros([now])[0]
-    asked = _micros(asks["asked_at"])
+    now_us = to_micros([now])[0]
+    asked = to_micros(asks["asked_at"])
     codes = _positions(ids, asks["customer_id"])
-    keep = (codes >= 0) & (asked != _NAT) & (asked < now_us)
+    keep = (codes >= 0) & (asked != NAT_MICROS) & (asked < now_us)
     codes, asked = codes[keep], asked[keep]
     # Compared in pandas (Arrow kernels): converting string columns to numpy objects is slow.
     is_reference = (asks["ask_type"] == "reference_call").to_numpy(dtype=bool)[keep]
     outcome = asks["outcome"]
     answered = outcome.isin(ANSWERS).to_numpy(dtype=bool)[keep]
     declined = (outcome == "declined").to_numpy(dtype=bool)[keep]
-    known_at = _micros(answer_known_at(asks))[keep]
+    known_at = to_micros(answer_known_at(asks))[keep]
 
-    last_ask = np.full(n, _NAT, dtype=np.int64)
+    last_ask = np.full(n, NAT_MICROS, dtype=np.int64)
     np.maximum.at(last_ask, codes, asked)
-    quarter_start = _micros([_quarter_bounds(now)[0]])[0]
+    quarter_start = to_micros([_quarter_bounds(now)[0]])[0]
     is_ref_this_quarter = is_reference & (asked >= quarter_start)
 
     # Declines in a row: over the answers (accepted or declined) known at `now`, ordered by asked_at.
@@ -154,7 +138,7 @@ def _state(asks: pd.DataFrame, now: pd.Timestamp, config: GuardrailConfig, ids: 
     a_declined = declined[is_answer]
     a_known = known_at[is_answer]
     streak = np.zeros(n, dtype=np.int64)
-    pause_from = np.full(n, _NAT, dtype=np.int64)
+    pause_from = np.full(n, NAT_MICROS, dtype=np.int64)
     if len(a_codes):
         order = _order_by(a_codes, a_asked)
         a_codes, a_declined, a_known = a_codes[order], a_declined[order], a_known[order]
@@ -167,7 +151,7 @@ def _state(asks: pd.DataFrame, now: pd.Timestamp, config: GuardrailConfig, ids: 
         # The pause runs from the moment the last N answers were all known (normally the Nth's reply).
         group_end = np.repeat(ends, ends - starts)
         in_last_n = positions >= group_end - config.declines_in_a_row
-        streak_known = np.maximum.reduceat(np.where(in_last_n, a_known, _NAT), starts)
+        streak_known = np.maximum.reduceat(np.where(in_last_n, a_known, NAT_MICROS), starts)
         paused = streak[group] >= config.declines_in_a_row
         pause_from[group[paused]] = streak_known[paused]
     return _State(
@@ -232,7 +216,7 @@ class _Blocks:
                 "ask_type": take(ASK_TYPE_NAMES, types),
                 "guardrail": take(GUARDRAILS, rails),
                 "reason": take(self.reasons, reasons),
-                "until": _to_timestamps(until[order]),
+                "until": from_micros(until[order]),
             }
         )
         return frame
@@ -261,21 +245,21 @@ def blocked_asks(
     """
     _require(asks, ASK_COLUMNS, "asks")
     _require(signals, SIGNAL_COLUMNS, "signals")
-    now = _utc(now)
+    now = as_utc(now)
     ids = signals["customer_id"].astype("str").reset_index(drop=True)
     if ids.duplicated().any():
         dup = ids[ids.duplicated()].unique()[:5].tolist()
         raise ValueError(f"signals: duplicate customer_id {', '.join(dup)}")
     n = len(ids)
     s = _state(asks, now, config, ids)
-    now_us = _micros([now])[0]
+    now_us = to_micros([now])[0]
     blocks = _Blocks(ids)
 
     limit = config.reference_calls_per_quarter
     blocks.add(
         "reference_call_per_quarter",
         s.reference_calls_quarter >= limit,
-        np.full(n, _micros([_quarter_bounds(now)[1]])[0], dtype=np.int64),
+        np.full(n, to_micros([_quarter_bounds(now)[1]])[0], dtype=np.int64),
         np.array([_REFERENCE_CALL]),
         s.reference_calls_quarter,
         lambda k: (
@@ -283,8 +267,8 @@ def blocked_asks(
         ),
     )
 
-    has_ask = s.last_ask_at != _NAT
-    cooldown_until = np.where(has_ask, s.last_ask_at + config.min_days_between_asks * _US_PER_DAY, _NAT)
+    has_ask = s.last_ask_at != NAT_MICROS
+    cooldown_until = np.where(has_ask, s.last_ask_at + config.min_days_between_asks * _US_PER_DAY, NAT_MICROS)
     blocks.add(
         "ask_cooldown",
         has_ask & (cooldown_until > now_us),
@@ -294,8 +278,8 @@ def blocked_asks(
         lambda d: f"Asked {_days(d)}; wait {config.min_days_between_asks} days between asks",
     )
 
-    has_pause = s.pause_from != _NAT
-    pause_until = np.where(has_pause, s.pause_from + config.pause_days_after_declines * _US_PER_DAY, _NAT)
+    has_pause = s.pause_from != NAT_MICROS
+    pause_until = np.where(has_pause, s.pause_from + config.pause_days_after_declines * _US_PER_DAY, NAT_MICROS)
     blocks.add(
         "decline_pause",
         has_pause & (pause_until > now_us),
@@ -313,9 +297,9 @@ def _add_signal_blocks(blocks: _Blocks, signals: pd.DataFrame, now_us: int, conf
     """The guardrails read from the customer's signals, not the ask history: urgent tickets, low health."""
     n = len(signals)
     # A ticket opened after `now` is not known at `now`, so it blocks nothing.
-    urgent_at = _micros(signals["last_urgent_ticket_at"])
-    has_urgent = (urgent_at != _NAT) & (urgent_at <= now_us)
-    urgent_until = np.where(has_urgent, urgent_at + config.urgent_ticket_open_days * _US_PER_DAY, _NAT)
+    urgent_at = to_micros(signals["last_urgent_ticket_at"])
+    has_urgent = (urgent_at != NAT_MICROS) & (urgent_at <= now_us)
+    urgent_until = np.where(has_urgent, urgent_at + config.urgent_ticket_open_days * _US_PER_DAY, NAT_MICROS)
     blocks.add(
         "urgent_ticket",
         has_urgent & (urgent_until > now_us),
@@ -330,7 +314,7 @@ def _add_signal_blocks(blocks: _Blocks, signals: pd.DataFrame, now_us: int, conf
     blocks.add(
         "low_health",
         health < config.min_health,
-        np.full(n, _NAT, dtype=np.int64),
+        np.full(n, NAT_MICROS, dtype=np.int64),
         _ALL_TYPES,
         np.round(health, 1),
         lambda h: f"Health score {h:g} is below {config.min_health:g}; wait until it recovers",
@@ -349,8 +333,8 @@ def binding_blocks(blocks: pd.DataFrame) -> pd.DataFrame:
     cust, _ = pd.factorize(blocks["customer_id"])
     pair = cust.astype(np.int64) * len(ASK_TYPE_NAMES) + _vocabulary_codes(blocks["ask_type"], ASK_TYPE_NAMES)
     rails = _vocabulary_codes(blocks["guardrail"], GUARDRAILS)
-    until = _micros(blocks["until"])
-    lifts = np.where(until == _NAT, np.iinfo(np.int64).max, until)
+    until = to_micros(blocks["until"])
+    lifts = np.where(until == NAT_MICROS, np.iinfo(np.int64).max, until)
     # Sorted so the last row of each (customer, type) is the latest-lifting, first-listed guardrail.
     order = np.lexsort((-rails, lifts, pair))
     pair = pair[order]

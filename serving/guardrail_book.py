@@ -16,17 +16,15 @@ import numpy as np
 import pandas as pd
 
 from features.context import RECENT_REFERENCE_DAYS
-from features.contracts import empty_table
+from features.contracts import NAT_MICROS, empty_table, to_micros
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.scoring import Blocked
 from serving.store import (
-    _NAT,
     _NEVER,
     _US_PER_DAY,
     ASK_TABLE_COLUMNS,
     FeatureStore,
     UnknownCustomersError,
-    _micros,
     _us,
 )
 from storage.asklog import AskLog
@@ -86,7 +84,7 @@ class GuardrailBook:
         # Per logged ask: not one of the snapshot's (so posted since the snapshot was written).
         self._logged_new = np.zeros(0, dtype=bool)
         self._entries: dict[int, Mapping[str, tuple[str, str, str | None]]] = {}
-        self._valid_until = np.full(n, _NAT, dtype=np.int64)  # everything stale until first computed
+        self._valid_until = np.full(n, NAT_MICROS, dtype=np.int64)  # everything stale until first computed
         self._reference_blocked = np.zeros(n, dtype=bool)
         self._lock = threading.Lock()
         # One long-lived connection only to ask SQLite whether anyone committed since we last looked.
@@ -122,7 +120,7 @@ class GuardrailBook:
         touched = set(changes["customer_id"]) | set(self._logged.loc[replaced, "customer_id"])
         touched |= set(self._base["customer_id"].iloc[in_base])
         rows = [self._store.index[c] for c in touched if c in self._store.index]
-        self._valid_until[rows] = _NAT
+        self._valid_until[rows] = NAT_MICROS
         self._base_overridden[in_base] = True
         kept = ~replaced
         parts = [self._logged.loc[kept]] if kept.any() else []
@@ -172,15 +170,15 @@ class GuardrailBook:
         valid = np.full(len(rows), _NEVER, dtype=np.int64)
         local = pd.Index(ids[rows])
         if len(blocks):
-            until = _micros(blocks["until"])
+            until = to_micros(blocks["until"])
             at = local.get_indexer(blocks["customer_id"].astype("str"))
             later = until > now_us
             np.minimum.at(valid, at[later], until[later])
-        last_ask = np.full(len(rows), _NAT, dtype=np.int64)
+        last_ask = np.full(len(rows), NAT_MICROS, dtype=np.int64)
         if len(asks):
             at = local.get_indexer(asks["customer_id"].astype("str"))
-            asked = _micros(asks["asked_at"])
-            for when in (asked, _micros(asks["responded_at"])):
+            asked = to_micros(asks["asked_at"])
+            for when in (asked, to_micros(asks["responded_at"])):
                 later = (when > now_us) & (at >= 0)
                 np.minimum.at(valid, at[later], when[later])
             known = (asked <= now_us) & (at >= 0)
@@ -191,7 +189,7 @@ class GuardrailBook:
         # customer's text changes at the next such day boundary, so it is recomputed then.
         has_block = np.array([r in self._entries for r in rows.tolist()], dtype=bool)
         for anchor in (last_ask, urgent):
-            counts = has_block & (anchor != _NAT) & (anchor <= now_us)
+            counts = has_block & (anchor != NAT_MICROS) & (anchor <= now_us)
             since = np.where(counts, anchor, now_us)  # no int64 overflow on NaT
             boundary = since + ((now_us - since) // _US_PER_DAY + 1) * _US_PER_DAY
             valid = np.where(counts, np.minimum(valid, boundary), valid)
@@ -222,7 +220,7 @@ class GuardrailBook:
             logged, code, posted = self._logged, self._logged_code, self._logged_new
         counts = self._store.recent_reference_calls.copy()
         if len(logged):
-            asked = _micros(logged["asked_at"])
+            asked = to_micros(logged["asked_at"])
             now_us = _us(now)
             new = (
                 (code >= 0)

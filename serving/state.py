@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.context import Snapshot
-from features.contracts import CONTRACTS, TIMESTAMP, empty_table
+from features.contracts import CONTRACTS, TIMESTAMP, as_utc, empty_table
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.bundle import Bundle
 from models.guardrails import GuardrailConfig, blocked_asks
@@ -34,8 +34,8 @@ from serving.store import (
     ASK_TABLE_COLUMNS,
     FeatureStore,
     _plain,
-    _utc,
     now_utc,
+    score_stored,
 )
 from storage.asklog import AskLog
 from storage.settings import Settings
@@ -191,7 +191,7 @@ class ServingState:
             [g if s else f"\x00record-{i}" for i, (g, s) in enumerate(zip(given, stored, strict=True))], dtype=object
         )
         values: dict[str, np.ndarray] = {"customer_id": keys}
-        values["as_of"] = np.array([_utc(r["as_of"]) if r.get("as_of") else now for r in records], dtype=object)
+        values["as_of"] = np.array([as_utc(r["as_of"]) if r.get("as_of") else now for r in records], dtype=object)
         for name in FEATURE_NAMES:
             column = [r.get(name) for r in records]
             if name in CATEGORICAL_FEATURES:
@@ -230,7 +230,7 @@ class ServingState:
         rows = self.store.rows([customer_id])
         now = self.now()
         values = self.store.values(rows)
-        scores = score(self.bundle, values, matrix=self.store.matrix[rows], blocked=self.book.blocked(rows, now))
+        scores = score_stored(self.bundle, self.store, rows, self.book.blocked(rows, now))
         result = scores.result(0)
         assert scores.contributions is not None
         contrib = scores.contributions[0]

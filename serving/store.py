@@ -17,14 +17,15 @@ import numpy as np
 import pandas as pd
 
 from features.context import Snapshot
-from features.contracts import TIMESTAMP
+from features.contracts import from_micros, to_micros
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURE_VERSION, KEYS
 from models.bundle import Bundle, ask_rows_matrix
+from models.guardrails import GuardrailConfig, blocked_asks
 from models.references import SIMILARITY_WEIGHTS
+from models.scoring import Blocked, Scores, score
 
 ASK_TABLE_COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 CONTEXT_COLUMNS: tuple[str, ...] = ("name", "last_urgent_ticket_at", "recent_reference_calls")
-_NAT = np.iinfo(np.int64).min
 _NEVER = np.iinfo(np.int64).max
 _US_PER_DAY = 86_400 * 1_000_000
 RESULT_CACHE_ROWS = 20_000  # about 6 kB each: about 120 MB per worker when full
@@ -46,20 +47,9 @@ class IncompatibleStateError(ValueError):
     """The snapshot and the model do not fit together (or this code): serving them would be garbage."""
 
 
-def _micros(values: Any) -> np.ndarray:
-    """Microseconds since the epoch (UTC) as int64, NaT as `_NAT`; naive values are read as UTC."""
-    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("us").asi8
-
-
 def _us(ts: pd.Timestamp) -> int:
     """Microseconds since the epoch of a UTC timestamp (cheap: no array round trip)."""
     return int(ts.value // 1_000)
-
-
-def _utc(value: Any) -> pd.Timestamp:
-    """A UTC timestamp; naive values are read as UTC (the data contract's rule)."""
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def now_utc() -> pd.Timestamp:
@@ -109,7 +99,7 @@ class FeatureStore:
             col = frame[name]
             self.columns[name] = col.to_numpy(dtype=object) if name in CATEGORICAL_FEATURES else col.to_numpy(float)
         self.health: np.ndarray = pd.to_numeric(frame["health_score"], errors="coerce").to_numpy(float)
-        self.last_urgent_us: np.ndarray = _micros(frame["last_urgent_ticket_at"])
+        self.last_urgent_us: np.ndarray = to_micros(frame["last_urgent_ticket_at"])
         self.recent_reference_calls: np.ndarray = (
             pd.to_numeric(frame["recent_reference_calls"], errors="coerce").fillna(0).to_numpy(float)
         )
@@ -150,9 +140,7 @@ class FeatureStore:
             {
                 "customer_id": pd.Series(self.ids[rows], dtype="str"),
                 "health_score": self.health[rows],
-                "last_urgent_ticket_at": pd.Series(self.last_urgent_us[rows].astype("datetime64[us]"))
-                .dt.tz_localize("UTC")
-                .astype(TIMESTAMP),
+                "last_urgent_ticket_at": from_micros(self.last_urgent_us[rows]),
             }
         )
 
@@ -167,7 +155,7 @@ class _HistoryIndex:
         frame = history.sort_values(["customer_id", "at"], ascending=[True, False], kind="stable")
         ids = frame["customer_id"].astype("str").to_numpy(dtype=object)
         # Kept as seconds and formatted per request: formatting millions of events at load is slow.
-        self._at = _micros(frame["at"]) // 1_000_000
+        self._at = to_micros(frame["at"]) // 1_000_000
         self._kind = frame["kind"].astype("str").to_numpy(dtype=object)
         self._detail = frame["detail"].astype("str").to_numpy(dtype=object)
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=np.int64)
@@ -181,3 +169,20 @@ class _HistoryIndex:
             {"at": when, "kind": self._kind[i], "detail": self._detail[i]}
             for when, i in zip(at, range(start, end), strict=True)
         ]
+
+
+def snapshot_blocked(
+    bundle: Bundle, store: FeatureStore, asks: pd.DataFrame, rows: np.ndarray, now: pd.Timestamp
+) -> Blocked:
+    """The stored rows' blocks at `now` from these asks, under the limits saved with the model.
+
+    What `GuardrailBook.blocked` answers when the ask log holds nothing beyond `asks` (the CLI's
+    `explain`, which reads the raw tables and no ask log).
+    """
+    config = GuardrailConfig.from_saved(bundle.guardrails)
+    return Blocked.from_frame(blocked_asks(asks, store.signals(rows), now, config))
+
+
+def score_stored(bundle: Bundle, store: FeatureStore, rows: np.ndarray, blocked: Blocked) -> Scores:
+    """`models.scoring.score` on stored rows with their blocks: the scoring behind `/explain`."""
+    return score(bundle, store.values(rows), matrix=store.matrix[rows], blocked=blocked)

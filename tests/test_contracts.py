@@ -6,12 +6,13 @@ import pickle
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from advocacy.cli import app
-from features.contracts import DataContractError
+from features.contracts import NAT_MICROS, TIMESTAMP, DataContractError, as_utc, from_micros, to_micros
 from features.io import read_world, world_from_tables
 from features.pointintime import active_points, build_features
 from storage.files import write_tables
@@ -194,3 +195,18 @@ def test_unreadable_timestamp_on_the_command_line_is_a_clear_error(tmp_path: Pat
     )
     assert result.exit_code == 2
     assert "--as-of" in result.output
+
+
+def test_the_one_utc_rule_reads_naive_as_utc_and_converts_aware() -> None:
+    assert as_utc("2026-05-15 12:00") == pd.Timestamp("2026-05-15 12:00", tz="UTC")
+    assert str(as_utc(pd.Timestamp("2026-05-15 14:00", tz="Europe/Paris")).tz) == "UTC"
+    assert as_utc(pd.Timestamp("2026-05-15 14:00", tz="Europe/Paris")) == pd.Timestamp("2026-05-15 12:00", tz="UTC")
+
+
+def test_micros_round_trip_keeps_nat() -> None:
+    times = pd.Series(["2026-05-15T12:00:00.000001", None, "2026-05-15T12:00:00.000000"])  # naive: read as UTC
+    micros = to_micros(times)
+    assert micros.dtype == np.int64 and micros[1] == NAT_MICROS and micros[0] - micros[2] == 1
+    back = from_micros(micros)
+    assert str(back.dtype) == TIMESTAMP and pd.isna(back[1])
+    assert back[0] == pd.Timestamp("2026-05-15T12:00:00.000001", tz="UTC")

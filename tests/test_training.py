@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -119,6 +120,23 @@ def _cli(home: Path, *args: str) -> str:
     get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def test_explain_command_uses_the_guardrail_limits_saved_with_the_model(
+    trained_home: TrainedHome, champion: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`advocacy explain` scores through the service's path, with the limits the model was saved with."""
+    # C0001194 was last asked on 2026-10-19, 12 days before the end of the sample data.
+    args = ("explain", "C0001194", "--data", str(SAMPLE))
+    shown = " ".join(_cli(trained_home.settings.home, *args).split())
+    assert "tier" in shown and "Points rule:" in shown and "Next best ask:" in shown
+    assert "Asked 12 days ago; wait 30 days between asks" in shown  # nothing saved: the defaults
+
+    stricter = replace(champion, guardrails={"min_days_between_asks": 400})
+    monkeypatch.setattr("models.pyfunc.load_bundle", lambda *_: stricter)
+    shown = " ".join(_cli(trained_home.settings.home, *args).split())
+    assert "Asked 12 days ago; wait 400 days between asks (until 2027-11-23T10:00:58Z)" in shown
+    assert "wait 30 days" not in shown
 
 
 def test_gate_refuses_a_worse_model_and_rollback_restores_the_champion(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import TABLES
-from features.contracts import CONTRACTS
+from features.contracts import CONTRACTS, as_utc
 from features.synthetic import _tables
 from features.synthetic._calendar import Calendar, make_calendar
 from features.synthetic._params import DEFAULT_END, HORIZON_DAYS
@@ -58,8 +58,7 @@ def generate_world(
         raise ValueError("n_customers must be at least 1")
     if months < 1:
         raise ValueError("months must be at least 1")
-    end_ts = pd.Timestamp(end)
-    end_ts = end_ts.tz_localize("UTC") if end_ts.tzinfo is None else end_ts.tz_convert("UTC")
+    end_ts = as_utc(end)
     cal = make_calendar(np.datetime64(f"{end_ts.year:04d}-{end_ts.month:02d}", "M"), months)
     horizon_end_days = (end_ts - pd.Timestamp(cal.origin).tz_localize("UTC")) / pd.Timedelta(days=1)
 
