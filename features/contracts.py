@@ -20,6 +20,7 @@ from pandera.errors import SchemaErrors
 from features.catalog import ANSWERS, ASK_TYPE_NAMES, OUTCOMES, PRIORITIES, SEGMENTS, TABLES
 
 TIMESTAMP = "datetime64[us, UTC]"
+YEARS = (1900, 2199)  # every timestamp the product reads or is sent falls in these years (inclusive)
 NAT_MICROS = np.iinfo(np.int64).min  # numpy's NaT as int64; never a real microsecond count
 _MAX_EXAMPLES = 5
 
@@ -238,19 +239,36 @@ def _examples(rows: pd.Series, values: pd.Series) -> str:
     return ", ".join(pairs) + more
 
 
+def _rule_problem(name: str, rule: str, s: pd.Series, bad: pd.Series) -> str:
+    return (
+        f"column '{name}': rule '{rule}' failed for {int(bad.sum())} rows, "
+        f"e.g. {_examples(s.index[bad].to_series(), s[bad])}"
+    )
+
+
 def _parse_timestamps(name: str, s: pd.Series, nullable: bool, problems: list[str]) -> pd.Series:
+    """Timestamps as the contract reads them: typed ones as they are, text only as ISO 8601 (never
+    guessed row by row: `12/02/2016` is refused, not read day- or month-first), numbers never (epoch
+    seconds would read as 1970), and every value in the years `YEARS`."""
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         parsed = s.dt.tz_convert("UTC")
     elif pd.api.types.is_datetime64_dtype(s.dtype):
         parsed = s.dt.tz_localize("UTC")
+    elif pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        bad = s.notna()
+        if bad.any():
+            problems.append(_rule_problem(name, "ISO 8601 timestamp, not a number", s, bad))
+        parsed = pd.Series(pd.NaT, index=s.index, dtype=TIMESTAMP)
     else:
-        parsed = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+        parsed = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
         bad = parsed.isna() & s.notna() & (s.astype("str").str.strip() != "")
         if bad.any():
-            problems.append(
-                f"column '{name}': rule 'parseable timestamp' failed for {int(bad.sum())} rows, "
-                f"e.g. {_examples(s.index[bad].to_series(), s[bad])}"
-            )
+            problems.append(_rule_problem(name, "ISO 8601 timestamp", s, bad))
+    years = parsed.dt.year
+    outside = parsed.notna() & ((years < YEARS[0]) | (years > YEARS[1]))
+    if outside.any():
+        problems.append(_rule_problem(name, f"year {YEARS[0]} to {YEARS[1]}", s, outside))
+        parsed = parsed.where(~outside)
     parsed = parsed.astype(TIMESTAMP)
     if not nullable and (s.isna().any()):
         bad = s.isna()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
 
 from features.catalog import ASK_TYPE_NAMES, OUTCOMES, SEGMENTS
+from features.contracts import YEARS
 from features.spec import FEATURES
 from models.references import MAX_K
 from models.tiers import TIER_ORDER
@@ -24,7 +25,6 @@ MAX_ASKS = 10_000
 # Timestamps a caller sends fall in these years (within a day of them in UTC): every date derived from
 # them (a day count back, a cooldown ahead) stays inside pandas' nanosecond range (1677-2262) and
 # Python's (1-9999).
-YEARS = (1900, 2199)
 MAX_DAYS = 36_500  # day-count features: a century, so `as_of` minus it stays in YEARS' margin
 
 # Surrounding whitespace is stripped before the length is checked; the pattern tells the OpenAPI

@@ -50,7 +50,7 @@ BROKEN = [
     ("customers", "customer_id", "unique", _duplicate("customers")),
     ("customers", "segment", "isin", _set("customers", "segment", 1, "startup")),
     ("customers", "arr", "greater_than_or_equal_to", _set("customers", "arr", 0, -5.0)),
-    ("customers", "contract_start", "parseable timestamp", _set("customers", "contract_start", 0, "soon")),
+    ("customers", "contract_start", "ISO 8601 timestamp", _set("customers", "contract_start", 0, "soon")),
     ("customers", "contract_start", "not null", _set("customers", "contract_start", 0, None)),
     ("customers", "segment", "required column", _drop_column("customers", "segment")),
     ("usage", "month", "first_day_of_month", _set("usage", "month", 2, "2025-03-15")),
@@ -61,7 +61,12 @@ BROKEN = [
     ("usage", "health_score", "in_range", _set("usage", "health_score", 1, 100.5)),
     ("usage", "customer_id", "multiple_fields_uniqueness", _duplicate("usage")),
     ("nps", "score", "in_range", _set("nps", "score", 0, 11)),
-    ("nps", "responded_at", "parseable timestamp", _set("nps", "responded_at", 1, "yesterday-ish")),
+    ("nps", "responded_at", "ISO 8601 timestamp", _set("nps", "responded_at", 1, "yesterday-ish")),
+    # Red team defects 9, 10, 13, 14: epoch seconds, a day-first date, years outside 1900-2199.
+    ("nps", "responded_at", "ISO 8601 timestamp", _set("nps", "responded_at", 1, "1715075390")),
+    ("customers", "contract_start", "ISO 8601 timestamp", _set("customers", "contract_start", 0, "13/02/2016")),
+    ("nps", "responded_at", "year 1900 to 2199", _set("nps", "responded_at", 1, "2300-01-01")),
+    ("customers", "contract_start", "year 1900 to 2199", _set("customers", "contract_start", 0, "1800-01-01")),
     ("tickets", "priority", "isin", _set("tickets", "priority", 0, "critical")),
     ("tickets", "sentiment", "in_range", _set("tickets", "sentiment", 0, 1.5)),
     ("tickets", "csat", "in_range", _set("tickets", "csat", 0, 6)),
@@ -210,3 +215,34 @@ def test_micros_round_trip_keeps_nat() -> None:
     back = from_micros(micros)
     assert str(back.dtype) == TIMESTAMP and pd.isna(back[1])
     assert back[0] == pd.Timestamp("2026-05-15T12:00:00.000001", tz="UTC")
+
+
+@pytest.mark.parametrize(
+    ("column_values", "rule"),
+    [
+        ([1715075390, 1715075391], "ISO 8601 timestamp, not a number"),  # epoch seconds, read as 1970 before
+        (["12/02/2016", "13/02/2016"], "ISO 8601 timestamp"),  # day-first: was guessed row by row
+        (["2300-01-01", "2024-05-01"], "year 1900 to 2199"),  # was accepted by features, a crash in train
+    ],
+)
+def test_csv_timestamps_are_read_strictly_or_refused_naming_table_and_column(
+    tmp_path: Path, column_values: list[object], rule: str
+) -> None:
+    raw = raw_tables()
+    raw["nps"] = raw["nps"].assign(responded_at=column_values)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, frame in raw.items():
+        frame.to_csv(data / f"{name}.csv", index=False)
+    out = tmp_path / "out" / "features.parquet"
+    result = CliRunner().invoke(app, ["features", "--data", str(data), "--as-of", "2025-05-01", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "table 'nps'" in result.output and "column 'responded_at'" in result.output and rule in result.output
+    assert not out.exists()
+
+
+def test_iso_timestamps_in_every_form_are_read() -> None:
+    raw = raw_tables()
+    raw["nps"] = raw["nps"].assign(responded_at=["2025-01-15", "2025-02-15T10:30:00-05:00"])
+    nps = world_from_tables(raw).nps
+    assert list(nps["responded_at"]) == [utc("2025-01-15"), utc("2025-02-15 15:30")]
