@@ -23,6 +23,7 @@ from features.context import SNAPSHOT_TABLES
 from features.spec import FEATURE_VERSION
 from models.explain_fast import ExplainStats
 from models.tiers import TIER_ORDER
+from storage.files import spreadsheet_safe
 from storage.snapshots import publish_snapshot
 
 
@@ -40,7 +41,7 @@ def assemble_output(work: Path, n_chunks: int, out: Path) -> Path:
         else:
             with open(tmp, "w", newline="") as fh:
                 for k, path in enumerate(paths):
-                    pd.read_parquet(path).to_csv(fh, header=k == 0, index=False)
+                    spreadsheet_safe(pd.read_parquet(path)).to_csv(fh, header=k == 0, index=False)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
     except BaseException:

@@ -32,12 +32,32 @@ def atomic_path(target: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every text cell that a spreadsheet would read as a formula prefixed by `'`
+    (OWASP's advice against CSV injection): `=HYPERLINK(...)` becomes `'=HYPERLINK(...)`. Numbers
+    stay numbers; only text columns are touched."""
+    out = frame
+    for column in frame.columns:
+        values = frame[column]
+        if not (pd.api.types.is_string_dtype(values) or values.dtype == object):
+            continue
+        risky = values.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_STARTS)).astype(bool)
+        if risky.any():
+            if out is frame:
+                out = frame.copy()
+            out[column] = values.where(~risky, "'" + values.astype("str"))
+    return out
+
+
 def write_frame(frame: pd.DataFrame, target: Path | str) -> Path:
-    """Write a frame as Parquet or CSV (by suffix), atomically."""
+    """Write a frame as Parquet or CSV (by suffix, CSV made `spreadsheet_safe`), atomically."""
     target = Path(target)
     writers: dict[str, Callable[[Path], object]] = {
         ".parquet": lambda p: frame.to_parquet(p, index=False),
-        ".csv": lambda p: frame.to_csv(p, index=False),
+        ".csv": lambda p: spreadsheet_safe(frame).to_csv(p, index=False),
     }
     if target.suffix not in writers:
         raise ValueError(f"output must end in .parquet or .csv, got: {target.name}")
