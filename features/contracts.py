@@ -107,6 +107,8 @@ def _text(nullable: bool = False) -> pa.Column:
 _ID = pa.Check.str_length(min_value=1)
 _UNIT = pa.Check.in_range(-1.0, 1.0)
 _NON_NEG = pa.Check.ge(0)
+# `ge(0)` lets +inf through; the API refuses non-finite numbers, and so does the contract.
+_FINITE = pa.Check(lambda s: s.isna() | (s.abs() < np.inf), name="finite")
 
 CONTRACTS: dict[str, TableContract] = {
     "customers": TableContract(
@@ -122,7 +124,7 @@ CONTRACTS: dict[str, TableContract] = {
                 "plan": _text(nullable=True),
                 "contract_start": _ts(),
                 "churned_at": _ts(nullable=True),
-                "arr": _col("float64", _NON_NEG),
+                "arr": _col("float64", _NON_NEG, _FINITE),
             }
         ),
         strings=(

@@ -50,6 +50,7 @@ BROKEN = [
     ("customers", "customer_id", "unique", _duplicate("customers")),
     ("customers", "segment", "isin", _set("customers", "segment", 1, "startup")),
     ("customers", "arr", "greater_than_or_equal_to", _set("customers", "arr", 0, -5.0)),
+    ("customers", "arr", "finite", _set("customers", "arr", 0, float("inf"))),  # red team defect 14
     ("customers", "contract_start", "ISO 8601 timestamp", _set("customers", "contract_start", 0, "soon")),
     ("customers", "contract_start", "not null", _set("customers", "contract_start", 0, None)),
     ("customers", "segment", "required column", _drop_column("customers", "segment")),
