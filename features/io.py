@@ -65,16 +65,27 @@ def world_from_tables(raw: Mapping[str, pd.DataFrame]) -> World:
 
 def table_files(data_dir: Path) -> dict[str, Path]:
     """The file of each table present in `data_dir`, `NAME.parquet` before `NAME.csv`; a
-    `DataContractError` if a required table has neither."""
+    `DataContractError` if a required table has neither, or if a table's file is there but cannot be
+    read (a broken link, a folder, a name in other letter case): never silently taken as absent."""
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data directory not found: {data_dir}")
+    entries = {entry.name: entry for entry in data_dir.iterdir()}
     found: dict[str, Path] = {}
     for name in TABLES:
         for suffix in (".parquet", ".csv"):
-            path = data_dir / f"{name}{suffix}"
-            if path.exists():
+            path = entries.get(f"{name}{suffix}")
+            if path is not None:
+                if not path.is_file():
+                    what = "a folder" if path.is_dir() else "a link to nothing readable"
+                    raise DataContractError(name, [f"cannot read {path.name}: it is {what}, not a file"])
                 found[name] = path
                 break
+        else:
+            misspelt = sorted(e for e in entries if e.lower() in (f"{name}.parquet", f"{name}.csv"))
+            if misspelt:
+                raise DataContractError(
+                    name, [f"found {misspelt[0]}: table files are named {name}.parquet or {name}.csv"]
+                )
     for name in REQUIRED_TABLES:
         if name not in found:
             raise DataContractError(name, ["required table is missing"])

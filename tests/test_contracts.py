@@ -247,3 +247,32 @@ def test_iso_timestamps_in_every_form_are_read() -> None:
     raw["nps"] = raw["nps"].assign(responded_at=["2025-01-15", "2025-02-15T10:30:00-05:00"])
     nps = world_from_tables(raw).nps
     assert list(nps["responded_at"]) == [utc("2025-01-15"), utc("2025-02-15 15:30")]
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ("symlink_loop", "not a file"),  # red team defect 11: was read as "no asks"
+        ("other_case", "found Asks.parquet"),
+        ("folder", "it is a folder"),
+    ],
+)
+def test_a_table_that_is_there_but_unreadable_is_an_error_not_an_absent_table(
+    tmp_path: Path, damage: str, words: str
+) -> None:
+    data = tmp_path / "data"
+    write_tables(world_from_tables(raw_tables()).as_dict(), data, "parquet")
+    asks = data / "asks.parquet"
+    asks.unlink()
+    if damage == "symlink_loop":
+        asks.symlink_to(asks)
+    elif damage == "other_case":
+        write_tables({"Asks": raw_tables()["asks"]}, data, "parquet")
+    else:
+        asks.mkdir()
+    with pytest.raises(DataContractError, match=words) as caught:
+        read_world(data)
+    assert caught.value.table == "asks"
+    out = tmp_path / "features.parquet"
+    result = CliRunner().invoke(app, ["features", "--data", str(data), "--as-of", "2025-05-01", "--out", str(out)])
+    assert result.exit_code == 2 and "table 'asks'" in result.output and not out.exists()
