@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -168,15 +169,23 @@ def test_ids_in_csv_keep_leading_zeros(tmp_path: Path) -> None:
     assert "007" in set(read_world(tmp_path).customers["customer_id"])
 
 
-def test_features_command_rejects_bad_input_and_writes_nothing(tmp_path: Path) -> None:
-    raw = raw_tables()
-    raw["nps"] = raw["nps"].assign(score=[3, 12])
-    data = tmp_path / "data"
+def _raw_csv(raw: dict[str, pd.DataFrame], data: Path) -> Path:
+    """The raw tables as CSV files, unvalidated (as a user would hand them over)."""
     data.mkdir()
     for name, frame in raw.items():
         frame.to_csv(data / f"{name}.csv", index=False)
+    return data
+
+
+def _features_command(data: Path, out: Path) -> Any:
+    return CliRunner().invoke(app, ["features", "--data", str(data), "--as-of", "2025-05-01", "--out", str(out)])
+
+
+def test_features_command_rejects_bad_input_and_writes_nothing(tmp_path: Path) -> None:
+    raw = raw_tables()
+    raw["nps"] = raw["nps"].assign(score=[3, 12])
     out = tmp_path / "out" / "features.parquet"
-    result = CliRunner().invoke(app, ["features", "--data", str(data), "--as-of", "2025-05-01", "--out", str(out)])
+    result = _features_command(_raw_csv(raw, tmp_path / "data"), out)
     assert result.exit_code == 2
     assert "table 'nps'" in result.output and "column 'score'" in result.output
     assert not out.exists()
@@ -231,12 +240,8 @@ def test_csv_timestamps_are_read_strictly_or_refused_naming_table_and_column(
 ) -> None:
     raw = raw_tables()
     raw["nps"] = raw["nps"].assign(responded_at=column_values)
-    data = tmp_path / "data"
-    data.mkdir()
-    for name, frame in raw.items():
-        frame.to_csv(data / f"{name}.csv", index=False)
     out = tmp_path / "out" / "features.parquet"
-    result = CliRunner().invoke(app, ["features", "--data", str(data), "--as-of", "2025-05-01", "--out", str(out)])
+    result = _features_command(_raw_csv(raw, tmp_path / "data"), out)
     assert result.exit_code == 2, result.output
     assert "table 'nps'" in result.output and "column 'responded_at'" in result.output and rule in result.output
     assert not out.exists()
@@ -274,5 +279,5 @@ def test_a_table_that_is_there_but_unreadable_is_an_error_not_an_absent_table(
         read_world(data)
     assert caught.value.table == "asks"
     out = tmp_path / "features.parquet"
-    result = CliRunner().invoke(app, ["features", "--data", str(data), "--as-of", "2025-05-01", "--out", str(out)])
+    result = _features_command(data, out)
     assert result.exit_code == 2 and "table 'asks'" in result.output and not out.exists()
