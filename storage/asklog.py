@@ -94,6 +94,7 @@ class AskLog:
     def __init__(self, path: Path, contract: AskContract) -> None:
         self.path = Path(path)
         self.contract = contract
+        self._dtypes = contract.empty().dtypes.to_dict()  # the canonical types of what `read` returns
         self._write_lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
@@ -189,9 +190,8 @@ class AskLog:
             f"FROM asks {where} ORDER BY asked_at, ask_id"
         )
         rows = conn.execute(select, [_NAT, *params]).fetchall()
-        empty = self.contract.empty()
         if not rows:
-            return empty
+            return self.contract.empty()
         ids, customers, types, asked, outcomes, responded = zip(*rows, strict=True)
         frame = pd.DataFrame(
             {
@@ -203,7 +203,7 @@ class AskLog:
                 "responded_at": _timestamps(np.asarray(responded, dtype=np.int64)),
             }
         )
-        return frame.loc[:, list(_COLUMNS)].astype(empty.dtypes.to_dict())
+        return frame.loc[:, list(_COLUMNS)].astype(self._dtypes)
 
     def backup(self, target: Path | str) -> int:
         """A consistent copy of the log at `target` while the service keeps writing; return its row count.
