@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from batch.chunk import TOP_DISAGREEMENTS
-from features.context import SNAPSHOT_TABLES
-from features.spec import FEATURE_VERSION
+from features.context import SNAPSHOT_TABLES, snapshot_meta
 from models.explain_fast import ExplainStats
 from models.tiers import TIER_ORDER
 from storage.files import spreadsheet_safe
@@ -77,13 +75,7 @@ def write_snapshot_from_chunks(work: Path, n_chunks: int, root: Path, as_of: pd.
         for part in SNAPSHOT_TABLES:
             paths = [work / "chunks" / f"{k:05d}" / f"{part}.parquet" for k in range(n_chunks)]
             counts[part] = _stream_parts(paths, staging / f"{part}.parquet")
-        return {
-            "as_of": as_of.isoformat(),
-            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "customers": counts["features"],
-            "asks": counts["asks"],
-            "feature_version": FEATURE_VERSION,
-        }
+        return snapshot_meta(as_of, customers=counts["features"], asks=counts["asks"])
 
     return publish_snapshot(root, fill)
 

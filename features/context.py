@@ -136,14 +136,19 @@ def build_snapshot(world: World, as_of: pd.Timestamp, features: pd.DataFrame | N
     later = known_at.notna() & (known_at >= as_of)
     asks.loc[later, "outcome"] = "no_response"
     asks.loc[later, "responded_at"] = pd.NaT
-    meta = {
+    meta = snapshot_meta(as_of, customers=len(frame), asks=len(asks))
+    return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history_table(world, as_of), meta)
+
+
+def snapshot_meta(as_of: pd.Timestamp, customers: int, asks: int) -> dict[str, Any]:
+    """A snapshot's `meta`: what it describes and when it was built (every snapshot writer uses this)."""
+    return {
         "as_of": as_of.isoformat(),
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "customers": len(frame),
-        "asks": len(asks),
+        "customers": customers,
+        "asks": asks,
         "feature_version": FEATURE_VERSION,
     }
-    return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history_table(world, as_of), meta)
 
 
 def guardrail_signals(features: pd.DataFrame) -> pd.DataFrame:
