@@ -435,6 +435,14 @@ def score(
     snapshot: Annotated[
         bool, typer.Option("--snapshot/--no-snapshot", help="Also write the feature snapshot the service reads.")
     ] = True,
+    force_snapshot: Annotated[
+        bool,
+        typer.Option(
+            "--force-snapshot",
+            help="Publish the snapshot even if it holds no customers or under ADVOCACY_MIN_SNAPSHOT_SHARE of "
+            "the served ones.",
+        ),
+    ] = False,
 ) -> None:
     """Score every active customer with the @champion model: streamed in chunks, resumable, atomic."""
     from batch import check_output, run_batch
@@ -458,6 +466,7 @@ def score(
         chunk_size=chunk_size,
         workers=workers,
         snapshot=snapshot,
+        force_snapshot=force_snapshot,
         console=console,
     )
 

@@ -63,7 +63,9 @@ def _stream_parts(paths: Sequence[Path], target: Path) -> int:
     return rows
 
 
-def write_snapshot_from_chunks(work: Path, n_chunks: int, root: Path, as_of: pd.Timestamp) -> Path:
+def write_snapshot_from_chunks(
+    work: Path, n_chunks: int, root: Path, as_of: pd.Timestamp, forced: bool = False
+) -> Path:
     """The feature snapshot the service reads, streamed from the chunks (`features.context.Snapshot`).
 
     Published like `storage.snapshots.write_snapshot` (`publish_snapshot`), without holding the
@@ -75,7 +77,7 @@ def write_snapshot_from_chunks(work: Path, n_chunks: int, root: Path, as_of: pd.
         for part in SNAPSHOT_TABLES:
             paths = [work / "chunks" / f"{k:05d}" / f"{part}.parquet" for k in range(n_chunks)]
             counts[part] = _stream_parts(paths, staging / f"{part}.parquet")
-        return snapshot_meta(as_of, customers=counts["features"], asks=counts["asks"])
+        return snapshot_meta(as_of, customers=counts["features"], asks=counts["asks"], forced=forced)
 
     return publish_snapshot(root, fill)
 

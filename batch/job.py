@@ -43,6 +43,7 @@ from models.explain_fast import ExplainStats
 from models.registry import load_champion
 from storage.files import write_frame
 from storage.settings import Settings
+from storage.snapshots import check_base
 
 DEFAULT_CHUNK_SIZE = 20_000  # customers per chunk: about 100 MB of working memory
 OUTPUT_SUFFIXES = (".parquet", ".csv")
@@ -149,6 +150,7 @@ def run_batch(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
     snapshot: bool = True,
+    force_snapshot: bool = False,
     track: bool = True,
     console: Console | None = None,
 ) -> BatchResult:
@@ -160,11 +162,15 @@ def run_batch(
     with make_progress(console) as progress:
         split = _split(run, progress)
         finished, totals = _score_chunks(run, split, progress, console, client, scheduler)
+    store = settings.feature_store_path()
+    if snapshot:  # before anything is written: a refused run leaves its chunks, to resume with --force-snapshot
+        check_base(totals.rows, store, settings.min_snapshot_share, force_snapshot)
     tmp_out = assemble_output(run.work, split.n_chunks, run.out)
     drift = drift_from_counts(run.scorer.bundle.drift_reference, totals.drift, totals.rows)
     write_frame(drift, drift_path(run.out))
-    store = settings.feature_store_path()
-    snapshot_dir = write_snapshot_from_chunks(run.work, split.n_chunks, store, run.as_of) if snapshot else None
+    snapshot_dir = (
+        write_snapshot_from_chunks(run.work, split.n_chunks, store, run.as_of, force_snapshot) if snapshot else None
+    )
     result = BatchResult(
         out=run.out,
         rows=totals.rows,

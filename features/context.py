@@ -140,14 +140,18 @@ def build_snapshot(world: World, as_of: pd.Timestamp, features: pd.DataFrame | N
     return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history_table(world, as_of), meta)
 
 
-def snapshot_meta(as_of: pd.Timestamp, customers: int, asks: int) -> dict[str, Any]:
-    """A snapshot's `meta`: what it describes and when it was built (every snapshot writer uses this)."""
+def snapshot_meta(as_of: pd.Timestamp, customers: int, asks: int, forced: bool = False) -> dict[str, Any]:
+    """A snapshot's `meta`: what it describes and when it was built (every snapshot writer uses this).
+
+    `forced`: published past the base check (`storage.snapshots.check_base`) on purpose.
+    """
     return {
         "as_of": as_of.isoformat(),
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "customers": customers,
         "asks": asks,
         "feature_version": FEATURE_VERSION,
+        "forced": forced,
     }
 
 

@@ -21,6 +21,9 @@ from features.catalog import ANSWERS, ASK_TYPE_NAMES, OUTCOMES, PRIORITIES, SEGM
 
 TIMESTAMP = "datetime64[us, UTC]"
 YEARS = (1900, 2199)  # every timestamp the product reads or is sent falls in these years (inclusive)
+# Data is about the past: a time later than the moment it reached us, by more than this much clock
+# difference between machines, is a mistake (a wrong year, a unit, a time zone), not a plan.
+CLOCK_SKEW = pd.Timedelta(minutes=5)
 NAT_MICROS = np.iinfo(np.int64).min  # numpy's NaT as int64; never a real microsecond count
 _MAX_EXAMPLES = 5
 
@@ -70,9 +73,16 @@ class TableContract:
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(self.schema.columns))
 
-    def validate(self, raw: pd.DataFrame) -> pd.DataFrame:
+    def validate(self, raw: pd.DataFrame, received_at: pd.Timestamp | None = None) -> pd.DataFrame:
         """`validate_table` of this table."""
-        return validate_table(self.name, raw)
+        return validate_table(self.name, raw, received_at)
+
+    def dated_after(self, table: pd.DataFrame, moment: pd.Timestamp) -> pd.Series:
+        """Rows of the canonical `table` with any time later than `moment` plus `CLOCK_SKEW`."""
+        late = pd.Series(False, index=table.index)
+        for col in (*self.timestamps, *self.nullable_timestamps):
+            late |= (table[col] > moment + CLOCK_SKEW).fillna(False).astype(bool)
+        return late
 
     def empty(self) -> pd.DataFrame:
         """`empty_table` of this table."""
@@ -287,8 +297,12 @@ def _as_text(s: pd.Series) -> pd.Series:
     return out.where(out.str.len() > 0, np.nan)
 
 
-def validate_table(name: str, raw: pd.DataFrame) -> pd.DataFrame:
-    """Return the table in canonical types, or raise `DataContractError`."""
+def validate_table(name: str, raw: pd.DataFrame, received_at: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Return the table in canonical types, or raise `DataContractError`.
+
+    With `received_at` (when the rows arrived: the API's clock), no time may be later than that
+    plus `CLOCK_SKEW`.
+    """
     contract = CONTRACTS[name]
     missing = [c for c in contract.columns if c not in raw.columns]
     if missing:
@@ -304,6 +318,16 @@ def validate_table(name: str, raw: pd.DataFrame) -> pd.DataFrame:
         df[col] = _parse_timestamps(col, df[col], nullable=False, problems=problems)
     for col in contract.nullable_timestamps:
         df[col] = _parse_timestamps(col, df[col], nullable=True, problems=problems)
+    if received_at is not None and not problems:
+        limit = received_at + CLOCK_SKEW
+        for col in (*contract.timestamps, *contract.nullable_timestamps):
+            late = (df[col] > limit).fillna(False).astype(bool)
+            if late.any():
+                problems.append(
+                    f"column '{col}': rule 'not in the future (at most {limit:%Y-%m-%d %H:%M} UTC, now plus "
+                    f"{CLOCK_SKEW.seconds // 60} minutes of clock skew)' failed for {int(late.sum())} rows, "
+                    f"e.g. {_examples(df.index[late].to_series(), df.loc[late, col].astype(str))}"
+                )
     for col in contract.unique:
         dup = df[col].duplicated(keep=False) & df[col].notna()
         if dup.any():

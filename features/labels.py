@@ -110,14 +110,29 @@ class TimeSplit:
 
 
 def time_split(times: pd.Series, test_fraction: float = 0.2, valid_fraction: float = 0.2) -> TimeSplit:
-    """Cut points so that roughly the newest `test_fraction` of rows is test and the one before valid."""
+    """Cut points so that roughly the newest `test_fraction` of rows is test and the one before valid.
+
+    Rows that share a time stay on one side of a cut, so many rows at one moment (a batch of asks
+    posted together) can make a part bigger than its fraction, never empty: the test window starts
+    at the quantile time (or the third distinct time, if the oldest two hold that many rows); the
+    validation window at its quantile time, or, if that falls in the test window, at the newest
+    `valid_fraction` share of the rows before it.
+    """
     t = pd.to_datetime(times, utc=True).sort_values().reset_index(drop=True)
     if len(t) < 10:
         raise ValueError(f"too few rows to split by time: {len(t)}")
-    test_start = t.iloc[int(len(t) * (1 - test_fraction))]
+    distinct = t.drop_duplicates().reset_index(drop=True)
+    if len(distinct) < 3:
+        raise ValueError(
+            f"the {len(t):,} rows have only {len(distinct)} distinct time(s): need 3 to split into train, "
+            "validation and test by time"
+        )
+    test_start = max(t.iloc[int(len(t) * (1 - test_fraction))], distinct.iloc[2])
     valid_start = t.iloc[int(len(t) * (1 - test_fraction - valid_fraction))]
-    if not valid_start < test_start:
-        raise ValueError("all rows share one time: cannot split by time")
+    if not valid_start < test_start:  # ties at the cut: the newest share of the rows before the test window
+        before = t[t < test_start].reset_index(drop=True)
+        valid_start = before.iloc[int(len(before) * (1 - valid_fraction / (1 - test_fraction)))]
+    valid_start = max(valid_start, distinct.iloc[1])
     return TimeSplit(pd.Timestamp(valid_start), pd.Timestamp(test_start))
 
 

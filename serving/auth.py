@@ -26,6 +26,14 @@ OPEN_PATHS: frozenset[str] = frozenset({"/livez", "/readyz", "/healthz", "/metri
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
 
+async def send_json(send: Send, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Answer a request from a middleware: `body` as JSON with `status`, nothing else read or called."""
+    data = json.dumps(body).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": data})
+
+
 class InsecureBindError(ValueError):
     """Asked to listen beyond this machine without a token."""
 
@@ -106,18 +114,9 @@ class BearerAuth:
         if given and hmac.compare_digest(given, expected):
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {"error": "missing or wrong API token: send the header 'Authorization: Bearer <ADVOCACY_API_TOKEN>'"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="advocacy"'),
-                ],
-            }
+        await send_json(
+            send,
+            401,
+            {"error": "missing or wrong API token: send the header 'Authorization: Bearer <ADVOCACY_API_TOKEN>'"},
+            headers=[(b"www-authenticate", b'Bearer realm="advocacy"')],
         )
-        await send({"type": "http.response.body", "body": body})

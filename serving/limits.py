@@ -10,10 +10,9 @@ A declared `Content-Length` over the limit is refused without reading; a body se
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 
-from serving.auth import ASGIApp, Message, Receive, Scope, Send
+from serving.auth import ASGIApp, Message, Receive, Scope, Send, send_json
 
 # The server processes' environment, where the caller's does not choose its own: no usage tracking,
 # and the memory allocators. Under load that keeps posting asks, glibc's per-thread malloc arenas and
@@ -36,20 +35,13 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     return {**SERVER_ENV, **env}
 
 
-def _too_large(limit: int, size: int | None) -> bytes:
+async def _refuse(send: Send, limit: int, size: int | None) -> None:
     told = f"{size:,} bytes" if size is not None else "more bytes"
-    return json.dumps(
-        {
-            "error": f"request body of {told} is over the limit of {limit:,} bytes "
-            "(ADVOCACY_MAX_REQUEST_BYTES); send fewer rows per request"
-        }
-    ).encode()
-
-
-async def _refuse(send: Send, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    message = (
+        f"request body of {told} is over the limit of {limit:,} bytes (ADVOCACY_MAX_REQUEST_BYTES); "
+        "send fewer rows per request"
+    )
+    await send_json(send, 413, {"error": message})
 
 
 class BodyLimit:
@@ -77,7 +69,7 @@ class BodyLimit:
             except ValueError:
                 size = None
             if size is not None and size > limit:
-                await _refuse(send, _too_large(limit, size))
+                await _refuse(send, limit, size)
                 return
             await self.app(scope, receive, send)  # the server holds the body to its declared length
             return
@@ -92,7 +84,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > limit:
-                await _refuse(send, _too_large(limit, None))
+                await _refuse(send, limit, None)
                 return
             chunks.append(chunk)
             more = bool(message.get("more_body", False))

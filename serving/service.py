@@ -30,8 +30,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from features.contracts import DataContractError
 from models.registry import ChampionUnavailableError, load_champion, resolve_champion
 from serving import patches
-from serving.auth import BearerAuth, bound_host, check_bind
+from serving.auth import OPEN_PATHS, BearerAuth, bound_host, check_bind
 from serving.bento_model import load_bento_model
+from serving.gate import RequestGate
 from serving.limits import BodyLimit
 from serving.schemas import (
     AskRow,
@@ -53,7 +54,7 @@ from serving.schemas import (
 from serving.state import ServingState, load_state
 from serving.store import IncompatibleStateError, UnknownCustomersError
 from storage.settings import Settings, get_settings
-from storage.snapshots import current_snapshot_dir
+from storage.snapshots import SnapshotRefusedError, base_refusal, current_snapshot_dir, read_meta
 
 STATIC = Path(__file__).parent / "static"
 INLINE_IDS = 8  # /score requests up to this many ids run on the event loop
@@ -74,6 +75,7 @@ class StateHolder:
         self.settings = settings
         self.state: ServingState | None = None
         self.problem = "still loading the champion model and the feature snapshot"
+        self._refused: Path | None = None  # a snapshot folder refused once, not read or reported again
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="advocacy-state", daemon=True)
 
@@ -83,7 +85,20 @@ class StateHolder:
     def stop(self) -> None:
         self._stop.set()
 
+    def _check_base(self, folder: Path, current: ServingState | None) -> None:
+        """Refuse a snapshot that would empty the served base (`storage.snapshots.base_refusal`).
+
+        One published with --force-snapshot may shrink the base, never empty it.
+        """
+        meta = read_meta(folder)
+        customers = int(meta.get("customers", 1))
+        served = None if current is None or meta.get("forced") else len(current.store)
+        problem = base_refusal(customers, served, self.settings.min_snapshot_share)
+        if problem:
+            raise SnapshotRefusedError(f"not serving snapshot {folder.name}: {problem}")
+
     def _load(self, current: ServingState | None = None) -> ServingState:
+        self._check_base(current_snapshot_dir(self.settings.feature_store_path()), current)
         try:
             ref, bundle = load_champion(self.settings)
         except ChampionUnavailableError:
@@ -125,9 +140,13 @@ class StateHolder:
             moved = not current.champion.source.startswith("bentoml:") and (
                 resolve_champion(self.settings).version != current.champion.version
             )
-            if folder == current.snapshot_dir and not moved:
+            if folder in (current.snapshot_dir, self._refused) and not moved:
                 return
             state = self._load(current)
+        except SnapshotRefusedError as err:
+            self._refused = folder
+            log.error("advocacy: %s; keeping snapshot %s", err, current.snapshot_dir.name)
+            return
         except Exception as err:
             log.warning("advocacy: keeping model version %s and the loaded snapshot: %s", current.champion.version, err)
             return
@@ -190,14 +209,23 @@ page_app = Starlette(routes=[Route("/", _page), Mount("/static", StaticFiles(dir
 
 
 @bentoml.asgi_app(page_app, path="/", name="page")
-@bentoml.service(name="advocacy", traffic={"timeout": 30}, workers=Settings().workers, threads=4)
+@bentoml.service(
+    name="advocacy",
+    traffic={"timeout": 30},
+    workers=Settings().workers,
+    threads=4,
+    # BentoML's access log decodes the request's Content-Type as UTF-8 after the response has started,
+    # and a header that is not (sent on a raw socket) then lost the body of a 200. The request gate
+    # refuses every type but JSON, so the log loses nothing by leaving it out.
+    logging={"access": {"request_content_type": False}},
+)
 class Advocacy:
     """Advocacy propensity scores, explanations, next best asks and reference candidates."""
 
     def __init__(self) -> None:
         # Every BentoML patch, here: BentoML builds this instance in each worker's start-up, before
         # the worker answers a request (importing this module patches nothing).
-        patches.install()
+        patches.install(declared_routes())
         settings = get_settings()
         _quiet_caller_errors()
         host = bound_host()
@@ -296,8 +324,8 @@ class ScoreFastPath:
     0.5 ms of the 2.5 ms of server CPU a one-id request took, four times our handler (measured by
     benchmarks/api.py). This middleware answers those requests with the same request model, the same
     handler (`Advocacy.score_response`) and BentoML's own 400 body for invalid input. The route stays
-    declared with `@bentoml.api`, so the OpenAPI document, BentoML's clients and bodies of other
-    content types are served as before. It sits behind the body limit and the token check and inside
+    declared with `@bentoml.api`, so the OpenAPI document and BentoML's clients are served as before.
+    It sits behind the request gate, the body limit and the token check and inside
     BentoML's metrics, tracing, access log and time limit, which all still apply.
     """
 
@@ -313,8 +341,9 @@ class ScoreFastPath:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        # No content type counts as JSON, as it does for BentoML; any other goes through BentoML.
-        if request.headers.get("content-type", "application/json").split(";")[0].strip().lower() != "application/json":
+        # The request gate let only JSON through. Plain `application/json` (what nearly every client
+        # sends) is answered here; with a parameter (a charset) it takes BentoML's path, which answers alike.
+        if request.headers.get("content-type", "").strip().lower() != "application/json":
             await self.app(scope, receive, send)
             return
         try:
@@ -335,6 +364,12 @@ class ScoreFastPath:
         await response(scope, receive, send)
 
 
+def declared_routes() -> list[str]:
+    """Every path the service answers: its APIs, BentoML's probes and documents, the page and its assets."""
+    apis = [api.route for api in _service.apis.values()]
+    return [*apis, *OPEN_PATHS, "/", "/schema.json", "/docs.json", "/static/"]
+
+
 def _configured_token() -> str | None:
     token = get_settings().api_token
     return token.get_secret_value() if token else None
@@ -342,6 +377,7 @@ def _configured_token() -> str | None:
 
 # The decorated class is a bentoml Service at runtime; its stubs do not say so.
 _service: Any = Advocacy
+_service.add_asgi_middleware(RequestGate, hosts_from=lambda: get_settings().allowed_host_names())
 _service.add_asgi_middleware(BodyLimit, limit_from=lambda: get_settings().max_request_bytes)
 _service.add_asgi_middleware(BearerAuth, token_from=_configured_token)
 _service.add_asgi_middleware(ScoreFastPath)

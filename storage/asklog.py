@@ -83,7 +83,7 @@ def _timestamps(values: np.ndarray) -> pd.Series:
 class AskContract(Protocol):
     """What the log needs of the asks table's data contract (`features.contracts.TableContract`)."""
 
-    def validate(self, frame: pd.DataFrame) -> pd.DataFrame: ...
+    def validate(self, frame: pd.DataFrame, received_at: pd.Timestamp | None = None) -> pd.DataFrame: ...
 
     def empty(self) -> pd.DataFrame: ...
 
@@ -124,13 +124,14 @@ class AskLog:
         """Validate and upsert `asks` (rows of the asks table) in one transaction; return the number stored.
 
         Raises the contract's error (`features.contracts.DataContractError`, naming the column and rows)
-        and stores nothing if any row breaks the data contract. Whether each `customer_id` exists is the
-        caller's check.
+        and stores nothing if any row breaks the data contract, a time later than now (beyond a little
+        clock skew) included: an ask is recorded when it was made or answered, never ahead. Whether each
+        `customer_id` exists is the caller's check.
         """
-        table = self.contract.validate(asks)
+        now = time.time_ns() // 1_000
+        table = self.contract.validate(asks, received_at=pd.Timestamp(now, unit="us", tz="UTC"))
         if table.empty:
             return 0
-        now = time.time_ns() // 1_000
         rows = list(
             zip(
                 table["ask_id"].tolist(),

@@ -40,11 +40,21 @@ class Settings(BaseSettings):
     # Worker processes of the service, each with its own copy of the model and snapshot (about 0.7 GB
     # on the sample data). One per core serves the most; they share the ask log through SQLite.
     workers: int = Field(default=1, ge=1, le=64)
+    # Host names the service answers to besides this machine's own (localhost, 127.0.0.1, ::1),
+    # comma-separated: the names clients use to reach it behind a proxy or in a cluster. A request
+    # with any other Host header is refused (DNS rebinding); "*" answers every name.
+    allowed_hosts: str = ""
     # Largest request body the service reads; bigger ones get 413 before any of it is parsed.
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # A new feature snapshot with fewer active customers than this share of the served one is refused
+    # (by `advocacy score`, unless --force-snapshot, and by the service), and so is one with none.
+    min_snapshot_share: float = Field(default=0.5, ge=0, le=1)
     # Promotion gate: a new model must beat the champion and the baseline by this much AUC.
     gate_margin_champion: float = 0.002
     gate_margin_baseline: float = 0.02
+
+    def allowed_host_names(self) -> frozenset[str]:
+        return frozenset(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())
 
     def resolved_data_dir(self) -> Path:
         return (self.data_dir or self.home / "data" / "sample").resolve()

@@ -24,8 +24,59 @@ CURRENT = "CURRENT"
 KEEP_SNAPSHOTS = 3
 
 
+class SnapshotRefusedError(ValueError):
+    """A new snapshot would empty the served base, or shrink it past the configured share."""
+
+
+def base_refusal(customers: int, current: int | None, min_share: float) -> str | None:
+    """Why a snapshot of `customers` must not replace one of `current` customers (None: it may).
+
+    A snapshot's meta records `customers`, the size of the base it serves. Zero customers serve
+    nobody (every /score a 404); fewer than `min_share` of the current base is more often a broken
+    export (one region, an empty usage file) than a real loss of customers.
+    """
+    if customers == 0:
+        return "the new feature snapshot holds no active customers: the service would answer 404 for everyone"
+    if current and customers < min_share * current:
+        return (
+            f"the new feature snapshot holds {customers:,} active customers, under {min_share:.0%} of the "
+            f"{current:,} served now (ADVOCACY_MIN_SNAPSHOT_SHARE)"
+        )
+    return None
+
+
+def check_base(customers: int, root: Path, min_share: float, force: bool = False) -> None:
+    """Raise `SnapshotRefusedError` if a snapshot of `customers` must not replace the one at `root`."""
+    if force:
+        return
+    problem = base_refusal(customers, current_customers(root), min_share)
+    if problem:
+        raise SnapshotRefusedError(
+            f"{problem}; the served snapshot stays. Check the input, or publish it anyway with --force-snapshot"
+        )
+
+
+def current_customers(root: Path) -> int | None:
+    """`customers` of the snapshot `CURRENT` points at, or None if there is none."""
+    try:
+        meta = read_meta(current_snapshot_dir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    count = meta.get("customers")
+    return int(count) if count is not None else None
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """The `meta.json` of one snapshot folder."""
+    meta: dict[str, Any] = json.loads((folder / "meta.json").read_text())
+    return meta
+
+
 def write_snapshot(tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any], root: Path) -> Path:
-    """Write a new snapshot folder of `tables` under `root` and point `CURRENT` at it (atomically)."""
+    """Write a new snapshot folder of `tables` under `root` and point `CURRENT` at it (atomically).
+
+    No base check here: callers that publish what users fed them (`advocacy score`) call `check_base` first.
+    """
 
     def fill(staging: Path) -> Mapping[str, Any]:
         for name, frame in tables.items():
@@ -73,4 +124,4 @@ def read_snapshot(root: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The tables (by name) and the meta of the snapshot `CURRENT` points at."""
     folder = current_snapshot_dir(root)
     tables = {path.stem: pd.read_parquet(path) for path in sorted(folder.glob("*.parquet"))}
-    return tables, json.loads((folder / "meta.json").read_text())
+    return tables, read_meta(folder)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from features.context import Snapshot
 from features.io import World, world_from_tables
 from storage.settings import Settings
 
@@ -67,3 +68,14 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
     result = train(settings)
     assert result.promoted, result.gate.reason
     return TrainedHome(settings, result.version, result.metrics)
+
+
+@pytest.fixture(scope="session")
+def served_snapshot(trained_home: TrainedHome) -> Snapshot:
+    """The feature snapshot test servers serve: the champion's data as of its last observed day."""
+    from features.context import build_snapshot
+    from features.io import read_world
+    from features.labels import observed_until
+
+    world = read_world(trained_home.settings.resolved_data_dir())
+    return build_snapshot(world, observed_until(world))

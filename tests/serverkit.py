@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,16 @@ class Server:
                 return
             time.sleep(0.05 if streak else 0.25)
         raise AssertionError(f"{self.url}{path} not 200 after {READY_TIMEOUT_S} s:\n{self.output()[-3000:]}")
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Server]:
+        """Launched and ready inside the block, stopped (however it ends) after it."""
+        self.launch()
+        try:
+            self.wait()
+            yield self
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         """Graceful shutdown, then SIGKILL for whatever is left of the server and its workers."""

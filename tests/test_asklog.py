@@ -66,6 +66,25 @@ def test_empty_log_reads_as_the_empty_canonical_table(log: AskLog) -> None:
     assert log.record(FIRST.iloc[:0]) == 0
 
 
+@pytest.mark.parametrize("column", ["asked_at", "responded_at"])
+@pytest.mark.parametrize("when", ["2100-01-01", "2199-12-31T23:00:00-12:00", "+10min"])
+def test_an_ask_dated_after_now_is_refused_and_nothing_is_stored(log: AskLog, column: str, when: str) -> None:
+    # Issue 15, defect 5: an ask in 2100 was stored and broke every later training.
+    if when == "+10min":  # past the clock skew allowed between machines
+        when = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=10)).isoformat()
+    bad = FIRST.copy()
+    bad.loc[1, column] = when
+    with pytest.raises(
+        DataContractError,
+        match=rf"column '{column}': rule '(not in the future|year 1900 to 2199).*1 rows, e\.g\. row 1",
+    ):
+        log.record(bad)
+    assert len(log) == 0
+    ahead = FIRST.copy()
+    ahead.loc[1, ["asked_at", "responded_at"]] = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=2)).isoformat()
+    assert log.record(ahead) == 2  # two minutes ahead: another machine's clock, within the skew
+
+
 def test_re_sending_an_ask_is_idempotent(log: AskLog) -> None:
     log.record(FIRST)
     log.record(FIRST)

@@ -4,6 +4,7 @@ a killed run resumes to the same bytes, bad input writes nothing, and fast reaso
 from __future__ import annotations
 
 import filecmp
+import json
 import resource
 import shutil
 import signal
@@ -430,3 +431,39 @@ def test_a_full_disk_leaves_no_partial_output_and_the_rerun_completes(
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert filecmp.cmp(out, clean.out, shallow=False)
+
+
+@pytest.mark.slow
+def test_a_snapshot_that_would_empty_the_served_base_is_refused_unless_forced(cli: Any, tmp_path: Path) -> None:
+    """Issue 15, defect 7: on data where every customer has churned, `advocacy score` exited 0 and
+    published a snapshot of 0 customers, which every worker of the service then served (404 for all)."""
+    as_of = AS_OF.isoformat()
+    first = cli("--data", str(SAMPLE), "--out", str(tmp_path / "good.parquet"), "--as-of", as_of)
+    assert first.exit_code == 0, first.stderr
+    store = tmp_path / "store"
+    served = (store / "CURRENT").read_text()
+    churned = _bad_sample(tmp_path, "customers", lambda f: f.assign(churned_at=f["contract_start"]))
+    out = tmp_path / "out" / "scores.parquet"
+    refused = cli("--data", str(churned), "--out", str(out), "--as-of", as_of)
+    assert refused.exit_code == 2
+    message = " ".join(refused.stderr.split())
+    assert "holds no active customers" in message and "--force-snapshot" in message, message
+    assert (store / "CURRENT").read_text() == served  # the served snapshot stays
+    assert not out.exists() and not (tmp_path / "out" / "scores.drift.csv").exists()
+    # A third of the base is under the default share (ADVOCACY_MIN_SNAPSHOT_SHARE = 0.5).
+    third = _bad_sample(
+        tmp_path / "third",
+        "customers",
+        lambda f: f.assign(churned_at=f["contract_start"].where(f.index % 3 != 0, f["churned_at"])),
+    )
+    shrunk = cli("--data", str(third), "--out", str(out), "--as-of", as_of)
+    assert shrunk.exit_code == 2 and "under 50% of the" in " ".join(shrunk.stderr.split())
+    assert (store / "CURRENT").read_text() == served
+    assert {p.name.split("-")[0] for p in out.parent.iterdir()} == {".scores.parquet.work"}  # kept to resume
+    # Forced, it is published, and says so.
+    forced = cli("--data", str(third), "--out", str(out), "--as-of", as_of, "--force-snapshot")
+    assert forced.exit_code == 0, forced.stderr
+    assert (store / "CURRENT").read_text() != served and out.exists()
+    meta = json.loads((store / (store / "CURRENT").read_text().strip() / "meta.json").read_text())
+    assert meta["forced"] is True and 0 < meta["customers"] < 0.5 * len(pd.read_parquet(tmp_path / "good.parquet"))
+    assert {"scores.parquet", "scores.drift.csv"} <= {p.name for p in out.parent.iterdir()}

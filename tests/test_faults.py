@@ -23,11 +23,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from features.catalog import ASK_TYPE_NAMES
-from features.context import Snapshot, build_snapshot
+from features.context import Snapshot
 from features.contracts import CONTRACTS
-from features.io import read_world
-from features.labels import observed_until
 from storage.asklog import AskLog
+from storage.snapshots import write_snapshot
 from tests.conftest import TrainedHome
 from tests.serverkit import Server, free_port, service_env
 
@@ -37,9 +36,8 @@ MODEL = "advocacy-propensity"
 
 
 @pytest.fixture(scope="module")
-def snapshot(trained_home: TrainedHome) -> Snapshot:
-    world = read_world(trained_home.settings.resolved_data_dir())
-    return build_snapshot(world, observed_until(world))
+def snapshot(served_snapshot: Snapshot) -> Snapshot:
+    return served_snapshot
 
 
 @dataclass
@@ -190,6 +188,39 @@ def test_an_unreachable_registry_keeps_it_not_ready_with_the_reason(
     assert "unreachable" in line and nobody in line, line
     assert httpx.get(server.url + "/readyz").status_code == 503
     assert score(server, "C0000001").status_code == 503
+
+
+def test_a_snapshot_that_would_empty_the_base_is_never_swapped_in(
+    trained_home: TrainedHome, snapshot: Snapshot, launched: list[Server], tmp_path: Path
+) -> None:
+    """Issue 15, defect 7, on the service's side: whoever publishes a snapshot of no customers (or,
+    unforced, under ADVOCACY_MIN_SNAPSHOT_SHARE of the served base), the service keeps what it serves."""
+    env = service_env(trained_home, tmp_path / "serve", snapshot, ADVOCACY_RELOAD_SECONDS="1")
+    server = start(launched, env, tmp_path / "server.log")
+    store = Path(env["ADVOCACY_FEATURE_STORE"])
+    known = str(snapshot.features["customer_id"].iloc[0])
+    assert score(server, known).status_code == 200
+    few = snapshot.features["customer_id"].iloc[1:11]  # 10 customers, without `known`
+    empty = Snapshot.from_tables(
+        {name: frame.iloc[:0] for name, frame in snapshot.tables().items()}, {**snapshot.meta, "customers": 0}
+    )
+    shrunk = Snapshot.from_tables(
+        {**snapshot.tables(), "features": snapshot.features[snapshot.features["customer_id"].isin(few)]},
+        {**snapshot.meta, "customers": len(few)},
+    )
+    for bad in (empty, shrunk):
+        folder = write_snapshot(bad.tables(), bad.meta, store)
+        wait_for(lambda f=folder: f"not serving snapshot {f.name}" in server.output(), 30, "the refusal in the log")
+        assert score(server, known).status_code == 200
+        assert httpx.get(server.url + "/readyz").status_code == 200
+    # Forced (`advocacy score --force-snapshot`), a smaller base is served; an empty one still never is.
+    forced = write_snapshot(shrunk.tables(), {**shrunk.meta, "forced": True}, store)
+    wait_for(
+        lambda: f"snapshot {forced.name}" in server.output() and score(server, known).status_code == 404,
+        30,
+        "the forced snapshot",
+    )
+    assert score(server, str(few.iloc[0])).status_code == 200
 
 
 # ---- the ask log -----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from features.baseline import score_baseline
 from features.io import world_from_tables
-from features.labels import HORIZON, TimeSplit, monthly_split, propensity_dataset, propensity_labels
+from features.labels import HORIZON, TimeSplit, monthly_split, propensity_dataset, propensity_labels, time_split
 from tests.worldkit import raw_tables, utc
 
 
@@ -54,3 +54,19 @@ def test_truth_behaves_and_the_points_rule_scores_below_it() -> None:
     points_auc = roc_auc_score(rows["label"], score_baseline(rows)["points"])
     assert 0.78 <= truth_auc <= 0.92
     assert points_auc <= truth_auc - 0.06
+
+
+def test_time_split_survives_many_rows_at_one_moment() -> None:
+    # Issue 15, defect 6: 10,000 asks posted together at one asked_at made every later training fail.
+    spread = pd.Series(pd.date_range("2024-01-01", periods=5_000, freq="3h", tz="UTC"))
+    for at in (spread.iloc[-1], spread.iloc[0]):  # the newest moment, then the oldest
+        times = pd.concat([spread, pd.Series([at] * 10_000)], ignore_index=True)
+        parts = time_split(times).assign(times)
+        counts = parts.value_counts()
+        assert {"train", "valid", "test"} <= set(counts.index), counts
+        assert parts[times == at].nunique() == 1  # one moment stays on one side of every cut
+    # Without ties the cuts are where they always were: the newest 20% test, the 20% before valid.
+    cut = time_split(spread)
+    assert (cut.valid_start, cut.test_start) == (spread.iloc[3_000], spread.iloc[4_000])
+    with pytest.raises(ValueError, match="only 2 distinct time"):
+        time_split(pd.Series([spread.iloc[0]] * 50 + [spread.iloc[1]] * 50))

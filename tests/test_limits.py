@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
 from serving import patches
@@ -108,21 +109,41 @@ def test_install_refuses_another_bentoml(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_install_is_idempotent() -> None:
     patches.install()
-    patched = TimeoutMiddleware.__call__
-    patches.install()
-    assert TimeoutMiddleware.__call__ is patched is patches._timed
+    patched = TimeoutMiddleware.__call__, RunnerTrafficMetricsMiddleware.__call__
+    patches.install(["/score"])
+    assert (TimeoutMiddleware.__call__, RunnerTrafficMetricsMiddleware.__call__) == patched
+    assert patched == (patches._timed, patches._labelled)
+    assert patches._originals["metrics"].__module__ == "bentoml._internal.server.http.instruments"
+
+
+def test_metrics_labels_are_declared_routes_only() -> None:
+    labels = patches.RouteLabels(["/score", "/", "/static/"])
+    assert [labels(p) for p in ("/score", "/", "/static/app.js", "/score/", "/nonexistent-7", "/x\x00")] == [
+        "/score",
+        "/",
+        "/static/*",
+        patches.UNDECLARED,
+        patches.UNDECLARED,
+        patches.UNDECLARED,
+    ]
 
 
 def test_importing_the_modules_patches_nothing_until_install() -> None:
     probe = textwrap.dedent(
         """
         import serving.limits, serving.patches, serving.service
-        from bentoml._internal.server.http.traffic import TimeoutMiddleware
-        before = TimeoutMiddleware.__call__.__module__
+        from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware as M
+        from bentoml._internal.server.http.traffic import TimeoutMiddleware as T
+        before = T.__call__.__module__, M.__call__.__module__
         serving.patches.install()
-        print(before, TimeoutMiddleware.__call__.__module__)
+        print(*before, T.__call__.__module__, M.__call__.__module__)
         """
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["bentoml._internal.server.http.traffic", "serving.patches"]
+    assert out.stdout.split() == [
+        "bentoml._internal.server.http.traffic",
+        "bentoml._internal.server.http.instruments",
+        "serving.patches",
+        "serving.patches",
+    ]

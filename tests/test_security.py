@@ -16,9 +16,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.context import Snapshot, build_snapshot
+from features.context import Snapshot
 from features.io import read_world
-from features.labels import observed_until
 from tests.conftest import TrainedHome
 from tests.serverkit import Server, service_env
 
@@ -34,9 +33,8 @@ def world_names(trained_home: TrainedHome) -> pd.Series:
 
 
 @pytest.fixture(scope="module")
-def snapshot(trained_home: TrainedHome) -> Snapshot:
-    world = read_world(trained_home.settings.resolved_data_dir())
-    return build_snapshot(world, observed_until(world))
+def snapshot(served_snapshot: Snapshot) -> Snapshot:
+    return served_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +43,9 @@ def server(trained_home: TrainedHome, snapshot: Snapshot, tmp_path_factory: pyte
     env = service_env(
         trained_home, base / "serve", snapshot, ADVOCACY_API_TOKEN=TOKEN, ADVOCACY_MAX_REQUEST_BYTES=str(LIMIT)
     )
-    served = Server(env, base / "server.log", cli=True)  # the console command users run, banner included
-    served.launch()
-    try:
-        served.wait()
+    # The console command users run, banner included.
+    with Server(env, base / "server.log", cli=True).running() as served:
         yield served
-    finally:
-        served.stop()
 
 
 def post(server: Server, route: str, body: Any, token: str | None = TOKEN) -> httpx.Response:

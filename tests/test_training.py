@@ -116,7 +116,8 @@ def test_scores_carry_versions_tiers_and_reasons(champion: Bundle, current_featu
 
 def _cli(home: Path, *args: str) -> str:
     get_settings.cache_clear()
-    result = CliRunner().invoke(app, list(args), env={"ADVOCACY_HOME": str(home)})
+    # Wide enough that Rich's log keeps each message on one line.
+    result = CliRunner().invoke(app, list(args), env={"ADVOCACY_HOME": str(home), "COLUMNS": "300"})
     get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     return result.output
@@ -261,3 +262,47 @@ def test_bring_your_own_table_rejects_a_missing_label(tmp_path: Path) -> None:
         app, ["train", "--table", str(path), "--label", "missing"], env={"ADVOCACY_HOME": str(tmp_path)}
     )
     assert result.exit_code == 2 and "--label: no column 'missing'" in result.output
+
+
+def test_training_survives_a_bad_ask_log_and_names_what_it_left_out(tmp_path: Path) -> None:
+    """Issue 15, defects 5 and 6, through `advocacy train`: the ask log holds 10,000 asks posted together
+    at one `asked_at`, one ask dated 2100 and one for a customer the data does not hold (a log written
+    before the service refused asks from the future)."""
+    import sqlite3
+
+    from features.contracts import CONTRACTS, to_micros
+    from storage.asklog import AskLog
+
+    settings = Settings(home=tmp_path, data_dir=SAMPLE)
+    world = read_world(SAMPLE)
+    posted_at = observed_until(world) - pd.Timedelta(days=1)
+    rng = np.random.default_rng(15)
+    bulk = pd.DataFrame(
+        {
+            "ask_id": [f"bulk-{i}" for i in range(10_000)],
+            "customer_id": rng.choice(world.customers["customer_id"].to_numpy(), 10_000),
+            "ask_type": "review",
+            "asked_at": posted_at,
+            "outcome": "no_response",
+            "responded_at": pd.NaT,
+        }
+    )
+    odd = bulk.head(2).assign(
+        ask_id=["from-2100", "stranger"], customer_id=[bulk["customer_id"].iloc[0], "NOT-IN-DATA"]
+    )
+    log = AskLog(settings.ask_log_path(), CONTRACTS["asks"])
+    assert log.record(pd.concat([bulk, odd], ignore_index=True)) == 10_002
+    with sqlite3.connect(log.path) as conn:
+        future = int(to_micros([pd.Timestamp("2100-01-01", tz="UTC")])[0])
+        conn.execute("UPDATE asks SET asked_at = ? WHERE ask_id = 'from-2100'", (future,))
+
+    output = " ".join(_cli(tmp_path, "train", "--data", str(SAMPLE)).split())
+    assert "left out of training: asks: 1 rows dated in the future" in output
+    assert "left out of training: ask_log: 1 rows for customers not in the data" in output
+    run_id = output.split("MLflow run ")[1].split(",")[0]
+    registry.configure(settings)
+    card = mlflow.artifacts.load_text(f"runs:/{run_id}/model_card.md")
+    assert "Left out: ask_log: 1 rows for customers not in the data; asks: 1 rows dated in the future." in card
+    params = MlflowClient().get_run(run_id).data.params
+    assert params["data.left_out.asks.dated_in_the_future"] == "1"
+    assert params["data.data_end"] < "2027"  # the monthly snapshots end with the data, not in 2100

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.contracts import CONTRACTS
 from features.io import World
 from features.labels import (
     HORIZON,
@@ -32,6 +33,39 @@ class TrainingData:
         return frame[frame["split"] == split].reset_index(drop=True)
 
 
+LEFT_OUT = "left_out."  # fingerprint keys: rows training could not use, `left_out.<table>.<why>` -> count
+
+
+def leave_out_future(world: World, now: pd.Timestamp) -> tuple[World, dict[str, int]]:
+    """`world` without the event rows dated after `now` (beyond clock skew), and how many each table lost.
+
+    Such a row cannot have happened yet: a wrong year or unit that still passed the contract's
+    1900-2199 bounds, or an ask log written before asks from the future were refused. Kept, one
+    row in 2100 would stretch the monthly snapshots over 900 years. Customers are kept: a contract
+    that starts later is a customer who is not live yet.
+    """
+    tables = world.as_dict()
+    counts: dict[str, int] = {}
+    for name, frame in tables.items():
+        if name == "customers":
+            continue
+        late = CONTRACTS[name].dated_after(frame, now)
+        if late.any():
+            counts[f"{LEFT_OUT}{name}.dated_in_the_future"] = int(late.sum())
+            tables[name] = frame[~late.to_numpy()].reset_index(drop=True)
+    return (World(**tables) if counts else world), counts
+
+
+def describe_left_out(fingerprint: dict[str, Any]) -> list[str]:
+    """One line per kind of row training left out, e.g. "asks: 3 rows dated in the future"."""
+    lines = []
+    for key, count in fingerprint.items():
+        if key.startswith(LEFT_OUT):
+            table, _, why = key.removeprefix(LEFT_OUT).partition(".")
+            lines.append(f"{table}: {count:,} rows {why.replace('_', ' ')}")
+    return lines
+
+
 def fingerprint(world: World) -> dict[str, Any]:
     """Row counts, the covered period and a content hash of the raw tables."""
     digest = hashlib.sha256()
@@ -46,8 +80,13 @@ def fingerprint(world: World) -> dict[str, Any]:
     return out
 
 
-def build_training_data(world: World, test_months: int = 3, valid_months: int = 3) -> TrainingData:
-    """Monthly propensity snapshots and past asks, each split by time (newest window = test)."""
+def build_training_data(
+    world: World, test_months: int = 3, valid_months: int = 3, left_out: dict[str, int] | None = None
+) -> TrainingData:
+    """Monthly propensity snapshots and past asks, each split by time (newest window = test).
+
+    `left_out` counts rows the caller could not use (`LEFT_OUT` keys); they go into the fingerprint.
+    """
     prop = propensity_dataset(world)
     if prop.empty:
         raise ValueError("no propensity snapshots: the data covers too short a period")
@@ -60,7 +99,7 @@ def build_training_data(world: World, test_months: int = 3, valid_months: int = 
     acc_split = time_split(acc["as_of"])
     acc["split"] = acc_split.assign(acc["as_of"]).to_numpy()
 
-    fp = fingerprint(world)
+    fp = fingerprint(world) | dict(left_out or {})
     for target, frame in (("propensity", prop), ("acceptance", acc)):
         for part, count in frame["split"].value_counts().items():
             fp[f"{target}_{part}_rows"] = int(count)

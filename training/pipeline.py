@@ -19,7 +19,7 @@ from models.pyfunc import BUNDLE_ARTIFACT, AdvocacyModel, load_bundle
 from storage.asklog import AskLog
 from storage.settings import Settings
 from training import registry
-from training.datasets import TrainingData, build_training_data
+from training.datasets import LEFT_OUT, TrainingData, build_training_data, describe_left_out, leave_out_future
 from training.evaluate import evaluate_acceptance, evaluate_propensity, truth_metrics
 from training.fit import Matrices, TrainConfig, fit_bundle
 from training.report import calibration_plot, gain_plot, model_card, per_ask_type_plot, shap_beeswarm
@@ -47,17 +47,33 @@ class TrainResult:
     baseline_name: str = "points rule"
 
 
-def load_training_world(data_dir: Path, settings: Settings) -> World:
-    """The raw tables plus every ask recorded through the API since (the loop closes here)."""
+@dataclass
+class LoadedWorld:
+    """The world training reads, and how many rows of each kind it had to leave out."""
+
+    world: World
+    left_out: dict[str, int]
+
+
+def load_training_world(data_dir: Path, settings: Settings, now: pd.Timestamp | None = None) -> LoadedWorld:
+    """The raw tables plus every ask recorded through the API since (the loop closes here).
+
+    Rows training cannot use are left out and counted (`LEFT_OUT` keys): logged asks for customers
+    the data does not hold, and events dated after `now` (the wall clock) beyond clock skew.
+    """
     world = read_world(data_dir)
+    left_out: dict[str, int] = {}
     log_path = settings.ask_log_path()
     if log_path.exists():
         logged = AskLog(log_path, CONTRACTS["asks"]).read()
-        known = set(world.customers["customer_id"])
-        logged = logged[logged["customer_id"].isin(known)]
+        unknown = ~logged["customer_id"].isin(set(world.customers["customer_id"]))
+        if unknown.any():
+            left_out[f"{LEFT_OUT}ask_log.for_customers_not_in_the_data"] = int(unknown.sum())
+        logged = logged[~unknown.to_numpy()]
         if len(logged):
             world = world.with_asks(logged)
-    return world
+    world, future = leave_out_future(world, pd.Timestamp.now(tz="UTC") if now is None else now)
+    return LoadedWorld(world, left_out | future)
 
 
 def gate(
@@ -124,9 +140,12 @@ def train(
     """Train both models, evaluate on the held-out window, log and register, then apply the gate."""
     data_dir = Path(data_dir or settings.resolved_data_dir())
     progress("reading data")
-    world = load_training_world(data_dir, settings)
+    loaded = load_training_world(data_dir, settings)
+    world = loaded.world
+    for line in describe_left_out(loaded.left_out):
+        progress(f"left out of training: {line}")
     progress("building point-in-time training sets")
-    data = data or build_training_data(world)
+    data = data or build_training_data(world, left_out=loaded.left_out)
     registry.configure(settings, experiment)
     with mlflow.start_run() as run:
         if tune_trials:

@@ -16,6 +16,7 @@ from sklearn.calibration import calibration_curve
 from features.catalog import ASK_TYPE_NAMES
 from features.spec import FEATURE_NAMES
 from models.bundle import Bundle
+from training.datasets import describe_left_out
 from training.evaluate import gain_curve
 
 
@@ -103,6 +104,7 @@ decision support for people, served beside the 100-point rule; they are not a ve
   {fingerprint.get("acceptance_valid_rows", "?")} / {fingerprint.get("acceptance_test_rows", "?")} past asks.
 - Period: {fingerprint.get("data_start", "?")} to {fingerprint.get("data_end", "?")}; data hash `{fingerprint.get("data_hash", "?")}`.
 - Splits are by time; training rows whose 90-day label window reaches into validation or test are purged.
+- Left out: {"; ".join(describe_left_out(fingerprint)) or "no rows"}.
 {refit}
 ## Held-out results (newest window)
 | | model | points rule |
