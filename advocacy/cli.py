@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -23,14 +24,21 @@ app = typer.Typer(
 )
 
 
+_debug = False  # --debug: let every error through with its traceback
+
+
 @app.callback()
-def _before_any_command() -> None:
+def _before_any_command(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of any error.")] = False,
+) -> None:
     # LightGBM's OpenMP threads spin while idle by default, which starves a busy 2-core machine
     # (the service, other workers); waiting passively costs nothing measurable when it is idle.
     # OpenMP reads this once, when LightGBM loads it: this module imports LightGBM (and everything
     # that brings it in) only inside the commands, which run after this callback, and the processes
     # they start (`advocacy serve`'s server) inherit it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    global _debug
+    _debug = debug
 
 
 console = Console()
@@ -45,8 +53,19 @@ DataDir = Annotated[Path, typer.Option("--data", help="Directory of raw tables (
 _STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
+def _fail(message: object, code: int) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def clear_errors(fn: F) -> F:
-    """Report expected failures (bad input, missing files) as one line and exit 2."""
+    """The one error path of every command: an error is one line on stderr and a non-zero exit.
+
+    Bad input (the data contract, a missing file, a bad option value) exits 2 with the message that
+    names table, column, rule and rows; a full disk or a forbidden path exits 1 saying so; anything
+    else is a fault of ours, reported in one line that says how to see more. With `--debug` every
+    error keeps its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -54,22 +73,27 @@ def clear_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
-        except (DataContractError, FileNotFoundError, ValueError, KeyError) as err:
-            message = err.args[0] if isinstance(err, KeyError) and err.args else err
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except OSError as err:
-            if err.errno not in _STORAGE_ERRORS:
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as err:
+            if _debug:
                 raise
-            where = f" ({err.filename})" if err.filename else ""
-            err_console.print(
-                f"[bold red]error:[/] could not write{where}: {err.strerror}. Nothing was written at the output "
-                "path; free some space (or fix the permission) and run the same command again to resume.",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(1) from None
+            if isinstance(err, DataContractError | FileNotFoundError | ValueError | KeyError):
+                raise _fail(err.args[0] if isinstance(err, KeyError) and err.args else err, 2) from None
+            if isinstance(err, OSError) and err.errno in _STORAGE_ERRORS:
+                where = f" ({err.filename})" if err.filename else ""
+                raise _fail(
+                    f"could not write{where}: {err.strerror}. Nothing was written at the output path; free some "
+                    "space (or fix the permission) and run the same command again to resume.",
+                    1,
+                ) from None
+            raise _fail(
+                f"unexpected {type(err).__name__}: {err}. This is a fault of the tool, not of your input: run "
+                "the command again with `advocacy --debug ...` for the traceback, and report it",
+                1,
+            ) from None
 
+    wrapper.clear_errors = True  # type: ignore[attr-defined]  # tests check every command has it
     return wrapper  # type: ignore[return-value]
 
 

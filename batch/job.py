@@ -243,7 +243,7 @@ def _plan_run(
         f"({engine} engine, reasons {'on' if explain else 'off'})"
     )
     scorer = Scorer.for_bundle(bundle, explain)
-    n_workers = workers or default_workers(count_rows(files["customers"]))
+    n_workers = workers or default_workers(count_rows("customers", files["customers"]))
     return _Run(settings, data_dir, out, files, key, as_of, champion.version, scorer, engine, n_workers)
 
 

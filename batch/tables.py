@@ -32,7 +32,7 @@ from rich.progress import Progress
 from batch.pool import cancel, held, worker_pool
 from features.catalog import TABLES
 from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
-from features.io import World
+from features.io import World, check_required_rows, unreadable
 
 READ_BATCH_ROWS = 500_000  # raw rows read and validated at a time
 _ROW = "_row"  # a raw row's position in its file, carried so errors name the user's row numbers
@@ -56,11 +56,15 @@ def chunk_of(customer_ids: pd.Series | np.ndarray, n_chunks: int) -> np.ndarray:
     return (pd.util.hash_array(ids) % np.uint64(n_chunks)).astype(np.int64)
 
 
-def count_rows(path: Path) -> int:
-    if path.suffix == ".parquet":
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    with open(path, "rb") as fh:  # lines, less the header; only needs to be the same every run
-        return max(sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b"")) - 1, 0)
+def count_rows(name: str, path: Path) -> int:
+    """Rows of table `name` in `path`, for planning and progress (a `DataContractError` if unreadable)."""
+    try:
+        if path.suffix == ".parquet":
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        with open(path, "rb") as fh:  # lines, less the header; only needs to be the same every run
+            return max(sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b"")) - 1, 0)
+    except (OSError, pa.ArrowException) as err:
+        raise unreadable(name, path, err) from None
 
 
 def _raw_batches(name: str, path: Path) -> Iterator[pd.DataFrame]:
@@ -88,7 +92,7 @@ def _raw_batches(name: str, path: Path) -> Iterator[pd.DataFrame]:
     except (OSError, ValueError, pa.ArrowException) as err:
         if isinstance(err, DataContractError):
             raise
-        raise DataContractError(name, [f"cannot read {path.name}: {err}"]) from None
+        raise unreadable(name, path, err) from None
 
 
 def _shift_rows(err: DataContractError, offset: int) -> DataContractError:
@@ -234,8 +238,8 @@ def split_tables(
     parts = work / "parts"
     shutil.rmtree(parts, ignore_errors=True)  # a split killed half-way starts again
     parts.mkdir(parents=True)
-    n_chunks = max(1, -(-count_rows(files["customers"]) // chunk_size))
-    sizes = {name: count_rows(path) for name, path in files.items()}
+    sizes = {name: count_rows(name, path) for name, path in files.items()}
+    n_chunks = max(1, -(-sizes["customers"] // chunk_size))
     total = sum(sizes.values())
     task = progress.add_task("Reading and checking tables", total=total) if progress else None
 
@@ -248,6 +252,8 @@ def split_tables(
         counts = {name: _split_table(name, path, parts, n_chunks, advance) for name, path in files.items()}
     else:
         counts = _split_in_processes(files, parts, n_chunks, advance, workers, sizes)
+    for name in files:
+        check_required_rows(name, int(counts[name].sum()))
     customers = counts["customers"]  # a required table: `table_files` has made sure it is there
     _check_keys(parts, n_chunks, tuple(files))
     if progress is not None and task is not None:

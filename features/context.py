@@ -53,7 +53,11 @@ class Snapshot:
 def _last_before(events: pd.DataFrame, time_col: str, as_of: pd.Timestamp, ids: pd.Series) -> pd.Series:
     known = events[events[time_col] < as_of]
     last = known.groupby("customer_id")[time_col].max()
-    return ids.map(last).astype(TIMESTAMP)
+    # Not `ids.map(last)`: pandas maps through an empty Series as float, which a time cannot be
+    # (a chunk of customers none of whom had such an event failed with a TypeError).
+    out = last.reindex(ids.to_numpy()).astype(TIMESTAMP)
+    out.index = ids.index
+    return out
 
 
 def _count_since(
@@ -125,7 +129,7 @@ def build_snapshot(world: World, as_of: pd.Timestamp, features: pd.DataFrame | N
     frame = frame.copy()
     frame["name"] = ids.map(names).astype("str")
     urgent = world.tickets[world.tickets["priority"] == "urgent"]
-    frame["last_urgent_ticket_at"] = _last_before(urgent, "opened_at", as_of, ids).to_numpy()
+    frame["last_urgent_ticket_at"] = _last_before(urgent, "opened_at", as_of, ids)  # same index as frame
     refs = world.asks[world.asks["ask_type"] == "reference_call"]
     frame["recent_reference_calls"] = _count_since(
         refs, "asked_at", as_of - pd.Timedelta(days=RECENT_REFERENCE_DAYS), as_of, ids

@@ -49,12 +49,28 @@ class World:
         return World(**{**self.as_dict(), "asks": asks})
 
 
+def unreadable(name: str, path: Path, err: Exception) -> DataContractError:
+    """The error for a table file that is there but cannot be read (truncated, not Parquet, not text)."""
+    return DataContractError(name, [f"cannot read {path.name}: {err}"])
+
+
+def check_required_rows(name: str, rows: int) -> None:
+    """A required table (`REQUIRED_TABLES`) with no rows is an error, as a missing one is.
+
+    With no customers there is nothing to score; with no usage every customer would be a cold start
+    and no period observed: far more often an export that failed than a business with no usage.
+    """
+    if name in REQUIRED_TABLES and rows == 0:
+        raise DataContractError(name, ["rule 'at least one row' failed: the table is empty (a required table)"])
+
+
 def world_from_tables(raw: Mapping[str, pd.DataFrame]) -> World:
     """Validate in-memory raw tables into a `World` (missing optional tables are empty)."""
     tables: dict[str, pd.DataFrame] = {}
     for name in TABLES:
         if name in raw:
             tables[name] = validate_table(name, raw[name])
+            check_required_rows(name, len(tables[name]))
         elif name in REQUIRED_TABLES:
             raise DataContractError(name, ["required table is missing"])
         else:
@@ -101,7 +117,7 @@ def _read_raw(path: Path, name: str) -> pd.DataFrame:
         text_cols = {c: "str" for c in contract.strings}
         return pd.read_csv(path, dtype=text_cols, keep_default_na=True)
     except (OSError, ValueError) as err:
-        raise DataContractError(name, [f"cannot read {path.name}: {err}"]) from None
+        raise unreadable(name, path, err) from None
 
 
 def read_world(data_dir: Path | str) -> World:

@@ -150,6 +150,18 @@ def test_the_book_equals_blocked_asks_on_a_generated_world(tmp_path: Path, gener
         assert {k: dict(v) for k, v in got.items()} == {k: dict(v) for k, v in expected.items()}
 
 
+def test_a_snapshot_of_customers_without_tickets_has_no_urgent_ticket(generated_world: World) -> None:
+    # Found by tests/test_mutations.py: a world (or a batch chunk) with no ticket before as_of made
+    # build_snapshot fail with "TypeError: Cannot cast DatetimeArray to dtype float64".
+    as_of = observed_until(generated_world)
+    without = World(**{**generated_world.as_dict(), "tickets": empty_table("tickets")})
+    snap = build_snapshot(without, as_of)
+    assert len(snap.features) and snap.features["last_urgent_ticket_at"].isna().all()
+    assert str(snap.features["last_urgent_ticket_at"].dtype) == "datetime64[us, UTC]"
+    kept = build_snapshot(generated_world, as_of).features["last_urgent_ticket_at"]
+    assert kept.notna().any()  # the same code still finds the urgent tickets that are there
+
+
 def test_no_registry_is_a_clear_reason_not_a_crash(tmp_path: Path) -> None:
     from models.registry import ChampionUnavailableError, resolve_champion
 

@@ -1,0 +1,248 @@
+"""A property of the whole command line (issue 15): one cell or one file of a small world changed at
+random, and each command either succeeds with valid output or fails in one line naming the table
+(and, for a cell, a column), having written nothing. Never a traceback, never a silent drop.
+
+Each case is seeded by its number, so a failure is reproduced by running that case alone. Every case
+runs `advocacy features`; every second one `advocacy score` too and every fifth `advocacy train`
+(training costs 1.5 s a case on this world: 200 of them would be most of the suite's time).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from advocacy.cli import app
+from features.catalog import TABLES
+from features.contracts import CONTRACTS
+from storage.settings import Settings, get_settings
+from tests.conftest import TrainedHome
+
+pytestmark = pytest.mark.slow
+
+CASES = 200  # the issue asks for at least 200
+AS_OF = "2026-09-01"
+NUMBERS = {
+    "customers": ("arr",),
+    "usage": ("licensed_seats", "active_users", "feature_adoption", "logins", "health_score"),
+    "nps": ("score",),
+    "tickets": ("sentiment", "csat"),
+    "social": ("sentiment",),
+}
+CATEGORIES = {
+    "customers": ("segment", "plan"),
+    "tickets": ("priority",),
+    "asks": ("ask_type", "outcome"),
+    "social": ("channel",),
+}
+BAD_NUMBERS = ("abc", "-1", "1e12", "inf", "nan", "1,5", "")
+BAD_TIMES = (
+    "13/02/2016",
+    "1715075390",
+    "2300-01-01",
+    "1800-01-01",
+    "2016-02-30",
+    "yesterday",
+    "2016-02-13T25:00",
+    "",
+    "2099-01-01",
+)
+
+
+@dataclass
+class Mutation:
+    table: str
+    column: str | None  # None: the whole file
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.table}.{self.column or '<file>'}: {self.what}"
+
+
+def _cell(data: Path, rng: random.Random) -> Mutation:
+    """Change one cell of one table's CSV to a value that is wrong, or only unusual."""
+    table = rng.choice([t for t in TABLES if (data / f"{t}.csv").exists()])
+    frame = pd.read_csv(data / f"{table}.csv", dtype=str, keep_default_na=False)
+    contract = CONTRACTS[table]
+    kinds = ["empty", "text"]
+    if table in NUMBERS:
+        kinds.append("number")
+    if table in CATEGORIES:
+        kinds.append("category")
+    if contract.timestamps or contract.nullable_timestamps:
+        kinds += ["time", "time"]
+    if contract.unique:
+        kinds.append("duplicate")
+    if "customer_id" in contract.columns:
+        kinds.append("unknown_id")
+    kind = rng.choice(kinds)
+    row = rng.randrange(len(frame))
+    if kind == "number":
+        column, value = rng.choice(NUMBERS[table]), rng.choice(BAD_NUMBERS)
+    elif kind == "category":
+        column, value = rng.choice(CATEGORIES[table]), rng.choice(("giant", "REVIEW", " smb", ""))
+    elif kind == "time":
+        column = rng.choice((*contract.timestamps, *contract.nullable_timestamps))
+        value = rng.choice(BAD_TIMES)
+    elif kind == "duplicate":
+        column = contract.unique[0]
+        value = frame[column].iloc[(row + 1) % len(frame)]
+    elif kind == "unknown_id":
+        column, value = "customer_id", "C9999999"
+    elif kind == "text":
+        column = rng.choice(contract.columns)
+        value = rng.choice(("=1+2", "\u00e9\u00e8 \u4e2d\u6587", "a\nb", '"quoted"', "\x00"))
+    else:
+        column, value = rng.choice(contract.columns), ""
+    frame.loc[row, column] = value
+    frame.to_csv(data / f"{table}.csv", index=False)
+    return Mutation(table, column, f"{kind} -> {value!r} in row {row}")
+
+
+def _file(data: Path, rng: random.Random) -> Mutation:
+    """Break one table's file: missing, unreadable, misnamed, mis-encoded, a column renamed."""
+    table = rng.choice([t for t in TABLES if (data / f"{t}.csv").exists()])
+    path = data / f"{table}.csv"
+    kind = rng.choice(
+        ("delete", "folder", "dangling_link", "wrong_case", "latin1", "utf16", "truncated_parquet", "column")
+    )
+    if kind == "delete":
+        path.unlink()
+    elif kind == "folder":
+        path.unlink()
+        path.mkdir()
+    elif kind == "dangling_link":
+        path.unlink()
+        path.symlink_to(data / "nowhere.csv")
+    elif kind == "wrong_case":
+        path.rename(data / f"{table.capitalize()}.csv")
+    elif kind in ("latin1", "utf16"):
+        text = path.read_text(encoding="utf-8")
+        if kind == "latin1":  # one accented letter, the whole file in Latin-1 (not UTF-8)
+            first = text.index("\n") + 1
+            text = text[:first] + text[first:].replace("a", "\u00e9", 1)
+        path.write_bytes(text.encode("latin-1" if kind == "latin1" else "utf-16"))
+    elif kind == "truncated_parquet":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        path.unlink()
+        parquet = path.with_suffix(".parquet")
+        frame.to_parquet(parquet, index=False)
+        raw = parquet.read_bytes()
+        parquet.write_bytes(raw[: len(raw) // 2])
+    else:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        column = rng.choice(CONTRACTS[table].columns)
+        frame.rename(columns={column: column.upper()}).to_csv(path, index=False)
+        return Mutation(table, column, f"column {column} renamed")
+    return Mutation(table, None, kind)
+
+
+@dataclass
+class Homes:
+    world: Path
+    scoring: TrainedHome  # the session's champion scores the mutated worlds
+    training: Path  # a home of its own for the training runs
+    base_features: set[str]
+    base_scores: set[str]
+
+
+def _invoke(home: Path, args: list[str], **env: str) -> Any:
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, args, env={"ADVOCACY_HOME": str(home), "COLUMNS": "400", **env})
+    finally:
+        get_settings.cache_clear()
+
+
+def _ids(path: Path) -> set[str]:
+    return set(pd.read_parquet(path, columns=["customer_id"])["customer_id"].astype(str))
+
+
+@pytest.fixture(scope="module")
+def homes(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -> Homes:
+    base = tmp_path_factory.mktemp("mutations")
+    world = base / "world"
+    made = _invoke(base, ["generate", "--out", str(world), "--customers", "120", "--months", "24", "--format", "csv"])
+    assert made.exit_code == 0, made.output
+    shutil.rmtree(world / "truth")
+    (base / "train").mkdir()
+    features, scores = base / "features.parquet", base / "scores.parquet"
+    ran = [
+        _invoke(base, ["features", "--data", str(world), "--out", str(features), "--as-of", AS_OF]),
+        _invoke(
+            trained_home.settings.home,
+            ["score", "--data", str(world), "--out", str(scores), "--as-of", AS_OF, "--no-explain", "--no-snapshot"],
+        ),
+        _invoke(base / "train", ["train", "--data", str(world)]),
+    ]
+    assert all(r.exit_code == 0 for r in ran), [r.output[-2000:] for r in ran]
+    return Homes(world, trained_home, base / "train", _ids(features), _ids(scores))
+
+
+def _versions(home: Path) -> int:
+    settings = Settings(home=home)
+    return len(MlflowClient(settings.tracking_uri()).search_model_versions(f"name='{settings.model_name}'"))
+
+
+def _check(result: Any, mutation: Mutation, out: Path | None, base_ids: set[str] | None, command: str) -> None:
+    """Success with valid output, or one line naming the table (and a column for a cell), nothing written."""
+    where = f"{command} after {mutation}"
+    # Never a traceback: the command's one error path turned every exception into an exit code.
+    assert result.exception is None or isinstance(result.exception, SystemExit), (where, result.exception)
+    if result.exit_code == 0:
+        if out is not None and base_ids is not None:
+            ids = _ids(out)  # readable, one row per active customer
+            # One cell can change whether one customer is active, never drop others silently.
+            assert len(ids ^ base_ids) <= 1, (where, sorted(ids ^ base_ids)[:10])
+        return
+    assert result.exit_code == 2, (where, result.exit_code, result.output[-3000:])
+    message = " ".join(result.stderr.split())
+    assert message.startswith("error:") and len(result.stderr.strip().splitlines()) <= 3, (where, result.stderr)
+    assert "Traceback" not in result.output, where
+    named = set(re.findall(r"table '(\w+)'", message))
+    # A customer id changed in `customers` is reported where its events no longer match.
+    assert mutation.table in named or (mutation.table, mutation.column) == ("customers", "customer_id"), (
+        where,
+        message,
+    )
+    if mutation.column is not None:
+        assert re.search(r"column '\w+'", message), (where, message)
+    if out is not None:
+        assert not out.exists() and not any(out.parent.glob(f"*{out.stem}*")), (where, list(out.parent.iterdir()))
+
+
+@pytest.mark.parametrize("case", range(CASES))
+def test_one_broken_cell_or_file_is_named_or_harmless(homes: Homes, tmp_path: Path, case: int) -> None:
+    rng = random.Random(case)
+    data = tmp_path / "data"
+    shutil.copytree(homes.world, data)
+    mutation = (_cell if rng.random() < 0.75 else _file)(data, rng)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    features = out_dir / "features.parquet"
+    result = _invoke(tmp_path, ["features", "--data", str(data), "--out", str(features), "--as-of", AS_OF])
+    _check(result, mutation, features, homes.base_features, "features")
+
+    if case % 2 == 0:
+        scores, store = out_dir / "scores.parquet", tmp_path / "store"
+        args = ["score", "--data", str(data), "--out", str(scores), "--as-of", AS_OF, "--no-explain"]
+        result = _invoke(homes.scoring.settings.home, args, ADVOCACY_FEATURE_STORE=str(store))
+        _check(result, mutation, scores, homes.base_scores, "score")
+        assert result.exit_code == 0 or not store.exists(), f"score published a snapshot after {mutation}"
+
+    if case % 5 == 0:
+        before = _versions(homes.training)
+        result = _invoke(homes.training, ["train", "--data", str(data)])
+        _check(result, mutation, None, None, "train")
+        if result.exit_code != 0:
+            assert _versions(homes.training) == before, f"train registered a model after {mutation}"
