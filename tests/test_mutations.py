@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,54 @@ def test_one_broken_cell_or_file_is_named_or_harmless(homes: Homes, tmp_path: Pa
         _check(result, mutation, None, None, "train")
         if result.exit_code != 0:
             assert _versions(homes.training) == before, f"train registered a model after {mutation}"
+
+
+def _emptied(data: Path, tables: tuple[str, ...]) -> None:
+    for table in tables:
+        path = data / f"{table}.csv"
+        path.write_text(path.read_text().split("\n", 1)[0] + "\n")  # the header alone
+
+
+def _truncated_usage(data: Path) -> None:
+    frame = pd.read_csv(data / "usage.csv", dtype=str)
+    (data / "usage.csv").unlink()
+    frame.to_parquet(data / "usage.parquet", index=False)
+    raw = (data / "usage.parquet").read_bytes()
+    (data / "usage.parquet").write_bytes(raw[: len(raw) // 2])
+
+
+@pytest.mark.parametrize(
+    ("broken", "table", "message"),
+    [
+        # Defect 12: score answered `TypeError: Cannot cast DatetimeArray to dtype float64`.
+        (lambda d: _emptied(d, TABLES), "customers", "rule 'at least one row' failed"),
+        # Defect 13: score said only `Parquet magic bytes not found`; features and train named the table.
+        (_truncated_usage, "usage", "cannot read usage.parquet"),
+        # Defect 14: features and score passed (everyone a cold start), train refused.
+        (lambda d: _emptied(d, ("usage",)), "usage", "rule 'at least one row' failed"),
+    ],
+    ids=["all-tables-empty", "truncated-usage", "empty-usage"],
+)
+def test_every_command_refuses_a_broken_world_alike(
+    homes: Homes, tmp_path: Path, broken: Callable[[Path], None], table: str, message: str
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(homes.world, data)
+    broken(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    runs = {
+        "features": _invoke(
+            tmp_path, ["features", "--data", str(data), "--out", str(out / "f.parquet"), "--as-of", AS_OF]
+        ),
+        "score": _invoke(
+            homes.scoring.settings.home,
+            ["score", "--data", str(data), "--out", str(out / "s.parquet"), "--as-of", AS_OF],
+            ADVOCACY_FEATURE_STORE=str(tmp_path / "store"),
+        ),
+        "train": _invoke(homes.training, ["train", "--data", str(data)]),
+    }
+    for command, result in runs.items():
+        line = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and f"error: table '{table}': {message}" in line, (command, result.output[-2000:])
+    assert not any(out.iterdir()) and not (tmp_path / "store").exists()
