@@ -156,10 +156,17 @@ class Homes:
     base_scores: set[str]
 
 
+def _store(home: Path) -> str:
+    """The MLflow store of `home`, named outright: MLflow exports MLFLOW_TRACKING_URI whenever a store
+    is chosen, and this module's fixture runs before the per-test reset of it (conftest)."""
+    return Settings(home=home, mlflow_tracking_uri=None).tracking_uri()
+
+
 def _invoke(home: Path, args: list[str], **env: str) -> Any:
     get_settings.cache_clear()
+    pinned = {"ADVOCACY_HOME": str(home), "MLFLOW_TRACKING_URI": _store(home), "COLUMNS": "400"}
     try:
-        return CliRunner().invoke(app, args, env={"ADVOCACY_HOME": str(home), "COLUMNS": "400", **env})
+        return CliRunner().invoke(app, args, env={**pinned, **env})
     finally:
         get_settings.cache_clear()
 
@@ -190,8 +197,8 @@ def homes(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _versions(home: Path) -> int:
-    settings = Settings(home=home)
-    return len(MlflowClient(settings.tracking_uri()).search_model_versions(f"name='{settings.model_name}'"))
+    name = Settings(home=home).model_name
+    return len(MlflowClient(_store(home), registry_uri=_store(home)).search_model_versions(f"name='{name}'"))
 
 
 def _check(result: Any, mutation: Mutation, out: Path | None, base_ids: set[str] | None, command: str) -> None:
