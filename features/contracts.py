@@ -90,11 +90,10 @@ class TableContract:
 
 
 def answer_known_at(asks: pd.DataFrame) -> pd.Series:
-    """When each ask's outcome became known (spec section 3): its `responded_at`; an answer given
-    without one is taken as known when asked. The one coding of the rule: point-in-time features,
-    guardrails and the service's context all read an ask's answer through it."""
-    answered = asks["outcome"].isin(ANSWERS)
-    return asks["responded_at"].where(~answered | asks["responded_at"].notna(), asks["asked_at"])
+    """When each ask's outcome became known (spec section 3): its `responded_at` (the contract
+    refuses an answer without one). The one coding of the rule: point-in-time features, guardrails
+    and the service's context all read an ask's answer through it."""
+    return asks["responded_at"]
 
 
 def _first_of_month(s: pd.Series) -> pd.Series:
@@ -224,7 +223,15 @@ CONTRACTS: dict[str, TableContract] = {
         timestamps=("asked_at",),
         nullable_timestamps=("responded_at",),
         unique=("ask_id",),
-        row_rules=(("responded_at", "not before asked_at", lambda df: df["responded_at"] < df["asked_at"]),),
+        row_rules=(
+            ("responded_at", "not before asked_at", lambda df: df["responded_at"] < df["asked_at"]),
+            # The answer's time is unknown: using the answer at all would leak it (spec section 3).
+            (
+                "responded_at",
+                "given when the outcome is accepted or declined",
+                lambda df: df["outcome"].isin(ANSWERS) & df["responded_at"].isna(),
+            ),
+        ),
     ),
     "activities": TableContract(
         "activities",

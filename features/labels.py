@@ -28,6 +28,9 @@ from features.pointintime import (
 HORIZON_DAYS = 90
 HORIZON = pd.Timedelta(days=HORIZON_DAYS)
 _NO_HORIZON = pd.Timedelta(0)
+# An ask is given this long to be answered (spec section 3): a newer one that is still unanswered
+# may only mean "not yet", so no ask newer than this (at the data's end) is an acceptance label.
+ANSWER_HORIZON = pd.Timedelta(days=30)
 
 
 def observed_until(world: World) -> pd.Timestamp:
@@ -81,9 +84,22 @@ def propensity_dataset(world: World, until: pd.Timestamp | None = None, burn_in_
     return frame
 
 
-def acceptance_dataset(world: World) -> pd.DataFrame:
-    """One row per past ask: features as of `asked_at`, the ask's type, and the accepted label."""
-    asks = world.asks.sort_values(["asked_at", "ask_id"], kind="stable").reset_index(drop=True)
+def immature_asks(world: World, horizon: pd.Timedelta = ANSWER_HORIZON) -> pd.Series:
+    """Asks made less than `horizon` before the data's end: whether they will be accepted is not known yet.
+
+    Every one of them is left out, answered or not: keeping the early answers alone would keep the
+    quick yeses and drop the slow ones, a label that depends on the outcome.
+    """
+    if world.asks.empty:
+        return pd.Series(False, index=world.asks.index)
+    return world.asks["asked_at"] > observed_until(world) - horizon
+
+
+def acceptance_dataset(world: World, horizon: pd.Timedelta = ANSWER_HORIZON) -> pd.DataFrame:
+    """One row per past ask old enough to be answered (`immature_asks`): features as of
+    `asked_at`, the ask's type, and the accepted label."""
+    mature = world.asks[~immature_asks(world, horizon).to_numpy()]
+    asks = mature.sort_values(["asked_at", "ask_id"], kind="stable").reset_index(drop=True)
     frame = acceptance_features(world, asks)
     frame.insert(2, "ask_id", asks["ask_id"].to_numpy())
     frame["label"] = (asks["outcome"] == "accepted").astype(np.int8).to_numpy()

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.catalog import ASK_TYPE_NAMES, OUTCOMES
-from features.contracts import TIMESTAMP, empty_table, validate_table
+from features.catalog import ANSWERS, ASK_TYPE_NAMES, OUTCOMES
+from features.contracts import TIMESTAMP, DataContractError, empty_table, validate_table
 from models.guardrails import (
     BLOCK_COLUMNS,
     GUARDRAILS,
@@ -24,7 +24,9 @@ DAY = pd.Timedelta(days=1)
 
 
 def asks_table(*rows: tuple[str, str, pd.Timestamp, str, pd.Timestamp | None]) -> pd.DataFrame:
-    """Canonical asks from (customer_id, ask_type, asked_at, outcome, responded_at) tuples."""
+    """Canonical asks from (customer_id, ask_type, asked_at, outcome, responded_at) tuples; an answer
+    given as None is answered when asked (the contract needs its time)."""
+    rows = tuple((c, t, at, o, at if r is None and o in ANSWERS else r) for c, t, at, o, r in rows)
     raw = pd.DataFrame(
         {
             "ask_id": [f"a{i}" for i in range(len(rows))],
@@ -180,13 +182,21 @@ def test_an_answer_after_now_is_not_known() -> None:
     assert (only(later, "decline_pause")["until"] == NOW + DAY + 90 * DAY).all()
 
 
-def test_an_answer_without_a_response_date_is_known_when_asked() -> None:
-    asks = asks_table(
-        ("c1", "review", NOW - 60 * DAY, "declined", None),
-        ("c1", "review", NOW - 50 * DAY, "declined", None),
+def test_an_answer_without_a_response_date_is_a_contract_error() -> None:
+    # Spec section 3 (issue 17): the answer's time is unknown, so using the answer would leak it.
+    raw = pd.DataFrame(
+        {
+            "ask_id": ["a0", "a1", "a2"],
+            "customer_id": ["c1"] * 3,
+            "ask_type": ["review"] * 3,
+            "asked_at": [NOW - 60 * DAY, NOW - 50 * DAY, NOW - 40 * DAY],
+            "outcome": ["declined", "no_response", "accepted"],
+            "responded_at": [None, None, None],
+        }
     )
-    pause = only(blocked_asks(asks, signals(), NOW), "decline_pause")
-    assert (pause["until"] == NOW - 50 * DAY + 90 * DAY).all()
+    rule = r"column 'responded_at': rule 'given when the outcome is accepted or declined' failed for 2 rows"
+    with pytest.raises(DataContractError, match=rf"{rule}, e\.g\. row 0 .*, row 2 "):
+        validate_table("asks", raw)
 
 
 def test_a_pending_ask_neither_breaks_nor_extends_a_streak() -> None:
@@ -388,6 +398,8 @@ def test_vectorised_guardrails_match_a_plain_loop(seed: int) -> None:
             "responded_at": responded,
         }
     )
+    unanswered_time = raw["outcome"].isin(ANSWERS) & raw["responded_at"].isna()
+    raw.loc[unanswered_time, "responded_at"] = raw.loc[unanswered_time, "asked_at"]  # answered when asked
     asks = validate_table("asks", raw)
     sig = signals(
         ids=tuple(ids),

@@ -8,7 +8,17 @@ from sklearn.metrics import roc_auc_score
 
 from features.baseline import score_baseline
 from features.io import world_from_tables
-from features.labels import HORIZON, TimeSplit, monthly_split, propensity_dataset, propensity_labels, time_split
+from features.labels import (
+    HORIZON,
+    TimeSplit,
+    acceptance_dataset,
+    immature_asks,
+    monthly_split,
+    observed_until,
+    propensity_dataset,
+    propensity_labels,
+    time_split,
+)
 from tests.worldkit import raw_tables, utc
 
 
@@ -70,3 +80,27 @@ def test_time_split_survives_many_rows_at_one_moment() -> None:
     assert (cut.valid_start, cut.test_start) == (spread.iloc[3_000], spread.iloc[4_000])
     with pytest.raises(ValueError, match="only 2 distinct time"):
         time_split(pd.Series([spread.iloc[0]] * 50 + [spread.iloc[1]] * 50))
+
+
+def test_asks_newer_than_the_answer_horizon_are_no_acceptance_labels() -> None:
+    # Spec section 3 (issue 17): the newest asks' no_response may only mean "not answered yet".
+    raw = raw_tables()
+    newer = pd.DataFrame(
+        {
+            "ask_id": ["a4", "a5", "a6"],
+            "customer_id": ["c1", "c1", "c2"],
+            "ask_type": ["review", "case_study", "review"],
+            "asked_at": ["2025-06-20", "2025-06-15", "2025-05-25"],
+            "outcome": ["no_response", "accepted", "no_response"],
+            "responded_at": [None, "2025-06-16", None],
+        }
+    )
+    raw["asks"] = pd.concat([raw["asks"], newer], ignore_index=True)
+    world = world_from_tables(raw)
+    assert observed_until(world) == utc("2025-07-01")  # the end of the last usage month
+    labelled = acceptance_dataset(world)
+    # a4 and a5 are under 30 days old at the end, answered or not (keeping quick yeses alone would
+    # bias the labels); a6, 37 days old and unanswered, is a negative.
+    assert labelled["ask_id"].tolist() == ["a1", "a2", "a3", "a6"]
+    assert labelled.set_index("ask_id")["label"].to_dict() == {"a1": 0, "a2": 0, "a3": 1, "a6": 0}
+    assert immature_asks(world, pd.Timedelta(days=10)).sum() == 0  # a4 is 11 days old

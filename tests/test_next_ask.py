@@ -175,7 +175,7 @@ def test_works_on_the_output_of_blocked_asks() -> None:
                 "ask_type": ["reference_call"],
                 "asked_at": ["2026-04-10"],
                 "outcome": ["accepted"],
-                "responded_at": [None],
+                "responded_at": ["2026-04-11"],
             }
         ),
     )

@@ -11,8 +11,10 @@ import pandas as pd
 from features.contracts import CONTRACTS
 from features.io import World
 from features.labels import (
+    ANSWER_HORIZON,
     HORIZON,
     acceptance_dataset,
+    immature_asks,
     monthly_split,
     observed_until,
     propensity_dataset,
@@ -94,12 +96,15 @@ def build_training_data(
     prop["split"] = split.assign(prop["as_of"], HORIZON).to_numpy()
 
     acc = acceptance_dataset(world)
+    immature = int(immature_asks(world).sum())
     if len(acc) < 50:
         raise ValueError(f"only {len(acc)} past asks: too few to train the ask-acceptance model")
     acc_split = time_split(acc["as_of"])
     acc["split"] = acc_split.assign(acc["as_of"]).to_numpy()
 
     fp = fingerprint(world) | dict(left_out or {})
+    if immature:
+        fp[f"{LEFT_OUT}asks.from_the_last_{ANSWER_HORIZON.days}_days_not_yet_answerable"] = immature
     for target, frame in (("propensity", prop), ("acceptance", acc)):
         for part, count in frame["split"].value_counts().items():
             fp[f"{target}_{part}_rows"] = int(count)

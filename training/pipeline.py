@@ -142,10 +142,10 @@ def train(
     progress("reading data")
     loaded = load_training_world(data_dir, settings)
     world = loaded.world
-    for line in describe_left_out(loaded.left_out):
-        progress(f"left out of training: {line}")
     progress("building point-in-time training sets")
     data = data or build_training_data(world, left_out=loaded.left_out)
+    for line in describe_left_out(data.fingerprint):
+        progress(f"left out of training: {line}")
     registry.configure(settings, experiment)
     with mlflow.start_run() as run:
         if tune_trials:
