@@ -49,9 +49,12 @@ class Settings(BaseSettings):
     # A new feature snapshot with fewer active customers than this share of the served one is refused
     # (by `advocacy score`, unless --force-snapshot, and by the service), and so is one with none.
     min_snapshot_share: float = Field(default=0.5, ge=0, le=1)
-    # Promotion gate: a new model must beat the champion and the baseline by this much AUC.
-    gate_margin_champion: float = 0.002
-    gate_margin_baseline: float = 0.02
+    # Promotion gate (training.gate): the held-out AUC gain over the points rule and over the champion
+    # must have a paired, customer-resampled bootstrap interval above zero at this confidence, and the
+    # held-out propensity ECE must be at most the ceiling.
+    gate_confidence: float = Field(default=0.95, gt=0, lt=1)
+    gate_resamples: int = Field(default=400, ge=50)
+    gate_max_ece: float = Field(default=0.05, gt=0, le=1)
 
     def allowed_host_names(self) -> frozenset[str]:
         return frozenset(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())

@@ -27,7 +27,8 @@ from storage.settings import Settings
 from training import registry
 from training.evaluate import expected_calibration_error, ranking_metrics
 from training.fit import BoosterParams, FitInputs, fit_booster
-from training.pipeline import PIP_REQUIREMENTS, GateDecision, TrainResult
+from training.gate import GateDecision, decide
+from training.pipeline import PIP_REQUIREMENTS, TrainResult
 
 _TRUE = {"1", "true", "yes", "y", "accepted", "t"}
 _FALSE = {"0", "false", "no", "n", "declined", "f", "no_response"}
@@ -120,13 +121,16 @@ def train_table(
     }
     best_col = max(single, key=lambda c: single[c])
     metrics["baseline_roc_auc"] = single[best_col]
+    column = np.nan_to_num(x["test"][:, list(encoder.columns).index(best_col)], nan=-1e9)
+    raw_auc = roc_auc_score(ys["test"], column)
+    best = (best_col, column if raw_auc >= 0.5 else -column)  # the column, or its reverse, as a score
     metrics["test_rows"] = float(len(test_idx))
     model.metrics = metrics
 
     name = model_name_for(Path(table))
     registry.configure(settings, experiment or f"{settings.experiment}-tables")
     current = registry.champion(name)
-    decision = _gate(settings, model, metrics, best_col, current, features.iloc[test_idx], ys["test"])
+    decision = _gate(settings, model, proba, best, current, features.iloc[test_idx], ys["test"])
     with mlflow.start_run() as run:
         mlflow.log_params({"table": Path(table).name, "label": label, "time_column": time_column or "(row order)"})
         mlflow.log_params({"dropped": ",".join([*drop, *ids]) or "-", "rows": n, "features": len(encoder.columns)})
@@ -157,30 +161,22 @@ def train_table(
 def _gate(
     settings: Settings,
     model: TableBundle,
-    metrics: dict[str, float],
-    best_col: str,
+    proba: np.ndarray,
+    best: tuple[str, np.ndarray],
     current: registry.Champion | None,
     test_frame: pd.DataFrame,
     y_test: np.ndarray,
 ) -> GateDecision:
-    auc, base = metrics["model_roc_auc"], metrics["baseline_roc_auc"]
-    if auc < base + settings.gate_margin_baseline:
-        return GateDecision(False, f"refused: AUC {auc:.4f} < best single column '{best_col}' {base:.4f} + margin")
-    if current is None:
-        return GateDecision(True, f"promoted: first champion; AUC {auc:.4f} vs best single column {base:.4f}")
-    try:
-        champ_auc = float(roc_auc_score(y_test, load_table_bundle(current.source).proba(test_frame)))
-    except (MlflowException, KeyError, ValueError, OSError) as err:
-        return GateDecision(
-            True, f"promoted: champion v{current.version} cannot score this table ({err})", current.version
-        )
-    if auc >= champ_auc + settings.gate_margin_champion:
-        return GateDecision(
-            True, f"promoted: AUC {auc:.4f} >= champion v{current.version} {champ_auc:.4f}", current.version, champ_auc
-        )
-    return GateDecision(
-        False,
-        f"refused: AUC {auc:.4f} < champion v{current.version} {champ_auc:.4f}; champion stays",
-        current.version,
-        champ_auc,
+    """`training.gate.decide` on the newest rows; each row is its own group (a table names no customer)."""
+    champion = None
+    if current is not None:
+        try:
+            champion = (current.version, load_table_bundle(current.source).proba(test_frame))
+        except (MlflowException, KeyError, ValueError, OSError) as err:
+            return GateDecision(True, f"promoted: champion v{current.version} cannot score this table ({err})")
+    groups = np.arange(len(y_test))
+    decision, gate_metrics = decide(
+        settings, y_test, groups, proba, model.metrics["model_ece"], (f"'{best[0]}' alone", best[1]), champion
     )
+    model.metrics |= gate_metrics
+    return decision

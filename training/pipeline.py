@@ -22,18 +22,11 @@ from training import registry
 from training.datasets import LEFT_OUT, TrainingData, build_training_data, describe_left_out, leave_out_future
 from training.evaluate import evaluate_acceptance, evaluate_propensity, truth_metrics
 from training.fit import Matrices, TrainConfig, fit_bundle
+from training.gate import GateDecision, decide
 from training.report import calibration_plot, gain_plot, model_card, per_ask_type_plot, shap_beeswarm
 
 Progress = Callable[[str], None]
 PIP_REQUIREMENTS = ["lightgbm==4.7.0", "scikit-learn==1.9.1", "pandas==3.1.1", "numpy==2.4.6", "mlflow==3.17.2"]
-
-
-@dataclass
-class GateDecision:
-    promote: bool
-    reason: str
-    champion_version: str | None = None
-    champion_auc: float | None = None
 
 
 @dataclass
@@ -77,33 +70,26 @@ def load_training_world(data_dir: Path, settings: Settings, now: pd.Timestamp | 
 
 
 def gate(
-    settings: Settings, metrics: dict[str, float], mats: dict[str, Matrices], current: registry.Champion | None
-) -> GateDecision:
-    """Promote only if the new model beats the points rule and the current champion on the same held-out rows."""
-    from sklearn.metrics import roc_auc_score
-
-    new_auc = metrics["propensity_roc_auc"]
-    base_auc = metrics["baseline_roc_auc"]
-    base_margin = settings.gate_margin_baseline
-    if not new_auc >= base_auc + base_margin:
-        return GateDecision(
-            False, f"refused: AUC {new_auc:.4f} < points rule {base_auc:.4f} + margin {base_margin}; champion stays"
-        )
-    if current is None:
-        return GateDecision(True, f"promoted: first champion; AUC {new_auc:.4f} vs points rule {base_auc:.4f}")
-    test = mats["propensity"]
-    try:
-        champ = load_bundle(current.source)
-        champ_p = champ.propensity.proba(champ.encoder.transform(test.frames["test"]), num_threads=2)
-    except (ValueError, KeyError, OSError) as err:
-        reason = f"promoted: champion v{current.version} cannot score this data ({err})"
-        return GateDecision(True, reason, current.version)
-    champ_auc = float(roc_auc_score(test.y["test"], champ_p))
-    margin = settings.gate_margin_champion
-    against = f"champion v{current.version} {champ_auc:.4f} + margin {margin}"
-    if new_auc >= champ_auc + margin:
-        return GateDecision(True, f"promoted: AUC {new_auc:.4f} >= {against}", current.version, champ_auc)
-    return GateDecision(False, f"refused: AUC {new_auc:.4f} < {against}; champion stays", current.version, champ_auc)
+    settings: Settings,
+    metrics: dict[str, float],
+    mats: dict[str, Matrices],
+    prop: dict[str, np.ndarray],
+    current: registry.Champion | None,
+) -> tuple[GateDecision, dict[str, float]]:
+    """`training.gate.decide` on the held-out propensity rows (`prop`: labels, the new model's and the
+    points rule's scores), the champion re-scored on the same rows."""
+    frame = mats["propensity"].frames["test"]
+    champion = None
+    if current is not None:
+        try:
+            champ = load_bundle(current.source)
+            champion = (current.version, champ.propensity.proba(champ.encoder.transform(frame), num_threads=2))
+        except (ValueError, KeyError, OSError) as err:
+            decision = GateDecision(True, f"promoted: champion v{current.version} cannot score this data ({err})")
+            return decision, {}
+    groups = frame["customer_id"].to_numpy()
+    points = ("the points rule", prop["points"])
+    return decide(settings, prop["y"], groups, prop["p"], metrics["propensity_ece"], points, champion)
 
 
 def _log_plots(
@@ -165,7 +151,9 @@ def train(
             **truth_metrics(data_dir, mats["propensity"], prop, mats["acceptance"], acc),
         }
         bundle.metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}
-        decision = gate(settings, metrics, mats, registry.champion(settings.model_name))
+        decision, gate_metrics = gate(settings, metrics, mats, prop, registry.champion(settings.model_name))
+        metrics |= gate_metrics
+        bundle.metrics |= gate_metrics
 
         progress("logging to MLflow")
         params = {f"propensity.{k}": v for k, v in asdict(config.propensity).items()}
