@@ -114,6 +114,20 @@ def test_scores_carry_versions_tiers_and_reasons(champion: Bundle, current_featu
     assert (tiers == "champion").mean() < 0.2
 
 
+def test_calibration_is_reported_per_segment_and_per_ask_type_with_an_interval(trained_home: TrainedHome) -> None:
+    """Issue 17: a probability shown is a promise per segment and per ask type, not only on average."""
+    m = trained_home.metrics
+    from features.catalog import SEGMENTS
+
+    assert {f"ece_segment_{s}" for s in SEGMENTS} <= set(m)
+    assert all(0 <= m[f"ece_segment_{s}"] < 0.1 for s in SEGMENTS)
+    per_type = {k for k in m if k.startswith("acceptance_ece_")}
+    assert len(per_type) >= 6 and per_type <= {f"acceptance_ece_{t}" for t in ASK_TYPE_NAMES}
+    assert m["model_roc_auc_ci_low"] < m["propensity_roc_auc"] < m["model_roc_auc_ci_high"]
+    assert m["model_roc_auc_ci_high"] - m["model_roc_auc_ci_low"] < 0.08  # 2,000 customers' worth of rows
+    assert m["gate_gain_over_baseline_ci_low"] > 0
+
+
 def _cli(home: Path, *args: str) -> str:
     get_settings.cache_clear()
     # Wide enough that Rich's log keeps each message on one line.

@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from features.baseline import baseline_tier, rule_points
-from features.catalog import ASK_TYPE_NAMES
+from features.catalog import ASK_TYPE_NAMES, SEGMENTS
 from models.bundle import Bundle
 from training.fit import Matrices
 
@@ -62,6 +62,9 @@ def gain_curve(y: np.ndarray, score: np.ndarray, points: int = 20) -> pd.DataFra
     return pd.DataFrame({"share": shares, "gain": captured[idx], "lift": captured[idx] / shares})
 
 
+MIN_CALIBRATION_ROWS = 50  # fewer held-out rows in a segment or ask type give no ECE worth reporting
+
+
 def evaluate_propensity(bundle: Bundle, m: Matrices) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Test-window metrics of the model and of the points baseline on the same rows."""
     frame, x, y = m.frames["test"], m.x["test"], m.y["test"]
@@ -86,6 +89,11 @@ def evaluate_propensity(bundle: Bundle, m: Matrices) -> tuple[dict[str, float], 
         )
     metrics["propensity_test_rows"] = float(len(y))
     metrics["propensity_test_positive_rate"] = float(y.mean())
+    segments = frame["segment"].astype(str).to_numpy()
+    for segment in SEGMENTS:  # a probability shown is a promise in every segment, not only on average
+        mask = segments == segment
+        if mask.sum() >= MIN_CALIBRATION_ROWS:
+            metrics[f"ece_segment_{segment}"] = expected_calibration_error(y[mask], p[mask])
     return metrics, {"y": y, "p": p, "points": points}
 
 
@@ -100,6 +108,8 @@ def evaluate_acceptance(bundle: Bundle, m: Matrices) -> tuple[dict[str, float], 
         mask = types == t
         if mask.sum() >= 20:
             metrics[f"acceptance_auc_{t}"] = _auc(y[mask], p[mask])
+        if mask.sum() >= MIN_CALIBRATION_ROWS:  # a plan's promise per type is only as good as this
+            metrics[f"acceptance_ece_{t}"] = expected_calibration_error(y[mask], p[mask])
     return metrics, {"y": y, "p": p, "ask_type": types}
 
 

@@ -74,6 +74,12 @@ def _fmt(metrics: dict[str, float], key: str) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
 
 
+def _by(metrics: dict[str, float], prefix: str) -> str:
+    """`name value` for every metric starting with `prefix` (e.g. each segment's ECE), or "none reported"."""
+    parts = [f"{k.removeprefix(prefix)} {v:.3f}" for k, v in sorted(metrics.items()) if k.startswith(prefix)]
+    return ", ".join(parts) or "none reported (too few held-out rows)"
+
+
 def model_card(metrics: dict[str, float], fingerprint: dict[str, Any], gate: str, params: dict[str, Any]) -> str:
     m = lambda k: _fmt(metrics, k)  # noqa: E731
     truth = (
@@ -118,6 +124,9 @@ decision support for people, served beside the 100-point rule; they are not a ve
 | lift in the top 3% | {m("propensity_lift_top_champion")} | {m("baseline_lift_top_champion")} |
 
 - Calibration error (ECE): propensity {m("propensity_ece")}, acceptance {m("acceptance_ece")}.
+- Propensity ECE by segment: {_by(metrics, "ece_segment_")}.
+- Acceptance ECE by ask type: {_by(metrics, "acceptance_ece_")}.
+- Held-out propensity AUC, 95% interval resampling customers: {m("model_roc_auc_ci_low")} to {m("model_roc_auc_ci_high")}.
 - Ask acceptance ROC AUC: {m("acceptance_roc_auc")} (per ask type in `per_ask_type_auc.png`).
 {truth}
 ## Promotion gate
