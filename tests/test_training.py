@@ -128,6 +128,21 @@ def test_calibration_is_reported_per_segment_and_per_ask_type_with_an_interval(t
     assert m["gate_gain_over_baseline_ci_low"] > 0
 
 
+def test_every_run_backtests_over_rolling_windows_beside_the_points_rule(trained_home: TrainedHome) -> None:
+    """Issue 17: at least 4 held-out windows, each fitted afresh on what came before it."""
+    m = trained_home.metrics
+    n = int(m["backtest_windows"])
+    assert n >= 4
+    for i in range(1, n + 1):
+        assert 0.5 < m[f"backtest_{i}_baseline_roc_auc"] < m[f"backtest_{i}_model_roc_auc"] < 1, i
+    # Window 1 is the held-out window itself, fitted without the refit: close to the run's own AUC.
+    assert abs(m["backtest_1_model_roc_auc"] - m["propensity_roc_auc"]) < 0.02
+    registry.configure(trained_home.settings)
+    run = MlflowClient().get_model_version(trained_home.settings.model_name, trained_home.version).run_id
+    assert "backtest.png" in {a.path for a in MlflowClient().list_artifacts(run)}
+    assert MlflowClient().get_run(run).data.metrics["backtest_windows"] == n
+
+
 def _cli(home: Path, *args: str) -> str:
     get_settings.cache_clear()
     # Wide enough that Rich's log keeps each message on one line.

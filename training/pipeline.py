@@ -19,11 +19,12 @@ from models.pyfunc import BUNDLE_ARTIFACT, AdvocacyModel, load_bundle
 from storage.asklog import AskLog
 from storage.settings import Settings
 from training import registry
+from training.backtest import WINDOW_MONTHS, WINDOWS, backtest, backtest_metrics
 from training.datasets import LEFT_OUT, TrainingData, build_training_data, describe_left_out, leave_out_future
 from training.evaluate import evaluate_acceptance, evaluate_propensity, truth_metrics
-from training.fit import Matrices, TrainConfig, fit_bundle
+from training.fit import Matrices, TrainConfig, fit_booster, fit_bundle
 from training.gate import GateDecision, decide
-from training.report import calibration_plot, gain_plot, model_card, per_ask_type_plot, shap_beeswarm
+from training.report import backtest_plot, calibration_plot, gain_plot, model_card, per_ask_type_plot, shap_beeswarm
 
 Progress = Callable[[str], None]
 PIP_REQUIREMENTS = ["lightgbm==4.7.0", "scikit-learn==1.9.1", "pandas==3.1.1", "numpy==2.4.6", "mlflow==3.17.2"]
@@ -107,6 +108,8 @@ def _log_plots(
         "gain.png": gain_plot(prop["y"], {"model": prop["p"], "points rule": prop["points"]}),
         "per_ask_type_auc.png": per_ask_type_plot(metrics),
     }
+    if metrics.get("backtest_windows"):
+        figures["backtest.png"] = backtest_plot(metrics)
     for name, fig in figures.items():
         mlflow.log_figure(fig, name)
         plt.close(fig)
@@ -150,6 +153,8 @@ def train(
             **acc_metrics,
             **truth_metrics(data_dir, mats["propensity"], prop, mats["acceptance"], acc),
         }
+        progress(f"rolling-origin backtest: up to {WINDOWS} windows of {WINDOW_MONTHS} months, each fitted afresh")
+        metrics |= backtest_metrics(backtest(data.propensity, config, trainer or fit_booster))
         bundle.metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}
         decision, gate_metrics = gate(settings, metrics, mats, prop, registry.champion(settings.model_name))
         metrics |= gate_metrics

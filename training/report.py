@@ -69,9 +69,32 @@ def per_ask_type_plot(metrics: dict[str, float]) -> Figure:
     return fig
 
 
+def backtest_plot(metrics: dict[str, float]) -> Figure:
+    """Held-out AUC of the model and the points rule in each rolling-origin window (oldest on the left)."""
+    n = int(metrics.get("backtest_windows", 0))
+    numbers = list(range(n, 0, -1))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for who, label in (("model", "model"), ("baseline", "points rule")):
+        ax.plot(numbers, [metrics[f"backtest_{i}_{who}_roc_auc"] for i in numbers], marker="o", label=label)
+    ax.set_xticks(numbers, [f"window {i}" for i in numbers])
+    ax.set(ylabel="ROC AUC (held-out window)", title="Rolling-origin backtest (window 1 = newest)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def _fmt(metrics: dict[str, float], key: str) -> str:
     value = metrics.get(key)
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def _backtest(metrics: dict[str, float]) -> str:
+    n = int(metrics.get("backtest_windows", 0))
+    cells = [
+        f"{metrics[f'backtest_{i}_model_roc_auc']:.3f} vs {metrics[f'backtest_{i}_baseline_roc_auc']:.3f}"
+        for i in range(1, n + 1)
+    ]
+    return "; ".join(cells) or "too short a history for a window"
 
 
 def _by(metrics: dict[str, float], prefix: str) -> str:
@@ -127,6 +150,7 @@ decision support for people, served beside the 100-point rule; they are not a ve
 - Propensity ECE by segment: {_by(metrics, "ece_segment_")}.
 - Acceptance ECE by ask type: {_by(metrics, "acceptance_ece_")}.
 - Held-out propensity AUC, 95% interval resampling customers: {m("model_roc_auc_ci_low")} to {m("model_roc_auc_ci_high")}.
+- Rolling-origin backtest, model against points rule, newest window first: {_backtest(metrics)} (`backtest.png`).
 - Ask acceptance ROC AUC: {m("acceptance_roc_auc")} (per ask type in `per_ask_type_auc.png`).
 {truth}
 ## Promotion gate
