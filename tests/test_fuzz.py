@@ -87,7 +87,7 @@ def target(
 def aimed(body: Any, known: list[str], draw: Callable[[st.SearchStrategy[Any]], Any]) -> Any:
     """The body aimed at the happy path: stored customers' ids (a prefix of one as a search query),
     timestamps moved into the years the service takes, and an ask answered no earlier than it was made
-    (rules across fields, which the OpenAPI spec cannot state)."""
+    (rules across fields, which the OpenAPI spec cannot state), with its time when answered."""
     if isinstance(body, list):
         return [aimed(v, known, draw) for v in body]
     if not isinstance(body, dict):
@@ -107,6 +107,8 @@ def aimed(body: Any, known: list[str], draw: Callable[[st.SearchStrategy[Any]], 
             out[key] = aimed(value, known, draw)
     if isinstance(out.get("asked_at"), str) and isinstance(out.get("responded_at"), str):
         out["responded_at"] = out["asked_at"]
+    if out.get("outcome") in ("accepted", "declined") and isinstance(out.get("asked_at"), str):
+        out["responded_at"] = out["asked_at"]  # an answer needs its time (the asks contract)
     return out
 
 
