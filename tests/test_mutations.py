@@ -109,6 +109,16 @@ def _cell(data: Path, rng: random.Random) -> Mutation:
     return Mutation(table, column, f"{kind} -> {value!r} in row {row}")
 
 
+def _as_truncated_parquet(path: Path) -> None:
+    """The CSV table at `path` as a Parquet file cut in half (an interrupted copy)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    path.unlink()
+    parquet = path.with_suffix(".parquet")
+    frame.to_parquet(parquet, index=False)
+    raw = parquet.read_bytes()
+    parquet.write_bytes(raw[: len(raw) // 2])
+
+
 def _file(data: Path, rng: random.Random) -> Mutation:
     """Break one table's file: missing, unreadable, misnamed, mis-encoded, a column renamed."""
     table = rng.choice([t for t in TABLES if (data / f"{t}.csv").exists()])
@@ -133,12 +143,7 @@ def _file(data: Path, rng: random.Random) -> Mutation:
             text = text[:first] + text[first:].replace("a", "\u00e9", 1)
         path.write_bytes(text.encode("latin-1" if kind == "latin1" else "utf-16"))
     elif kind == "truncated_parquet":
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        path.unlink()
-        parquet = path.with_suffix(".parquet")
-        frame.to_parquet(parquet, index=False)
-        raw = parquet.read_bytes()
-        parquet.write_bytes(raw[: len(raw) // 2])
+        _as_truncated_parquet(path)
     else:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         column = rng.choice(CONTRACTS[table].columns)
@@ -263,11 +268,7 @@ def _emptied(data: Path, tables: tuple[str, ...]) -> None:
 
 
 def _truncated_usage(data: Path) -> None:
-    frame = pd.read_csv(data / "usage.csv", dtype=str)
-    (data / "usage.csv").unlink()
-    frame.to_parquet(data / "usage.parquet", index=False)
-    raw = (data / "usage.parquet").read_bytes()
-    (data / "usage.parquet").write_bytes(raw[: len(raw) // 2])
+    _as_truncated_parquet(data / "usage.csv")
 
 
 @pytest.mark.parametrize(

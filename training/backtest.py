@@ -21,9 +21,8 @@ from sklearn.metrics import roc_auc_score
 from features.baseline import rule_points
 from features.labels import HORIZON, monthly_split
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
-from models.calibration import Calibrator
 from models.encoding import FeatureEncoder
-from training.fit import FitInputs, TrainConfig, fit_booster, propensity_monotone
+from training.fit import FitInputs, TrainConfig, fit_booster, fit_calibrated, propensity_monotone
 
 WINDOW_MONTHS = 3
 WINDOWS = 4
@@ -67,10 +66,7 @@ def _window(
         encoder.categorical_indices,
         propensity_monotone(),
     )
-    booster = trainer(inputs, config.propensity)
-    calibrator = Calibrator.fit(
-        np.asarray(booster.predict(x["valid"], raw_score=True)), valid["label"].to_numpy(), config.calibration
-    )
+    booster, calibrator = fit_calibrated(inputs, config.propensity, config.calibration, trainer)
     p = calibrator(np.asarray(booster.predict(x["test"], raw_score=True)))
     y = test["label"].to_numpy()
     points = np.asarray(rule_points(test).sum(axis=1), dtype=float)

@@ -20,13 +20,12 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
-from models.calibration import Calibrator
 from models.encoding import FeatureEncoder
 from models.table_model import TABLE_ARTIFACT, TableBundle, TablePyfunc, load_table_bundle
 from storage.settings import Settings
 from training import registry
 from training.evaluate import expected_calibration_error, ranking_metrics
-from training.fit import BoosterParams, FitInputs, fit_booster
+from training.fit import BoosterParams, FitInputs, fit_calibrated
 from training.gate import GateDecision, decide
 from training.pipeline import PIP_REQUIREMENTS, TrainResult
 
@@ -109,8 +108,7 @@ def train_table(
     p = params or BoosterParams(num_leaves=15, min_data_in_leaf=50)
     no_monotone = [0] * len(encoder.columns)
     inputs = FitInputs(x["train"], ys["train"], x["valid"], ys["valid"], encoder.categorical_indices, no_monotone)
-    booster = fit_booster(inputs, p)
-    calibrator = Calibrator.fit(np.asarray(booster.predict(x["valid"], raw_score=True)), ys["valid"])
+    booster, calibrator = fit_calibrated(inputs, p)
     model = TableBundle(label, encoder, booster, calibrator, {})
     proba = calibrator(np.asarray(booster.predict(x["test"], raw_score=True)))
     metrics = ranking_metrics(ys["test"], proba, "model_")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -125,6 +126,18 @@ def fit_booster(
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
 
+def fit_calibrated(
+    inputs: FitInputs,
+    params: BoosterParams,
+    method: Method = "platt",
+    trainer: Callable[..., lgb.Booster] = fit_booster,
+) -> tuple[lgb.Booster, Calibrator]:
+    """A booster early-stopped on the validation rows, and the calibrator of its raw scores there."""
+    booster = trainer(inputs, params)
+    raw_valid = np.asarray(booster.predict(inputs.x_valid, raw_score=True))
+    return booster, Calibrator.fit(raw_valid, inputs.y_valid, method)
+
+
 @dataclass
 class Matrices:
     """Encoded inputs and labels of one target, by split."""
@@ -169,9 +182,7 @@ def fit_bundle(
     ):
         m = mats[target]
         inputs = FitInputs(m.x["train"], m.y["train"], m.x["valid"], m.y["valid"], categorical, monotone)
-        booster = trainer(inputs, params)
-        raw_valid = np.asarray(booster.predict(m.x["valid"], raw_score=True))
-        calibrator = Calibrator.fit(raw_valid, m.y["valid"], config.calibration)
+        booster, calibrator = fit_calibrated(inputs, params, config.calibration, trainer)
         if config.refit:
             x_all = np.vstack([m.x["train"], m.x["valid"]])
             y_all = np.concatenate([m.y["train"], m.y["valid"]])

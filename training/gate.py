@@ -43,7 +43,8 @@ def clustered_auc_draws(
 ) -> dict[str, np.ndarray]:
     """ROC AUC of each score on `resamples` bootstrap samples of the groups (customers), the same
     samples for every score so that differences are paired."""
-    codes, n_groups = pd.factorize(pd.Series(groups))[0], len(pd.unique(pd.Series(groups)))
+    codes, uniques = pd.factorize(pd.Series(groups))
+    n_groups = len(uniques)
     rng = np.random.default_rng(seed)
     draws = {name: np.empty(resamples) for name in scores}
     for b in range(resamples):
