@@ -1,113 +1,23 @@
-"""The `advocacy` command line (spec section 7).
+"""The `advocacy` command line (spec section 7): data, scoring and serving commands.
 
-Heavy libraries are imported inside each command so that `advocacy --help` stays fast.
-Every command turns bad input into a one-line error and a non-zero exit.
+Heavy libraries are imported inside each command so that `advocacy --help` stays fast. The app,
+its error path and shared options are in `advocacy.app`; training and registry commands in
+`advocacy.model_commands`, registered here by importing it.
 """
 
 from __future__ import annotations
 
-import errno
-import functools
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import click
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
-    help="Advocacy propensity: features, models, batch scoring and the scoring service.", no_args_is_help=True
-)
+from advocacy.app import DataDir, _settings, app, clear_errors, console, err_console, parse_time
+from advocacy.model_commands import print_train_result  # importing it registers train, promote, rollback
 
-
-_debug = False  # --debug: let every error through with its traceback
-
-
-@app.callback()
-def _before_any_command(
-    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of any error.")] = False,
-) -> None:
-    # LightGBM's OpenMP threads spin while idle by default, which starves a busy 2-core machine
-    # (the service, other workers); waiting passively costs nothing measurable when it is idle.
-    # OpenMP reads this once, when LightGBM loads it: this module imports LightGBM (and everything
-    # that brings it in) only inside the commands, which run after this callback, and the processes
-    # they start (`advocacy serve`'s server) inherit it.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    global _debug
-    _debug = debug
-
-
-console = Console()
-err_console = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-DataDir = Annotated[Path, typer.Option("--data", help="Directory of raw tables (spec section 2).")]
-
-
-# Disk full, file too large, quota, read-only or forbidden: the machine's problem, reported in one line.
-_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
-
-
-def _fail(message: object, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def clear_errors(fn: F) -> F:
-    """The one error path of every command: an error is one line on stderr and a non-zero exit.
-
-    Bad input (the data contract, a missing file, a bad option value) exits 2 with the message that
-    names table, column, rule and rows; a full disk or a forbidden path exits 1 saying so; anything
-    else is a fault of ours, reported in one line that says how to see more. With `--debug` every
-    error keeps its traceback.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from features.contracts import DataContractError
-
-        try:
-            return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as err:
-            if _debug:
-                raise
-            if isinstance(err, DataContractError | FileNotFoundError | ValueError | KeyError):
-                raise _fail(err.args[0] if isinstance(err, KeyError) and err.args else err, 2) from None
-            if isinstance(err, OSError) and err.errno in _STORAGE_ERRORS:
-                where = f" ({err.filename})" if err.filename else ""
-                raise _fail(
-                    f"could not write{where}: {err.strerror}. Nothing was written at the output path; free some "
-                    "space (or fix the permission) and run the same command again to resume.",
-                    1,
-                ) from None
-            raise _fail(
-                f"unexpected {type(err).__name__}: {err}. This is a fault of the tool, not of your input: run "
-                "the command again with `advocacy --debug ...` for the traceback, and report it",
-                1,
-            ) from None
-
-    wrapper.clear_errors = True  # type: ignore[attr-defined]  # tests check every command has it
-    return wrapper  # type: ignore[return-value]
-
-
-def parse_time(value: str | None, name: str = "--as-of") -> Any:
-    """A UTC timestamp from the command line (naive means UTC)."""
-    import pandas as pd
-
-    if value is None:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except ValueError:
-        raise ValueError(f"{name}: not a date or timestamp: {value!r}") from None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+__all__ = ["app", "clear_errors", "main", "parse_time"]
 
 
 @app.command()
@@ -119,15 +29,31 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same world).")] = 0,
     end: Annotated[str, typer.Option(help="First day after the simulated period (UTC).")] = "2026-11-01",
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    stationary: Annotated[bool, typer.Option(help="The old world that never changes (no drift).")] = False,
+    acceptance_truth: Annotated[
+        bool, typer.Option(help="Write truth/acceptance_by_type (every live customer x ask type x month).")
+    ] = True,
 ) -> None:
-    """Write a synthetic world in the spec's layout, plus truth/ with the true probabilities."""
-    from features.synthetic import generate_world
+    """Write a synthetic world in the spec's layout, plus truth/ with the true probabilities.
+
+    By default the world drifts as real ones do: willingness fades and organic advocacy grows over
+    time, December and August slump, answers take days to weeks, some accepted asks are never
+    delivered, and whom the company asks follows a rapport that no table records.
+    """
+    from features.synthetic import DRIFTING, STATIONARY, generate_world
     from storage.files import write_tables
 
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"--format must be parquet or csv, got {fmt!r}")
     with console.status(f"Simulating {customers:,} customers x {months} months"):
-        world = generate_world(n_customers=customers, months=months, seed=seed, end=parse_time(end, "--end"))
+        world = generate_world(
+            n_customers=customers,
+            months=months,
+            seed=seed,
+            end=parse_time(end, "--end"),
+            drift=STATIONARY if stationary else DRIFTING,
+            acceptance_truth=acceptance_truth,
+        )
     write_tables(world.tables, out, fmt)
     write_tables(world.truth, out / "truth", "parquet")
     rows = ", ".join(f"{name} {len(frame):,}" for name, frame in world.tables.items())
@@ -184,91 +110,6 @@ def baseline(
     _print_baseline_summary(score_baseline(frame), f"Points baseline as of {when:%Y-%m-%d}, {len(frame):,} customers")
 
 
-def _settings() -> Any:
-    from storage.settings import get_settings
-
-    return get_settings()
-
-
-def _print_train_result(result: Any) -> None:
-    from training.pipeline import train_summary
-
-    table = Table(title=f"Held-out window: model v{result.version} beside {result.baseline_name}")
-    for col in ("metric", "model", result.baseline_name):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for metric, model, baseline in train_summary(result.metrics).itertuples(index=False):
-        fmt = lambda v: "" if v is None or v != v else f"{v:.3f}"  # noqa: E731
-        table.add_row(metric, fmt(model), fmt(baseline))
-    console.print(table)
-    colour = "green" if result.promoted else "yellow"
-    console.print(f"[{colour}]{result.gate.reason}[/]  (MLflow run {result.run_id}, version {result.version})")
-
-
-@app.command()
-@clear_errors
-def train(
-    data: Annotated[Path | None, typer.Option("--data", help="Directory of raw tables.")] = None,
-    tune: Annotated[int, typer.Option("--tune", min=0, help="Optuna trials before the final fit (0: none).")] = 0,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
-    table: Annotated[Path | None, typer.Option("--table", help="A prepared feature table (bring your own).")] = None,
-    label: Annotated[str | None, typer.Option("--label", help="Label column of --table.")] = None,
-    time_column: Annotated[str | None, typer.Option("--time-column", help="Time column of --table.")] = None,
-    drop: Annotated[
-        list[str] | None, typer.Option("--drop", help="Column of --table not to use (repeat), e.g. a leak.")
-    ] = None,
-    engine: Annotated[str, typer.Option(help="local or dask.")] = "local",
-    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (with --engine dask).")] = None,
-) -> None:
-    """Train both models, evaluate beside the points rule, log to MLflow, and promote if the gate passes."""
-    settings = _settings()
-    if table is not None:
-        from training.byof import train_table
-
-        if not label:
-            raise ValueError("--label is required with --table")
-        result = train_table(
-            settings, table, label, time_column, drop=drop or [], experiment=experiment, progress=console.log
-        )
-        _print_train_result(result)
-        return
-    if engine not in ("local", "dask"):
-        raise ValueError(f"--engine must be local or dask, got {engine!r}")
-    from training.pipeline import train as run_training
-
-    trainer = None
-    if engine == "dask":
-        from training.distributed import dask_trainer
-
-        trainer = dask_trainer(scheduler)
-    result = run_training(
-        settings, data, experiment=experiment, tune_trials=tune, trainer=trainer, progress=console.log
-    )
-    _print_train_result(result)
-
-
-@app.command()
-@clear_errors
-def promote(version: Annotated[str, typer.Argument(help="Registered model version to make @champion.")]) -> None:
-    """Move @champion to VERSION by hand."""
-    from training import registry
-
-    settings = _settings()
-    registry.configure(settings)
-    registry.promote(settings.model_name, version)
-    console.print(f"@champion -> version {version}")
-
-
-@app.command()
-@clear_errors
-def rollback() -> None:
-    """Move @champion back to the previous champion."""
-    from training import registry
-
-    settings = _settings()
-    registry.configure(settings)
-    console.print(f"@champion -> version {registry.rollback(settings.model_name)}")
-
-
 @app.command("backup-asks")
 @clear_errors
 def backup_asks(
@@ -315,7 +156,7 @@ def up(
 
         console.print("No @champion yet: training one on the sample data.")
         result = run_training(settings, data, progress=console.log)
-        _print_train_result(result)
+        print_train_result(result)
         trained = True
     else:
         console.print(f"@champion is version {current.version}")

@@ -26,16 +26,27 @@ from rich.table import Table
 from features.io import read_world
 from features.labels import observed_until, propensity_dataset
 from features.pointintime import active_points, build_features
-from features.synthetic import generate_world
+from features.synthetic import DRIFTING, STATIONARY, generate_world
 from storage.files import write_tables
 
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def world_dir(n: int, months: int = 30, seed: int = 0) -> Path:
-    folder = OUT / f"world-{n}-{months}m-s{seed}"
+def world_dir(n: int, months: int = 30, seed: int = 0, drift: bool = True) -> Path:
+    """A generated world, cached under benchmarks/out; the drifting world unless `drift=False`.
+
+    Above 100k customers the acceptance truth per customer x ask type is left out (it would be
+    nine rows per customer and month); nothing that runs at that size reads it.
+    """
+    folder = OUT / f"world-{n}-{months}m-s{seed}-{'drifting' if drift else 'stationary'}"
     if not (folder / "customers.parquet").exists():
-        world = generate_world(n_customers=n, months=months, seed=seed)
+        world = generate_world(
+            n_customers=n,
+            months=months,
+            seed=seed,
+            drift=DRIFTING if drift else STATIONARY,
+            acceptance_truth=n <= 100_000,
+        )
         write_tables(world.tables, folder)
         write_tables(world.truth, folder / "truth")
     return folder

@@ -1,4 +1,4 @@
-"""The command line's one error path (`advocacy.cli.clear_errors`): every command has it, an error
+"""The command line's one error path (`advocacy.app.clear_errors`): every command has it, an error
 is one line and an exit code, and the traceback shows only with `--debug`."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from advocacy import app as application
 from advocacy import cli
 
 
@@ -26,7 +27,7 @@ def test_a_fault_of_ours_is_one_line_and_the_traceback_needs_debug(
         raise TypeError("Cannot cast DatetimeArray to dtype float64")
 
     monkeypatch.setattr("features.baseline.score_baseline", broken)
-    monkeypatch.setattr(cli, "_debug", False)  # restored after the --debug run below
+    monkeypatch.setattr(application, "_debug", False)  # restored after the --debug run below
     args = ["baseline", "--data", str(Path(__file__).parents[1] / "data" / "sample"), "--as-of", "2026-06-01"]
     plain = CliRunner().invoke(cli.app, args, env={"ADVOCACY_HOME": str(tmp_path), "COLUMNS": "300"})
     assert plain.exit_code == 1 and isinstance(plain.exception, SystemExit)

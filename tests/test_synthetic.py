@@ -9,7 +9,7 @@ import pytest
 import features.synthetic
 from features.catalog import ASK_TYPE_NAMES, TABLES
 from features.contracts import CONTRACTS
-from features.synthetic import DEFAULT_END, SyntheticWorld, generate_world
+from features.synthetic import DEFAULT_END, STATIONARY, SyntheticWorld, generate_world
 
 END = DEFAULT_END
 EVENT_TIME = {
@@ -39,7 +39,14 @@ def _is_text(s: pd.Series) -> bool:
 
 
 def test_public_names_stay_as_declared() -> None:
-    assert features.synthetic.__all__ == ["DEFAULT_END", "SyntheticWorld", "generate_world"]
+    assert features.synthetic.__all__ == [
+        "DEFAULT_END",
+        "DRIFTING",
+        "STATIONARY",
+        "Drift",
+        "SyntheticWorld",
+        "generate_world",
+    ]
 
 
 def test_same_seed_same_world_other_seed_differs() -> None:
@@ -255,3 +262,98 @@ def test_end_is_read_as_utc_and_arguments_are_checked() -> None:
         generate_world(n_customers=0)
     with pytest.raises(ValueError, match="months"):
         generate_world(n_customers=10, months=0)
+
+
+# --- the drifting world (the default) and the stationary one behind a flag -----------------------
+
+
+@pytest.fixture(scope="module")
+def stationary_world() -> SyntheticWorld:
+    return generate_world(n_customers=2500, months=24, seed=11, drift=STATIONARY)
+
+
+def _asks_with_truth(w: SyntheticWorld) -> pd.DataFrame:
+    return w.tables["asks"].merge(w.truth["acceptance"], on="ask_id")
+
+
+def test_willingness_fades_and_december_slumps_in_the_drifting_world_only(
+    mid_world: SyntheticWorld, stationary_world: SyntheticWorld
+) -> None:
+    by_type = mid_world.truth["acceptance_by_type"]
+    first, last = by_type["as_of"].min(), by_type["as_of"].max()
+    mean = by_type.groupby("as_of")["p_true"].mean()
+    assert mean[last] < mean[first] - 0.01  # willingness fades over two years (while the base matures)
+    month = mean.index.month
+    december = mean[month == 12].mean()
+    assert december < mean[(month >= 9) & (month <= 11)].mean() - 0.03  # the end-of-year slump
+    # The realised answers follow the truth month by month: the drift is in the data, not only the truth.
+    asks = _asks_with_truth(mid_world)
+    second_year = asks["asked_at"] >= END - pd.DateOffset(months=12)
+    rate = asks["outcome"].eq("accepted").groupby(second_year).mean()
+    assert rate[True] < rate[False] - 0.03
+    still = _asks_with_truth(stationary_world)
+    still_rate = still.groupby(still["asked_at"].dt.month)["p_true"].mean()
+    assert still_rate[12] > still_rate.drop(12).min() - 0.02  # no slump when the world stands still
+
+
+def test_answers_take_weeks_and_some_accepted_asks_are_never_delivered(
+    mid_world: SyntheticWorld, stationary_world: SyntheticWorld
+) -> None:
+    for w, slow in ((mid_world, True), (stationary_world, False)):
+        asks, acts = w.tables["asks"], w.tables["activities"]
+        delay = (asks["responded_at"] - asks["asked_at"]).dropna()
+        assert bool(delay.quantile(0.95) > pd.Timedelta(days=10)) is slow
+        assert delay.max() <= pd.Timedelta(days=28.1)
+        # Accepted asks answered before the last two months: delivered, unless the world drifts.
+        old = asks[(asks["outcome"] == "accepted") & (asks["responded_at"] < END - pd.DateOffset(months=2))]
+        delivered = old["ask_id"].isin(set(acts["ask_id"].dropna())).mean()
+        assert bool(delivered < 0.95) is slow
+        assert delivered > 0.8
+
+
+def test_answers_after_the_end_or_after_churn_are_not_yet_known(mid_world: SyntheticWorld) -> None:
+    asks = mid_world.tables["asks"].merge(mid_world.tables["customers"][["customer_id", "churned_at"]])
+    answered = asks.dropna(subset=["responded_at"])
+    assert (answered["responded_at"] < END).all()
+    assert (answered["churned_at"].isna() | (answered["responded_at"] <= answered["churned_at"])).all()
+    recent = asks[asks["asked_at"] >= END - pd.Timedelta(days=31)]
+    assert recent["outcome"].eq("no_response").mean() > asks["outcome"].eq("no_response").mean() + 0.05
+    assert mid_world.truth["acceptance"]["p_true"].notna().all()  # the truth of an unheard answer stays
+
+
+def test_asking_follows_a_rapport_the_tables_never_record(
+    mid_world: SyntheticWorld, stationary_world: SyntheticWorld
+) -> None:
+    # Customers the company chose to ask accept more than the same customers' month-start truth
+    # for the type says of everyone: a selection that no column explains.
+    def asked_vs_all(w: SyntheticWorld) -> float:
+        by_type = w.truth["acceptance_by_type"]
+        asks = w.tables["asks"].assign(
+            as_of=lambda a: a["asked_at"].dt.to_period("M").dt.start_time.dt.tz_localize("UTC")
+        )
+        key = ["customer_id", "as_of", "ask_type"]
+        asked = asks[key].astype({"ask_type": by_type["ask_type"].dtype}).merge(by_type, on=key)
+        everyone = by_type.merge(asked[["as_of", "ask_type"]].drop_duplicates(), on=["as_of", "ask_type"])
+        return float(asked["p_true"].mean() - everyone.groupby("ask_type", observed=True)["p_true"].mean().mean())
+
+    assert asked_vs_all(mid_world) > asked_vs_all(stationary_world) + 0.01
+
+
+def test_acceptance_truth_covers_every_live_customer_and_ask_type(world: SyntheticWorld) -> None:
+    by_type = world.truth["acceptance_by_type"]
+    assert list(by_type.columns) == ["customer_id", "as_of", "ask_type", "p_true"]
+    assert list(by_type["ask_type"].cat.categories) == list(ASK_TYPE_NAMES)
+    assert by_type["p_true"].between(0, 1).all()
+    assert not by_type.duplicated(["customer_id", "as_of", "ask_type"]).any()
+    cu = world.tables["customers"]
+    months = pd.date_range(END - pd.DateOffset(months=17), END - pd.DateOffset(months=1), freq="MS", tz="UTC")
+    assert sorted(by_type["as_of"].unique()) == list(months)
+    for t in months[::5]:
+        live = (cu["contract_start"] < t) & (cu["churned_at"].isna() | (cu["churned_at"] >= t))
+        rows = by_type[by_type["as_of"] == t]
+        assert set(rows["customer_id"]) == set(cu.loc[live, "customer_id"])
+        assert len(rows) == live.sum() * len(ASK_TYPE_NAMES)
+    # Effort lowers acceptance for everyone, asked or not.
+    mean = by_type.groupby("ask_type", observed=True)["p_true"].mean()
+    assert mean["speaking"] < mean["review"] < mean["social_share"] + 0.05
+    assert "acceptance_by_type" not in generate_world(n_customers=50, months=6, seed=1, acceptance_truth=False).truth

@@ -28,7 +28,7 @@ their fixed draw order, then the state after it), `_truth` (the futures), `_tabl
 assembly) and `_world` (`generate_world`).
 """
 
-from features.synthetic._params import DEFAULT_END
+from features.synthetic._params import DEFAULT_END, DRIFTING, STATIONARY, Drift
 from features.synthetic._world import SyntheticWorld, generate_world
 
-__all__ = ["DEFAULT_END", "SyntheticWorld", "generate_world"]
+__all__ = ["DEFAULT_END", "DRIFTING", "STATIONARY", "Drift", "SyntheticWorld", "generate_world"]

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from features.catalog import ASK_TYPE_NAMES
 from features.synthetic._params import (
+    ANSWER_MAX_DAYS,
+    ANSWER_MEAN_DAYS,
     EPS,
     MONTH_DAYS,
     ORGANIC_FREQ,
@@ -43,16 +46,18 @@ class Responses:
 
     accepted: np.ndarray
     late: np.ndarray  # accepted, the activity happens next month
+    never: np.ndarray  # accepted, and the activity never happens (drifting world)
     silent: np.ndarray
     declined: np.ndarray
     time: np.ndarray
     no_act: np.ndarray | None  # record=False only: P(no activity this month from this ask)
 
 
-def organic_probability(st: State, s0: np.float64, a: np.ndarray, sat: np.ndarray, alive_f: np.ndarray) -> np.ndarray:
-    """Probability of unsolicited advocacy this month."""
-    recent_act = st.last_act >= s0 - 180.0
-    return sigmoid(-4.35 + 1.05 * a + 0.45 * sat + 0.8 * recent_act + SEG_ORGANIC[st.seg]) * alive_f
+def organic_probability(st: State, month: Month, a: np.ndarray, sat: np.ndarray, alive_f: np.ndarray) -> np.ndarray:
+    """Probability of unsolicited advocacy this month (plus the month's drift and season)."""
+    recent_act = st.last_act >= month.s0 - 180.0
+    logit = -4.35 + 1.05 * a + 0.45 * sat + 0.8 * recent_act + SEG_ORGANIC[st.seg] + month.organic_shift
+    return sigmoid(logit) * alive_f
 
 
 def choose_asked(
@@ -83,6 +88,8 @@ def choose_asked(
     p_ask = p_ask * np.where(since_last < 30.0, 0.25, 1.0) * np.where(pause, 0.2, 1.0)
     p_ask = p_ask * np.where(urgent14 | (health_seen < 40.0), 0.4, 1.0)
     p_ask = p_ask * np.where(tenure_ask < 2.0, 0.35, 1.0)
+    # A rapport no table records: account teams ask the customers they get on with (x1 when off).
+    p_ask = p_ask * 2.0 * sigmoid(2.0 * month.drift.rapport * st.rapport)
     asked = alive & (rng.random(n) < p_ask)
     return Asked(np.flatnonzero(asked), ask_time, since_last, urgent14, tenure_ask)
 
@@ -98,7 +105,7 @@ def choose_ask_types(rng: np.random.Generator, st: State, ai: np.ndarray, quarte
 
 
 def acceptance(
-    st: State, asked: Asked, ask_type: np.ndarray, a_sat: np.ndarray, a_aff: np.ndarray
+    st: State, month: Month, asked: Asked, ask_type: np.ndarray, a_sat: np.ndarray, a_aff: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact acceptance probability of each ask, and the asks in the 90 days before it."""
     ai = asked.rows
@@ -116,12 +123,26 @@ def acceptance(
         - 0.9 * asked.urgent14[ai]
         + tenure_effect(asked.tenure[ai])
         + 0.2 * st.accepted_ever[ai]
+        + month.acceptance_shift
+        + month.drift.rapport * st.rapport[ai]
     )
     return sigmoid(acc_logit), n90
 
 
+def acceptance_if_asked(st: State, month: Month, sat: np.ndarray) -> np.ndarray:
+    """(rows x ask types): the exact acceptance of an ask of each type made at the month start,
+    from the month's hidden state, whether or not the company asks then (the truth of a plan)."""
+    n = st.cust.size
+    at = np.full(n, month.s0)
+    urgent14 = st.last_urgent >= month.s0 - 14.0
+    at_start = Asked(np.arange(n), at, at - st.ask_t[:, 0], urgent14, (at - st.start_day) / MONTH_DAYS)
+    by_type = [acceptance(st, month, at_start, np.full(n, t), sat, st.affinity)[0] for t in range(len(ASK_TYPE_NAMES))]
+    return np.column_stack(by_type) if n else np.zeros((0, len(ASK_TYPE_NAMES)))
+
+
 def respond(
     rng: np.random.Generator,
+    month: Month,
     p_acc: np.ndarray,
     ask_type: np.ndarray,
     a_time: np.ndarray,
@@ -130,23 +151,35 @@ def respond(
     n90: np.ndarray,
     record: bool,
 ) -> Responses:
-    """Accept, decline or stay silent, and when an accepted ask is delivered."""
+    """Accept, decline or stay silent, when the answer comes, and when (or whether) an accepted
+    ask is delivered. A stationary world draws exactly what it drew before drift existed."""
     na = p_acc.size
-    same = SAME_MONTH[ask_type]  # P(delivered in the month of the answer); big asks take longer
+    drift = month.drift
     u_acc = rng.random(na)
+    resp_time = None
+    same = SAME_MONTH[ask_type]  # P(delivered in the month of the answer); big asks take longer
+    if drift.slow_answers:  # days to weeks; an answer too late in the month is delivered next month
+        resp_time = a_time + 0.05 + np.minimum(rng.exponential(ANSWER_MEAN_DAYS[ask_type]), ANSWER_MAX_DAYS)
+        same = same * (resp_time + 1.0 < month.hi - EPS)
+    keep = 1.0 - np.asarray(drift.never_delivered)[ask_type]  # P(an accepted ask is delivered)
     no_act = None
     if record:
         accepted = u_acc < p_acc
-        late = accepted & (rng.random(na) >= same)
+        kept = accepted & (rng.random(na) < keep) if drift.on else accepted
+        late = kept & (rng.random(na) >= same)
+        never = accepted & ~kept
     else:
         # Condition on "no activity this month": an accept delivered this month is excluded.
-        no_act = 1.0 - p_acc * same
-        late = u_acc < p_acc * (1.0 - same) / (1.0 - p_acc * same)
-        accepted = late
+        q = p_acc * keep
+        no_act = 1.0 - q * same
+        late = u_acc < q * (1.0 - same) / no_act
+        accepted = u_acc < (q * (1.0 - same) + p_acc * (1.0 - keep)) / no_act
+        never = accepted & ~late
     silent = ~accepted & (rng.random(na) < sigmoid(-0.5 - 0.5 * a_sat - 0.3 * a_aff + 0.35 * n90))
     declined = ~accepted & ~silent
-    resp_time = a_time + rng.uniform(0.05, 6.0, na)
-    return Responses(accepted, late, silent, declined, resp_time, no_act)
+    if resp_time is None:
+        resp_time = a_time + rng.uniform(0.05, 6.0, na)
+    return Responses(accepted, late, never, silent, declined, resp_time, no_act)
 
 
 def activities(
@@ -164,12 +197,14 @@ def activities(
     n = st.cust.size
     ar = np.arange(n)
     org = rng.random(n) < p_org
-    now = resp.accepted & ~resp.late
-    n_pend, n_org = int(pend_fire.sum()), int(org.sum())
+    now = resp.accepted & ~resp.late & ~resp.never
+    n_org = int(org.sum())
     act_rows = np.concatenate([ar[pend_fire], ar[org], ai[now]])
+    # A pending activity comes after its answer (which, when answers are slow, may fall in this month).
+    earliest = np.concatenate([np.maximum(month.lo, st.pend_after[pend_fire]), np.full(n_org, month.lo)])
     act_time = np.concatenate(
         [
-            rng.uniform(month.lo + EPS, month.hi - EPS, n_pend + n_org),
+            rng.uniform(earliest + EPS, month.hi - EPS),
             rng.uniform(resp.time[now] + 1.0, month.hi - EPS),
         ]
     )

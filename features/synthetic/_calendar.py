@@ -19,6 +19,7 @@ class Calendar:
     act_lo: np.ndarray  # activities of step k fall in (start + act_lo, start + act_hi)
     act_hi: np.ndarray
     quarter: np.ndarray  # calendar quarter id of step k (reference-call guardrail)
+    month_of_year: np.ndarray  # 0 = January, of step k (the seasons)
 
 
 def make_calendar(end_month: np.datetime64, months: int) -> Calendar:
@@ -36,6 +37,7 @@ def make_calendar(end_month: np.datetime64, months: int) -> Calendar:
     act_hi = np.minimum(days, HORIZON_DAYS - gap2)
     act_lo = np.maximum(0.0, HORIZON_DAYS - gap3)
     quarter = grid[3 : months + 3].astype(np.int64) // 3
+    month_of_year = grid[3 : months + 3].astype(np.int64) % 12
     return Calendar(
         origin=day[3].astype("datetime64[s]"),
         start=start,
@@ -43,4 +45,5 @@ def make_calendar(end_month: np.datetime64, months: int) -> Calendar:
         act_lo=act_lo,
         act_hi=act_hi,
         quarter=quarter,
+        month_of_year=month_of_year,
     )

@@ -6,6 +6,8 @@ arrays below follow `catalog.ASK_TYPE_NAMES` and `catalog.SEGMENTS`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -104,3 +106,38 @@ NAME_TAILS = np.array(
         "Industries", "Software", "Partners", "Media", "Financial", "Works", "Technologies",
     ]
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How the world changes over time, and what the company's tables never record.
+
+    `DRIFTING` is the default world; `STATIONARY` (every effect off) draws the very same random
+    numbers as the generator did before drift existed, so its worlds are unchanged.
+    """
+
+    acceptance_per_year: float = 0.0  # logit change of every ask's acceptance per year since the origin
+    organic_per_year: float = 0.0  # logit change of unsolicited advocacy per year
+    season: tuple[float, ...] = (0.0,) * 12  # logit shift of acceptance and organic advocacy by calendar month
+    slow_answers: bool = False  # answers take days to weeks (longer for bigger asks), not hours to days
+    never_delivered: tuple[float, ...] = (0.0,) * len(ASK_TYPE_NAMES)  # P(an accepted ask is never done)
+    rapport: float = 0.0  # a hidden rapport raises both the chance of being asked and of accepting
+
+    @property
+    def on(self) -> bool:
+        return self != STATIONARY
+
+
+STATIONARY = Drift()
+DRIFTING = Drift(
+    acceptance_per_year=-0.35,  # willingness fades as the base is asked more and the product ages
+    organic_per_year=0.25,  # while the community around it grows
+    # An end-of-year slump (December, early January) and a summer lull (August).
+    season=(-0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.35, 0.0, 0.0, -0.15, -0.7),
+    slow_answers=True,
+    never_delivered=(0.04, 0.05, 0.08, 0.1, 0.12, 0.12, 0.2, 0.15, 0.25),
+    rapport=0.6,
+)
+# Days from ask to answer when answers are slow: exponential with this mean by ask type, capped.
+ANSWER_MEAN_DAYS = np.array([2.5, 3.5, 5.0, 5.0, 6.0, 7.0, 10.0, 9.0, 12.0])
+ANSWER_MAX_DAYS = 28.0

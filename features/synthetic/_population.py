@@ -25,19 +25,26 @@ from features.synthetic._params import (
     REGIONS,
     SEG_P,
     SEG_SEATS,
+    STATIONARY,
     USE_CASE_P,
     USE_CASES,
+    Drift,
 )
 from features.synthetic._state import State, draw_cat
 
 
 def population(
-    n: int, months: int, cal: Calendar, rng: np.random.Generator
+    n: int, months: int, cal: Calendar, rng: np.random.Generator, drift: Drift = STATIONARY
 ) -> tuple[dict[str, np.ndarray], State, np.ndarray]:
-    """Firmographics, hidden traits and initial state; customers ordered by contract start."""
+    """Firmographics, hidden traits and initial state; customers ordered by contract start.
+
+    The rapport is drawn last, and only when it matters, so a stationary world is unchanged.
+    """
     start_day, first_step = _contract_starts(n, months, cal, rng)
     attrs, seg, industry, seats = _firmographics(n, rng)
     state = _initial_state(rng, seg, industry, seats, start_day)
+    if drift.rapport:
+        state.rapport = rng.standard_normal(n)
     return attrs, state, first_step
 
 
@@ -103,6 +110,7 @@ def _initial_state(
         affinity=affinity,
         mu=mu,
         fit=fit,
+        rapport=full(0.0),
         start_day=start_day,
         alive=np.zeros(n, dtype=bool),
         sat=sat,
@@ -121,5 +129,6 @@ def _initial_state(
         pend=np.zeros(n, dtype=bool),
         pend_type=full(0, np.int64),
         pend_ask=full(-1, np.int64),
+        pend_after=full(-np.inf),
         last_act=full(-np.inf),
     )

@@ -13,13 +13,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.synthetic._calendar import Calendar
-from features.synthetic._params import CHANNEL_P, EPS, MONTH_DAYS, PRIORITY_OTHER_P, SEG_TICKETS, URGENT
+from features.synthetic._params import (
+    CHANNEL_P,
+    EPS,
+    MONTH_DAYS,
+    PRIORITY_OTHER_P,
+    SEG_TICKETS,
+    STATIONARY,
+    URGENT,
+    Drift,
+)
 from features.synthetic._state import State, draw_cat, sigmoid
 
 
 @dataclass(frozen=True)
 class Month:
-    """Step k of the grid: its start and length, the band its activities fall in, its quarter."""
+    """Step k of the grid: its start and length, the band its activities fall in, its quarter,
+    and how the world has drifted by then (logit shifts of acceptance and organic advocacy)."""
 
     k: int
     s0: np.float64
@@ -27,11 +37,26 @@ class Month:
     lo: np.float64
     hi: np.float64
     quarter: np.int64
+    drift: Drift = STATIONARY
+    acceptance_shift: float = 0.0
+    organic_shift: float = 0.0
 
     @classmethod
-    def of(cls, cal: Calendar, k: int) -> Month:
+    def of(cls, cal: Calendar, k: int, drift: Drift = STATIONARY) -> Month:
         s0 = cal.start[k]
-        return cls(k, s0, cal.days[k], s0 + cal.act_lo[k], s0 + cal.act_hi[k], cal.quarter[k])
+        years = float(s0) / 365.25
+        season = drift.season[int(cal.month_of_year[k])]
+        return cls(
+            k,
+            s0,
+            cal.days[k],
+            s0 + cal.act_lo[k],
+            s0 + cal.act_hi[k],
+            cal.quarter[k],
+            drift,
+            drift.acceptance_per_year * years + season,
+            drift.organic_per_year * years + season,
+        )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ class State:
     affinity: np.ndarray  # hidden advocacy affinity (static)
     mu: np.ndarray  # hidden long-run satisfaction
     fit: np.ndarray  # hidden product fit (drives adoption)
+    rapport: np.ndarray  # hidden rapport with the company (drifting world only; 0 otherwise)
     start_day: np.ndarray  # contract start, days since origin
     alive: np.ndarray
     sat: np.ndarray  # hidden satisfaction, AR(1) around mu
@@ -34,6 +35,7 @@ class State:
     pend: np.ndarray  # an accepted ask whose activity happens next month
     pend_type: np.ndarray
     pend_ask: np.ndarray
+    pend_after: np.ndarray  # the pending activity happens after this time (its answer + 1 day)
     last_act: np.ndarray
 
     def take(self, idx: np.ndarray) -> State:

@@ -9,7 +9,7 @@ import numpy as np
 from features.synthetic import _asks, _signals
 from features.synthetic._asks import Asked, Responses
 from features.synthetic._calendar import Calendar
-from features.synthetic._params import REF
+from features.synthetic._params import REF, STATIONARY, Drift
 from features.synthetic._signals import Events, Month, Usage
 from features.synthetic._state import State, last_time
 
@@ -25,6 +25,7 @@ class StepEvents:
     social: dict[str, np.ndarray]
     asks: dict[str, np.ndarray]
     activities: dict[str, np.ndarray]
+    acceptance_by_type: np.ndarray | None  # (rows x ask types) at the month start, when asked for
 
 
 def step(
@@ -34,6 +35,8 @@ def step(
     rng: np.random.Generator,
     record: bool,
     ask_id0: int = 0,
+    drift: Drift = STATIONARY,
+    type_truth: bool = False,
 ) -> tuple[np.ndarray, StepEvents | None]:
     """Advance every row of `st` through month k in place.
 
@@ -42,9 +45,11 @@ def step(
     probability that no activity happens this month given the state, and moves the state along
     the "no activity" branch, so the product over months is an unbiased estimate of
     P(no activity in the window) (sequential Rao-Blackwellization).
+    type_truth=True (record mode) also returns every row's true acceptance of each ask type at the
+    month start; it draws nothing, so the world is the same either way.
     """
     n = st.cust.size
-    month = Month.of(cal, k)
+    month = Month.of(cal, k, drift)
     # The order of these calls is the order of the random draws: keep it.
     tenure0, points = _signals.points_rule(st, month.s0)
     churned, alive, health_seen = _signals.churn(rng, st)
@@ -59,13 +64,13 @@ def step(
     usage = _signals.usage(rng, st, sat, tenure0, urgent_month, alive, record)
 
     pend_fire = st.pend & alive  # the activity of an ask accepted last month
-    p_org = _asks.organic_probability(st, month.s0, a, sat, alive_f)
+    p_org = _asks.organic_probability(st, month, a, sat, alive_f)
     asked = _asks.choose_asked(rng, st, month, points, health_seen, (tickets.rows, tickets.time), alive)
     ai = asked.rows
     ask_type = _asks.choose_ask_types(rng, st, ai, month.quarter)
     a_sat, a_aff = sat[ai], a[ai]
-    p_acc, n90 = _asks.acceptance(st, asked, ask_type, a_sat, a_aff)
-    resp = _asks.respond(rng, p_acc, ask_type, asked.time[ai], a_sat, a_aff, n90, record)
+    p_acc, n90 = _asks.acceptance(st, month, asked, ask_type, a_sat, a_aff)
+    resp = _asks.respond(rng, month, p_acc, ask_type, asked.time[ai], a_sat, a_aff, n90, record)
 
     events: StepEvents | None = None
     new_pend_ask = np.full(n, -1, dtype=np.int64)
@@ -82,6 +87,7 @@ def step(
             social=social.events,
             asks=_ask_events(asked, ask_type, ask_ids, resp, p_acc),
             activities=acts,
+            acceptance_by_type=_asks.acceptance_if_asked(st, month, sat) if type_truth else None,
         )
         new_pend_ask[ai[resp.late]] = ask_ids[resp.late]
         no_act = np.ones(n)
@@ -150,6 +156,8 @@ def _advance_asks(
     st.pend_type = np.zeros(n, dtype=np.int64)
     st.pend_type[ai[late]] = ask_type[late]
     st.pend_ask = pend_ask
+    st.pend_after = np.full(n, -np.inf)
+    st.pend_after[ai[late]] = resp.time[late] + 1.0
     st.last_act = last_act
     st.accepted_ever[ai[resp.accepted]] = True
     st.ask_t[ai] = np.concatenate([asked.time[ai][:, None], st.ask_t[ai, :-1]], axis=1)

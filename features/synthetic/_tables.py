@@ -123,11 +123,19 @@ def social_table(cal: Calendar, cust_ids: np.ndarray, p: Parts) -> pd.DataFrame:
 
 
 def asks_tables(
-    cal: Calendar, cust_ids: np.ndarray, p: Parts, n_asks: int
+    cal: Calendar, cust_ids: np.ndarray, p: Parts, n_asks: int, answered_by: np.ndarray
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """The asks table, the acceptance truth, and the ask id of each internal ask number."""
+    """The asks table, the acceptance truth, and the ask id of each internal ask number.
+
+    An answer at or after its customer's `answered_by` day (churn, or the end of the world) has
+    not reached the company: the ask is recorded as no response; its true acceptance stays.
+    """
     # Ask ids are issued in time order (as a CRM would); rows are sorted by customer then time.
     cust, time, internal = _cat(p, "cust", np.int64), _cat(p, "time"), _cat(p, "id", np.int64)
+    outcome, responded = _cat(p, "outcome", np.int64), _cat(p, "responded")
+    unheard = responded >= answered_by[cust]  # NaN (no answer) compares False
+    outcome = np.where(unheard, OUTCOMES.index("no_response"), outcome)
+    responded = np.where(unheard, np.nan, responded)
     ask_id_of = np.empty(n_asks, dtype=object)
     ask_id_of[internal[np.lexsort((cust, time))]] = ids("A", n_asks, 8)
     order = np.lexsort((time, cust))
@@ -137,8 +145,8 @@ def asks_tables(
             "customer_id": cust_ids[cust],
             "ask_type": np.asarray(ASK_TYPE_NAMES, dtype=object)[_cat(p, "type", np.int64)],
             "asked_at": ts(cal, time),
-            "outcome": np.asarray(OUTCOMES, dtype=object)[_cat(p, "outcome", np.int64)],
-            "responded_at": ts(cal, _cat(p, "responded")),
+            "outcome": np.asarray(OUTCOMES, dtype=object)[outcome],
+            "responded_at": ts(cal, responded),
         },
         order,
     )
@@ -178,4 +186,24 @@ def propensity_table(
     return _frame(
         {"customer_id": cust_ids[pc], "as_of": ts(cal, cal.start[pk]), "p_true": np.clip(pp, 0.0, 1.0)},
         order,
+    )
+
+
+def acceptance_by_type_table(
+    cal: Calendar, cust_ids: np.ndarray, parts: list[tuple[np.ndarray, int, np.ndarray]]
+) -> pd.DataFrame:
+    """One row per live customer x month start x ask type: the true acceptance were they asked then."""
+    n_types = len(ASK_TYPE_NAMES)
+    cust = np.concatenate([np.repeat(idx, n_types) for idx, _, _ in parts])
+    step = np.concatenate([np.full(idx.size * n_types, k) for idx, k, _ in parts])
+    p_true = np.concatenate([m.ravel() for _, _, m in parts])
+    types = np.tile(np.arange(n_types), cust.size // n_types)
+    order = np.lexsort((types, step, cust))
+    return pd.DataFrame(
+        {
+            "customer_id": pd.Series(cust_ids[cust[order]], dtype="str"),
+            "as_of": ts(cal, cal.start[step[order]]),
+            "ask_type": pd.Categorical.from_codes(types[order], categories=list(ASK_TYPE_NAMES)),
+            "p_true": p_true[order],
+        }
     )

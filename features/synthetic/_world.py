@@ -12,7 +12,7 @@ from features.catalog import TABLES
 from features.contracts import CONTRACTS, as_utc
 from features.synthetic import _tables
 from features.synthetic._calendar import Calendar, make_calendar
-from features.synthetic._params import DEFAULT_END, HORIZON_DAYS
+from features.synthetic._params import DEFAULT_END, DRIFTING, HORIZON_DAYS, Drift
 from features.synthetic._population import population
 from features.synthetic._state import State
 from features.synthetic._step import StepEvents, step
@@ -36,6 +36,7 @@ class _Run:
     parts: dict[str, _tables.Parts]
     snapshots: list[Snapshot]
     churn_day: np.ndarray
+    by_type: list[tuple[np.ndarray, int, np.ndarray]]  # customer index, step, (rows x ask types)
     n_asks: int = 0
 
 
@@ -44,6 +45,8 @@ def generate_world(
     months: int = 30,
     seed: int = 0,
     end: pd.Timestamp = DEFAULT_END,
+    drift: Drift = DRIFTING,
+    acceptance_truth: bool = True,
 ) -> SyntheticWorld:
     """Simulate `n_customers` customers (initial base plus joiners) over `months` months to `end`.
 
@@ -52,7 +55,14 @@ def generate_world(
     sorted by customer then time) and the truth: `acceptance` (ask_id, p_true) for every ask, and
     `propensity` (customer_id, as_of, p_true) for every month start t from the second simulated
     month on whose 90-day window is simulated (t + 90 days <= end), for every customer with
-    contract_start < t and not churned before t. Same seed, same frames.
+    contract_start < t and not churned before t. With `acceptance_truth`, also
+    `acceptance_by_type` (customer_id, as_of, ask_type, p_true): the true acceptance of an ask of
+    each type made at each month start t from the second month on, for every customer live at t,
+    asked then or not. Same seed, same frames.
+
+    `drift` is how the world changes over time and what its tables never record (`DRIFTING` by
+    default); `STATIONARY` is the world as it was before drift existed, draw for draw.
+    Answers that come after `end`, or after the customer churned, are recorded as no response yet.
     """
     if n_customers < 1:
         raise ValueError("n_customers must be at least 1")
@@ -65,24 +75,36 @@ def generate_world(
     root = np.random.default_rng(seed)
     rng_pop, rng_sim, rng_truth = root.spawn(3)
     truth_rngs = rng_truth.spawn(months)
-    attrs, state, first_step = population(n_customers, months, cal, rng_pop)
-    run = _Run(parts={t: [] for t in TABLES if t != "customers"}, snapshots=[], churn_day=np.full(n_customers, np.nan))
+    attrs, state, first_step = population(n_customers, months, cal, rng_pop, drift)
+    parts: dict[str, _tables.Parts] = {t: [] for t in TABLES if t != "customers"}
+    run = _Run(parts, snapshots=[], churn_day=np.full(n_customers, np.nan), by_type=[])
     for k in range(months):
         state.alive |= first_step == k
         idx = np.flatnonzero(state.alive)
         # Truth snapshot at t = start_k from the state before month k happens.
         if 1 <= k <= months - 3 and cal.start[k] + HORIZON_DAYS <= horizon_end_days + 1e-9:
-            run.snapshots.append((idx, np.full(idx.size, k), propensity(state, idx, k, cal, truth_rngs[k])))
-        _simulate_month(run, state, idx, k, cal, rng_sim)
-    return _assemble(cal, attrs, state, run)
+            run.snapshots.append((idx, np.full(idx.size, k), propensity(state, idx, k, cal, truth_rngs[k], drift)))
+        _simulate_month(run, state, idx, k, cal, rng_sim, drift, acceptance_truth and k >= 1)
+    return _assemble(cal, attrs, state, run, horizon_end_days)
 
 
-def _simulate_month(run: _Run, state: State, idx: np.ndarray, k: int, cal: Calendar, rng: np.random.Generator) -> None:
+def _simulate_month(
+    run: _Run,
+    state: State,
+    idx: np.ndarray,
+    k: int,
+    cal: Calendar,
+    rng: np.random.Generator,
+    drift: Drift,
+    type_truth: bool,
+) -> None:
     """The realised month k for the live customers `idx`; its events go into `run`."""
     sub = state.take(idx)
-    _, ev = step(sub, k, cal, rng, record=True, ask_id0=run.n_asks)
+    _, ev = step(sub, k, cal, rng, record=True, ask_id0=run.n_asks, drift=drift, type_truth=type_truth)
     state.put(idx, sub)
     assert ev is not None
+    if ev.acceptance_by_type is not None:
+        run.by_type.append((idx, k, ev.acceptance_by_type.astype(np.float32)))
     churned = idx[ev.churn]
     run.churn_day[churned] = cal.start[k] + np.floor(1.0 + rng.random(churned.size) * (cal.days[k] - 1.0))
     run.n_asks += ev.asks["row"].size
@@ -100,11 +122,12 @@ def _collect(parts: dict[str, _tables.Parts], ev: StepEvents, idx: np.ndarray, m
         parts[name].append(block)
 
 
-def _assemble(cal: Calendar, attrs: dict[str, np.ndarray], state: State, run: _Run) -> SyntheticWorld:
+def _assemble(cal: Calendar, attrs: dict[str, np.ndarray], state: State, run: _Run, end_day: float) -> SyntheticWorld:
     """The seven raw tables in contract column order, and the truth."""
     cust_ids = _tables.ids("C", state.cust.size, 7)
     p = run.parts
-    asks, acceptance, ask_id_of = _tables.asks_tables(cal, cust_ids, p["asks"], run.n_asks)
+    answered_by = np.minimum(np.nan_to_num(run.churn_day, nan=np.inf), end_day)  # no answer after these
+    asks, acceptance, ask_id_of = _tables.asks_tables(cal, cust_ids, p["asks"], run.n_asks, answered_by)
     tables = {
         "customers": _tables.customers_table(cal, cust_ids, attrs, state.start_day, run.churn_day),
         "usage": _tables.usage_table(cal, cust_ids, p["usage"]),
@@ -116,4 +139,6 @@ def _assemble(cal: Calendar, attrs: dict[str, np.ndarray], state: State, run: _R
     }
     tables = {name: tables[name][list(CONTRACTS[name].columns)] for name in TABLES}
     truth = {"acceptance": acceptance, "propensity": _tables.propensity_table(cal, cust_ids, run.snapshots)}
+    if run.by_type:
+        truth["acceptance_by_type"] = _tables.acceptance_by_type_table(cal, cust_ids, run.by_type)
     return SyntheticWorld(tables=tables, truth=truth)
