@@ -33,12 +33,14 @@ class TargetModel:
 
     booster: lgb.Booster
     calibrator: Calibrator
+    group_column: int | None = None  # the input column whose codes pick the calibrator's offsets (ask_type)
 
     def raw_score(self, matrix: np.ndarray, num_threads: int = 1) -> np.ndarray:
         return np.asarray(self.booster.predict(matrix, raw_score=True, num_threads=num_threads))
 
     def proba(self, matrix: np.ndarray, num_threads: int = 1) -> np.ndarray:
-        return self.calibrator(self.raw_score(matrix, num_threads))
+        groups = None if self.group_column is None else matrix[:, self.group_column]
+        return self.calibrator(self.raw_score(matrix, num_threads), groups)
 
     def contributions(self, matrix: np.ndarray, num_threads: int = 1) -> np.ndarray:
         """TreeSHAP values in log-odds, one column per feature plus the base value last."""
@@ -102,7 +104,11 @@ class Bundle:
             target: TargetModel = getattr(self, name)
             text = target.booster.model_to_string().encode()
             (directory / f"{name}.txt").write_bytes(text)
-            meta[name] = {"calibrator": target.calibrator.to_dict(), "sha256": hashlib.sha256(text).hexdigest()}
+            meta[name] = {
+                "calibrator": target.calibrator.to_dict(),
+                "group_column": target.group_column,
+                "sha256": hashlib.sha256(text).hexdigest(),
+            }
         (directory / "bundle.json").write_text(json.dumps(meta, indent=1))
         return directory
 
@@ -121,6 +127,7 @@ class Bundle:
             name: TargetModel(
                 lgb.Booster(model_str=_checked_booster_text(directory, name, meta[name].get("sha256"))),
                 Calibrator.from_dict(meta[name]["calibrator"]),
+                meta[name].get("group_column"),
             )
             for name in ("propensity", "acceptance")
         }

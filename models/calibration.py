@@ -1,4 +1,11 @@
-"""Probability calibration fitted on the validation window only, stored as plain numbers."""
+"""Probability calibration fitted on rows the booster did not see, stored as plain numbers.
+
+A calibrator maps a booster's raw score (log-odds) to a probability. For the acceptance model it
+also carries one offset per ask type (in log-odds, on top of the pooled map): a plan's promise
+per type is only as good as the calibration of that type. A type's offset is shrunk towards the
+pooled map as if `PRIOR_ROWS` asks of that type had been answered at the pooled rate, so a type
+with few asks keeps the pooled calibration.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +13,90 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 Method = Literal["platt", "isotonic"]
+PRIOR_ROWS = 100.0  # pseudo-rows at the pooled calibration that each group's offset is shrunk with
 
 
 @dataclass(frozen=True)
 class Calibrator:
-    """Maps a booster's raw score (log-odds) to a calibrated probability; monotone non-decreasing."""
+    """Raw score -> calibrated probability; monotone non-decreasing in the raw score within a group."""
 
     method: Method
     params: tuple[float, ...]  # platt: (a, b); isotonic: x knots then y knots
+    offsets: tuple[float, ...] = ()  # log-odds offset per group code (empty: no groups)
 
     @classmethod
-    def fit(cls, raw_score: np.ndarray, y: np.ndarray, method: Method = "platt") -> Calibrator:
+    def fit(
+        cls,
+        raw_score: np.ndarray,
+        y: np.ndarray,
+        method: Method = "platt",
+        groups: np.ndarray | None = None,
+        n_groups: int = 0,
+        prior_rows: float = PRIOR_ROWS,
+    ) -> Calibrator:
+        """The pooled map from `raw_score` to `y`; with `groups` (codes 0..n_groups-1), one shrunk offset each."""
         raw_score = np.asarray(raw_score, dtype=float)
         if method == "platt":
             lr = LogisticRegression(C=1e6, max_iter=1000).fit(raw_score.reshape(-1, 1), y)
-            return cls("platt", (float(lr.coef_[0, 0]), float(lr.intercept_[0])))
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw_score, y)
-        x, v = iso.X_thresholds_, iso.y_thresholds_
-        return cls("isotonic", tuple(np.concatenate([x, v]).tolist()))
+            pooled = cls("platt", (float(lr.coef_[0, 0]), float(lr.intercept_[0])))
+        else:
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw_score, y)
+            x, v = iso.X_thresholds_, iso.y_thresholds_
+            pooled = cls("isotonic", tuple(np.concatenate([x, v]).tolist()))
+        if groups is None or n_groups == 0:
+            return pooled
+        offsets = _shrunk_offsets(pooled._logit(raw_score), np.asarray(y, dtype=float), groups, n_groups, prior_rows)
+        return cls(pooled.method, pooled.params, tuple(offsets.tolist()))
 
-    def __call__(self, raw_score: np.ndarray) -> np.ndarray:
-        raw_score = np.asarray(raw_score, dtype=float)
+    def _logit(self, raw_score: np.ndarray) -> np.ndarray:
         if self.method == "platt":
             a, b = self.params
             # A negative slope would invert the ranking: never let calibration do that.
-            return np.asarray(1.0 / (1.0 + np.exp(-(max(a, 1e-6) * raw_score + b))))
+            return max(a, 1e-6) * raw_score + b
         half = len(self.params) // 2
         x, v = np.asarray(self.params[:half]), np.asarray(self.params[half:])
-        return np.interp(raw_score, x, v)
+        return np.asarray(logit(np.clip(np.interp(raw_score, x, v), 1e-6, 1.0 - 1e-6)))
+
+    def __call__(self, raw_score: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+        raw_score = np.asarray(raw_score, dtype=float)
+        z = self._logit(raw_score)
+        if self.offsets and groups is not None:
+            z = z + np.asarray(self.offsets)[np.asarray(groups, dtype=np.int64)]
+        elif self.method == "isotonic":
+            half = len(self.params) // 2
+            return np.interp(raw_score, np.asarray(self.params[:half]), np.asarray(self.params[half:]))
+        return np.asarray(expit(z))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "params": list(self.params)}
+        return {"method": self.method, "params": list(self.params), "offsets": list(self.offsets)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
-        return cls(data["method"], tuple(data["params"]))
+        return cls(data["method"], tuple(data["params"]), tuple(data.get("offsets", ())))
+
+
+def _shrunk_offsets(z: np.ndarray, y: np.ndarray, groups: np.ndarray, n_groups: int, prior_rows: float) -> np.ndarray:
+    """Per-group log-odds offsets on top of the pooled log-odds `z`, by penalised maximum likelihood.
+
+    The penalty 0.5 * prior_rows * r(1 - r) * offset^2 (r: the pooled rate) is the curvature of
+    `prior_rows` answers at the pooled rate: a group with n rows moves about n / (n + prior_rows)
+    of the way to its own rate.
+    """
+    g = np.asarray(groups, dtype=np.int64)
+    rate = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
+    lam = prior_rows * rate * (1.0 - rate)
+
+    def loss(d: np.ndarray) -> tuple[float, np.ndarray]:
+        s = z + d[g]
+        p = expit(s)
+        nll = float(np.sum(np.logaddexp(0.0, s) - y * s))
+        grad = np.bincount(g, p - y, n_groups) + lam * d
+        return nll + 0.5 * lam * float(d @ d), grad
+
+    return np.asarray(minimize(loss, np.zeros(n_groups), jac=True, method="L-BFGS-B").x)

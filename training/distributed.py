@@ -15,7 +15,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.metrics import log_loss
 
-from training.fit import BoosterParams, FitInputs
+from training.fit import MONOTONE_METHOD, BoosterParams, FitInputs
 
 DASK_MAX_ROUNDS = 600
 Trainer = Callable[..., lgb.Booster]
@@ -51,7 +51,7 @@ def dask_trainer(scheduler: str | None, client: Any = None, chunk_rows: int = 50
             client=dask_client,
             n_estimators=rounds or min(params.max_rounds, DASK_MAX_ROUNDS),
             monotone_constraints=data.monotone,
-            monotone_constraints_method="advanced",
+            monotone_constraints_method=MONOTONE_METHOD,
             **settings,
         )
         dx = da.from_array(data.x_train, chunks=(chunk_rows, data.x_train.shape[1]))

@@ -14,7 +14,10 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from features.baseline import baseline_tier, rule_points
 from features.catalog import ASK_TYPE_NAMES, SEGMENTS
-from models.bundle import Bundle
+from features.io import World
+from features.labels import observed_until
+from features.pointintime import active_points, build_features
+from models.bundle import Bundle, acceptance_matrix
 from training.fit import Matrices
 
 TOP_SHARES = {"champion": 0.03, "advocate_or_better": 0.15}
@@ -126,10 +129,8 @@ def truth_metrics(
     rows = prop.frames["test"][["customer_id", "as_of"]].merge(truth_prop, on=["customer_id", "as_of"], how="left")
     known = rows["p_true"].notna().to_numpy()
     if known.any():
-        y = prop_scores["y"][known]
-        out["truth_propensity_roc_auc"] = _auc(y, rows["p_true"].to_numpy()[known])
-        out["truth_propensity_rows"] = float(known.sum())
-        out["propensity_auc_vs_truth"] = _auc(y, prop_scores["p"][known]) / out["truth_propensity_roc_auc"]
+        y, p, points = (prop_scores[k][known] for k in ("y", "p", "points"))
+        out |= propensity_truth_metrics(y, p, points, rows["p_true"].to_numpy()[known])
     truth_acc = pd.read_parquet(truth_dir / "acceptance.parquet")
     rows = acc.frames["test"][["ask_id"]].merge(truth_acc, on="ask_id", how="left")
     known = rows["p_true"].notna().to_numpy()
@@ -137,4 +138,88 @@ def truth_metrics(
         y = acc_scores["y"][known]
         out["truth_acceptance_roc_auc"] = _auc(y, rows["p_true"].to_numpy()[known])
         out["acceptance_auc_vs_truth"] = _auc(y, acc_scores["p"][known]) / out["truth_acceptance_roc_auc"]
+    return out
+
+
+def expected_auc(p_true: np.ndarray, score: np.ndarray) -> float:
+    """The ROC AUC of `score` expected over labels drawn from the true probabilities: every row is
+    a positive with weight p_true and a negative with weight 1 - p_true."""
+    p_true, score = np.asarray(p_true, dtype=float), np.asarray(score, dtype=float)
+    y = np.r_[np.ones(p_true.size), np.zeros(p_true.size)]
+    return float(roc_auc_score(y, np.r_[score, score], sample_weight=np.r_[p_true, 1.0 - p_true]))
+
+
+def ece_vs_truth(p: np.ndarray, p_true: np.ndarray, bins: int = 10) -> float:
+    """Calibration against the true probabilities: mean |mean predicted - mean true| over
+    equal-width bins of the prediction, weighted by bin size (no label noise in it)."""
+    p, p_true = np.asarray(p, dtype=float), np.asarray(p_true, dtype=float)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    counts = np.bincount(idx, minlength=bins)
+    gap = np.abs(np.bincount(idx, p, bins) - np.bincount(idx, p_true, bins))
+    return float(gap.sum() / max(counts.sum(), 1))
+
+
+def propensity_truth_metrics(y: np.ndarray, p: np.ndarray, points: np.ndarray, p_true: np.ndarray) -> dict[str, float]:
+    """The model beside the points rule and the truth on the same held-out rows (realised labels `y`)."""
+    truth, model, rule = _auc(y, p_true), _auc(y, p), _auc(y, points)
+    return {
+        "truth_propensity_roc_auc": truth,
+        "truth_propensity_rows": float(y.size),
+        "propensity_auc_vs_truth": model / truth,
+        "propensity_gap_closed": (model - rule) / (truth - rule) if truth > rule else float("nan"),
+        "propensity_ece_vs_truth": ece_vs_truth(p, p_true),
+    }
+
+
+def acceptance_everyone_metrics(data_dir: Path, world: World, bundle: Bundle, since: pd.Timestamp) -> dict[str, float]:
+    """Acceptance judged where a plan uses it: every live customer x ask type at each month start
+    from `since` (the held-out window), asked then or not, against the generator's truth.
+
+    Expected AUC (over labels drawn from the truth) of the model and of the truth itself, and the
+    calibration against the truth overall, per ask type, and for customers never asked before
+    (whom the company's choice of whom to ask says least about: the selection bias).
+    """
+    path = Path(data_dir) / "truth" / "acceptance_by_type.parquet"
+    if not path.exists():
+        return {}
+    truth = pd.read_parquet(path)
+    truth["as_of"] = pd.to_datetime(truth["as_of"], utc=True)
+    truth = truth[(truth["as_of"] >= since) & (truth["as_of"] < observed_until(world))]
+    frames = []
+    for t in sorted(truth["as_of"].unique()):
+        feats = build_features(world, active_points(world, pd.Timestamp(t)))
+        p = bundle.acceptance.proba(acceptance_matrix(bundle.encoder.transform(feats)), num_threads=2)
+        n_types = len(ASK_TYPE_NAMES)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "customer_id": np.repeat(feats["customer_id"].to_numpy(), n_types),
+                    "as_of": pd.Timestamp(t),
+                    "ask_type": np.tile(np.asarray(ASK_TYPE_NAMES), len(feats)),
+                    "p": p,
+                    "never_asked": np.repeat(feats["asks_total"].fillna(0).to_numpy() == 0, n_types),
+                }
+            )
+        )
+    if not frames:
+        return {}
+    rows = pd.concat(frames).merge(truth.astype({"ask_type": "str"}), on=["customer_id", "as_of", "ask_type"])
+    p, p_true = rows["p"].to_numpy(), rows["p_true"].to_numpy(dtype=float)
+    out = {
+        "acceptance_everyone_rows": float(len(rows)),
+        "acceptance_everyone_expected_auc": expected_auc(p_true, p),
+        "truth_acceptance_everyone_expected_auc": expected_auc(p_true, p_true),
+        "acceptance_everyone_ece_vs_truth": ece_vs_truth(p, p_true),
+    }
+    out["acceptance_everyone_auc_vs_truth"] = (
+        out["acceptance_everyone_expected_auc"] / out["truth_acceptance_everyone_expected_auc"]
+    )
+    for name, mask in [(f"type_{t}", rows["ask_type"].eq(t)) for t in ASK_TYPE_NAMES] + [
+        ("never_asked", rows["never_asked"]),
+        ("asked_before", ~rows["never_asked"]),
+    ]:
+        m = mask.to_numpy()
+        if m.sum() >= MIN_CALIBRATION_ROWS:
+            out[f"acceptance_everyone_ece_vs_truth_{name}"] = ece_vs_truth(p[m], p_true[m])
+            out[f"acceptance_everyone_bias_{name}"] = float(p[m].mean() - p_true[m].mean())
     return out

@@ -21,7 +21,7 @@ from storage.settings import Settings
 from training import registry
 from training.backtest import WINDOW_MONTHS, WINDOWS, backtest, backtest_metrics
 from training.datasets import LEFT_OUT, TrainingData, build_training_data, describe_left_out, leave_out_future
-from training.evaluate import evaluate_acceptance, evaluate_propensity, truth_metrics
+from training.evaluate import acceptance_everyone_metrics, evaluate_acceptance, evaluate_propensity, truth_metrics
 from training.fit import Matrices, TrainConfig, fit_booster, fit_bundle
 from training.gate import GateDecision, decide
 from training.report import backtest_plot, calibration_plot, gain_plot, model_card, per_ask_type_plot, shap_beeswarm
@@ -39,6 +39,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     bundle: Bundle | None = None
     baseline_name: str = "points rule"
+    warnings: list[str] = field(default_factory=list)  # drift found in the held-out window, with figures
 
 
 @dataclass
@@ -91,6 +92,23 @@ def gate(
     groups = frame["customer_id"].to_numpy()
     points = ("the points rule", prop["points"])
     return decide(settings, prop["y"], groups, prop["p"], metrics["propensity_ece"], points, champion)
+
+
+def evaluate(
+    data_dir: Path, world: World, data: TrainingData, bundle: Bundle, mats: dict[str, Matrices]
+) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Held-out metrics of both models (and, on a generated world, against its truth), with the
+    propensity and acceptance test rows' labels and scores."""
+    prop_metrics, prop = evaluate_propensity(bundle, mats["propensity"])
+    acc_metrics, acc = evaluate_acceptance(bundle, mats["acceptance"])
+    since = pd.Timestamp(data.fingerprint["acceptance_test_start"])
+    metrics = {
+        **prop_metrics,
+        **acc_metrics,
+        **truth_metrics(data_dir, mats["propensity"], prop, mats["acceptance"], acc),
+        **acceptance_everyone_metrics(data_dir, world, bundle, since),
+    }
+    return metrics, prop, acc
 
 
 def _log_plots(
@@ -146,13 +164,7 @@ def train(
         progress("fitting and calibrating both models")
         bundle, mats = fit_bundle(world, data, config, trainer)
         progress("evaluating on the held-out window")
-        prop_metrics, prop = evaluate_propensity(bundle, mats["propensity"])
-        acc_metrics, acc = evaluate_acceptance(bundle, mats["acceptance"])
-        metrics = {
-            **prop_metrics,
-            **acc_metrics,
-            **truth_metrics(data_dir, mats["propensity"], prop, mats["acceptance"], acc),
-        }
+        metrics, prop, acc = evaluate(data_dir, world, data, bundle, mats)
         progress(f"rolling-origin backtest: up to {WINDOWS} windows of {WINDOW_MONTHS} months, each fitted afresh")
         metrics |= backtest_metrics(backtest(data.propensity, config, trainer or fit_booster))
         bundle.metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}

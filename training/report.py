@@ -103,7 +103,8 @@ def _by(metrics: dict[str, float], prefix: str) -> str:
     return ", ".join(parts) or "none reported (too few held-out rows)"
 
 
-def model_card(metrics: dict[str, float], fingerprint: dict[str, Any], gate: str, params: dict[str, Any]) -> str:
+def _truth_lines(metrics: dict[str, float]) -> str:
+    """The figures against the generator's truth (synthetic data only; empty otherwise)."""
     m = lambda k: _fmt(metrics, k)  # noqa: E731
     truth = (
         f"- Truth (synthetic data only): true-probability AUC {m('truth_propensity_roc_auc')} (propensity), "
@@ -112,13 +113,33 @@ def model_card(metrics: dict[str, float], fingerprint: dict[str, Any], gate: str
         if "truth_propensity_roc_auc" in metrics
         else ""
     )
-    refit = (
-        "- Early stopping on validation chose the number of trees; the final boosters were then fitted again on "
-        "training + validation rows with that number, and keep the calibrators fitted on the first fit's "
-        "validation scores (the held-out ECE below checks them).\n"
-        if params.get("refit")
+    everyone = (
+        f"- Acceptance for every live customer x ask type at each month start of the held-out window (asked or "
+        f"not, synthetic data only): expected AUC {m('acceptance_everyone_auc_vs_truth')} of the truth's, ECE "
+        f"against the true probabilities {m('acceptance_everyone_ece_vs_truth')} (by type: "
+        f"{_by(metrics, 'acceptance_everyone_ece_vs_truth_type_')}). Mean bias for customers never asked before: "
+        f"{m('acceptance_everyone_bias_never_asked')}; for customers asked before: "
+        f"{m('acceptance_everyone_bias_asked_before')}.\n"
+        if "acceptance_everyone_ece_vs_truth" in metrics
         else ""
     )
+    return truth + everyone
+
+
+def _fit_line(params: dict[str, Any]) -> str:
+    refit = (
+        "- Early stopping on validation chose the number of trees; the final boosters were then fitted again on "
+        "training + validation rows with that number, and their calibrators on cross-fitted validation scores "
+        "(each half scored by a booster fitted without it).\n"
+        if params.get("refit")
+        else "- Calibrators (acceptance: one shrunk offset per ask type) were fitted on the validation window, "
+        "which their boosters never saw.\n"
+    )
+    return refit
+
+
+def model_card(metrics: dict[str, float], fingerprint: dict[str, Any], gate: str, params: dict[str, Any]) -> str:
+    m = lambda k: _fmt(metrics, k)  # noqa: E731
     return f"""# Model card: advocacy propensity and ask acceptance
 
 ## Intended use
@@ -134,7 +155,7 @@ decision support for people, served beside the 100-point rule; they are not a ve
 - Period: {fingerprint.get("data_start", "?")} to {fingerprint.get("data_end", "?")}; data hash `{fingerprint.get("data_hash", "?")}`.
 - Splits are by time; training rows whose 90-day label window reaches into validation or test are purged.
 - Left out: {"; ".join(describe_left_out(fingerprint)) or "no rows"}.
-{refit}
+{_fit_line(params)}
 ## Held-out results (newest window)
 | | model | points rule |
 |---|---|---|
@@ -152,7 +173,7 @@ decision support for people, served beside the 100-point rule; they are not a ve
 - Held-out propensity AUC, 95% interval resampling customers: {m("model_roc_auc_ci_low")} to {m("model_roc_auc_ci_high")}.
 - Rolling-origin backtest, model against points rule, newest window first: {_backtest(metrics)} (`backtest.png`).
 - Ask acceptance ROC AUC: {m("acceptance_roc_auc")} (per ask type in `per_ask_type_auc.png`).
-{truth}
+{_truth_lines(metrics)}
 ## Promotion gate
 {gate}
 
