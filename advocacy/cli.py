@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from advocacy.app import DataDir, _settings, app, clear_errors, console, err_console, parse_time
-from advocacy.model_commands import print_train_result  # importing it registers train, promote, rollback
+from advocacy.model_commands import print_train_result  # importing it registers the training commands
 
 __all__ = ["app", "clear_errors", "main", "parse_time"]
 

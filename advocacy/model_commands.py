@@ -90,3 +90,15 @@ def rollback() -> None:
     settings = _settings()
     registry.configure(settings)
     console.print(f"@champion -> version {registry.rollback(settings.model_name)}")
+
+
+@app.command(rich_help_panel=PANEL)
+@clear_errors
+def recalibrate(
+    data: Annotated[Path | None, typer.Option("--data", help="Directory of raw tables.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+) -> None:
+    """Recalibrate @champion on the newest answered asks (its trees stay), register, promote if the gate passes."""
+    from training.recalibrate import recalibrate as run_recalibration
+
+    print_train_result(run_recalibration(_settings(), data, experiment=experiment, progress=console.log))

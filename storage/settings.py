@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     gate_confidence: float = Field(default=0.95, gt=0, lt=1)
     gate_resamples: int = Field(default=400, ge=50)
     gate_max_ece: float = Field(default=0.05, gt=0, le=1)
+    # `advocacy recalibrate` may reorder asks across types (per-type offsets): it is refused when the
+    # acceptance or propensity AUC falls by more than this beyond noise.
+    gate_max_auc_loss: float = Field(default=0.01, ge=0, le=1)
 
     def allowed_host_names(self) -> frozenset[str]:
         return frozenset(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())

@@ -23,16 +23,14 @@ from training.fit import Matrices
 TOP_SHARES = {"champion": 0.03, "advocate_or_better": 0.15}
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Mean |observed rate - mean predicted| over equal-width probability bins, weighted by bin size."""
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10, weight: np.ndarray | None = None) -> float:
+    """Mean |observed rate - mean predicted| over equal-width probability bins, weighted by bin size
+    (by the rows' total `weight`, e.g. a bootstrap's counts, when given)."""
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    w = np.ones_like(p) if weight is None else np.asarray(weight, dtype=float)
     idx = np.minimum((p * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = idx == b
-        if mask.any():
-            total += mask.sum() * abs(y[mask].mean() - p[mask].mean())
-    return float(total / max(len(y), 1))
+    gap = np.abs(np.bincount(idx, w * y, bins) - np.bincount(idx, w * p, bins))
+    return float(gap.sum() / max(w.sum(), 1e-12))
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:

@@ -147,10 +147,16 @@ def fit_calibrated(
 
 
 def _calibrator(raw_valid: np.ndarray, inputs: FitInputs, method: Method, group_column: int | None) -> Calibrator:
+    return calibrate(raw_valid, inputs.x_valid, inputs.y_valid, method, group_column)
+
+
+def calibrate(
+    raw: np.ndarray, x: np.ndarray, y: np.ndarray, method: Method = "platt", group_column: int | None = None
+) -> Calibrator:
+    """The calibrator of raw scores `raw` of rows `x` against `y`; per ask type when `group_column` is given."""
     if group_column is None:
-        return Calibrator.fit(raw_valid, inputs.y_valid, method)
-    groups = inputs.x_valid[:, group_column].astype(np.int64)
-    return Calibrator.fit(raw_valid, inputs.y_valid, method, groups, len(ASK_TYPE_NAMES))
+        return Calibrator.fit(raw, y, method)
+    return Calibrator.fit(raw, y, method, x[:, group_column].astype(np.int64), len(ASK_TYPE_NAMES))
 
 
 def crossfit_scores(
@@ -196,6 +202,12 @@ def fit_encoder(data: TrainingData) -> FeatureEncoder:
     return FeatureEncoder.fit(both, FEATURE_NAMES, CATEGORICAL_FEATURES)
 
 
+def fit_tiers(world: World, encoder: FeatureEncoder, propensity: TargetModel) -> Tiers:
+    """Tier cut-offs on the population the product will score: every active customer now."""
+    current = build_features(world, active_points(world, observed_until(world)))
+    return Tiers.fit(propensity.proba(encoder.transform(current), num_threads=2))
+
+
 def fit_bundle(
     world: World, data: TrainingData, config: TrainConfig, engine: Any = None
 ) -> tuple[Bundle, dict[str, Matrices]]:
@@ -223,16 +235,12 @@ def fit_bundle(
             booster = trainer(replace(inputs, x_train=x_all, y_train=y_all), params, rounds=rounds)
         targets[target] = TargetModel(booster, calibrator, group_column)
 
-    # Tiers are cut on the population the product will score: every active customer now.
-    now = observed_until(world)
-    current = build_features(world, active_points(world, now))
-    current_scores = targets["propensity"].proba(encoder.transform(current), num_threads=2)
     train_scores = targets["propensity"].proba(mats["propensity"].x["train"], num_threads=2)
     bundle = Bundle(
         encoder=encoder,
         propensity=targets["propensity"],
         acceptance=targets["acceptance"],
-        tiers=Tiers.fit(current_scores),
+        tiers=fit_tiers(world, encoder, targets["propensity"]),
         drift_reference=reference_profile(mats["propensity"].frames["train"], train_scores),
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

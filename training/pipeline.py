@@ -190,22 +190,29 @@ def train(
         mlflow.log_metrics(bundle.metrics)
         _log_plots(bundle, mats, prop, acc, metrics)
         mlflow.log_text(model_card(metrics, data.fingerprint, decision.reason, params), "model_card.md")
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle_dir = bundle.save(Path(tmp) / BUNDLE_ARTIFACT)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=AdvocacyModel(),
-                artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-                registered_model_name=settings.model_name,
-                pip_requirements=PIP_REQUIREMENTS,
-            )
-        version = str(info.registered_model_version)
-        mlflow.set_tags({"gate": decision.reason, "model_version": version})
-        mlflow.MlflowClient().set_model_version_tag(settings.model_name, version, "gate", decision.reason)
-        if decision.promote:
-            registry.promote(settings.model_name, version, decision.reason)
-        bundle.model_version = version
+        version = register(settings, bundle, decision)
         return TrainResult(run.info.run_id, version, decision.promote, decision, metrics, bundle)
+
+
+def register(settings: Settings, bundle: Bundle, decision: GateDecision) -> str:
+    """Log `bundle` as the active run's model, register it as a new version with the gate's reason,
+    and move `@champion` to it if the gate promotes; returns the version."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = bundle.save(Path(tmp) / BUNDLE_ARTIFACT)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=AdvocacyModel(),
+            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+            registered_model_name=settings.model_name,
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+    version = str(info.registered_model_version)
+    mlflow.set_tags({"gate": decision.reason, "model_version": version})
+    mlflow.MlflowClient().set_model_version_tag(settings.model_name, version, "gate", decision.reason)
+    if decision.promote:
+        registry.promote(settings.model_name, version, decision.reason)
+    bundle.model_version = version
+    return version
 
 
 def train_summary(metrics: dict[str, float]) -> pd.DataFrame:
