@@ -1,0 +1,262 @@
+"""The ask planner (spec section 5): "to get N yeses of each type, whom do I ask?"
+
+Given needs per ask type and a confidence, the plan is, for each type, the shortest list of
+customers whose chance of giving at least N yeses (the Poisson-binomial of their calibrated
+acceptance) reaches the confidence; one ask per customer across the whole plan, no guardrail
+broken, optional filters on the customer's segment, industry, region and use case.
+
+The allocation is joint across types: a mixed-integer programme (`scipy.optimize.milp`, HiGHS)
+chooses the fewest asks such that each type's expected yeses reach a target, with every customer
+asked at most once. The target is then moved until each type's exact Poisson-binomial chance of
+reaching its need is at the confidence (the expected yeses a type needs depend on how uncertain
+its customers are), and each list is trimmed to its shortest prefix that still reaches it.
+A type whose eligible customers cannot reach the confidence even with every one of them asked is
+"not met": its list holds every eligible customer the met types left, and says how many yeses are
+likely. Ties go to the customer asked least recently (never asked first).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from features.catalog import ASK_TYPE_NAMES
+
+FILTERS: tuple[str, ...] = ("segment", "industry", "region", "use_case")
+DEFAULT_CONFIDENCE = 0.9
+MAX_NEED = 10_000  # yeses of one type in one plan: beyond this it is not a plan but a campaign
+POOL_FACTOR = 3  # candidates kept per type: this many times the list it would need alone, plus POOL_EXTRA
+POOL_EXTRA = 50
+TARGET_ROUNDS = 12  # adjustments of the expected-yes targets before the best plan found is taken
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the advocacy manager asks for; every field is checked, and an error names it."""
+
+    need: Mapping[str, int]
+    confidence: float = DEFAULT_CONFIDENCE
+    filters: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.need:
+            raise ValueError("need: name at least one ask type and how many yeses, e.g. review=120")
+        for ask_type, count in self.need.items():
+            if ask_type not in ASK_TYPE_NAMES:
+                raise ValueError(f"need: unknown ask type {ask_type!r} (one of {', '.join(ASK_TYPE_NAMES)})")
+            if isinstance(count, bool) or not isinstance(count, int | np.integer) or not 1 <= count <= MAX_NEED:
+                raise ValueError(f"need.{ask_type}: must be a whole number from 1 to {MAX_NEED:,}, got {count!r}")
+        conf = self.confidence
+        if isinstance(conf, bool) or not isinstance(conf, int | float) or not 0.0 < float(conf) < 1.0:
+            raise ValueError(f"confidence: must be between 0 and 1 (exclusive), got {conf!r}")
+        for name, value in self.filters.items():
+            if name not in FILTERS:
+                raise ValueError(f"{name}: not a filter (filters are {', '.join(FILTERS)})")
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name}: must be a non-empty string, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The scored base a plan is made from, one row per customer.
+
+    `acceptance` and `blocked` are (customers x catalog ask types); `attributes` holds the filter
+    columns and `name`; `last_asked_at` is NaT for a customer never asked.
+    """
+
+    customer_id: np.ndarray
+    acceptance: np.ndarray
+    blocked: np.ndarray
+    last_asked_at: pd.DatetimeIndex
+    attributes: pd.DataFrame
+
+    def eligible(self, request: PlanRequest) -> np.ndarray:
+        """(customers x ask types): not blocked, within the filters, with a known acceptance."""
+        ok = ~self.blocked & np.isfinite(self.acceptance) & (self.acceptance > 0)
+        for name, value in request.filters.items():
+            ok &= (self.attributes[name].astype("str") == value).to_numpy()[:, None]
+        return ok
+
+
+@dataclass
+class Plan:
+    """A plan: one row per planned ask (spec section 7 columns), and a summary per ask type."""
+
+    plan_id: str
+    as_of: pd.Timestamp
+    confidence: float
+    asks: pd.DataFrame
+    summary: dict[str, dict[str, Any]]
+    filters: dict[str, str] = field(default_factory=dict)
+
+
+def at_least(p: np.ndarray, n: int) -> np.ndarray:
+    """For each prefix of `p` (independent Bernoulli chances, in order), P(at least n successes)."""
+    p = np.asarray(p, dtype=float)
+    dist = np.zeros(n + 1)  # P(k successes) for k < n; dist[n] holds "n or more"
+    dist[0] = 1.0
+    out = np.empty(p.size)
+    for i, q in enumerate(p):
+        top = dist[n] + dist[n - 1] * q
+        dist[1:n] = dist[1:n] * (1.0 - q) + dist[: n - 1] * q
+        dist[0] *= 1.0 - q
+        dist[n] = top
+        out[i] = top
+    return out
+
+
+def shortest_prefix(p: np.ndarray, n: int, confidence: float) -> int | None:
+    """Length of the shortest prefix of `p` whose chance of n or more successes reaches `confidence`."""
+    if p.size < n:
+        return None
+    reached = np.flatnonzero(at_least(p, n) >= confidence)
+    return int(reached[0]) + 1 if reached.size else None
+
+
+def _order(cands: Candidates, t: int, rows: np.ndarray) -> np.ndarray:
+    """`rows` by acceptance of type t, highest first; ties to the customer asked least recently."""
+    last = cands.last_asked_at[rows].asi8.astype(np.float64)
+    last[cands.last_asked_at[rows].isna()] = -np.inf  # never asked: first among equals
+    return rows[np.lexsort((cands.customer_id[rows].astype(str), last, -cands.acceptance[rows, t]))]
+
+
+def _pools(cands: Candidates, request: PlanRequest, eligible: np.ndarray) -> dict[int, tuple[np.ndarray, bool]]:
+    """Per needed type: its candidate rows, best first, and whether they could meet the need alone."""
+    pools = {}
+    for name, n in request.need.items():
+        t = ASK_TYPE_NAMES.index(name)
+        rows = _order(cands, t, np.flatnonzero(eligible[:, t]))
+        alone = shortest_prefix(cands.acceptance[rows, t], n, request.confidence)
+        pools[t] = (rows if alone is None else rows[: POOL_FACTOR * alone + POOL_EXTRA], alone is not None)
+    return pools
+
+
+def _solve(
+    cands: Candidates, pools: dict[int, tuple[np.ndarray, bool]], targets: dict[int, float]
+) -> dict[int, np.ndarray]:
+    """The fewest asks whose expected yeses reach `targets` per type, one ask per customer.
+
+    Among as few asks, the solver prefers higher acceptance (a small reward per expected yes).
+    Types without a target take every candidate the others leave (asked last, in `_allocate`).
+    """
+    pairs = [(t, rows) for t, rows_met in pools.items() for rows in [rows_met[0]] if t in targets]
+    if not pairs:
+        return {}
+    types = np.concatenate([np.full(rows.size, t) for t, rows in pairs])
+    rows = np.concatenate([r for _, r in pairs])
+    p = cands.acceptance[rows, types]
+    customers, col = np.unique(rows, return_inverse=True)
+    n_var = rows.size
+    per_type = np.array([t for t, _ in pairs])
+    type_index = {t: i for i, t in enumerate(per_type)}
+    yes = sparse.csr_array((p, ([type_index[t] for t in types], np.arange(n_var))), shape=(len(pairs), n_var))
+    once = sparse.csr_array((np.ones(n_var), (col, np.arange(n_var))), shape=(customers.size, n_var))
+    lower = np.array([targets[t] for t in per_type])
+    result = milp(
+        c=1.0 - 1e-3 * p,
+        integrality=np.ones(n_var),
+        bounds=Bounds(0, 1),
+        constraints=[LinearConstraint(yes, lb=lower, ub=np.inf), LinearConstraint(once, lb=0, ub=1)],
+        options={"time_limit": 10.0, "mip_rel_gap": 0.002},
+    )
+    if result.x is None:
+        return {}
+    chosen = result.x > 0.5
+    return {t: rows[chosen & (types == t)] for t, _ in pairs}
+
+
+def _allocate(cands: Candidates, request: PlanRequest) -> tuple[dict[int, np.ndarray], set[int]]:
+    """Rows per needed type, best first, and the types that cannot be met."""
+    eligible = cands.eligible(request)
+    pools = _pools(cands, request, eligible)
+    need = {ASK_TYPE_NAMES.index(name): n for name, n in request.need.items()}
+    met = {t for t, (_, can) in pools.items() if can}
+    # Start each target at the expected yeses of the list that would meet the need alone.
+    targets: dict[int, float] = {}
+    for t in met:
+        rows = pools[t][0]
+        k = shortest_prefix(cands.acceptance[rows, t], need[t], request.confidence) or rows.size
+        targets[t] = float(cands.acceptance[rows[:k], t].sum())
+    solved: dict[int, np.ndarray] = {}
+    for _ in range(TARGET_ROUNDS):
+        solved = _solve(cands, pools, targets)
+        short = [t for t in met if _chance(cands, t, solved.get(t), need[t]) < request.confidence]
+        if not solved or not short:
+            break
+        for t in short:  # a type short of its confidence needs more expected yeses
+            targets[t] += max(0.5, 0.1 * need[t] ** 0.5)
+    taken = np.zeros(cands.customer_id.size, dtype=bool)
+    for rows in solved.values():
+        taken[rows] = True
+    out = {}
+    for t, rows in solved.items():
+        # As many asks as the solver gave the type, from the top of its best-first pool among the
+        # customers no other type has: never a lower acceptance, and ties go as they should.
+        taken[rows] = False
+        pool = pools[t][0]
+        out[t] = _trim(cands, t, pool[~taken[pool]][: rows.size], need[t], request.confidence)
+        taken[out[t]] = True
+    for t in sorted(need):  # a type that cannot be met asks every eligible customer the others left
+        if t not in out:
+            left = pools[t][0][~taken[pools[t][0]]]
+            out[t] = left
+            taken[left] = True
+    return out, set(need) - met
+
+
+def _chance(cands: Candidates, t: int, rows: np.ndarray | None, n: int) -> float:
+    """P(at least n yeses of type t) when asking `rows`."""
+    if rows is None or rows.size < n:
+        return 0.0
+    return float(at_least(cands.acceptance[rows, t], n)[-1])
+
+
+def _trim(cands: Candidates, t: int, rows: np.ndarray, n: int, confidence: float) -> np.ndarray:
+    """The shortest best-first prefix of `rows` that still reaches the confidence."""
+    k = shortest_prefix(cands.acceptance[rows, t], n, confidence)
+    return rows if k is None else rows[:k]
+
+
+def make_plan(cands: Candidates, request: PlanRequest, as_of: pd.Timestamp, plan_id: str | None = None) -> Plan:
+    """The plan for `request` from the scored base `cands` (see the module docstring)."""
+    allocation, unmet = _allocate(cands, request)
+    frames, summary = [], {}
+    for name, n in request.need.items():
+        t = ASK_TYPE_NAMES.index(name)
+        rows = allocation[t]
+        p = cands.acceptance[rows, t]
+        chance = at_least(p, n) if rows.size else np.zeros(0)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ask_type": name,
+                    "rank": np.arange(1, rows.size + 1),
+                    "customer_id": cands.customer_id[rows],
+                    "name": cands.attributes["name"].to_numpy()[rows],
+                    "acceptance": p,
+                    "expected_yes": np.cumsum(p),
+                    "p_at_least_needed": chance,
+                    "last_asked_at": cands.last_asked_at[rows],
+                    "row": rows,
+                }
+            )
+        )
+        summary[name] = {
+            "need": n,
+            "asked": int(rows.size),
+            "expected_yes": float(p.sum()),
+            "p_at_least_needed": float(chance[-1]) if rows.size else 0.0,
+            "met": t not in unmet and bool(rows.size) and float(chance[-1]) >= request.confidence,
+        }
+    asks = pd.concat(frames, ignore_index=True)
+    return Plan(plan_id or uuid.uuid4().hex, as_of, float(request.confidence), asks, summary, dict(request.filters))
+
+
+__all__ = ["FILTERS", "Candidates", "Plan", "PlanRequest", "at_least", "make_plan", "shortest_prefix"]

@@ -1,0 +1,147 @@
+"""The ask planner's allocation (models/planner.py) on scored bases whose probabilities are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binom
+
+from features.catalog import ASK_TYPE_NAMES
+from models.planner import Candidates, PlanRequest, at_least, make_plan, shortest_prefix
+
+T = {name: i for i, name in enumerate(ASK_TYPE_NAMES)}
+AS_OF = pd.Timestamp("2026-10-01", tz="UTC")
+
+
+def _base(acceptance: np.ndarray, blocked: np.ndarray | None = None, seed: int = 0) -> Candidates:
+    n = acceptance.shape[0]
+    rng = np.random.default_rng(seed)
+    last = pd.DatetimeIndex(AS_OF - pd.to_timedelta(rng.integers(40, 400, n), unit="D"))
+    return Candidates(
+        customer_id=np.array([f"C{i:05d}" for i in range(n)], dtype=object),
+        acceptance=acceptance,
+        blocked=np.zeros(acceptance.shape, dtype=bool) if blocked is None else blocked,
+        last_asked_at=last,
+        attributes=pd.DataFrame(
+            {
+                "name": [f"Customer {i}" for i in range(n)],
+                "segment": rng.choice(["smb", "mid_market", "enterprise"], n),
+                "industry": "software",
+                "region": "emea",
+                "use_case": "analytics",
+            }
+        ),
+    )
+
+
+def _random_base(n: int = 3000, seed: int = 0) -> Candidates:
+    rng = np.random.default_rng(seed)
+    willing = rng.normal(0, 1, (n, 1))
+    logit = -1.6 + 0.9 * willing + 0.5 * rng.normal(0, 1, (n, len(ASK_TYPE_NAMES))) - np.linspace(0, 2, 9)
+    return _base(1 / (1 + np.exp(-logit)), seed=seed)
+
+
+def test_the_chance_of_n_yeses_is_the_poisson_binomial() -> None:
+    p = np.full(60, 0.3)
+    assert at_least(p, 15) == pytest.approx(binom.sf(14, np.arange(1, 61), 0.3), abs=1e-12)
+    rng = np.random.default_rng(0)
+    q = rng.random(12)
+    draws = rng.random((200_000, 12)) < q
+    assert at_least(q, 4)[-1] == pytest.approx((draws.sum(axis=1) >= 4).mean(), abs=0.005)
+    assert shortest_prefix(np.full(5, 0.9), 6, 0.5) is None
+
+
+@pytest.mark.parametrize(
+    ("need", "confidence", "field"),
+    [
+        ({"reference_calls": 4}, 0.9, "need: unknown ask type 'reference_calls'"),
+        ({"review": 0}, 0.9, "need.review"),
+        ({"review": -3}, 0.9, "need.review"),
+        ({"review": 2.5}, 0.9, "need.review"),
+        ({}, 0.9, "need"),
+        ({"review": 3}, 1.0, "confidence"),
+        ({"review": 3}, 0.0, "confidence"),
+        ({"review": 3}, "high", "confidence"),
+    ],
+)
+def test_bad_requests_name_the_field(need: dict, confidence: object, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        PlanRequest(need, confidence)  # type: ignore[arg-type]
+
+
+def test_every_need_is_met_with_one_ask_per_customer_and_no_blocked_ask() -> None:
+    base = _random_base()
+    blocked = np.random.default_rng(3).random(base.acceptance.shape) < 0.2
+    base = Candidates(base.customer_id, base.acceptance, blocked, base.last_asked_at, base.attributes)
+    need = {"reference_call": 40, "review": 120, "case_study": 15}
+    plan = make_plan(base, PlanRequest(need, 0.9), AS_OF)
+    asks = plan.asks
+    assert asks["customer_id"].is_unique  # one ask per customer across the whole plan
+    rows, types = asks["row"].to_numpy(), asks["ask_type"].map(T).to_numpy()
+    assert not blocked[rows, types].any()
+    for name, n in need.items():
+        mine = asks[asks["ask_type"] == name]
+        s = plan.summary[name]
+        assert s["met"] and s["need"] == n and s["asked"] == len(mine)
+        # The promise, computed again from the acceptance of the listed customers.
+        assert at_least(mine["acceptance"].to_numpy(), n)[-1] == pytest.approx(s["p_at_least_needed"])
+        assert s["p_at_least_needed"] >= 0.9
+        # The shortest list: without its last customer it would not reach the confidence.
+        assert at_least(mine["acceptance"].to_numpy()[:-1], n)[-1] < 0.9
+        assert mine["rank"].tolist() == list(range(1, len(mine) + 1))
+        assert (np.diff(mine["acceptance"]) <= 1e-12).all()
+        assert mine["expected_yes"].iloc[-1] == pytest.approx(s["expected_yes"])
+
+
+def test_joint_allocation_beats_first_come_first_served() -> None:
+    # Forty customers are good at both reviews and case studies; only they are any good at case
+    # studies. Reviews allocated first would take them; the joint plan gives reviews to others.
+    n = 400
+    acc = np.full((n, len(ASK_TYPE_NAMES)), 0.02)
+    acc[:40, T["case_study"]] = 0.6
+    acc[:40, T["review"]] = 0.7
+    acc[40:, T["review"]] = 0.5
+    plan = make_plan(_base(acc), PlanRequest({"review": 60, "case_study": 15}), AS_OF)
+    assert plan.summary["review"]["met"] and plan.summary["case_study"]["met"]
+    stars = set(_base(acc).customer_id[:40])
+    assert set(plan.asks.loc[plan.asks["ask_type"] == "case_study", "customer_id"]) <= stars
+    assert plan.asks["customer_id"].is_unique
+
+
+def test_a_need_that_cannot_be_met_says_so_and_how_many_yeses_are_likely() -> None:
+    acc = np.full((30, len(ASK_TYPE_NAMES)), 0.1)
+    plan = make_plan(_base(acc), PlanRequest({"speaking": 10}), AS_OF)
+    s = plan.summary["speaking"]
+    assert not s["met"] and s["asked"] == 30
+    assert s["expected_yes"] == pytest.approx(3.0) and s["p_at_least_needed"] < 0.01
+
+
+def test_filters_and_ties_to_the_customer_asked_least_recently() -> None:
+    acc = np.full((200, len(ASK_TYPE_NAMES)), 0.5)
+    base = _base(acc)
+    plan = make_plan(base, PlanRequest({"review": 5}, 0.9, {"segment": "enterprise"}), AS_OF)
+    asks = plan.asks
+    assert set(base.attributes.loc[asks["row"], "segment"]) == {"enterprise"}
+    enterprise = base.attributes["segment"].to_numpy() == "enterprise"
+    oldest = np.sort(base.last_asked_at[enterprise].asi8)[: len(asks)]
+    assert sorted(base.last_asked_at[asks["row"]].asi8) == oldest.tolist()
+    with pytest.raises(ValueError, match="plan_size"):
+        PlanRequest({"review": 5}, 0.9, {"plan_size": "big"})
+
+
+def test_the_plan_asks_few_more_than_the_fewest_that_reach_the_confidence() -> None:
+    base = _random_base(seed=5)
+    need = {"reference_call": 40, "review": 120, "case_study": 15}
+    plan = make_plan(base, PlanRequest(need, 0.9), AS_OF)
+    # Greedy by type on the same probabilities, each type's best customers not yet taken.
+    taken: set[int] = set()
+    fewest = 0
+    for name, n in need.items():
+        t = T[name]
+        order = [r for r in np.argsort(-base.acceptance[:, t], kind="stable") if r not in taken]
+        k = shortest_prefix(base.acceptance[order, t], n, 0.9)
+        assert k is not None
+        taken |= set(order[:k])
+        fewest += k
+    assert len(plan.asks) <= 1.15 * fewest
