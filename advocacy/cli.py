@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from advocacy import plan_commands  # noqa: F401  (registers advocacy plan)
 from advocacy.app import DataDir, _settings, app, clear_errors, console, err_console, parse_time
 from advocacy.model_commands import print_train_result  # importing it registers the training commands
 

@@ -28,6 +28,14 @@ from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from features.catalog import ASK_TYPE_NAMES
+from features.context import build_snapshot, guardrail_signals
+from features.io import World
+from features.pointintime import active_points, build_features
+from features.spec import FEATURE_NAMES
+from models.bundle import Bundle, ask_rows_matrix
+from models.guardrails import GuardrailConfig, blocked_asks
+from models.reasons import reason, top_indices
+from models.scoring import Blocked, score
 
 FILTERS: tuple[str, ...] = ("segment", "industry", "region", "use_case")
 DEFAULT_CONFIDENCE = 0.9
@@ -259,4 +267,96 @@ def make_plan(cands: Candidates, request: PlanRequest, as_of: pd.Timestamp, plan
     return Plan(plan_id or uuid.uuid4().hex, as_of, float(request.confidence), asks, summary, dict(request.filters))
 
 
-__all__ = ["FILTERS", "Candidates", "Plan", "PlanRequest", "at_least", "make_plan", "shortest_prefix"]
+def candidates_at(
+    bundle: Bundle, world: World, as_of: pd.Timestamp, num_threads: int = 2
+) -> tuple[Candidates, pd.DataFrame]:
+    """Every active customer at `as_of`, scored, with the guardrails saved with the model applied
+    there; and the feature rows (for the reasons). Cold-start customers (no usage yet, or a segment
+    the model never saw) are left out: the model does not speak for them."""
+    features = build_features(world, active_points(world, as_of))
+    snapshot = build_snapshot(world, as_of, features)
+    config = GuardrailConfig.from_saved(bundle.guardrails)
+    blocked = Blocked.from_frame(blocked_asks(snapshot.asks, guardrail_signals(snapshot.features), as_of, config))
+    scores = score(bundle, features, blocked=blocked, explain=False, num_threads=num_threads)
+    keep = ~scores.cold_start
+    ids = features["customer_id"].to_numpy(dtype=object)
+    last = snapshot.asks.groupby("customer_id")["asked_at"].max()
+    frame = snapshot.features
+    cands = Candidates(
+        customer_id=ids[keep],
+        acceptance=scores.acceptance[keep],
+        blocked=blocked.matrix(list(ids))[keep],
+        last_asked_at=pd.DatetimeIndex(pd.Series(ids[keep]).map(last)).tz_convert("UTC"),
+        attributes=frame.loc[keep, ["name", *FILTERS]].reset_index(drop=True),
+    )
+    return cands, features[keep].reset_index(drop=True)
+
+
+def acceptance_reasons(bundle: Bundle, plan: Plan, features: pd.DataFrame, k: int = 3) -> pd.DataFrame:
+    """`reason_1` .. `reason_k` per planned ask: the acceptance model's strongest SHAP contributions
+    for that customer and that ask type, in a CSM's words."""
+    rows = plan.asks["row"].to_numpy()
+    picked = features.iloc[rows].reset_index(drop=True)
+    x = ask_rows_matrix(bundle.encoder.transform(picked), list(plan.asks["ask_type"]))
+    contributions = bundle.acceptance.contributions(x)[:, : len(FEATURE_NAMES)]  # the customer's features
+    out: dict[str, list[str | None]] = {f"reason_{i + 1}": [] for i in range(k)}
+    for i, top in enumerate(top_indices(contributions, k)):
+        row = picked.iloc[i]
+        for j in range(k):
+            c = int(top[j]) if j < len(top) else -1
+            keep = c >= 0 and contributions[i, c] != 0
+            name = FEATURE_NAMES[c] if keep else ""
+            out[f"reason_{j + 1}"].append(
+                reason(name, row[name], contributions[i, c], row, plan.as_of)["text"] if keep else None
+            )
+    return pd.DataFrame(out)
+
+
+PLAN_COLUMNS: tuple[str, ...] = (
+    "plan_id",
+    "ask_type",
+    "rank",
+    "customer_id",
+    "name",
+    "acceptance",
+    "expected_yes",
+    "p_at_least_needed",
+    "reason_1",
+    "reason_2",
+    "reason_3",
+    "last_asked_at",
+)
+
+
+def plan_table(plan: Plan, reasons: pd.DataFrame) -> pd.DataFrame:
+    """One row per planned ask in the spec's columns (`advocacy plan --out`, `POST /plan`)."""
+    table = pd.concat([plan.asks.reset_index(drop=True), reasons.reset_index(drop=True)], axis=1)
+    table.insert(0, "plan_id", plan.plan_id)
+    return table.loc[:, list(PLAN_COLUMNS)]
+
+
+def parse_need(items: list[str]) -> dict[str, int]:
+    """`TYPE=N` items (the command line's `--need`) as a need; an error names the item."""
+    need: dict[str, int] = {}
+    for item in items:
+        name, sep, count = item.partition("=")
+        if not sep or not count.strip().lstrip("-").isdigit():
+            raise ValueError(f"--need {item}: expected TYPE=N, e.g. review=120")
+        need[name.strip()] = need.get(name.strip(), 0) + int(count)
+    return need
+
+
+__all__ = [
+    "FILTERS",
+    "PLAN_COLUMNS",
+    "Candidates",
+    "Plan",
+    "PlanRequest",
+    "acceptance_reasons",
+    "at_least",
+    "candidates_at",
+    "make_plan",
+    "parse_need",
+    "plan_table",
+    "shortest_prefix",
+]

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     def ask_log_path(self) -> Path:
         return self.ask_log or self.state_dir() / "asks.sqlite"
 
+    def plans_path(self) -> Path:
+        return self.state_dir() / "plans"
+
 
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ from scipy.stats import binom
 
 from features.catalog import ASK_TYPE_NAMES
 from models.planner import Candidates, PlanRequest, at_least, make_plan, shortest_prefix
+from storage.plans import PlanStore
 
 T = {name: i for i, name in enumerate(ASK_TYPE_NAMES)}
 AS_OF = pd.Timestamp("2026-10-01", tz="UTC")
@@ -145,3 +148,16 @@ def test_the_plan_asks_few_more_than_the_fewest_that_reach_the_confidence() -> N
         taken |= set(order[:k])
         fewest += k
     assert len(plan.asks) <= 1.15 * fewest
+
+
+def test_plans_are_stored_whole_and_ids_are_checked(tmp_path: Path) -> None:
+    store = PlanStore(tmp_path / "plans")
+    plan = make_plan(_random_base(n=300), PlanRequest({"review": 10}), AS_OF)
+    store.save(plan.plan_id, plan.asks, {"need": {"review": 10}})
+    asks, meta = store.load(plan.plan_id)
+    pd.testing.assert_frame_equal(asks, plan.asks)
+    assert meta == {"need": {"review": 10}} and store.ids() == [plan.plan_id]
+    with pytest.raises(ValueError, match="plan_id"):
+        store.load("../../etc/passwd")
+    with pytest.raises(KeyError):
+        store.load("0" * 32)

@@ -18,6 +18,7 @@ from features.io import World
 from features.labels import observed_until
 from features.pointintime import active_points, build_features
 from models.bundle import Bundle, acceptance_matrix
+from models.planner import at_least
 from training.fit import Matrices
 
 TOP_SHARES = {"champion": 0.03, "advocate_or_better": 0.15}
@@ -221,3 +222,9 @@ def acceptance_everyone_metrics(data_dir: Path, world: World, bundle: Bundle, si
             out[f"acceptance_everyone_ece_vs_truth_{name}"] = ece_vs_truth(p[m], p_true[m])
             out[f"acceptance_everyone_bias_{name}"] = float(p[m].mean() - p_true[m].mean())
     return out
+
+
+def truth_chance(p_true: np.ndarray, n: int) -> float:
+    """The true chance that asking customers with true acceptance `p_true` gives at least n yeses."""
+    p = np.nan_to_num(np.asarray(p_true, dtype=float))
+    return float(at_least(p, n)[-1]) if p.size else 0.0

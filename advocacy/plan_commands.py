@@ -1,0 +1,84 @@
+"""Planning commands: `advocacy plan` (whom to ask, for what, to get the yeses needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from advocacy.app import DataDir, _settings, app, clear_errors, console, parse_time
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PANEL = "Planning"
+
+
+@app.command(rich_help_panel=PANEL)
+@clear_errors
+def plan(
+    data: DataDir,
+    need: Annotated[list[str], typer.Option("--need", help="TYPE=N yeses needed, e.g. review=120 (repeat).")],
+    confidence: Annotated[float, typer.Option(help="Chance of at least N yeses each list must reach.")] = 0.9,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the end of the data.")] = None,
+    segment: Annotated[str | None, typer.Option(help="Only customers of this segment.")] = None,
+    industry: Annotated[str | None, typer.Option(help="Only customers of this industry.")] = None,
+    region: Annotated[str | None, typer.Option(help="Only customers of this region.")] = None,
+    use_case: Annotated[str | None, typer.Option("--use-case", help="Only customers with this use case.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the plan (.csv or .parquet), atomically.")] = None,
+) -> None:
+    """Plan whom to ask for what: per ask type the shortest list reaching the confidence, one ask per customer."""
+    from features.labels import observed_until
+    from models.planner import PlanRequest, acceptance_reasons, candidates_at, make_plan, parse_need, plan_table
+    from models.pyfunc import load_bundle
+    from storage.files import write_frame
+    from storage.plans import PlanStore
+    from training import registry
+    from training.pipeline import load_training_world
+
+    filters = {
+        k: v for k, v in {"segment": segment, "industry": industry, "region": region, "use_case": use_case}.items() if v
+    }
+    request = PlanRequest(parse_need(need), confidence, filters)
+    settings = _settings()
+    registry.configure(settings)
+    current = registry.champion(settings.model_name)
+    if current is None:
+        raise ValueError("no @champion model yet: run `advocacy train` first")
+    bundle = load_bundle(current.source, current.version)
+    world = load_training_world(data, settings).world  # the asks posted to the service count for the guardrails
+    when = parse_time(as_of) or observed_until(world)
+    with console.status(f"Scoring the base as of {when:%Y-%m-%d} and planning"):
+        cands, features = candidates_at(bundle, world, when)
+        made = make_plan(cands, request, when)
+        table = plan_table(made, acceptance_reasons(bundle, made, features))
+    meta = {"as_of": when.isoformat(), "confidence": made.confidence, "filters": filters, "need": dict(request.need)}
+    PlanStore(settings.plans_path()).save(
+        made.plan_id, table, meta | {"summary": made.summary, "model_version": current.version}
+    )
+    _print_plan(made.plan_id, made.summary, table)
+    if out is not None:
+        write_frame(table, out)
+        console.print(f"Wrote {len(table):,} planned asks to {out}")
+
+
+def _print_plan(plan_id: str, summary: dict[str, dict[str, Any]], table: pd.DataFrame) -> None:
+    sums = Table(title=f"Plan {plan_id}")
+    for col in ("ask type", "need", "asks", "expected yeses", "P(at least need)", "met"):
+        sums.add_column(col, justify="left" if col == "ask type" else "right")
+    for name, s in summary.items():
+        met = "[green]yes[/]" if s["met"] else "[red]cannot be met[/]"
+        sums.add_row(
+            name, str(s["need"]), str(s["asked"]), f"{s['expected_yes']:.1f}", f"{s['p_at_least_needed']:.2f}", met
+        )
+    console.print(sums)
+    first = Table(title="Ask first (top 5 per type)")
+    for col in ("ask type", "rank", "customer", "name", "acceptance", "why"):
+        first.add_column(col)
+    for row in table.groupby("ask_type", sort=False).head(5).itertuples(index=False):
+        first.add_row(
+            row.ask_type, str(row.rank), row.customer_id, row.name, f"{row.acceptance:.0%}", str(row.reason_1 or "")
+        )
+    console.print(first)

@@ -1,0 +1,133 @@
+"""The ask planner judged with the generator's truth for every customer x ask type (issue 16).
+
+On a generated world (drifting by default) and at month starts, trains both models on the world
+as it was then (events from that moment on left out), plans the need (default: 40 reference calls,
+120 reviews, 15 case studies at 0.9) from every active customer, and prints per type the promised
+and the true chance of at least N yeses (the Poisson-binomial of the truth's acceptance of the
+listed customers), the model's and the truth's mean acceptance of them; the plan's asks against
+the fewest that reach the confidence on the true probabilities (greedy by truth, type by type,
+same guardrails); and the truth's expected yeses of the plan against the points rule asking as
+many customers top-down, one ask per customer. Plan time for the whole base is printed too.
+
+    uv run python benchmarks/plan.py [--customers 3000] [--seeds 21] [--worlds drifting stationary]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # see benchmarks/features.py
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from features.baseline import rule_points
+from features.catalog import ASK_TYPE_NAMES
+from features.io import world_from_tables
+from features.synthetic import DRIFTING, STATIONARY, generate_world
+from models.planner import Candidates, Plan, PlanRequest, candidates_at, make_plan, shortest_prefix
+from training.datasets import build_training_data, leave_out_future
+from training.evaluate import truth_chance
+from training.fit import TrainConfig, fit_bundle
+
+NEED = {"reference_call": 40, "review": 120, "case_study": 15}
+DATES = ("2026-10-01", "2026-07-01")
+
+
+def true_acceptance(truth: pd.DataFrame, cands: Candidates, as_of: pd.Timestamp) -> np.ndarray:
+    """(candidates x ask types) true acceptance at `as_of` (NaN where the truth has no row)."""
+    at = truth[truth["as_of"] == as_of].astype({"ask_type": "str"}).set_index(["customer_id", "ask_type"])["p_true"]
+    out = np.full(cands.acceptance.shape, np.nan)
+    for j, t in enumerate(ASK_TYPE_NAMES):
+        keys = pd.MultiIndex.from_arrays([cands.customer_id, np.full(cands.customer_id.size, t)])
+        out[:, j] = at.reindex(keys).to_numpy()
+    return out
+
+
+def fewest_by_truth(cands: Candidates, p_true: np.ndarray, confidence: float) -> int:
+    taken: set[int] = set()
+    total = 0
+    for name, n in NEED.items():
+        j = ASK_TYPE_NAMES.index(name)
+        order = [r for r in np.argsort(-np.nan_to_num(p_true[:, j]), kind="stable") if r not in taken]
+        order = [r for r in order if not cands.blocked[r, j]]
+        k = shortest_prefix(p_true[order, j], n, confidence) or len(order)
+        taken |= set(order[:k])
+        total += k
+    return total
+
+
+def points_rule_yeses(plan: Plan, cands: Candidates, features: pd.DataFrame, p_true: np.ndarray) -> float:
+    points = rule_points(features).sum(axis=1)
+    used: set[int] = set()
+    total = 0.0
+    for name in NEED:
+        j, k = ASK_TYPE_NAMES.index(name), int((plan.asks["ask_type"] == name).sum())
+        order = [r for r in np.argsort(-points, kind="stable") if r not in used and not cands.blocked[r, j]][:k]
+        used |= set(order)
+        total += float(np.nansum(p_true[order, j]))
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[21])
+    parser.add_argument("--worlds", nargs="+", default=["drifting", "stationary"], choices=["drifting", "stationary"])
+    args = parser.parse_args()
+    table = Table(title=f"Ask plans against the truth: {NEED}, confidence 0.9")
+    cols = ("world", "seed", "as of", "ask type", "asks", "promised", "true chance", "model mean", "true mean")
+    for col in cols:
+        table.add_column(col, justify="right")
+    lines = []
+    for world_name in args.worlds:
+        for seed in args.seeds:
+            drift = DRIFTING if world_name == "drifting" else STATIONARY
+            generated = generate_world(n_customers=args.customers, months=30, seed=seed, drift=drift)
+            world = world_from_tables(generated.tables)
+            for date in DATES:
+                as_of = pd.Timestamp(date, tz="UTC")
+                then, _ = leave_out_future(world, as_of)
+                bundle, _ = fit_bundle(then, build_training_data(then), TrainConfig())
+                start = time.perf_counter()
+                cands, features = candidates_at(bundle, then, as_of)
+                plan = make_plan(cands, PlanRequest(NEED, 0.9), as_of)
+                seconds = time.perf_counter() - start
+                p_true = true_acceptance(generated.truth["acceptance_by_type"], cands, as_of)
+                rows = plan.asks["row"].to_numpy()
+                types = plan.asks["ask_type"].map(ASK_TYPE_NAMES.index).to_numpy()
+                planned_true = p_true[rows, types]
+                for name, n in NEED.items():
+                    mine = (plan.asks["ask_type"] == name).to_numpy()
+                    table.add_row(
+                        world_name,
+                        str(seed),
+                        date,
+                        name,
+                        str(int(mine.sum())),
+                        f"{plan.summary[name]['p_at_least_needed']:.3f}",
+                        f"{truth_chance(planned_true[mine], n):.3f}",
+                        f"{plan.asks.loc[mine, 'acceptance'].mean():.3f}",
+                        f"{np.nanmean(planned_true[mine]):.3f}",
+                    )
+                fewest = fewest_by_truth(cands, p_true, 0.9)
+                rule = points_rule_yeses(plan, cands, features, p_true)
+                lines.append(
+                    f"{world_name} seed {seed} {date}: {len(rows)} asks / {fewest} fewest by truth = "
+                    f"{len(rows) / fewest:.3f}; points rule {rule:.1f} / plan {np.nansum(planned_true):.1f} true "
+                    f"expected yeses = {rule / np.nansum(planned_true):.3f}; scoring and planning {seconds:.1f} s"
+                )
+    console = Console(width=200)
+    console.print(table)
+    for line in lines:
+        console.print(line)
+
+
+if __name__ == "__main__":
+    main()
