@@ -1,10 +1,10 @@
 """Probability calibration fitted on rows the booster did not see, stored as plain numbers.
 
 A calibrator maps a booster's raw score (log-odds) to a probability. For the acceptance model it
-also carries one offset per ask type (in log-odds, on top of the pooled map): a plan's promise
-per type is only as good as the calibration of that type. A type's offset is shrunk towards the
-pooled map as if `PRIOR_ROWS` asks of that type had been answered at the pooled rate, so a type
-with few asks keeps the pooled calibration.
+also carries, per ask type, an offset and a change of slope (in log-odds, on top of the pooled
+map): a plan's promise per type is only as good as the calibration of that type, at the top of
+its list as much as on average. Both are shrunk towards the pooled map as if `PRIOR_ROWS` asks of
+that type had been answered at the pooled rate, so a type with few asks keeps the pooled map.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class Calibrator:
     method: Method
     params: tuple[float, ...]  # platt: (a, b); isotonic: x knots then y knots
     offsets: tuple[float, ...] = ()  # log-odds offset per group code (empty: no groups)
+    slopes: tuple[float, ...] = ()  # change of the log-odds slope per group code (empty: pooled slope)
+    centre: float = 0.0  # the pooled log-odds the group slopes turn around
 
     @classmethod
     def fit(
@@ -51,8 +53,10 @@ class Calibrator:
             pooled = cls("isotonic", tuple(np.concatenate([x, v]).tolist()))
         if groups is None or n_groups == 0:
             return pooled
-        offsets = _shrunk_offsets(pooled._logit(raw_score), np.asarray(y, dtype=float), groups, n_groups, prior_rows)
-        return cls(pooled.method, pooled.params, tuple(offsets.tolist()))
+        z = pooled._logit(raw_score)
+        centre = float(np.mean(z))
+        offsets, slopes = _shrunk_offsets(z, centre, np.asarray(y, dtype=float), groups, n_groups, prior_rows)
+        return cls(pooled.method, pooled.params, tuple(offsets.tolist()), tuple(slopes.tolist()), centre)
 
     def _logit(self, raw_score: np.ndarray) -> np.ndarray:
         if self.method == "platt":
@@ -67,36 +71,54 @@ class Calibrator:
         raw_score = np.asarray(raw_score, dtype=float)
         z = self._logit(raw_score)
         if self.offsets and groups is not None:
-            z = z + np.asarray(self.offsets)[np.asarray(groups, dtype=np.int64)]
+            g = np.asarray(groups, dtype=np.int64)
+            slope = 1.0 + np.asarray(self.slopes)[g] if self.slopes else 1.0
+            z = self.centre + (z - self.centre) * np.maximum(slope, 0.05) + np.asarray(self.offsets)[g]
         elif self.method == "isotonic":
             half = len(self.params) // 2
             return np.interp(raw_score, np.asarray(self.params[:half]), np.asarray(self.params[half:]))
         return np.asarray(expit(z))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "params": list(self.params), "offsets": list(self.offsets)}
+        return {
+            "method": self.method,
+            "params": list(self.params),
+            "offsets": list(self.offsets),
+            "slopes": list(self.slopes),
+            "centre": self.centre,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
-        return cls(data["method"], tuple(data["params"]), tuple(data.get("offsets", ())))
+        offsets, slopes = tuple(data.get("offsets", ())), tuple(data.get("slopes", ()))
+        return cls(data["method"], tuple(data["params"]), offsets, slopes, float(data.get("centre", 0.0)))
 
 
-def _shrunk_offsets(z: np.ndarray, y: np.ndarray, groups: np.ndarray, n_groups: int, prior_rows: float) -> np.ndarray:
-    """Per-group log-odds offsets on top of the pooled log-odds `z`, by penalised maximum likelihood.
+def _shrunk_offsets(
+    z: np.ndarray, centre: float, y: np.ndarray, groups: np.ndarray, n_groups: int, prior_rows: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group log-odds offsets and slope changes on top of the pooled log-odds `z`, by penalised
+    maximum likelihood: the group's log-odds are centre + (1 + slope) * (z - centre) + offset.
 
-    The penalty 0.5 * prior_rows * r(1 - r) * offset^2 (r: the pooled rate) is the curvature of
-    `prior_rows` answers at the pooled rate: a group with n rows moves about n / (n + prior_rows)
-    of the way to its own rate.
+    The penalties are the curvature of `prior_rows` answers at the pooled rate r: 0.5 * prior_rows
+    * r(1 - r) * offset^2, and the same times var(z) for the slope, so a group with n rows moves
+    about n / (n + prior_rows) of the way to its own fit.
     """
     g = np.asarray(groups, dtype=np.int64)
     rate = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
     lam = prior_rows * rate * (1.0 - rate)
+    zc = z - centre
+    lam_slope = lam * max(float(np.var(zc)), 1e-6)
 
-    def loss(d: np.ndarray) -> tuple[float, np.ndarray]:
-        s = z + d[g]
-        p = expit(s)
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        d, b = params[:n_groups], params[n_groups:]
+        s = centre + zc * (1.0 + b[g]) + d[g]
+        resid = expit(s) - y
         nll = float(np.sum(np.logaddexp(0.0, s) - y * s))
-        grad = np.bincount(g, p - y, n_groups) + lam * d
-        return nll + 0.5 * lam * float(d @ d), grad
+        grad_d = np.bincount(g, resid, n_groups) + lam * d
+        grad_b = np.bincount(g, resid * zc, n_groups) + lam_slope * b
+        penalty = 0.5 * lam * float(d @ d) + 0.5 * lam_slope * float(b @ b)
+        return nll + penalty, np.concatenate([grad_d, grad_b])
 
-    return np.asarray(minimize(loss, np.zeros(n_groups), jac=True, method="L-BFGS-B").x)
+    x = np.asarray(minimize(loss, np.zeros(2 * n_groups), jac=True, method="L-BFGS-B").x)
+    return x[:n_groups], x[n_groups:]

@@ -60,3 +60,21 @@ def test_calibration_never_reorders_within_a_group_and_round_trips() -> None:
     # Without groups the map is the pooled one, as a calibrator saved before offsets existed.
     old = Calibrator.from_dict({"method": "platt", "params": [0.8, -1.0]})
     assert np.allclose(old(raw), expit(0.8 * raw - 1.0))
+
+
+def test_a_group_whose_scores_are_overconfident_gets_a_flatter_slope() -> None:
+    # Group 1's true log-odds move half as fast as the raw score: its top is promised too much by
+    # the pooled map, which is what a plan picking the top of that type would pay for.
+    rng = np.random.default_rng(3)
+    n = ROWS
+    groups = np.repeat([0, 1], n)
+    raw = rng.normal(0.0, 1.5, 2 * n)
+    true = np.where(groups == 0, 0.8 * raw - 1.0, 0.4 * raw - 1.0)
+    y = (rng.random(2 * n) < expit(true)).astype(int)
+    pooled = Calibrator.fit(raw, y)
+    typed = Calibrator.fit(raw, y, groups=groups, n_groups=2)
+    top = (groups == 1) & (raw > np.quantile(raw[groups == 1], 0.9))
+    truth_top = expit(true[top]).mean()
+    assert abs(typed(raw[top], groups[top]).mean() - truth_top) < 0.02
+    assert pooled(raw[top]).mean() - truth_top > 0.05
+    assert typed.slopes[1] < -0.2 < typed.slopes[0]
