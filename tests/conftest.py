@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +27,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    """MLflow exports MLFLOW_TRACKING_URI whenever a store is chosen: keep one test's store out of the next."""
+def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """MLflow exports MLFLOW_TRACKING_URI whenever a store is chosen, and the CLI caches the settings
+    of its first command: keep one test's store and home out of the next."""
+    from storage.settings import get_settings
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
