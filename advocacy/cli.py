@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from advocacy import plan_commands  # noqa: F401  (registers advocacy plan)
-from advocacy.app import DataDir, _settings, app, clear_errors, console, err_console, parse_time
+from advocacy.app import DataDir, _settings, app, champion_bundle, clear_errors, console, err_console, parse_time
 from advocacy.model_commands import print_train_result  # importing it registers the training commands
 
 __all__ = ["app", "clear_errors", "main", "parse_time"]
@@ -191,16 +191,9 @@ def explain(
     from features.io import read_world
     from features.labels import observed_until
     from features.pointintime import build_features
-    from models.pyfunc import load_bundle
     from serving.store import FeatureStore, score_stored, snapshot_blocked
-    from training import registry
 
-    settings = _settings()
-    registry.configure(settings)
-    current = registry.champion(settings.model_name)
-    if current is None:
-        raise ValueError("no @champion model yet: run `advocacy train` first")
-    bundle = load_bundle(current.source, current.version)
+    _, bundle = champion_bundle(_settings())
     world = read_world(data)
     when = parse_time(as_of) or observed_until(world)
     frame = build_features(world, pd.DataFrame({"customer_id": [customer_id], "as_of": [when]}))

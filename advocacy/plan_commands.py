@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from advocacy.app import DataDir, _settings, app, clear_errors, console, parse_time
+from advocacy.app import DataDir, _settings, app, champion_bundle, clear_errors, console, parse_time
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,10 +32,8 @@ def plan(
     """Plan whom to ask for what: per ask type the shortest list reaching the confidence, one ask per customer."""
     from features.labels import observed_until
     from models.planner import PlanRequest, acceptance_reasons, candidates_at, make_plan, parse_need, plan_table
-    from models.pyfunc import load_bundle
     from storage.files import write_frame
     from storage.plans import PlanStore
-    from training import registry
     from training.pipeline import load_training_world
 
     filters = {
@@ -43,11 +41,7 @@ def plan(
     }
     request = PlanRequest(parse_need(need), confidence, filters)
     settings = _settings()
-    registry.configure(settings)
-    current = registry.champion(settings.model_name)
-    if current is None:
-        raise ValueError("no @champion model yet: run `advocacy train` first")
-    bundle = load_bundle(current.source, current.version)
+    current, bundle = champion_bundle(settings)
     world = load_training_world(data, settings).world  # the asks posted to the service count for the guardrails
     when = parse_time(as_of) or observed_until(world)
     with console.status(f"Scoring the base as of {when:%Y-%m-%d} and planning"):
