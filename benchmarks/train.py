@@ -11,7 +11,7 @@ held-out window:
   AUC / the truth's, ECE against the truth overall and the worst ask type's, and the mean bias
   for customers never asked before (the selection the company's asking makes).
 
-    uv run python benchmarks/train.py [--sizes 10000] [--seeds 0 1 2] [--worlds drifting stationary]
+    uv run python benchmarks/train.py [--sizes 10000] [--seeds 0 1 2] [--worlds drifting stationary] [--no-refit]
 
 Every run's metrics are also written to benchmarks/out/train-<world>-<customers>-s<seed>.json.
 """
@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -82,7 +83,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--worlds", nargs="+", default=["drifting", "stationary"], choices=["drifting", "stationary"])
-    parser.add_argument("--refit", action="store_true", help="refit on train + validation (cross-fitted calibration)")
+    parser.add_argument(
+        "--no-refit", dest="refit", action="store_false", help="no refit on train + validation (the product refits)"
+    )
     args = parser.parse_args()
     table = Table(title="advocacy train, no tuning (2 cores), held-out window against the truth")
     for col in COLUMNS:
@@ -99,14 +102,14 @@ def main() -> None:
                     start = time.perf_counter()
                     result = train(
                         Settings(home=Path(home), data_dir=data),
-                        config=TrainConfig(refit=args.refit),
+                        config=replace(TrainConfig(), refit=args.refit),
                         progress=lambda step: steps.append((step, time.perf_counter())),  # noqa: B023
                     )
                     total = time.perf_counter() - start
                 parts = [f"{a}: {t1 - t0:.1f}s" for (a, t0), (_, t1) in pairwise(steps)]
                 console.print(f"{world} {n:,} seed {seed}: " + "; ".join(parts))
                 cells = row(world, n, seed, total, result.metrics)
-                figures = OUT / f"train-{world}-{n}-s{seed}{'-refit' if args.refit else ''}.json"
+                figures = OUT / f"train-{world}-{n}-s{seed}{'' if args.refit else '-no-refit'}.json"
                 figures.write_text(json.dumps(result.metrics, indent=1, sort_keys=True))
                 console.print(" | ".join(f"{c}: {v}" for c, v in zip(COLUMNS, cells, strict=True)))
                 table.add_row(*cells)
