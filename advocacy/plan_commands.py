@@ -47,7 +47,7 @@ def plan(
     with console.status(f"Scoring the base as of {when:%Y-%m-%d} and planning"):
         cands, features = candidates_at(bundle, world, when)
         made = make_plan(cands, request, when)
-        table = plan_table(made, acceptance_reasons(bundle, made, features))
+        table = plan_table(made, acceptance_reasons(bundle, made, features.iloc[made.asks["row"]]))
     meta = {"as_of": when.isoformat(), "confidence": made.confidence, "filters": filters, "need": dict(request.need)}
     PlanStore(settings.plans_path()).save(
         made.plan_id, table, meta | {"summary": made.summary, "model_version": current.version}

@@ -292,11 +292,11 @@ def candidates_at(
     return cands, features[keep].reset_index(drop=True)
 
 
-def acceptance_reasons(bundle: Bundle, plan: Plan, features: pd.DataFrame, k: int = 3) -> pd.DataFrame:
+def acceptance_reasons(bundle: Bundle, plan: Plan, picked: pd.DataFrame, k: int = 3) -> pd.DataFrame:
     """`reason_1` .. `reason_k` per planned ask: the acceptance model's strongest SHAP contributions
-    for that customer and that ask type, in a CSM's words."""
-    rows = plan.asks["row"].to_numpy()
-    picked = features.iloc[rows].reset_index(drop=True)
+    for that customer and that ask type, in a CSM's words. `picked` holds the feature row of each
+    planned ask, in the plan's order."""
+    picked = picked.reset_index(drop=True)
     x = ask_rows_matrix(bundle.encoder.transform(picked), list(plan.asks["ask_type"]))
     contributions = bundle.acceptance.contributions(x)[:, : len(FEATURE_NAMES)]  # the customer's features
     out: dict[str, list[str | None]] = {f"reason_{i + 1}": [] for i in range(k)}

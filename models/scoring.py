@@ -287,6 +287,13 @@ def next_asks(acceptance: np.ndarray, blocked: np.ndarray, values: Mapping[str, 
     return np.where(np.isfinite(expected[np.arange(len(best)), best]), best, -1)
 
 
+def cold_start(usage_months: Any, matrix: np.ndarray) -> np.ndarray:
+    """Where the model does not speak and the points rule answers instead: no usage yet, or a
+    segment the model never saw (its encoded code is missing)."""
+    months = np.asarray(usage_months, dtype=float)
+    return (np.nan_to_num(months) <= 0) | np.isnan(matrix[:, FEATURE_NAMES.index("segment")])
+
+
 def score(
     bundle: Bundle,
     values: Values,
@@ -305,10 +312,7 @@ def score(
     customer_id = np.asarray(values["customer_id"], dtype=object)
     n = len(customer_id)
     model_p = bundle.propensity.proba(x, num_threads)
-    # Cold start: no usage yet, or a segment the model never saw -> fall back to the points rule.
-    usage_months = np.asarray(values["usage_months"], dtype=float)
-    segment_col = FEATURE_NAMES.index("segment")
-    cold = (np.nan_to_num(usage_months) <= 0) | np.isnan(x[:, segment_col])
+    cold = cold_start(values["usage_months"], x)
     acc = bundle.acceptance.proba(acceptance_matrix(x), num_threads).reshape(n, len(ASK_TYPE_NAMES))
     earned = rule_points(values)
     points = earned.sum(axis=1)
@@ -336,4 +340,4 @@ def score(
     )
 
 
-__all__ = ["NO_BLOCKS", "TIER_ORDER", "Blocked", "Scores", "next_asks", "next_best_ask", "score"]
+__all__ = ["NO_BLOCKS", "TIER_ORDER", "Blocked", "Scores", "cold_start", "next_asks", "next_best_ask", "score"]

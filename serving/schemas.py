@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from features.catalog import ASK_TYPE_NAMES, OUTCOMES, SEGMENTS
 from features.contracts import YEARS
 from features.spec import FEATURES
+from models.planner import DEFAULT_CONFIDENCE, MAX_NEED
 from models.references import MAX_K
 from models.tiers import TIER_ORDER
 
@@ -61,6 +62,28 @@ class ExplainRequest(_Request):
     """`POST /explain`: one customer."""
 
     customer_id: Id
+
+
+class PlanRequestBody(_Request):
+    """`POST /plan`: yeses needed per ask type, the confidence each list must reach, optional filters."""
+
+    need: dict[str, Annotated[int, Field(ge=1, le=MAX_NEED)]] = Field(
+        min_length=1,
+        description=f"ask type -> yeses needed (1 to {MAX_NEED:,}); ask types: {', '.join(ASK_TYPE_NAMES)}",
+    )
+    confidence: float = Field(default=DEFAULT_CONFIDENCE, gt=0.0, lt=1.0)
+    segment: Text | None = None
+    industry: Text | None = None
+    region: Text | None = None
+    use_case: Text | None = None
+
+    @field_validator("need")
+    @classmethod
+    def _known_types(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = [t for t in value if t not in ASK_TYPE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown ask type {unknown[0]!r} (one of {', '.join(ASK_TYPE_NAMES)})")
+        return value
 
 
 class ReferencesRequest(_Request):
@@ -339,6 +362,37 @@ class ReferenceCandidate(BaseModel):
 
 class ReferencesResponse(BaseModel):
     candidates: list[ReferenceCandidate]
+
+
+class PlannedAsk(BaseModel):
+    """One planned ask (the columns of `advocacy plan --out`)."""
+
+    plan_id: str
+    ask_type: str
+    rank: int
+    customer_id: str
+    name: str | None
+    acceptance: float
+    expected_yes: float
+    p_at_least_needed: float
+    reason_1: str | None
+    reason_2: str | None
+    reason_3: str | None
+    last_asked_at: datetime | None
+
+
+class PlanSummary(BaseModel):
+    need: int
+    asked: int
+    expected_yes: float
+    p_at_least_needed: float
+    met: bool
+
+
+class PlanResponse(BaseModel):
+    plan_id: str
+    asks: list[PlannedAsk]
+    summary: dict[str, PlanSummary]
 
 
 class AsksResponse(BaseModel):

@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from features.contracts import DataContractError
+from models.planner import DEFAULT_CONFIDENCE, PlanRequest
 from models.registry import ChampionUnavailableError, load_champion, resolve_champion
 from serving import patches
 from serving.auth import OPEN_PATHS, BearerAuth, bound_host, check_bind
@@ -43,6 +44,8 @@ from serving.schemas import (
     ExplainRequest,
     Explanation,
     FeatureRecord,
+    PlanRequestBody,
+    PlanResponse,
     ReferencesRequest,
     ReferencesResponse,
     ScoreFeaturesRequest,
@@ -308,6 +311,21 @@ class Advocacy:
         return self._answer(
             lambda s: DisagreementsResponse.model_validate({"customers": s.disagreements(tier, segment, limit)})
         )
+
+    @bentoml.api(route="/plan", input_spec=PlanRequestBody, output_spec=PlanResponse)
+    def plan(
+        self,
+        need: dict[str, int],
+        confidence: float = DEFAULT_CONFIDENCE,
+        segment: str | None = None,
+        industry: str | None = None,
+        region: str | None = None,
+        use_case: str | None = None,
+    ) -> Any:
+        """Whom to ask for what: per ask type the shortest list reaching the confidence, one ask per customer."""
+        given = {"segment": segment, "industry": industry, "region": region, "use_case": use_case}
+        request = PlanRequest(need, confidence, {k: v for k, v in given.items() if v is not None})
+        return self._answer(lambda s: PlanResponse.model_validate(s.plan(request)))
 
     @bentoml.api(route="/asks", input_spec=AsksRequest, output_spec=AsksResponse)
     def asks(self, asks: list[AskRow]) -> Any:

@@ -22,6 +22,7 @@ from features.contracts import CONTRACTS, TIMESTAMP, as_utc, empty_table
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.bundle import Bundle
 from models.guardrails import GuardrailConfig, blocked_asks
+from models.planner import Candidates, PlanRequest, acceptance_reasons, make_plan, plan_table
 from models.reasons import describe, reason
 from models.references import Prospect, rank_references
 from models.registry import ChampionRef
@@ -38,6 +39,7 @@ from serving.store import (
     score_stored,
 )
 from storage.asklog import AskLog
+from storage.plans import PlanStore
 from storage.settings import Settings
 from storage.snapshots import current_snapshot_dir, read_snapshot
 
@@ -91,6 +93,7 @@ class ServingState:
     store: FeatureStore
     book: GuardrailBook
     snapshot_dir: Path
+    plans: PlanStore | None = None  # where `POST /plan` stores its plans (none: not stored)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     results: ResultCache = field(init=False)
 
@@ -274,6 +277,27 @@ class ServingState:
         top = rank_references(prospect, customers, self.store.reference_acceptance, blocks, recent, k)
         return [{key: _plain(v) for key, v in row.items()} for row in top.to_dict(orient="records")]
 
+    def plan(self, request: PlanRequest) -> dict[str, Any]:
+        """`POST /plan`: the ask plan over every stored customer the model speaks for, guardrails
+        at the present, stored under its plan_id; the same planner as `advocacy plan`."""
+        store, keep = self.store, np.flatnonzero(~self.store.cold_start)
+        blocked = self.book.blocked(keep, self.now()).matrix(list(store.ids[keep]))
+        days = store.columns["days_since_last_ask"][keep]
+        last = pd.DatetimeIndex(store.as_of - pd.to_timedelta(days, unit="D"))
+        cands = Candidates(
+            store.ids[keep], store.acceptance[keep], blocked, last, store.customers.iloc[keep].reset_index(drop=True)
+        )
+        made = make_plan(cands, request, store.as_of)
+        planned = keep[made.asks["row"].to_numpy()]
+        picked = pd.DataFrame({name: store.columns[name][planned] for name in ("customer_id", "as_of", *FEATURE_NAMES)})
+        table = plan_table(made, acceptance_reasons(self.bundle, made, picked))
+        if self.plans is not None:
+            meta = {"as_of": store.as_of.isoformat(), "confidence": made.confidence, "filters": made.filters}
+            meta |= {"need": dict(request.need), "summary": made.summary, "model_version": self.champion.version}
+            self.plans.save(made.plan_id, table, meta)
+        asks = [{k: None if v is pd.NaT else _plain(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
+        return {"plan_id": made.plan_id, "asks": asks, "summary": made.summary}
+
     def record_asks(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Store asks through the data contract; unknown customers are refused (nothing stored)."""
         frame = pd.DataFrame(
@@ -306,7 +330,7 @@ def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> Ser
         GuardrailConfig.from_saved(bundle.guardrails),
         now,
     )
-    state = ServingState(champion, bundle, store, book, folder)
+    state = ServingState(champion, bundle, store, book, folder, PlanStore(settings.plans_path()))
     # Results for (up to the cache's capacity of) stored customers before the first request needs them.
     state.results.warm()
     state.overview()

@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.catalog import ASK_TYPE_NAMES
 from features.context import Snapshot
 from features.contracts import from_micros, to_micros
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURE_VERSION, KEYS
-from models.bundle import Bundle, ask_rows_matrix
+from models.bundle import Bundle, acceptance_matrix
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.references import SIMILARITY_WEIGHTS
-from models.scoring import Blocked, Scores, score
+from models.scoring import Blocked, Scores, cold_start, score
 
 ASK_TABLE_COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 CONTEXT_COLUMNS: tuple[str, ...] = ("name", "last_urgent_ticket_at", "recent_reference_calls")
@@ -103,20 +104,25 @@ class FeatureStore:
         self.recent_reference_calls: np.ndarray = (
             pd.to_numeric(frame["recent_reference_calls"], errors="coerce").fillna(0).to_numpy(float)
         )
-        self.customers: pd.DataFrame = frame.loc[:, ["customer_id", "name", "industry", "segment", "use_case"]].assign(
-            customer_id=ids
-        )
+        self.customers: pd.DataFrame = frame.loc[
+            :, ["customer_id", "name", "industry", "segment", "region", "use_case"]
+        ].assign(customer_id=ids)
         # Normalised as `models.references.similarity` compares them, to find who can match a prospect.
         self.matchable: dict[str, pd.Series] = {
             attr: self.customers[attr].astype("str").str.strip().str.casefold() for attr in SIMILARITY_WEIGHTS
         }
-        # Reference matching ranks everyone by acceptance of a reference call: computed once (in slices,
-        # to bound the memory of the model's input), not per request.
-        acceptance = [
-            bundle.acceptance.proba(ask_rows_matrix(part, ["reference_call"] * len(part)), 2)
-            for part in np.array_split(self.matrix, max(1, len(frame) // 100_000))
+        # Reference matching and the planner rank everyone by acceptance of each ask type: computed
+        # once (in slices, to bound the memory of the model's input), not per request.
+        n_types = len(ASK_TYPE_NAMES)
+        parts = [
+            bundle.acceptance.proba(acceptance_matrix(part), 2).reshape(len(part), n_types)
+            for part in np.array_split(self.matrix, max(1, len(frame) // 20_000))
         ]
-        self.reference_acceptance = pd.Series(np.concatenate(acceptance), index=pd.Index(ids))
+        self.acceptance: np.ndarray = np.vstack(parts) if parts else np.zeros((0, n_types))
+        self.reference_acceptance = pd.Series(
+            self.acceptance[:, ASK_TYPE_NAMES.index("reference_call")], index=pd.Index(ids)
+        )
+        self.cold_start: np.ndarray = cold_start(self.columns["usage_months"], self.matrix)
         self._history = _HistoryIndex(snapshot.history)
 
     def __len__(self) -> int:

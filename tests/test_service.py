@@ -255,6 +255,14 @@ def _invalid_bodies() -> list[Any]:
             id="asks-answer-before-ask",
         ),
         pytest.param("/asks", {"asks": [VALID_ASK, VALID_ASK]}, "ask_id", id="asks-duplicate-id-in-one-request"),
+        pytest.param("/plan", {"need": {"reviews": 3}}, "reviews", id="plan-unknown-type"),
+        pytest.param("/plan", {"need": {"review": 0}}, "need.review", id="plan-need-zero"),
+        pytest.param("/plan", {"need": {"review": -2}}, "need.review", id="plan-need-negative"),
+        pytest.param("/plan", {"need": {"review": "3"}}, "need.review", id="plan-need-text"),
+        pytest.param("/plan", {"need": {}}, "need", id="plan-no-need"),
+        pytest.param("/plan", {"need": {"review": 3}, "confidence": 1.0}, "confidence", id="plan-confidence-one"),
+        pytest.param("/plan", {"need": {"review": 3}, "confidence": 0}, "confidence", id="plan-confidence-zero"),
+        pytest.param("/plan", {"need": {"review": 3}, "plan_size": 3}, "plan_size", id="plan-unknown-field"),
     ]
 
 
@@ -499,6 +507,36 @@ def test_without_a_champion_it_stays_not_ready_and_says_why(servers: Servers) ->
 
 
 # ---- last: a restart keeps the asks ---------------------------------------------------------------------
+
+
+# ---- /plan ----------------------------------------------------------------------------------------------
+
+
+def test_plan_meets_each_need_with_one_ask_per_customer_and_no_blocked_ask(servers: Servers) -> None:
+    need = {"review": 20, "reference_call": 5}
+    response = servers.open.post("/plan", {"need": need, "confidence": 0.9, "segment": "enterprise"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    asks = pd.DataFrame(body["asks"])
+    assert asks["customer_id"].is_unique and (asks["plan_id"] == body["plan_id"]).all()
+    for ask_type, n in need.items():
+        mine = asks[asks["ask_type"] == ask_type]
+        summary = body["summary"][ask_type]
+        assert summary["met"] and summary["asked"] == len(mine) and summary["need"] == n
+        assert mine["p_at_least_needed"].iloc[-1] == pytest.approx(summary["p_at_least_needed"])
+        assert summary["p_at_least_needed"] >= 0.9 and mine["reason_1"].notna().all()
+    segments = servers.snapshot.features.set_index("customer_id")["segment"].astype(str)
+    assert set(segments[asks["customer_id"]]) == {"enterprise"}
+    # No planned ask is one a guardrail blocks now (the same book /score reads).
+    results = servers.open.post("/score", {"customer_ids": asks["customer_id"].tolist()}).json()["results"]
+    blocked = {(r["customer_id"], b["ask_type"]) for r in results for b in r["next_best_ask"]["blocked"]}
+    assert not blocked & set(zip(asks["customer_id"], asks["ask_type"], strict=True))
+    # The plan is stored under its id, as `advocacy plan` stores its own.
+    from storage.plans import PlanStore
+
+    stored, meta = PlanStore(servers.settings.plans_path()).load(body["plan_id"])
+    assert stored["customer_id"].tolist() == asks["customer_id"].tolist()
+    assert meta["filters"] == {"segment": "enterprise"} and meta["model_version"] == servers.version
 
 
 def test_asks_survive_a_restart(servers: Servers, asked: dict[str, Any]) -> None:
