@@ -302,6 +302,8 @@ def acceptance_reasons(bundle: Bundle, plan: Plan, picked: pd.DataFrame, k: int 
     for that customer and that ask type, in a CSM's words. `picked` holds the feature row of each
     planned ask, in the plan's order."""
     picked = picked.reset_index(drop=True)
+    if picked.empty:  # nobody planned (a need no customer can meet, or filters that match no one)
+        return pd.DataFrame({f"reason_{i + 1}": pd.Series(dtype=object) for i in range(k)})
     x = ask_rows_matrix(bundle.encoder.transform(picked), list(plan.asks["ask_type"]))
     contributions = bundle.acceptance.contributions(x)[:, : len(FEATURE_NAMES)]  # the customer's features
     out: dict[str, list[str | None]] = {f"reason_{i + 1}": [] for i in range(k)}

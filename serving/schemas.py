@@ -71,11 +71,20 @@ class PlanRequestBody(_Request):
         min_length=1,
         description=f"ask type -> yeses needed (1 to {MAX_NEED:,}); ask types: {', '.join(ASK_TYPE_NAMES)}",
     )
-    confidence: float = Field(default=DEFAULT_CONFIDENCE, gt=0.0, lt=1.0)
+    # The bounds are exclusive, checked below: the OpenAPI 3.0 document BentoML serves has no way to say
+    # so (pydantic's `gt`/`lt` become 3.1's numeric exclusiveMinimum, which 3.0 readers refuse).
+    confidence: float = Field(default=DEFAULT_CONFIDENCE, ge=0.0, le=1.0, description="between 0 and 1, exclusive")
     segment: Text | None = None
     industry: Text | None = None
     region: Text | None = None
     use_case: Text | None = None
+
+    @field_validator("confidence")
+    @classmethod
+    def _inside(cls, value: float) -> float:
+        if not 0.0 < value < 1.0:
+            raise ValueError("must be between 0 and 1, exclusive")
+        return value
 
     @field_validator("need")
     @classmethod
@@ -139,6 +148,9 @@ class AskRow(BaseModel):
     asked_at: Timestamp
     outcome: Literal[OUTCOMES] = "no_response"  # type: ignore[valid-type]
     responded_at: Timestamp | None = None
+    plan_id: Annotated[Id, Field(strict=True)] | None = Field(
+        default=None, description="the plan this ask was made from (`POST /plan`), if any"
+    )
 
 
 class AsksRequest(_Request):

@@ -299,15 +299,21 @@ class ServingState:
         return {"plan_id": made.plan_id, "asks": asks, "summary": made.summary}
 
     def record_asks(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Store asks through the data contract; unknown customers are refused (nothing stored)."""
+        """Store asks through the data contract; unknown customers, and plans never made, are refused
+        (nothing stored)."""
         frame = pd.DataFrame(
             {
                 col: [
                     pd.Timestamp(r[col]) if col.endswith("_at") and r.get(col) is not None else r.get(col) for r in rows
                 ]
-                for col in ASK_TABLE_COLUMNS
+                for col in (*ASK_TABLE_COLUMNS, "plan_id")
             }
         )
+        named = sorted(set(frame["plan_id"].dropna()))
+        known = set(self.plans.ids()) if self.plans is not None else set()
+        unknown = [p for p in named if p not in known]
+        if unknown:
+            raise ValueError(f"plan_id: no plan {unknown[0]!r} was made here (POST /plan makes one)")
         for col in ("asked_at", "responded_at"):
             frame[col] = pd.to_datetime(frame[col], utc=True)
         return self.book.record(frame)

@@ -10,6 +10,10 @@ writes are serialised), so a reader can fetch only what changed since it last lo
 connection, and writes in this process are serialised by a lock (SQLite's own locking covers other
 processes).
 
+An ask made from a plan may name it (an optional `plan_id` column): the link is kept beside the ask
+(`plan_links`), in the same transaction, and outlives later re-sends of the ask without it, so the
+program report can set what was promised against what happened.
+
 The log knows no data contract of its own: it is handed one (`features.contracts.CONTRACTS["asks"]`
 in the product), which validates what is recorded and gives the canonical columns and types of what
 is read, so the rules of the asks table live in one place.
@@ -47,10 +51,18 @@ CREATE TABLE IF NOT EXISTS asks (
     seq          INTEGER            -- the write that stored this version: increases in commit order
 );
 CREATE INDEX IF NOT EXISTS asks_by_customer ON asks (customer_id, asked_at);
+CREATE TABLE IF NOT EXISTS plan_asks (
+    ask_id       TEXT PRIMARY KEY,  -- an ask made from a plan (`POST /plan`, `advocacy plan`) ...
+    plan_id      TEXT NOT NULL      -- ... and that plan; kept when the ask is later re-sent without it
+);
 """
 # Logs written before `seq` existed get the column; their rows count as written before any new one.
 _MIGRATE = ("ALTER TABLE asks ADD COLUMN seq INTEGER", "UPDATE asks SET seq = rowid")
 _SEQ_INDEX = "CREATE INDEX IF NOT EXISTS asks_by_seq ON asks (seq)"
+_LINK = """
+INSERT INTO plan_asks (ask_id, plan_id) VALUES (?, ?)
+ON CONFLICT (ask_id) DO UPDATE SET plan_id = excluded.plan_id
+"""
 
 _UPSERT = """
 INSERT INTO asks (ask_id, customer_id, ask_type, asked_at, outcome, responded_at, recorded_at, seq)
@@ -64,6 +76,14 @@ ON CONFLICT (ask_id) DO UPDATE SET
     recorded_at = excluded.recorded_at,
     seq = excluded.seq
 """
+
+
+def _plan_links(asks: pd.DataFrame) -> list[tuple[str, str]]:
+    """(ask_id, plan_id) for the asks that name a plan (an optional `plan_id` column)."""
+    if "plan_id" not in asks.columns:
+        return []
+    named = asks.loc[asks["plan_id"].notna(), ["ask_id", "plan_id"]]
+    return [(str(a), str(p)) for a, p in named.itertuples(index=False)]
 
 
 def _has_seq(conn: sqlite3.Connection) -> bool:
@@ -129,6 +149,7 @@ class AskLog:
         `customer_id` exists is the caller's check.
         """
         now = time.time_ns() // 1_000
+        links = _plan_links(asks)
         table = self.contract.validate(asks, received_at=pd.Timestamp(now, unit="us", tz="UTC"))
         if table.empty:
             return 0
@@ -151,6 +172,7 @@ class AskLog:
             try:
                 seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM asks").fetchone()[0])
                 conn.executemany(_UPSERT, [(*row, seq) for row in rows])
+                conn.executemany(_LINK, links)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -169,6 +191,13 @@ class AskLog:
             params.append(json.dumps([str(c) for c in customer_ids]))
         with self._connect() as conn:
             return self._select(conn, where, params)
+
+    def plan_links(self) -> pd.DataFrame:
+        """(`ask_id`, `plan_id`) of every recorded ask that was made from a plan."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT ask_id, plan_id FROM plan_asks ORDER BY ask_id").fetchall()
+        ask_ids, plan_ids = zip(*rows, strict=True) if rows else ((), ())
+        return pd.DataFrame({"ask_id": pd.Series(ask_ids, dtype="str"), "plan_id": pd.Series(plan_ids, dtype="str")})
 
     def read_changes(self, after: int = 0) -> tuple[pd.DataFrame, int]:
         """The asks written (new or updated) since write number `after`, and the number to pass next time.

@@ -121,6 +121,23 @@ def test_a_batch_with_a_duplicate_ask_id_is_rejected(log: AskLog) -> None:
     assert len(log) == 0
 
 
+def test_an_ask_made_from_a_plan_keeps_its_plan(log: AskLog) -> None:
+    planned = FIRST.assign(plan_id=["p" * 32, None])
+    assert log.record(planned) == 2
+    assert log.plan_links().to_dict(orient="records") == [{"ask_id": "a2", "plan_id": "p" * 32}]
+    assert list(log.read().columns) == list(CONTRACTS["asks"].columns)  # the asks table stays the contract's
+    # The answer arrives later, sent without the plan: the ask is updated, its plan is kept.
+    answered = FIRST.iloc[[0]].assign(outcome="accepted", responded_at=pd.Timestamp("2026-01-03", tz="UTC"))
+    log.record(answered)
+    assert log.read().set_index("ask_id").loc["a2", "outcome"] == "accepted"
+    assert log.plan_links()["plan_id"].tolist() == ["p" * 32]
+    # A batch the contract refuses stores no link either.
+    bad = FIRST.assign(plan_id="q" * 32, ask_id=["a3", "a3"])
+    with pytest.raises(DataContractError):
+        log.record(bad)
+    assert log.plan_links()["ask_id"].tolist() == ["a2"]
+
+
 def test_missing_column_is_named(log: AskLog) -> None:
     with pytest.raises(DataContractError, match="asked_at"):
         log.record(FIRST.drop(columns="asked_at"))

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from schemathesis import BaseSchema, Case, GenerationMode, Response
 from schemathesis.checks import not_a_server_error
 
+from features.catalog import ASK_TYPE_NAMES
 from features.context import Snapshot
 from features.spec import FEATURE_NAMES
 from tests.conftest import TrainedHome
@@ -43,6 +44,7 @@ CASES = {
     "/asks": 150,
     "/search": 150,
     "/disagreements": 150,
+    "/plan": 150,
 }
 assert sum(CASES.values()) >= 1000, "the suite promises at least 1,000 fuzzed requests"
 MIN_OK = 10  # answers of 2xx per route: the happy path was reached, not only the error paths
@@ -98,6 +100,12 @@ def aimed(body: Any, known: list[str], draw: Callable[[st.SearchStrategy[Any]], 
             out[key] = draw(st.sampled_from(known))
         elif key == "customer_ids" and isinstance(value, list):
             out[key] = [draw(st.sampled_from(known)) for _ in value]
+        elif key == "plan_id":
+            out[key] = None  # a drawn id is never a plan this service made: an ask on the happy path names none
+        elif key == "confidence" and isinstance(value, float):
+            out[key] = draw(st.floats(0.05, 0.95))  # the bounds themselves are refused (exclusive)
+        elif key == "need" and isinstance(value, dict):
+            out[key] = {draw(st.sampled_from(ASK_TYPE_NAMES)): draw(st.integers(1, 20)) for _ in range(len(value) or 1)}
         elif key == "query" and isinstance(value, str):
             out[key] = draw(st.sampled_from(known))[: draw(st.integers(1, 8))]
         elif key in TIMESTAMPS and isinstance(value, str) and re.match(r"\d{4}-", value):

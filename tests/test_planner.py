@@ -161,3 +161,15 @@ def test_plans_are_stored_whole_and_ids_are_checked(tmp_path: Path) -> None:
         store.load("../../etc/passwd")
     with pytest.raises(KeyError):
         store.load("0" * 32)
+
+
+def test_filters_that_match_no_one_give_an_empty_plan_that_says_so() -> None:
+    plan = make_plan(_random_base(n=100), PlanRequest({"social_share": 1}, 0.05, {"segment": "nobody"}), AS_OF)
+    assert plan.asks.empty
+    assert plan.summary["social_share"] == {
+        "need": 1,
+        "asked": 0,
+        "expected_yes": 0.0,
+        "p_at_least_needed": 0.0,
+        "met": False,
+    }

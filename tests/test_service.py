@@ -538,6 +538,20 @@ def test_plan_meets_each_need_with_one_ask_per_customer_and_no_blocked_ask(serve
     assert stored["customer_id"].tolist() == asks["customer_id"].tolist()
     assert meta["filters"] == {"segment": "enterprise"} and meta["model_version"] == servers.version
 
+    # The asks made from it name the plan; a plan never made is a 400 naming plan_id, nothing stored.
+    first = asks.iloc[0]
+    ask = {
+        "ask_id": f"plan-{uuid.uuid4().hex[:12]}",
+        "customer_id": first["customer_id"],
+        "ask_type": first["ask_type"],
+        "asked_at": datetime.now(UTC).isoformat(),
+    }
+    made_up = servers.open.post("/asks", {"asks": [{**ask, "plan_id": "f" * 32}]})
+    assert made_up.status_code == 400 and detail_names(made_up, "plan_id"), made_up.text
+    assert servers.open.post("/asks", {"asks": [{**ask, "plan_id": body["plan_id"]}]}).status_code == 200
+    links = AskLog(servers.settings.ask_log_path(), CONTRACTS["asks"]).plan_links()
+    assert links.set_index("ask_id").loc[ask["ask_id"], "plan_id"] == body["plan_id"]
+
 
 def test_asks_survive_a_restart(servers: Servers, asked: dict[str, Any]) -> None:
     servers.open.stop()
