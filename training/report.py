@@ -187,7 +187,13 @@ decision support for people, served beside the 100-point rule; they are not a ve
   today's asks follow the points rule: customers the rule never favours are rarely asked, so the model
   knows least about exactly the customers it might newly recommend. Treat acceptance for rarely-asked
   profiles with caution, keep some exploration in the asking policy, and compare against the points
-  rule on the held-out window (above) rather than trusting in-sample fit.
+  rule on the held-out window (above) rather than trusting in-sample fit. Where whom to ask also
+  follows something no table records (rapport), no reweighting of the recorded asks can remove the
+  bias: on the generated drifting worlds acceptance is over-estimated by 0.04-0.06 for customers
+  never asked, and weighting the asks by 1 / P(asked | features) removed only 15-20% of that at a
+  cost of 0.004-0.009 expected AUC, so it is not used (`benchmarks/selection_bias.py`). Plans made
+  for customers never asked promise more than they will give by about that much; recalibrate
+  (`advocacy recalibrate`) as answers come in.
 - Propensity labels count any recorded activity; advocacy that is not recorded is invisible.
 - Customers with no usage yet, or in a segment never seen in training, get the points rule instead of
   a model score (cold start).
