@@ -9,7 +9,7 @@ the fewest that reach the confidence on the true probabilities (greedy by truth,
 same guardrails); and the truth's expected yeses of the plan against the points rule asking as
 many customers top-down, one ask per customer. Plan time for the whole base is printed too.
 
-    uv run python benchmarks/plan.py [--customers 3000] [--seeds 21] [--worlds drifting stationary]
+    uv run python benchmarks/plan.py [--customers 3000] [--seeds 21] [--worlds drifting stationary] [--recalibrate]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from models.planner import Candidates, Plan, PlanRequest, candidates_at, make_pl
 from training.datasets import build_training_data, leave_out_future
 from training.evaluate import truth_chance
 from training.fit import TrainConfig, fit_bundle
+from training.recalibrate import GROUP_COLUMN, recalibrated
 
 NEED = {"reference_call": 40, "review": 120, "case_study": 15}
 DATES = ("2026-10-01", "2026-07-01")
@@ -80,6 +81,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[21])
     parser.add_argument("--worlds", nargs="+", default=["drifting", "stationary"], choices=["drifting", "stationary"])
+    parser.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="plan as after `advocacy train` and `advocacy recalibrate`: calibrators refitted on the newest rows",
+    )
     args = parser.parse_args()
     table = Table(title=f"Ask plans against the truth: {NEED}, confidence 0.9")
     cols = ("world", "seed", "as of", "ask type", "asks", "promised", "true chance", "model mean", "true mean")
@@ -94,7 +100,11 @@ def main() -> None:
             for date in DATES:
                 as_of = pd.Timestamp(date, tz="UTC")
                 then, _ = leave_out_future(world, as_of)
-                bundle, _ = fit_bundle(then, build_training_data(then), TrainConfig())
+                bundle, mats = fit_bundle(then, build_training_data(then), TrainConfig())
+                if args.recalibrate:
+                    for name, column in GROUP_COLUMN.items():
+                        _, fitted = recalibrated(getattr(bundle, name), mats[name], column)
+                        setattr(bundle, name, fitted)
                 start = time.perf_counter()
                 cands, features = candidates_at(bundle, then, as_of)
                 plan = make_plan(cands, PlanRequest(NEED, 0.9), as_of)

@@ -55,7 +55,7 @@ def recalibrate(
     held, fitted = [], {}
     for name, group_column in GROUP_COLUMN.items():
         model: TargetModel = getattr(champion, name)
-        check, fitted[name] = _recalibrated(model, mats[name], group_column)
+        check, fitted[name] = recalibrated(model, mats[name], group_column)
         held.append(replace(check, name=name))
         progress(f"{name}: calibrated on {len(mats[name].y['valid']):,} rows, checked on {len(check.y):,} newest")
     decision, metrics = decide_recalibration(settings, held, current.version)
@@ -75,7 +75,7 @@ def recalibrate(
     return TrainResult(run.info.run_id, version, decision.promote, decision, metrics, bundle)
 
 
-def _recalibrated(model: TargetModel, m: Matrices, group_column: int | None) -> tuple[HeldOut, TargetModel]:
+def recalibrated(model: TargetModel, m: Matrices, group_column: int | None) -> tuple[HeldOut, TargetModel]:
     """The check (calibrated on the validation window, scored on the test window beside the
     current calibrator) and the model to register (calibrated on both windows)."""
     method = model.calibrator.method
