@@ -31,15 +31,20 @@ def plan(
 ) -> None:
     """Plan whom to ask for what: per ask type the shortest list reaching the confidence, one ask per customer."""
     from features.labels import observed_until
-    from models.planner import PlanRequest, acceptance_reasons, candidates_at, make_plan, parse_need, plan_table
+    from models.planner import (
+        PlanRequest,
+        acceptance_reasons,
+        candidates_at,
+        make_plan,
+        parse_need,
+        plan_record,
+        plan_table,
+    )
     from storage.files import write_frame
     from storage.plans import PlanStore
     from training.pipeline import load_training_world
 
-    filters = {
-        k: v for k, v in {"segment": segment, "industry": industry, "region": region, "use_case": use_case}.items() if v
-    }
-    request = PlanRequest(parse_need(need), confidence, filters)
+    request = PlanRequest.from_options(parse_need(need), confidence, segment, industry, region, use_case)
     settings = _settings()
     current, bundle = champion_bundle(settings)
     world = load_training_world(data, settings).world  # the asks posted to the service count for the guardrails
@@ -48,10 +53,7 @@ def plan(
         cands, features = candidates_at(bundle, world, when)
         made = make_plan(cands, request, when)
         table = plan_table(made, acceptance_reasons(bundle, made, features.iloc[made.asks["row"]]))
-    meta = {"as_of": when.isoformat(), "confidence": made.confidence, "filters": filters, "need": dict(request.need)}
-    PlanStore(settings.plans_path()).save(
-        made.plan_id, table, meta | {"summary": made.summary, "model_version": current.version}
-    )
+    PlanStore(settings.plans_path()).save(made.plan_id, table, plan_record(made, request, current.version))
     _print_plan(made.plan_id, made.summary, table)
     if out is not None:
         write_frame(table, out)

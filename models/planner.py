@@ -75,6 +75,20 @@ class PlanRequest:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name}: must be a non-empty string, got {value!r}")
 
+    @classmethod
+    def from_options(
+        cls,
+        need: Mapping[str, int],
+        confidence: float,
+        segment: str | None = None,
+        industry: str | None = None,
+        region: str | None = None,
+        use_case: str | None = None,
+    ) -> PlanRequest:
+        """The request from the command line's or the API's options; a filter not given is no filter."""
+        given = {"segment": segment, "industry": industry, "region": region, "use_case": use_case}
+        return cls(need, confidence, {k: v for k, v in given.items() if v is not None})
+
 
 @dataclass(frozen=True)
 class Candidates:
@@ -159,7 +173,7 @@ def _solve(
     Among as few asks, the solver prefers higher acceptance (a small reward per expected yes).
     Types without a target take every candidate the others leave (asked last, in `_allocate`).
     """
-    pairs = [(t, rows) for t, rows_met in pools.items() for rows in [rows_met[0]] if t in targets]
+    pairs = [(t, pools[t][0]) for t in pools if t in targets]
     if not pairs:
         return {}
     types = np.concatenate([np.full(rows.size, t) for t, rows in pairs])
@@ -342,6 +356,18 @@ def plan_table(plan: Plan, reasons: pd.DataFrame) -> pd.DataFrame:
     return table.loc[:, list(PLAN_COLUMNS)]
 
 
+def plan_record(plan: Plan, request: PlanRequest, model_version: str) -> dict[str, Any]:
+    """What is stored beside a plan's asks (`storage.plans.PlanStore`): the request, the summary, the model."""
+    return {
+        "as_of": plan.as_of.isoformat(),
+        "confidence": plan.confidence,
+        "filters": plan.filters,
+        "need": dict(request.need),
+        "summary": plan.summary,
+        "model_version": model_version,
+    }
+
+
 def parse_need(items: list[str]) -> dict[str, int]:
     """`TYPE=N` items (the command line's `--need`) as a need; an error names the item."""
     need: dict[str, int] = {}
@@ -364,6 +390,7 @@ __all__ = [
     "candidates_at",
     "make_plan",
     "parse_need",
+    "plan_record",
     "plan_table",
     "shortest_prefix",
 ]

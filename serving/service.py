@@ -323,8 +323,7 @@ class Advocacy:
         use_case: str | None = None,
     ) -> Any:
         """Whom to ask for what: per ask type the shortest list reaching the confidence, one ask per customer."""
-        given = {"segment": segment, "industry": industry, "region": region, "use_case": use_case}
-        request = PlanRequest(need, confidence, {k: v for k, v in given.items() if v is not None})
+        request = PlanRequest.from_options(need, confidence, segment, industry, region, use_case)
         return self._answer(lambda s: PlanResponse.model_validate(s.plan(request)))
 
     @bentoml.api(route="/asks", input_spec=AsksRequest, output_spec=AsksResponse)

@@ -22,7 +22,7 @@ from features.contracts import CONTRACTS, TIMESTAMP, as_utc, empty_table
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.bundle import Bundle
 from models.guardrails import GuardrailConfig, blocked_asks
-from models.planner import Candidates, PlanRequest, acceptance_reasons, make_plan, plan_table
+from models.planner import Candidates, PlanRequest, acceptance_reasons, make_plan, plan_record, plan_table
 from models.reasons import describe, reason
 from models.references import Prospect, rank_references
 from models.registry import ChampionRef
@@ -292,9 +292,7 @@ class ServingState:
         picked = pd.DataFrame({name: store.columns[name][planned] for name in ("customer_id", "as_of", *FEATURE_NAMES)})
         table = plan_table(made, acceptance_reasons(self.bundle, made, picked))
         if self.plans is not None:
-            meta = {"as_of": store.as_of.isoformat(), "confidence": made.confidence, "filters": made.filters}
-            meta |= {"need": dict(request.need), "summary": made.summary, "model_version": self.champion.version}
-            self.plans.save(made.plan_id, table, meta)
+            self.plans.save(made.plan_id, table, plan_record(made, request, self.champion.version))
         asks = [{k: None if v is pd.NaT else _plain(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
         return {"plan_id": made.plan_id, "asks": asks, "summary": made.summary}
 
@@ -310,7 +308,7 @@ class ServingState:
             }
         )
         named = sorted(set(frame["plan_id"].dropna()))
-        known = set(self.plans.ids()) if self.plans is not None else set()
+        known = set(self.plans.ids()) if named and self.plans is not None else set()  # listed only when needed
         unknown = [p for p in named if p not in known]
         if unknown:
             raise ValueError(f"plan_id: no plan {unknown[0]!r} was made here (POST /plan makes one)")

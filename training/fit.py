@@ -143,11 +143,7 @@ def fit_calibrated(
     (with one shrunk offset per code of `group_column`, e.g. per ask type)."""
     booster = trainer(inputs, params)
     raw_valid = np.asarray(booster.predict(inputs.x_valid, raw_score=True))
-    return booster, _calibrator(raw_valid, inputs, method, group_column)
-
-
-def _calibrator(raw_valid: np.ndarray, inputs: FitInputs, method: Method, group_column: int | None) -> Calibrator:
-    return calibrate(raw_valid, inputs.x_valid, inputs.y_valid, method, group_column)
+    return booster, calibrate(raw_valid, inputs.x_valid, inputs.y_valid, method, group_column)
 
 
 def calibrate(
@@ -229,7 +225,7 @@ def fit_bundle(
         if config.refit:
             rounds = booster.current_iteration()
             raw = crossfit_scores(inputs, params, rounds, trainer)
-            calibrator = _calibrator(raw, inputs, config.calibration, group_column)
+            calibrator = calibrate(raw, inputs.x_valid, inputs.y_valid, config.calibration, group_column)
             x_all = np.vstack([m.x["train"], m.x["valid"]])
             y_all = np.concatenate([m.y["train"], m.y["valid"]])
             booster = trainer(replace(inputs, x_train=x_all, y_train=y_all), params, rounds=rounds)
