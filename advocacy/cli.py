@@ -74,7 +74,7 @@ def features(
     from storage.files import write_frame
 
     world = read_world(data)
-    frame = build_features(world, active_points(world, parse_time(as_of)))
+    frame = build_features(world, active_points(world, parse_time(as_of)), _settings().commitment_lapse_days)
     write_frame(frame, out)
     console.print(f"Wrote {len(frame):,} feature rows x {frame.shape[1] - 2} features to {out}")
 
@@ -196,8 +196,8 @@ def explain(
     _, bundle = champion_bundle(_settings())
     world = read_world(data)
     when = parse_time(as_of) or observed_until(world)
-    frame = build_features(world, pd.DataFrame({"customer_id": [customer_id], "as_of": [when]}))
-    snap = build_snapshot(world, when, frame)
+    frame = build_features(world, pd.DataFrame({"customer_id": [customer_id], "as_of": [when]}), bundle.lapse_days)
+    snap = build_snapshot(world, when, frame, bundle.lapse_days)
     # The service's scoring path, with the guardrail limits saved with the model, at `when`.
     store = FeatureStore(snap, bundle)
     rows = store.rows([customer_id])

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from batch.chunk import TOP_DISAGREEMENTS
 from features.context import SNAPSHOT_TABLES, snapshot_meta
 from models.explain_fast import ExplainStats
-from models.tiers import TIER_ORDER
+from models.tiers import TIER_ORDER, TIERS_SHOWN
 from storage.files import spreadsheet_safe
 from storage.snapshots import publish_snapshot
 
@@ -112,7 +112,8 @@ class Totals:
         self.explain.add(ExplainStats(**stats["explain"]))
 
     def crosstab(self) -> pd.DataFrame:
-        table = pd.DataFrame(0, index=list(TIER_ORDER[::-1]), columns=list(TIER_ORDER[::-1]), dtype=np.int64)
+        # Rows: the model's tiers and committed pipeline; columns: the points rule's tiers.
+        table = pd.DataFrame(0, index=list(TIERS_SHOWN), columns=list(TIER_ORDER[::-1]), dtype=np.int64)
         for (model_tier, rule_tier), n in self.tiers.items():
             table.loc[model_tier, rule_tier] = n
         table.index.name, table.columns.name = "model tier", "baseline tier"

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch.tables import load_chunk_world
+from features.commitments import COMMITMENT_COLUMNS
 from features.context import build_snapshot, guardrail_signals
 from features.pointintime import active_points, build_features
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
@@ -31,7 +32,6 @@ from models.drift import drift_counts
 from models.explain_fast import ExplainStats, PatternTreeShap
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.scoring import Blocked, score
-from models.tiers import TIER_ORDER
 
 TOP_DISAGREEMENTS = 10
 
@@ -63,6 +63,7 @@ _RESULT_TYPES: dict[str, pa.DataType] = {
     "baseline_points": pa.int64(),
     "baseline_qualified": pa.bool_(),
     "cold_start": pa.bool_(),
+    "committed": pa.bool_(),
     "features_as_of": pa.timestamp("us", tz="UTC"),
 }
 
@@ -75,9 +76,12 @@ def result_table(frame: pd.DataFrame) -> pa.Table:
 
 
 def score_inputs(features: pd.DataFrame) -> dict[str, Any]:
-    """Feature rows as `score` reads them: the API's types, as lists (the reasons index them per row)."""
+    """Feature rows as `score` reads them: the API's types, as lists (the reasons index them per row),
+    with the open accepted ask a committed result names."""
     values: dict[str, Any] = {"customer_id": features["customer_id"].to_numpy(dtype=object)}
     values["as_of"] = features["as_of"].to_numpy()
+    for name in COMMITMENT_COLUMNS:
+        values[name] = features[name].to_numpy(dtype=object)
     for name in FEATURE_NAMES:
         column = features[name]
         values[name] = (
@@ -86,10 +90,9 @@ def score_inputs(features: pd.DataFrame) -> dict[str, Any]:
     return values
 
 
-def _top_disagreements(result: pd.DataFrame, k: int = TOP_DISAGREEMENTS) -> pd.DataFrame:
-    rank = {t: i for i, t in enumerate(TIER_ORDER)}
-    gap = result["tier"].map(rank) - result["baseline_tier"].map(rank)
-    frame = result.assign(gap=gap)[(gap != 0) & ~result["cold_start"]]
+def _top_disagreements(result: pd.DataFrame, gap: np.ndarray, k: int = TOP_DISAGREEMENTS) -> pd.DataFrame:
+    """The largest tier gaps (`Scores.tier_gaps`: none on cold start or for committed pipeline)."""
+    frame = result.assign(gap=gap)[gap != 0]
     frame = frame.assign(size=frame["gap"].abs())
     frame = frame.sort_values(["size", "propensity", "customer_id"], ascending=[False, False, True], kind="stable")
     columns = ["customer_id", "tier", "propensity", "baseline_tier", "baseline_points", "gap", "reason_1"]
@@ -105,14 +108,14 @@ def score_chunk(work: Path, chunk: int, scorer: Scorer, as_of: pd.Timestamp, num
     started = time.perf_counter()
     bundle = scorer.bundle
     world = load_chunk_world(work, chunk)
-    features = build_features(world, active_points(world, as_of))
-    snapshot = build_snapshot(world, as_of, features)
+    features = build_features(world, active_points(world, as_of), bundle.lapse_days)
+    snapshot = build_snapshot(world, as_of, features, bundle.lapse_days)
     blocks = blocked_asks(snapshot.asks, guardrail_signals(snapshot.features), as_of, scorer.guardrails)
     matrix = bundle.encoder.transform(features)
     blocked = Blocked.from_frame(blocks)
     # The reasons come from the fast explainer (exact for the top 3), not from `score`'s own TreeSHAP.
     scores = score(
-        bundle, score_inputs(features), matrix=matrix, blocked=blocked, explain=False, num_threads=num_threads
+        bundle, score_inputs(snapshot.features), matrix=matrix, blocked=blocked, explain=False, num_threads=num_threads
     )
     explain = ExplainStats()
     if scorer.explainer is not None:
@@ -126,7 +129,7 @@ def score_chunk(work: Path, chunk: int, scorer: Scorer, as_of: pd.Timestamp, num
         "cold_start": int(result["cold_start"].sum()),
         "tiers": [[str(m), str(b), int(crosstab.loc[m, b])] for m in crosstab.index for b in crosstab.columns],
         "drift": drift_counts(bundle.drift_reference, features, scores.model_propensity),
-        "top": _top_disagreements(result).to_dict(orient="records"),
+        "top": _top_disagreements(result, scores.tier_gaps).to_dict(orient="records"),
         "explain": explain.__dict__,
         "asks": len(snapshot.asks),
         "seconds": time.perf_counter() - started,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,11 +18,13 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from models.tiers import TIER_ORDER
+from models.tiers import COMMITTED, TIER_ORDER, TIERS_SHOWN
 from storage.settings import Settings
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import pandas as pd
 
     from batch.job import BatchResult, RunKey
 
@@ -71,15 +72,16 @@ def log_to_mlflow(settings: Settings, result: BatchResult, key: RunKey, data_dir
         "rows": float(result.rows),
         "seconds": result.seconds,
         "rows_per_second": result.rows_per_second,
-        "agreement": float(np.trace(tiers.to_numpy())) / rows,
+        "agreement": agreement(tiers) / max(result.rows - int(tiers.loc[COMMITTED].sum()), 1),
         "drifted_features": float(result.drift["drifted"].sum()),
         "max_psi": float(result.drift["psi"].max()) if len(result.drift) else 0.0,
     }
     score_psi = result.drift.loc[result.drift["name"] == "score", "psi"]
     if len(score_psi):
         metrics["score_psi"] = float(score_psi.iloc[0])
-    for tier in TIER_ORDER:
+    for tier in TIERS_SHOWN:
         metrics[f"share_model_{tier}"] = float(tiers.loc[tier].sum()) / rows
+    for tier in TIER_ORDER:
         metrics[f"share_baseline_{tier}"] = float(tiers[tier].sum()) / rows
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(
@@ -100,6 +102,11 @@ def log_to_mlflow(settings: Settings, result: BatchResult, key: RunKey, data_dir
         return str(run.info.run_id)
 
 
+def agreement(tiers: pd.DataFrame) -> int:
+    """Customers whose model tier is the points rule's (committed pipeline has no model tier)."""
+    return int(sum(tiers.loc[t, t] for t in TIER_ORDER))
+
+
 def print_summary(result: BatchResult, console: Console) -> None:
     """Tier counts for the model and the points rule, their agreement, drift, and the largest disagreements."""
     tiers = result.tiers
@@ -108,12 +115,19 @@ def print_summary(result: BatchResult, console: Console) -> None:
     table.add_column("tier")
     table.add_column("model", justify="right")
     table.add_column("points rule", justify="right")
-    for tier in TIER_ORDER[::-1]:
-        model_n, rule_n = int(tiers.loc[tier].sum()), int(tiers[tier].sum())
-        table.add_row(tier, f"{model_n:,} ({model_n / rows:.1%})", f"{rule_n:,} ({rule_n / rows:.1%})")
+    for tier in TIERS_SHOWN:
+        model_n = int(tiers.loc[tier].sum())
+        rule_n = int(tiers[tier].sum()) if tier in tiers.columns else None
+        table.add_row(
+            tier, f"{model_n:,} ({model_n / rows:.1%})", "" if rule_n is None else f"{rule_n:,} ({rule_n / rows:.1%})"
+        )
     console.print(table)
-    agree = int(np.trace(tiers.to_numpy()))
-    console.print(f"Model and points rule agree on the tier of {agree:,} customers ({agree / rows:.1%}).")
+    agree = agreement(tiers)
+    tiered = rows - int(tiers.loc[COMMITTED].sum())
+    console.print(
+        f"Model and points rule agree on the tier of {agree:,} of the {tiered:,} customers not committed "
+        f"({agree / max(tiered, 1):.1%})."
+    )
     drifted = result.drift[result.drift["drifted"]]
     if len(drifted):
         shown = ", ".join(f"{n} (PSI {p:.2f})" for n, p in zip(drifted["name"], drifted["psi"], strict=True))

@@ -2,7 +2,8 @@
 
 A `Snapshot` is what the batch job hands the service for one `as_of` (spec section 7):
 - `features`: one row per active customer: `customer_id`, `as_of`, every feature of `features.spec`,
-  and context (`name`, `last_urgent_ticket_at`, `recent_reference_calls`);
+  and context (`name`, `last_urgent_ticket_at`, `recent_reference_calls`, and the newest open
+  accepted ask, `features.commitments.COMMITMENT_COLUMNS`);
 - `asks`: the asks known at `as_of` (the guardrails' history), answers after `as_of` unknown;
 - `history`: the last 12 months of events per customer for the CSM timeline;
 - `meta`: as_of, when it was built, row counts, feature version.
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.commitments import COMMITMENT_COLUMNS, COMMITMENT_LAPSE_DAYS, open_commitments
 from features.contracts import TIMESTAMP, answer_known_at
 from features.io import World
 from features.pointintime import active_points, build_features
@@ -121,9 +123,17 @@ def history_table(world: World, as_of: pd.Timestamp, days: int = HISTORY_DAYS) -
     return out.sort_values(["customer_id", "at"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
-def build_snapshot(world: World, as_of: pd.Timestamp, features: pd.DataFrame | None = None) -> Snapshot:
-    """Features of every active customer as of `as_of`, with the context the service needs."""
-    frame = features if features is not None else build_features(world, active_points(world, as_of))
+def build_snapshot(
+    world: World,
+    as_of: pd.Timestamp,
+    features: pd.DataFrame | None = None,
+    lapse_days: int = COMMITMENT_LAPSE_DAYS,
+) -> Snapshot:
+    """Features of every active customer as of `as_of`, with the context the service needs.
+
+    `lapse_days` must be the one the features were built with (the model's, `Bundle.lapse_days`).
+    """
+    frame = features if features is not None else build_features(world, active_points(world, as_of), lapse_days)
     ids = frame["customer_id"]
     names = world.customers.set_index("customer_id")["name"]
     frame = frame.copy()
@@ -134,6 +144,9 @@ def build_snapshot(world: World, as_of: pd.Timestamp, features: pd.DataFrame | N
     frame["recent_reference_calls"] = _count_since(
         refs, "asked_at", as_of - pd.Timedelta(days=RECENT_REFERENCE_DAYS), as_of, ids
     )
+    pending = open_commitments(world.asks, world.activities, frame[["customer_id", "as_of"]], lapse_days)
+    for column in COMMITMENT_COLUMNS:
+        frame[column] = pending[column].to_numpy()
     asks = world.asks[world.asks["asked_at"] < as_of].copy()
     # Answers after as_of are unknown at as_of: they arrive through POST /asks or the next snapshot.
     known_at = answer_known_at(asks)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.commitments import COMMITMENT_LAPSE_DAYS
 from features.contracts import TIMESTAMP
 from features.io import World
 from features.pointintime import (
@@ -69,7 +70,12 @@ def observed_from(world: World) -> pd.Timestamp:
     return pd.Timestamp(world.usage["month"].min())
 
 
-def propensity_dataset(world: World, until: pd.Timestamp | None = None, burn_in_months: int = 6) -> pd.DataFrame:
+def propensity_dataset(
+    world: World,
+    until: pd.Timestamp | None = None,
+    burn_in_months: int = 6,
+    lapse_days: int = COMMITMENT_LAPSE_DAYS,
+) -> pd.DataFrame:
     """Monthly snapshots with features and the 90-day label, for snapshots whose horizon is observed.
 
     Snapshots start `burn_in_months` after the data does, so that windowed history (12-month
@@ -79,7 +85,7 @@ def propensity_dataset(world: World, until: pd.Timestamp | None = None, burn_in_
     first = observed_from(world) + pd.DateOffset(months=burn_in_months)
     dates = [t for t in month_starts(first, until) if t + HORIZON <= until]
     points = snapshot_points(world, dates)
-    frame = build_features(world, points)
+    frame = build_features(world, points, lapse_days)
     frame["label"] = propensity_labels(world, points)
     return frame
 
@@ -95,12 +101,14 @@ def immature_asks(world: World, horizon: pd.Timedelta = ANSWER_HORIZON) -> pd.Se
     return world.asks["asked_at"] > observed_until(world) - horizon
 
 
-def acceptance_dataset(world: World, horizon: pd.Timedelta = ANSWER_HORIZON) -> pd.DataFrame:
+def acceptance_dataset(
+    world: World, horizon: pd.Timedelta = ANSWER_HORIZON, lapse_days: int = COMMITMENT_LAPSE_DAYS
+) -> pd.DataFrame:
     """One row per past ask old enough to be answered (`immature_asks`): features as of
     `asked_at`, the ask's type, and the accepted label."""
     mature = world.asks[~immature_asks(world, horizon).to_numpy()]
     asks = mature.sort_values(["asked_at", "ask_id"], kind="stable").reset_index(drop=True)
-    frame = acceptance_features(world, asks)
+    frame = acceptance_features(world, asks, lapse_days)
     frame.insert(2, "ask_id", asks["ask_id"].to_numpy())
     frame["label"] = (asks["outcome"] == "accepted").astype(np.int8).to_numpy()
     return frame

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import ANSWERS, ASK_EFFORT_HOURS
+from features.commitments import COMMITMENT_LAPSE_DAYS, open_commitments
 from features.contracts import TIMESTAMP, answer_known_at
 from features.io import World
 from features.spec import (
@@ -138,11 +139,12 @@ def customer_codes(world: World, customer_ids: pd.Series) -> np.ndarray:
     return codes
 
 
-def build_features(world: World, points: pd.DataFrame) -> pd.DataFrame:
+def build_features(world: World, points: pd.DataFrame, lapse_days: int = COMMITMENT_LAPSE_DAYS) -> pd.DataFrame:
     """Feature rows for each (`customer_id`, `as_of`) of `points`, in the same order.
 
     Returns `customer_id`, `as_of` and the columns of `features.spec.FEATURES` in their order:
-    numeric features as float64 (NaN where unknown), categorical ones as strings.
+    numeric features as float64 (NaN where unknown), categorical ones as strings. `lapse_days`:
+    how long an accepted ask stays pipeline (`features.commitments`); the model's bundle keeps it.
     """
     as_of = pd.to_datetime(points["as_of"], utc=True).astype(TIMESTAMP).reset_index(drop=True)
     ids = points["customer_id"].astype("str").reset_index(drop=True)
@@ -154,7 +156,9 @@ def build_features(world: World, points: pd.DataFrame) -> pd.DataFrame:
     tickets = _ticket_features(q, world, index)
     social = _social_features(q, world, index)
     asks = _ask_features(q, world, index)
-    activity = _activity_features(q, world, index, accepts_total=asks["accepts_total"])
+    activity = _activity_features(q, world, index)
+    pending = open_commitments(world.asks, world.activities, points, lapse_days)["open_asks"].to_numpy()
+    activity["accepted_not_delivered"] = pending[q.order]
     # Rates over the observed history: long-run habits (how often they answer surveys or post) are
     # steadier signals of affinity than any one window.
     months = np.maximum(usage["usage_months"], 1.0)
@@ -388,8 +392,8 @@ def _ask_features(q: _AsOf, world: World, index: pd.Index) -> _Columns:
     return cols
 
 
-def _activity_features(q: _AsOf, world: World, index: pd.Index, accepts_total: np.ndarray) -> _Columns:
-    """Activity history; `accepts_total` (from `_ask_features`) gives the accepted asks not yet delivered."""
+def _activity_features(q: _AsOf, world: World, index: pd.Index) -> _Columns:
+    """Activity history (the accepted asks not yet delivered are `features.commitments`')."""
     cols: _Columns = {}
     ev = _prepare(world.activities, index, "occurred_at")
     solicited = ev["ask_id"].notna().astype(float)
@@ -404,8 +408,6 @@ def _activity_features(q: _AsOf, world: World, index: pd.Index, accepts_total: n
     cols["activities_90d"] = _cum(now, "cum_n") - _cum(d90, "cum_n")
     cols["organic_activities_12m"] = _cum(now, "cum_organic") - _cum(year_ago, "cum_organic")
     cols["organic_activities_total"] = _cum(now, "cum_organic")
-    # An accepted ask whose activity has not happened yet is advocacy already promised.
-    cols["accepted_not_delivered"] = np.maximum(accepts_total - _cum(now, "cum_solicited"), 0.0)
     return cols
 
 
@@ -433,7 +435,7 @@ def snapshot_points(world: World, dates: list[pd.Timestamp] | pd.DatetimeIndex) 
     return out
 
 
-def acceptance_features(world: World, asks: pd.DataFrame) -> pd.DataFrame:
+def acceptance_features(world: World, asks: pd.DataFrame, lapse_days: int = COMMITMENT_LAPSE_DAYS) -> pd.DataFrame:
     """Features of each ask as of its `asked_at`, plus the ask's own inputs (`ask_type`, effort)."""
     points = pd.DataFrame(
         {
@@ -441,7 +443,7 @@ def acceptance_features(world: World, asks: pd.DataFrame) -> pd.DataFrame:
             "as_of": asks["asked_at"].to_numpy(),
         }
     )
-    out = build_features(world, points)
+    out = build_features(world, points, lapse_days)
     out["ask_type"] = asks["ask_type"].astype("str").to_numpy()
     out["ask_effort_hours"] = out["ask_type"].map(ASK_EFFORT_HOURS).astype("float64")
     return out

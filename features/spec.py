@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FEATURE_VERSION = "1.1.0"
+FEATURE_VERSION = "1.2.0"
 
 Kind = Literal["numeric", "categorical"]
 
@@ -156,7 +156,7 @@ FEATURES: tuple[Feature, ...] = (
     _n("organic_activities_12m", "unsolicited advocacy activities in 12 months", "history"),
     _n("organic_activities_total", "unsolicited advocacy activities so far", "history"),
     _n("organic_activities_per_month", "unsolicited advocacy activities per month of history", "history"),
-    _n("accepted_not_delivered", "accepted asks not yet delivered", "history"),
+    _n("accepted_not_delivered", "accepted asks not yet delivered (matched on ask_id, not lapsed)", "history"),
     _n("days_since_last_accept", "days since the last accepted ask", "history", unit="days"),
 )
 

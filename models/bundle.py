@@ -19,6 +19,7 @@ import numpy as np
 
 from features.baseline import RULES_VERSION
 from features.catalog import ASK_EFFORT_HOURS, ASK_TYPE_NAMES, DEFAULT_ASK_VALUES
+from features.commitments import COMMITMENT_LAPSE_DAYS
 from features.spec import FEATURE_NAMES, FEATURE_VERSION
 from models.calibration import Calibrator
 from models.encoding import FeatureEncoder
@@ -78,6 +79,9 @@ class Bundle:
     tiers: Tiers
     ask_values: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ASK_VALUES))
     guardrails: dict[str, float] = field(default_factory=dict)
+    # How long an accepted ask stays committed pipeline (features.commitments), fixed at training:
+    # the features it was trained on were built with it, so scoring builds them the same way.
+    lapse_days: int = COMMITMENT_LAPSE_DAYS
     drift_reference: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     feature_version: str = FEATURE_VERSION
@@ -97,6 +101,7 @@ class Bundle:
             "tiers": self.tiers.to_dict(),
             "ask_values": self.ask_values,
             "guardrails": self.guardrails,
+            "lapse_days": self.lapse_days,
             "drift_reference": self.drift_reference,
             "metrics": self.metrics,
         }
@@ -138,6 +143,7 @@ class Bundle:
             tiers=Tiers.from_dict(meta["tiers"]),
             ask_values=meta["ask_values"],
             guardrails=meta["guardrails"],
+            lapse_days=int(meta.get("lapse_days", COMMITMENT_LAPSE_DAYS)),
             drift_reference=meta["drift_reference"],
             metrics=meta["metrics"],
             feature_version=meta["feature_version"],

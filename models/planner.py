@@ -291,13 +291,14 @@ def candidates_at(
 ) -> tuple[Candidates, pd.DataFrame]:
     """Every active customer at `as_of`, scored, with the guardrails saved with the model applied
     there; and the feature rows (for the reasons). Cold-start customers (no usage yet, or a segment
-    the model never saw) are left out: the model does not speak for them."""
-    features = build_features(world, active_points(world, as_of))
-    snapshot = build_snapshot(world, as_of, features)
+    the model never saw) are left out: the model does not speak for them. So is committed pipeline:
+    a customer who has accepted an ask and not delivered it yet is not asked for more."""
+    features = build_features(world, active_points(world, as_of), bundle.lapse_days)
+    snapshot = build_snapshot(world, as_of, features, bundle.lapse_days)
     config = GuardrailConfig.from_saved(bundle.guardrails)
     blocked = Blocked.from_frame(blocked_asks(snapshot.asks, guardrail_signals(snapshot.features), as_of, config))
     scores = score(bundle, features, blocked=blocked, explain=False, num_threads=num_threads)
-    keep = ~scores.cold_start
+    keep = ~scores.cold_start & ~scores.committed
     ids = features["customer_id"].to_numpy(dtype=object)
     last = snapshot.asks.groupby("customer_id")["asked_at"].max()
     frame = snapshot.features

@@ -17,12 +17,13 @@ import pandas as pd
 
 from features.baseline import RULES, baseline_tier, qualified, rule_points
 from features.catalog import ASK_TYPE_NAMES
+from features.commitments import COMMITMENT_COLUMNS
 from features.spec import FEATURE_NAMES
 from models.asks import re_engage
 from models.bundle import Bundle, acceptance_matrix
 from models.guardrails import binding_blocks
 from models.reasons import reason, signed_top, top_indices
-from models.tiers import TIER_ORDER, tier_rank
+from models.tiers import COMMITTED, TIER_ORDER, is_committed, tier_rank
 
 Values = Mapping[str, Any]  # column -> array-like: a DataFrame or a dict of arrays
 TOP_REASONS = 3
@@ -79,6 +80,7 @@ class Scores:
     propensity: np.ndarray  # calibrated; NaN where the model cannot speak (cold start)
     model_propensity: np.ndarray  # the model's number even on cold start (for audit)
     cold_start: np.ndarray
+    committed: np.ndarray  # an accepted ask not yet delivered: tier `committed`, no model tier
     tier: np.ndarray
     percentile: np.ndarray
     acceptance: np.ndarray  # n x len(ASK_TYPE_NAMES)
@@ -119,9 +121,10 @@ class Scores:
 
     @cached_property
     def tier_gaps(self) -> np.ndarray:
-        """Per row: model tier rank minus points tier rank (0 on cold start, where the tier is the rule's)."""
+        """Per row: model tier rank minus points tier rank (0 on cold start, where the tier is the rule's,
+        and for committed pipeline, which has no model tier to compare)."""
         gap = tier_rank(self.tier) - tier_rank(self.baseline_tier)
-        return np.where(self.cold_start, 0, gap)
+        return np.where(self.cold_start | self.committed, 0, gap)
 
     def disagreement(self, i: int) -> dict[str, Any] | None:
         """Where model and points rule differ by a tier or more: which way, and the reasons driving it."""
@@ -157,6 +160,20 @@ class Scores:
             ],
         }
 
+    def commitment(self, i: int) -> dict[str, Any] | None:
+        """The accepted ask that makes row i committed (null fields where the caller sent bare features)."""
+        if not self.committed[i]:
+            return None
+        ask_id, ask_type, accepted_at = (
+            _item(self.values[c], i) if c in self.values else None for c in COMMITMENT_COLUMNS
+        )
+        known = accepted_at is not None and not pd.isna(accepted_at)
+        return {
+            "ask_id": None if ask_id is None else str(ask_id),
+            "ask_type": None if ask_type is None else str(ask_type),
+            "accepted_at": pd.Timestamp(accepted_at).isoformat() if known else None,
+        }
+
     def next_best_ask(self, i: int) -> dict[str, Any]:
         blocks = self.blocked.for_customer(str(self.customer_id[i]))
         return next_best_ask(self.acceptance[i], int(self.next_ask[i]), blocks)
@@ -176,6 +193,7 @@ class Scores:
             "reasons": self.reasons(i, reasons),
             "baseline": self.baseline(i),
             "disagreement": self.disagreement(i),
+            "committed": self.commitment(i),
             "model_version": self.bundle.model_version,
             "rules_version": self.bundle.rules_version,
             "features_as_of": pd.Timestamp(self.as_of[i]).isoformat(),
@@ -226,6 +244,11 @@ class Scores:
             texts[i] = (self.disagreement(i) or {}).get("text")
         out["disagreement"] = texts
         out["cold_start"] = self.cold_start
+        out["committed"] = self.committed
+        ids = np.asarray(self.values["committed_ask_id"] if "committed_ask_id" in self.values else [None] * n, object)
+        out["committed_ask_id"] = [
+            str(a) if c and a is not None else None for a, c in zip(ids, self.committed, strict=True)
+        ]
         out["model_version"] = self.bundle.model_version
         out["rules_version"] = self.bundle.rules_version
         out["features_as_of"] = pd.to_datetime(self.as_of, utc=True)
@@ -318,7 +341,8 @@ def score(
     points = earned.sum(axis=1)
     base_tier = baseline_tier(points)
     model_tier = bundle.tiers.assign(model_p)
-    tier = np.where(cold, base_tier, model_tier)
+    committed = is_committed(values["accepted_not_delivered"])
+    tier = np.where(committed, COMMITTED, np.where(cold, base_tier, model_tier))
     return Scores(
         bundle=bundle,
         values=values,
@@ -327,6 +351,7 @@ def score(
         propensity=np.where(cold, np.nan, model_p),
         model_propensity=model_p,
         cold_start=cold,
+        committed=committed,
         tier=tier,
         percentile=bundle.tiers.percentile(model_p),
         acceptance=acc,

@@ -3,6 +3,10 @@
 champion = top 3% of the reference population (the newest snapshot of the training data),
 advocate = next 12%, supporter = next 35%, else none. The cut-offs and a quantile grid of the
 reference scores (for percentiles) travel in the bundle, so API and batch give the same tier.
+
+A committed customer (an accepted ask not yet delivered, `features.commitments`) is certain to look
+like an advocate and tells a CSM nothing new: their tier is `committed`, and the cut-offs are
+fixed on the uncommitted base alone.
 """
 
 from __future__ import annotations
@@ -11,17 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 TIER_SHARES: tuple[tuple[str, float], ...] = (("champion", 0.03), ("advocate", 0.12), ("supporter", 0.35))
 NO_TIER = "none"
 TIER_ORDER: tuple[str, ...] = (NO_TIER, "supporter", "advocate", "champion")
+COMMITTED = "committed"
+TIERS_SHOWN: tuple[str, ...] = (COMMITTED, *TIER_ORDER[::-1])  # as reports list them, best first
 _GRID = np.linspace(0.0, 1.0, 1001)
 
 
 def tier_rank(tiers: np.ndarray | list[str]) -> np.ndarray:
-    """0 for none ... 3 for champion."""
-    rank = {name: i for i, name in enumerate(TIER_ORDER)}
+    """0 for none ... 3 for champion; committed ranks above champion (it is no model tier: callers
+    that compare tiers leave committed rows out)."""
+    rank = {name: i for i, name in enumerate(TIER_ORDER)} | {COMMITTED: len(TIER_ORDER)}
     return np.array([rank[t] for t in tiers], dtype=np.int64)
+
+
+def is_committed(accepted_not_delivered: np.ndarray | pd.Series | list[float]) -> np.ndarray:
+    """Committed pipeline: at least one accepted ask open (the feature `accepted_not_delivered`)."""
+    return np.nan_to_num(np.asarray(accepted_not_delivered, dtype=float)) >= 1
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,14 @@ class Disagreement(BaseModel):
     drivers: list[Reason]
 
 
+class Commitment(BaseModel):
+    """The accepted ask not yet delivered that makes a customer committed pipeline."""
+
+    ask_id: str | None = Field(description="null where the caller sent features without the ask")
+    ask_type: str | None
+    accepted_at: str | None
+
+
 class Result(BaseModel):
     """One customer's scores (spec section 7)."""
 
@@ -335,6 +343,7 @@ class Result(BaseModel):
     reasons: list[Reason]
     baseline: Baseline
     disagreement: Disagreement | None
+    committed: Commitment | None = Field(description="an accepted ask not yet delivered: tier `committed`")
     model_version: str
     rules_version: str
     features_as_of: str
@@ -436,3 +445,37 @@ class DisagreementRow(BaseModel):
 
 class DisagreementsResponse(BaseModel):
     customers: list[DisagreementRow]
+
+
+class WorklistRequest(_Request):
+    """`POST /worklist`: what the CSM page opens on, besides the plan."""
+
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class DeliveryDue(BaseModel):
+    customer_id: str
+    name: str | None
+    segment: str | None
+    ask_id: str | None
+    ask_type: str | None
+    accepted_at: str | None
+    lapses_at: str | None = Field(description="when the promise stops counting as pipeline")
+
+
+class GoingCold(BaseModel):
+    customer_id: str
+    name: str | None
+    segment: str | None
+    tier: str
+    propensity: float | None
+    days_since_last_activity: float | None
+
+
+class WorklistResponse(BaseModel):
+    need: dict[str, int] = Field(description="the plan the page opens on (ADVOCACY_WORKLIST_NEED)")
+    ask_types: list[str]
+    as_of: str
+    lapse_days: int
+    deliveries_due: list[DeliveryDue] = Field(description="committed customers, the oldest promise first")
+    going_cold: list[GoingCold] = Field(description="past advocates quiet for 180 days, likeliest first")

@@ -53,6 +53,8 @@ from serving.schemas import (
     ScoreResponse,
     SearchRequest,
     SearchResponse,
+    WorklistRequest,
+    WorklistResponse,
 )
 from serving.state import ServingState, load_state
 from serving.store import IncompatibleStateError, UnknownCustomersError
@@ -311,6 +313,11 @@ class Advocacy:
         return self._answer(
             lambda s: DisagreementsResponse.model_validate({"customers": s.disagreements(tier, segment, limit)})
         )
+
+    @bentoml.api(route="/worklist", input_spec=WorklistRequest, output_spec=WorklistResponse)
+    def worklist(self, limit: int = 50) -> Any:
+        """The CSM page's worklist: the default needs, deliveries due from committed customers, advocates going cold."""
+        return self._answer(lambda s: WorklistResponse.model_validate(s.worklist(limit)))
 
     @bentoml.api(route="/plan", input_spec=PlanRequestBody, output_spec=PlanResponse)
     def plan(

@@ -17,17 +17,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.catalog import ASK_TYPE_NAMES
 from features.context import Snapshot
 from features.contracts import CONTRACTS, TIMESTAMP, as_utc, empty_table
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.bundle import Bundle
 from models.guardrails import GuardrailConfig, blocked_asks
-from models.planner import Candidates, PlanRequest, acceptance_reasons, make_plan, plan_record, plan_table
+from models.planner import (
+    Candidates,
+    PlanRequest,
+    acceptance_reasons,
+    make_plan,
+    parse_need,
+    plan_record,
+    plan_table,
+)
 from models.reasons import describe, reason
 from models.references import Prospect, rank_references
 from models.registry import ChampionRef
 from models.scoring import Blocked, next_asks, next_best_ask, score
-from models.tiers import tier_rank
 from serving.guardrail_book import GuardrailBook
 from serving.results import ResultCache
 from serving.schemas import NextBestAsk
@@ -57,7 +65,8 @@ class Overview:
     baseline_tier: np.ndarray
     baseline_points: np.ndarray
     propensity: np.ndarray
-    gap: np.ndarray  # model tier rank - points tier rank (0 on cold start)
+    gap: np.ndarray  # model tier rank - points tier rank (`Scores.tier_gaps`: 0 on cold start, committed)
+    re_engage: np.ndarray  # a past advocate with no activity in 180 days
 
     @classmethod
     def build(cls, bundle: Bundle, store: FeatureStore, chunk: int = 100_000) -> Overview:
@@ -67,6 +76,7 @@ class Overview:
             for rows in np.array_split(np.arange(n, dtype=np.int64), max(1, n // chunk))
         ]
         tier = np.concatenate([p.tier for p in parts]) if parts else np.array([], dtype=object)
+        gap = np.concatenate([p.tier_gaps for p in parts]) if parts else np.zeros(0, dtype=np.int64)
         base = np.concatenate([p.baseline_tier for p in parts]) if parts else np.array([], dtype=object)
         names = store.customers["name"].astype("object").where(store.customers["name"].notna(), None)
         segments = store.customers["segment"].astype("object").where(store.customers["segment"].notna(), None)
@@ -80,7 +90,8 @@ class Overview:
             baseline_tier=base,
             baseline_points=np.concatenate([p.baseline_points for p in parts]) if parts else np.zeros(0),
             propensity=np.concatenate([p.propensity for p in parts]) if parts else np.zeros(0),
-            gap=tier_rank(tier) - tier_rank(base),
+            gap=gap,
+            re_engage=np.concatenate([p.re_engage for p in parts]) if parts else np.zeros(0, dtype=bool),
         )
 
 
@@ -94,6 +105,7 @@ class ServingState:
     book: GuardrailBook
     snapshot_dir: Path
     plans: PlanStore | None = None  # where `POST /plan` stores its plans (none: not stored)
+    default_need: Mapping[str, int] = field(default_factory=dict)  # the worklist's plan until a CSM edits it
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     results: ResultCache = field(init=False)
 
@@ -280,7 +292,7 @@ class ServingState:
     def plan(self, request: PlanRequest) -> dict[str, Any]:
         """`POST /plan`: the ask plan over every stored customer the model speaks for, guardrails
         at the present, stored under its plan_id; the same planner as `advocacy plan`."""
-        store, keep = self.store, np.flatnonzero(~self.store.cold_start)
+        store, keep = self.store, np.flatnonzero(~self.store.cold_start & ~self.store.committed)
         blocked = self.book.blocked(keep, self.now()).matrix(list(store.ids[keep]))
         days = store.columns["days_since_last_ask"][keep]
         last = pd.DatetimeIndex(store.as_of - pd.to_timedelta(days, unit="D"))
@@ -295,6 +307,50 @@ class ServingState:
             self.plans.save(made.plan_id, table, plan_record(made, request, self.champion.version))
         asks = [{k: None if v is pd.NaT else _plain(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
         return {"plan_id": made.plan_id, "asks": asks, "summary": made.summary}
+
+    def worklist(self, limit: int) -> dict[str, Any]:
+        """What the CSM page opens on, besides the plan: deliveries due from committed customers (the
+        oldest promise first: it lapses first) and advocates going cold (the likeliest first)."""
+        view, store = self.overview(), self.store
+        lapse = pd.Timedelta(days=self.bundle.lapse_days)
+        due = np.flatnonzero(store.committed)
+        accepted = pd.to_datetime(pd.Series(store.columns["committed_accepted_at"][due]), utc=True)
+        due = due[np.argsort(accepted.to_numpy(), kind="stable")][:limit]
+        accepted = pd.to_datetime(pd.Series(store.columns["committed_accepted_at"][due]), utc=True)
+        deliveries = [
+            {
+                "customer_id": str(store.ids[r]),
+                "name": view.name[r],
+                "segment": view.segment[r],
+                "ask_id": _plain(store.columns["committed_ask_id"][r]),
+                "ask_type": _plain(store.columns["committed_ask_type"][r]),
+                "accepted_at": None if pd.isna(at) else at.isoformat(),
+                "lapses_at": None if pd.isna(at) else (at + lapse).isoformat(),
+            }
+            for r, at in zip(due.tolist(), accepted, strict=True)
+        ]
+        cold = np.flatnonzero(view.re_engage & ~store.committed)
+        cold = cold[np.argsort(-np.nan_to_num(view.propensity[cold], nan=-1.0), kind="stable")][:limit]
+        quiet = store.columns["days_since_last_activity"]
+        going_cold = [
+            {
+                "customer_id": str(store.ids[r]),
+                "name": view.name[r],
+                "segment": view.segment[r],
+                "tier": str(view.tier[r]),
+                "propensity": _plain(view.propensity[r]),
+                "days_since_last_activity": _plain(quiet[r]),
+            }
+            for r in cold.tolist()
+        ]
+        return {
+            "need": dict(self.default_need),
+            "ask_types": list(ASK_TYPE_NAMES),
+            "as_of": store.as_of.isoformat(),
+            "lapse_days": self.bundle.lapse_days,
+            "deliveries_due": deliveries,
+            "going_cold": going_cold,
+        }
 
     def record_asks(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Store asks through the data contract; unknown customers, and plans never made, are refused
@@ -320,6 +376,15 @@ class ServingState:
         self.book.close()
 
 
+def default_need(text: str) -> dict[str, int]:
+    """`ADVOCACY_WORKLIST_NEED` (`TYPE=N,TYPE=N`) as a need, checked as `POST /plan` checks one."""
+    try:
+        need = parse_need([item for item in text.split(",") if item.strip()])
+        return dict(PlanRequest(need).need)
+    except ValueError as error:
+        raise ValueError(f"ADVOCACY_WORKLIST_NEED={text!r}: {error}") from None
+
+
 def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> ServingState:
     """Read the current snapshot and build the state for this bundle (raises if they do not fit)."""
     root = settings.feature_store_path()
@@ -334,7 +399,9 @@ def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> Ser
         GuardrailConfig.from_saved(bundle.guardrails),
         now,
     )
-    state = ServingState(champion, bundle, store, book, folder, PlanStore(settings.plans_path()))
+    state = ServingState(
+        champion, bundle, store, book, folder, PlanStore(settings.plans_path()), default_need(settings.worklist_need)
+    )
     # Results for (up to the cache's capacity of) stored customers before the first request needs them.
     state.results.warm()
     state.overview()

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import ASK_TYPE_NAMES
+from features.commitments import COMMITMENT_COLUMNS
 from features.context import Snapshot
 from features.contracts import from_micros, to_micros
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURE_VERSION, KEYS
@@ -24,6 +25,7 @@ from models.bundle import Bundle, acceptance_matrix
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.references import SIMILARITY_WEIGHTS
 from models.scoring import Blocked, Scores, cold_start, score
+from models.tiers import is_committed
 
 ASK_TABLE_COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 CONTEXT_COLUMNS: tuple[str, ...] = ("name", "last_urgent_ticket_at", "recent_reference_calls")
@@ -99,6 +101,10 @@ class FeatureStore:
         for name in FEATURE_NAMES:
             col = frame[name]
             self.columns[name] = col.to_numpy(dtype=object) if name in CATEGORICAL_FEATURES else col.to_numpy(float)
+        for name in COMMITMENT_COLUMNS:  # the open accepted ask each result names
+            self.columns[name] = (
+                frame[name].to_numpy(dtype=object) if name in frame.columns else np.full(len(frame), None, dtype=object)
+            )
         self.health: np.ndarray = pd.to_numeric(frame["health_score"], errors="coerce").to_numpy(float)
         self.last_urgent_us: np.ndarray = to_micros(frame["last_urgent_ticket_at"])
         self.recent_reference_calls: np.ndarray = (
@@ -123,6 +129,7 @@ class FeatureStore:
             self.acceptance[:, ASK_TYPE_NAMES.index("reference_call")], index=pd.Index(ids)
         )
         self.cold_start: np.ndarray = cold_start(self.columns["usage_months"], self.matrix)
+        self.committed: np.ndarray = is_committed(self.columns["accepted_not_delivered"])
         self._history = _HistoryIndex(snapshot.history)
 
     def __len__(self) -> int:
@@ -137,7 +144,7 @@ class FeatureStore:
         return np.asarray(rows, dtype=np.int64)
 
     def values(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """`customer_id`, `as_of` and every feature for the rows, as arrays (what `score` reads)."""
+        """`customer_id`, `as_of`, every feature and the open ask for the rows (what `score` reads)."""
         return {name: col[rows] for name, col in self.columns.items()}
 
     def signals(self, rows: np.ndarray) -> pd.DataFrame:

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     # `advocacy recalibrate` may reorder asks across types (per-type offsets): it is refused when the
     # acceptance or propensity AUC falls by more than this beyond noise.
     gate_max_auc_loss: float = Field(default=0.01, ge=0, le=1)
+    # An accepted ask not delivered (no activity names its ask_id) within this many days is no longer
+    # committed pipeline. Fixed at training time and kept with the model, so API and batch agree.
+    commitment_lapse_days: int = Field(default=90, ge=1, le=3650)
+    # The plan the CSM page opens on (yeses needed per ask type, `TYPE=N,TYPE=N`), until a CSM edits it.
+    worklist_need: str = "reference_call=10,review=30,case_study=3"
 
     def allowed_host_names(self) -> frozenset[str]:
         return frozenset(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())

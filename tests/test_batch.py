@@ -83,8 +83,14 @@ def test_one_row_per_active_customer_with_the_spec_columns(clean: batch.BatchRes
     spec_columns += [f"acceptance_{t}" for t in ASK_TYPE_NAMES]
     spec_columns += ["next_best_ask", "next_best_ask_probability", "blocked_asks", "re_engage"]
     spec_columns += ["reason_1", "reason_2", "reason_3", "baseline_points", "baseline_qualified", "baseline_tier"]
-    spec_columns += ["disagreement", "model_version", "rules_version", "features_as_of"]
+    spec_columns += ["disagreement", "committed", "committed_ask_id", "model_version", "rules_version"]
+    spec_columns += ["features_as_of"]
     assert set(spec_columns) <= set(out.columns)
+    # Committed pipeline: tier `committed`, its open ask named, and no disagreement to report.
+    committed = out["committed"].to_numpy(dtype=bool)
+    assert committed.any() and (out.loc[committed, "tier"] == "committed").all()
+    assert out.loc[committed, "committed_ask_id"].notna().all() and out.loc[committed, "disagreement"].isna().all()
+    assert out.loc[~committed, "committed_ask_id"].isna().all() and (out.loc[~committed, "tier"] != "committed").all()
     assert out["reason_1"].notna().all()
     assert (out["features_as_of"] == AS_OF).all()
     # Everything temporary is gone: only the output and its drift report remain.

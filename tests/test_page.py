@@ -112,6 +112,7 @@ def test_search_open_card_and_compare_with_the_api(page: Any, page_servers: Page
     part = target["name"][1:].upper()  # part of the name, in another case
 
     page.goto(server.url + "/")
+    page.get_by_role("tab", name="Customer").click()
     page.get_by_label("Find a customer by id or name").fill(part)
     suggestion = page.locator(f'.suggestion[data-customer-id="{target["customer_id"]}"]')
     suggestion.click()
@@ -131,6 +132,71 @@ def test_search_open_card_and_compare_with_the_api(page: Any, page_servers: Page
     # The same customer by the start of its id.
     page.get_by_label("Find a customer by id or name").fill(target["customer_id"][:-1])
     page.locator(f'.suggestion[data-customer-id="{target["customer_id"]}"]').wait_for()
+
+
+def _shown(page: Any, table: str) -> list[str | None]:
+    rows = page.locator(f"#{table} tbody tr[data-customer-id]")
+    return [rows.nth(i).get_attribute("data-customer-id") for i in range(rows.count())]
+
+
+def test_the_page_opens_on_the_worklist_edits_a_need_opens_a_card_and_exports_the_plan(
+    page: Any, page_servers: PageServers, tmp_path: Any
+) -> None:
+    server = page_servers.open
+    worklist = post(server, "/worklist", {"limit": 50})
+    need = worklist["need"]
+    assert need and worklist["deliveries_due"], worklist
+    page.goto(server.url + "/")
+    assert page.get_by_role("tab", name="Worklist").get_attribute("aria-selected") == "true"
+    page.wait_for_function("() => document.getElementById('plan-message').textContent.startsWith('Plan ')")
+    planned = post(server, "/plan", {"need": need, "confidence": 0.9})
+    assert _shown(page, "plan") == [a["customer_id"] for a in planned["asks"]]
+    assert page.locator("#plan-summary li").count() == len(need)
+    assert _shown(page, "deliveries") == [d["customer_id"] for d in worklist["deliveries_due"]]
+    assert _shown(page, "going-cold") == [c["customer_id"] for c in worklist["going_cold"]]
+    page.screenshot(path=str(ARTIFACTS / "page-worklist.png"), full_page=True)
+
+    # Edit a need: fewer reviews, a different plan.
+    first = page.locator("#needs .need").first
+    ask_type = first.get_attribute("data-ask-type")
+    first.locator(".need-count").fill("4")
+    old_id = planned["plan_id"]
+    page.get_by_role("button", name="Make the plan").click()
+    page.wait_for_function(
+        "old => { const m = document.getElementById('plan-message').textContent;"
+        " return m.startsWith('Plan ') && !m.includes(old); }",
+        arg=old_id,
+    )
+    edited = post(server, "/plan", {"need": {**need, ask_type: 4}, "confidence": 0.9})
+    assert _shown(page, "plan") == [a["customer_id"] for a in edited["asks"]]
+    assert edited["summary"][ask_type]["need"] == 4
+    assert len(edited["asks"]) < len(planned["asks"])
+
+    # The CSV is the plan on the page, with the spec's columns.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    path = tmp_path / "plan.csv"
+    download.value.save_as(path)
+    import pandas as pd
+
+    table = pd.read_csv(path, dtype={"customer_id": str, "plan_id": str})
+    assert list(table.columns[:8]) == [
+        "plan_id", "ask_type", "rank", "customer_id", "name", "acceptance", "expected_yes", "p_at_least_needed",
+    ]  # fmt: skip
+    assert table["customer_id"].tolist() == _shown(page, "plan")
+    assert table["plan_id"].nunique() == 1
+
+    # A row opens the customer card.
+    target = edited["asks"][0]
+    page.locator(f'#plan tbody tr[data-customer-id="{target["customer_id"]}"]').click()
+    page.locator("#card-tier").wait_for()
+    assert page.locator("#card-name").text_content() == target["name"]
+    # And a delivery due opens a committed customer's card.
+    page.get_by_role("tab", name="Worklist").click()
+    due = worklist["deliveries_due"][0]
+    page.locator(f'#deliveries tbody tr[data-customer-id="{due["customer_id"]}"]').click()
+    page.wait_for_function("() => document.getElementById('card-tier').textContent === 'committed'")
+    assert due["ask_type"].replace("_", " ") in (page.locator("#card-committed").text_content() or "")
 
 
 def test_disagreement_list_filters_and_opens_a_card(page: Any, page_servers: PageServers) -> None:
@@ -163,6 +229,7 @@ def test_disagreement_list_filters_and_opens_a_card(page: Any, page_servers: Pag
 
 def test_unknown_customer_shows_a_clear_message(page: Any, page_servers: PageServers) -> None:
     page.goto(page_servers.open.url + "/")
+    page.get_by_role("tab", name="Customer").click()
     box = page.get_by_label("Find a customer by id or name")
     box.fill("NO-SUCH-CUSTOMER-42")
     box.press("Enter")
@@ -175,6 +242,7 @@ def test_unknown_customer_shows_a_clear_message(page: Any, page_servers: PageSer
 
 def test_markup_in_a_name_is_shown_as_text(page: Any, page_servers: PageServers) -> None:
     page.goto(page_servers.open.url + "/")
+    page.get_by_role("tab", name="Customer").click()
     page.get_by_label("Find a customer by id or name").fill("evil co")
     hit = page.locator(f'.suggestion[data-customer-id="{page_servers.evil_id}"]')
     hit.wait_for()
@@ -190,9 +258,12 @@ def test_the_page_asks_for_the_token_once_and_keeps_it_in_the_session(page: Any,
     server = page_servers.secured
     assert httpx.post(server.url + "/search", json={"query": "a"}).status_code == 401
     page.goto(server.url + "/")
-    page.get_by_label("Find a customer by id or name").fill("a")
+    # The worklist is the first thing the page loads: it asks for the token then, once.
     page.get_by_label("API token").fill(TOKEN)
     page.get_by_role("button", name="Use token").click()
+    page.locator("#plan tbody tr").first.wait_for()
+    page.get_by_role("tab", name="Customer").click()
+    page.get_by_label("Find a customer by id or name").fill("a")
     page.locator(".suggestion").first.wait_for()
     assert page.evaluate("() => sessionStorage.getItem('advocacy-token')") == TOKEN
     assert page.evaluate("() => localStorage.length") == 0

@@ -41,6 +41,7 @@ RESULT_FIELDS = {
     "customer_id",
     "propensity",
     "tier",
+    "committed",
     "percentile",
     "acceptance",
     "next_best_ask",
@@ -159,11 +160,48 @@ def test_score_returns_one_section_7_result_per_id(servers: Servers) -> None:
         assert set(r["acceptance"]) == set(ASK_TYPE_NAMES)
         assert all(0 <= p <= 1 for p in r["acceptance"].values())
         assert r["cold_start"] or 0 <= r["propensity"] <= 1
-        assert r["tier"] in ("champion", "advocate", "supporter", "none")
+        assert r["tier"] in ("committed", "champion", "advocate", "supporter", "none")
         assert 1 <= len(r["reasons"]) <= 3
         assert all(x["direction"] in ("raises", "lowers") and x["text"] for x in r["reasons"])
         assert len(r["baseline"]["breakdown"]) == 6
         assert r["baseline"]["points"] == sum(b["points"] for b in r["baseline"]["breakdown"])
+
+
+def test_committed_pipeline_is_named_and_left_out_of_disagreements_and_plans(servers: Servers) -> None:
+    features = servers.snapshot.features
+    pending = features[features["accepted_not_delivered"] >= 1]
+    assert len(pending) >= 5, "the sample has accepted asks not yet delivered"
+    ids = pending["customer_id"].astype(str).tolist()
+    results = servers.open.post("/score", {"customer_ids": ids[:20]}).json()["results"]
+    for r, (_, row) in zip(results, pending.head(20).iterrows(), strict=True):
+        assert r["tier"] == "committed" and r["disagreement"] is None
+        assert r["committed"]["ask_id"] == row["committed_ask_id"]
+        assert r["committed"]["ask_type"] == row["committed_ask_type"]
+        assert pd.Timestamp(r["committed"]["accepted_at"]) == row["committed_accepted_at"]
+    others = features.loc[features["accepted_not_delivered"] < 1, "customer_id"].astype(str).head(5).tolist()
+    assert all(r["committed"] is None for r in servers.open.post("/score", {"customer_ids": others}).json()["results"])
+    listed = servers.open.post("/disagreements", {"limit": 200}).json()["customers"]
+    assert listed and not {c["customer_id"] for c in listed} & set(ids)
+    plan = servers.open.post("/plan", {"need": {"review": 20, "social_share": 20}}).json()
+    assert not {a["customer_id"] for a in plan["asks"]} & set(ids)
+
+
+def test_the_worklist_lists_deliveries_due_oldest_promise_first_and_advocates_going_cold(servers: Servers) -> None:
+    features = servers.snapshot.features
+    worklist = servers.open.post("/worklist", {"limit": 200}).json()
+    pending = features[features["accepted_not_delivered"] >= 1].sort_values("committed_accepted_at", kind="stable")
+    assert [d["customer_id"] for d in worklist["deliveries_due"]] == pending["customer_id"].astype(str).tolist()[:200]
+    first = worklist["deliveries_due"][0]
+    assert pd.Timestamp(first["lapses_at"]) - pd.Timestamp(first["accepted_at"]) == pd.Timedelta(days=90)
+    cold = worklist["going_cold"]
+    assert cold, "the sample has past advocates gone quiet"
+    results = servers.open.post("/score", {"customer_ids": [c["customer_id"] for c in cold]}).json()["results"]
+    assert all(r["re_engage"] and r["tier"] != "committed" for r in results)
+    shown = [c["propensity"] for c in cold]
+    assert shown == sorted(shown, reverse=True)
+    assert worklist["need"] == {"reference_call": 10, "review": 30, "case_study": 3}
+    bad = servers.open.post("/worklist", {"limit": 0})
+    assert bad.status_code == 400 and detail_names(bad, "limit")
 
 
 def test_score_answers_alike_on_its_fast_path_and_through_bentoml(server: Server, servers: Servers) -> None:

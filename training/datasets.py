@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.commitments import COMMITMENT_LAPSE_DAYS
 from features.contracts import CONTRACTS
 from features.io import World
 from features.labels import (
@@ -29,6 +30,7 @@ class TrainingData:
     propensity: pd.DataFrame
     acceptance: pd.DataFrame
     fingerprint: dict[str, Any]
+    lapse_days: int = COMMITMENT_LAPSE_DAYS  # the committed pipeline's lapse the features were built with
 
     def part(self, target: str, split: str) -> pd.DataFrame:
         frame: pd.DataFrame = getattr(self, target)
@@ -83,19 +85,23 @@ def fingerprint(world: World) -> dict[str, Any]:
 
 
 def build_training_data(
-    world: World, test_months: int = 3, valid_months: int = 3, left_out: dict[str, int] | None = None
+    world: World,
+    test_months: int = 3,
+    valid_months: int = 3,
+    left_out: dict[str, int] | None = None,
+    lapse_days: int = COMMITMENT_LAPSE_DAYS,
 ) -> TrainingData:
     """Monthly propensity snapshots and past asks, each split by time (newest window = test).
 
     `left_out` counts rows the caller could not use (`LEFT_OUT` keys); they go into the fingerprint.
     """
-    prop = propensity_dataset(world)
+    prop = propensity_dataset(world, lapse_days=lapse_days)
     if prop.empty:
         raise ValueError("no propensity snapshots: the data covers too short a period")
     split = monthly_split(prop["as_of"], test_months, valid_months)
     prop["split"] = split.assign(prop["as_of"], HORIZON).to_numpy()
 
-    acc = acceptance_dataset(world)
+    acc = acceptance_dataset(world, lapse_days=lapse_days)
     immature = int(immature_asks(world).sum())
     if len(acc) < 50:
         raise ValueError(f"only {len(acc)} past asks: too few to train the ask-acceptance model")
@@ -111,4 +117,5 @@ def build_training_data(
         fp[f"{target}_positive_rate"] = float(frame["label"].mean())
     fp["propensity_test_start"] = str(split.test_start)
     fp["acceptance_test_start"] = str(acc_split.test_start)
-    return TrainingData(prop, acc, fp)
+    fp["commitment_lapse_days"] = lapse_days
+    return TrainingData(prop, acc, fp, lapse_days)

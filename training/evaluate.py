@@ -186,7 +186,7 @@ def acceptance_everyone_metrics(data_dir: Path, world: World, bundle: Bundle, si
     truth = truth[(truth["as_of"] >= since) & (truth["as_of"] < observed_until(world))]
     frames = []
     for t in sorted(truth["as_of"].unique()):
-        feats = build_features(world, active_points(world, pd.Timestamp(t)))
+        feats = build_features(world, active_points(world, pd.Timestamp(t)), bundle.lapse_days)
         p = bundle.acceptance.proba(acceptance_matrix(bundle.encoder.transform(feats)), num_threads=2)
         n_types = len(ASK_TYPE_NAMES)
         frames.append(

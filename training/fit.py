@@ -20,7 +20,7 @@ from models.bundle import ACCEPTANCE_CATEGORICAL_INDEX, Bundle, TargetModel, ask
 from models.calibration import Calibrator, Method
 from models.drift import reference_profile
 from models.encoding import FeatureEncoder
-from models.tiers import Tiers
+from models.tiers import Tiers, is_committed
 from training.datasets import TrainingData
 
 # Domain knowledge as constraints: more of these can only make accepting an ask more (+1) or less (-1) likely.
@@ -198,10 +198,12 @@ def fit_encoder(data: TrainingData) -> FeatureEncoder:
     return FeatureEncoder.fit(both, FEATURE_NAMES, CATEGORICAL_FEATURES)
 
 
-def fit_tiers(world: World, encoder: FeatureEncoder, propensity: TargetModel) -> Tiers:
-    """Tier cut-offs on the population the product will score: every active customer now."""
-    current = build_features(world, active_points(world, observed_until(world)))
-    return Tiers.fit(propensity.proba(encoder.transform(current), num_threads=2))
+def fit_tiers(world: World, encoder: FeatureEncoder, propensity: TargetModel, lapse_days: int) -> Tiers:
+    """Tier cut-offs on the population the product will tier: every active customer now who is not
+    committed pipeline (spec section 5: committed customers get the tier `committed` instead)."""
+    current = build_features(world, active_points(world, observed_until(world)), lapse_days)
+    uncommitted = current[~is_committed(current["accepted_not_delivered"])]
+    return Tiers.fit(propensity.proba(encoder.transform(uncommitted), num_threads=2))
 
 
 def fit_bundle(
@@ -236,7 +238,8 @@ def fit_bundle(
         encoder=encoder,
         propensity=targets["propensity"],
         acceptance=targets["acceptance"],
-        tiers=fit_tiers(world, encoder, targets["propensity"]),
+        tiers=fit_tiers(world, encoder, targets["propensity"], data.lapse_days),
+        lapse_days=data.lapse_days,
         drift_reference=reference_profile(mats["propensity"].frames["train"], train_scores),
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

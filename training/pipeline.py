@@ -150,7 +150,7 @@ def train(
     loaded = load_training_world(data_dir, settings)
     world = loaded.world
     progress("building point-in-time training sets")
-    data = data or build_training_data(world, left_out=loaded.left_out)
+    data = data or build_training_data(world, left_out=loaded.left_out, lapse_days=settings.commitment_lapse_days)
     for line in describe_left_out(data.fingerprint):
         progress(f"left out of training: {line}")
     registry.configure(settings, experiment)

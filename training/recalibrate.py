@@ -48,7 +48,7 @@ def recalibrate(
     champion = load_bundle(current.source, current.version)
     progress(f"recalibrating champion v{current.version} (its trees stay as they are)")
     loaded = load_training_world(data_dir, settings)
-    data = build_training_data(loaded.world, left_out=loaded.left_out)
+    data = build_training_data(loaded.world, left_out=loaded.left_out, lapse_days=champion.lapse_days)
     for line in describe_left_out(data.fingerprint):
         progress(f"left out: {line}")
     mats = encode(data, champion.encoder)
@@ -63,7 +63,7 @@ def recalibrate(
         champion,
         propensity=fitted["propensity"],
         acceptance=fitted["acceptance"],
-        tiers=fit_tiers(loaded.world, champion.encoder, fitted["propensity"]),
+        tiers=fit_tiers(loaded.world, champion.encoder, fitted["propensity"], champion.lapse_days),
         metrics={**champion.metrics, **metrics},
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -1,4 +1,5 @@
-// The CSM page: search a customer, open the card, list where the model and the points rule disagree.
+// The CSM page: the worklist (this period's plan, deliveries due, advocates going cold), search a
+// customer and open the card, list where the model and the points rule disagree.
 // Every value from the API is shown through textContent (never innerHTML), so data cannot inject markup.
 "use strict";
 
@@ -76,7 +77,7 @@ function say(id, text, isError = false) {
 
 // ---- tabs --------------------------------------------------------------------------------------------
 function showView(name) {
-  for (const view of ["customer", "disagreements"]) {
+  for (const view of ["worklist", "customer", "disagreements"]) {
     const active = view === name;
     $(`tab-${view}`).setAttribute("aria-selected", String(active));
     $(`view-${view}`).hidden = !active;
@@ -182,6 +183,12 @@ function renderCard(x, fallbackName) {
   if (!x.reasons.length) reasons.append(el("p", { text: "No reasons: the model had nothing to say." }));
 
   const parts = [head];
+  if (x.committed) {
+    const what = x.committed.ask_type ? words(x.committed.ask_type) : "an ask";
+    const when = x.committed.accepted_at ? ` on ${day(x.committed.accepted_at)}` : "";
+    parts.push(el("p", { class: "committed-note", id: "card-committed", role: "note",
+      text: `Committed: said yes to ${what}${when} and has not delivered it yet. No model tier: this customer is pipeline, not a prospect.` }));
+  }
   if (x.disagreement) parts.push(el("p", { class: "disagree", id: "disagreement", role: "note", text: x.disagreement.text }));
   parts.push(score, baseline, reasons, waterfall(x), asks(x), history(x.history || []));
   parts.push(el("p", { class: "meta", id: "card-meta",
@@ -269,11 +276,116 @@ async function loadDisagreements() {
   }));
 }
 
+// ---- the worklist: the plan, deliveries due, advocates going cold ------------------------------------
+let askTypes = [];
+let lastPlan = null;
+
+function customerCell(id, name) {
+  return el("td", {}, el("strong", { text: name || "(no name)" }), el("br"), el("span", { text: id }));
+}
+
+function openingRow(customerId, ...cells) {
+  const row = el("tr", { tabindex: "0", "data-customer-id": customerId }, ...cells);
+  const open = () => openCustomer(customerId);
+  row.addEventListener("click", open);
+  row.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
+  return row;
+}
+
+function needRow(type, count) {
+  const select = el("select", { class: "need-type", "aria-label": "Ask type" },
+    ...askTypes.map((t) => el("option", { value: t, text: words(t), selected: t === type })));
+  const input = el("input", { class: "need-count", type: "number", min: "1", step: "1", value: String(count),
+    required: true, "aria-label": `Yeses needed: ${words(type)}` });
+  select.addEventListener("change", () => input.setAttribute("aria-label", `Yeses needed: ${words(select.value)}`));
+  const remove = el("button", { type: "button", class: "remove", "aria-label": `Remove ${words(type)}`, text: "×" });
+  const row = el("div", { class: "need", role: "listitem", "data-ask-type": type }, select, input, remove);
+  remove.addEventListener("click", () => row.remove());
+  return row;
+}
+
+async function loadWorklist() {
+  say("plan-message", "Loading the worklist…");
+  const result = await api("/worklist", { limit: 50 });
+  if (result.status !== 200) { say("plan-message", `Could not load the worklist: ${errorText(result)}`, true); return; }
+  const w = result.data;
+  askTypes = w.ask_types;
+  $("needs").replaceChildren(...Object.entries(w.need).map(([t, n]) => needRow(t, n)));
+  remember(w.deliveries_due);
+  remember(w.going_cold);
+  $("deliveries").querySelector("tbody").replaceChildren(...w.deliveries_due.map((d) => openingRow(d.customer_id,
+    customerCell(d.customer_id, d.name), el("td", { text: words(d.ask_type) }),
+    el("td", { text: day(d.accepted_at) }), el("td", { text: day(d.lapses_at) }))));
+  if (!w.deliveries_due.length) $("deliveries").querySelector("tbody").append(el("tr", {}, el("td", { colspan: "4", text: "No delivery is due." })));
+  $("going-cold").querySelector("tbody").replaceChildren(...w.going_cold.map((c) => openingRow(c.customer_id,
+    customerCell(c.customer_id, c.name), el("td", {}, el("span", { class: `tier ${c.tier}`, text: c.tier })),
+    el("td", { text: pct(c.propensity) }), el("td", { text: c.days_since_last_activity === null ? "n/a" : String(Math.round(c.days_since_last_activity)) }))));
+  if (!w.going_cold.length) $("going-cold").querySelector("tbody").append(el("tr", {}, el("td", { colspan: "4", text: "No advocate is going cold." })));
+  await makePlan();
+}
+
+function readNeeds() {
+  const need = {};
+  for (const row of $("needs").querySelectorAll(".need")) {
+    const type = row.querySelector(".need-type").value;
+    const count = Number(row.querySelector(".need-count").value);
+    need[type] = (need[type] || 0) + count;
+  }
+  return need;
+}
+
+async function makePlan() {
+  const need = readNeeds();
+  if (!Object.keys(need).length) { say("plan-message", "Add at least one ask type to plan for.", true); return; }
+  say("plan-message", "Planning…");
+  const result = await api("/plan", { need, confidence: Number($("confidence").value) });
+  if (result.status !== 200) { say("plan-message", `Could not make the plan: ${errorText(result)}`, true); return; }
+  const plan = result.data;
+  lastPlan = plan;
+  remember(plan.asks);
+  $("export-plan").disabled = !plan.asks.length;
+  $("plan-summary").replaceChildren(...Object.entries(plan.summary).map(([type, s]) => el("li", {
+    class: s.met ? "met" : "unmet", "data-ask-type": type,
+    text: s.met
+      ? `${words(type)}: ${s.need} yeses needed, ask ${s.asked}: ${pct(s.p_at_least_needed)} chance of at least ${s.need} (${s.expected_yes.toFixed(1)} expected).`
+      : `${words(type)}: ${s.need} yeses needed cannot be met with ${s.asked} eligible customers; about ${s.expected_yes.toFixed(1)} yeses are likely.` })));
+  $("plan").querySelector("tbody").replaceChildren(...plan.asks.map((a) => openingRow(a.customer_id,
+    el("td", { text: words(a.ask_type) }), el("td", { text: String(a.rank) }), customerCell(a.customer_id, a.name),
+    el("td", { text: pct(a.acceptance) }), el("td", { text: pct(a.p_at_least_needed) }),
+    el("td", { text: [a.reason_1, a.reason_2].filter(Boolean).join("; ") }), el("td", { text: day(a.last_asked_at) || "never" }))));
+  say("plan-message", `Plan ${plan.plan_id}: ${plan.asks.length} asks, one per customer, none a guardrail blocks. Click a row to open the card.`);
+}
+
+function csvCell(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+function exportPlan() {
+  if (!lastPlan || !lastPlan.asks.length) return;
+  const columns = Object.keys(lastPlan.asks[0]);
+  const lines = [columns.join(","), ...lastPlan.asks.map((a) => columns.map((c) => csvCell(a[c])).join(","))];
+  const url = URL.createObjectURL(new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" }));
+  const link = el("a", { href: url, download: `plan-${lastPlan.plan_id}.csv` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
 // ---- start -------------------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
   setupToken();
   setupSearch();
+  $("tab-worklist").addEventListener("click", () => showView("worklist"));
   $("tab-customer").addEventListener("click", () => showView("customer"));
+  $("add-need").addEventListener("click", () => {
+    const used = new Set(Object.keys(readNeeds()));
+    $("needs").append(needRow(askTypes.find((t) => !used.has(t)) || askTypes[0], 5));
+  });
+  $("plan-form").addEventListener("submit", (event) => { event.preventDefault(); makePlan(); });
+  $("export-plan").addEventListener("click", exportPlan);
   $("tab-disagreements").addEventListener("click", () => showView("disagreements"));
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); loadDisagreements(); });
+  loadWorklist();
 });
