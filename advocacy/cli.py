@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from advocacy import plan_commands  # noqa: F401  (registers advocacy plan)
+from advocacy import plan_commands, report_commands  # noqa: F401  (register advocacy plan and report)
 from advocacy.app import DataDir, _settings, app, champion_bundle, clear_errors, console, err_console, parse_time
 from advocacy.model_commands import print_train_result  # importing it registers the training commands
 
@@ -173,6 +173,9 @@ def up(
         console.print("Scoring every customer and writing the feature snapshot the service reads.")
         out = settings.state_dir() / "scores.parquet"
         run_batch(settings, data, out, as_of=when, explain=True, engine="local", scheduler=None, console=console)
+    if not settings.report_path().joinpath("report.json").exists():
+        console.print("Making the first program report for the page's Program report tab.")
+        report_commands.report(data)
     if serve_it:
         serve(host=host, port=port)
 

@@ -47,24 +47,24 @@ Timestamp = Annotated[datetime, AfterValidator(_plausible)]
 # ---------------------------------------------------------------------------------------------
 
 
-class _Request(BaseModel):
+class StrictBody(BaseModel):
     # Unknown keys are refused so a misspelt field is reported rather than silently ignored.
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class ScoreRequest(_Request):
+class ScoreRequest(StrictBody):
     """`POST /score`: the customers to score from the latest stored features."""
 
     customer_ids: list[Id] = Field(min_length=1, max_length=MAX_IDS, description=f"1 to {MAX_IDS} customer ids")
 
 
-class ExplainRequest(_Request):
+class ExplainRequest(StrictBody):
     """`POST /explain`: one customer."""
 
     customer_id: Id
 
 
-class PlanRequestBody(_Request):
+class PlanRequestBody(StrictBody):
     """`POST /plan`: yeses needed per ask type, the confidence each list must reach, optional filters."""
 
     need: dict[str, Annotated[int, Field(ge=1, le=MAX_NEED)]] = Field(
@@ -95,7 +95,7 @@ class PlanRequestBody(_Request):
         return value
 
 
-class ReferencesRequest(_Request):
+class ReferencesRequest(StrictBody):
     """`POST /references`: the prospect who wants to talk to a reference customer."""
 
     industry: Text
@@ -112,14 +112,14 @@ class ReferencesRequest(_Request):
         return value.casefold()
 
 
-class SearchRequest(_Request):
+class SearchRequest(StrictBody):
     """`POST /search`: customers whose id starts with, or whose name contains, the query."""
 
     query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     limit: int = Field(default=10, ge=1, le=50)
 
 
-class DisagreementsRequest(_Request):
+class DisagreementsRequest(StrictBody):
     """`POST /disagreements`: where the model and the points rule differ most."""
 
     tier: Literal[TIER_ORDER] | None = Field(default=None, description="model tier")  # type: ignore[valid-type]
@@ -153,7 +153,7 @@ class AskRow(BaseModel):
     )
 
 
-class AsksRequest(_Request):
+class AsksRequest(StrictBody):
     """`POST /asks`: asks and their outcomes; re-sending an `ask_id` updates it."""
 
     asks: list[AskRow] = Field(min_length=1, max_length=MAX_ASKS)
@@ -266,7 +266,7 @@ else:
     FeatureRecord = _feature_record_model()
 
 
-class ScoreFeaturesRequest(_Request):
+class ScoreFeaturesRequest(StrictBody):
     """`POST /score_features`: feature rows computed by the caller."""
 
     records: list[FeatureRecord] = Field(min_length=1, max_length=MAX_RECORDS)
@@ -445,37 +445,3 @@ class DisagreementRow(BaseModel):
 
 class DisagreementsResponse(BaseModel):
     customers: list[DisagreementRow]
-
-
-class WorklistRequest(_Request):
-    """`POST /worklist`: what the CSM page opens on, besides the plan."""
-
-    limit: int = Field(default=50, ge=1, le=200)
-
-
-class DeliveryDue(BaseModel):
-    customer_id: str
-    name: str | None
-    segment: str | None
-    ask_id: str | None
-    ask_type: str | None
-    accepted_at: str | None
-    lapses_at: str | None = Field(description="when the promise stops counting as pipeline")
-
-
-class GoingCold(BaseModel):
-    customer_id: str
-    name: str | None
-    segment: str | None
-    tier: str
-    propensity: float | None
-    days_since_last_activity: float | None
-
-
-class WorklistResponse(BaseModel):
-    need: dict[str, int] = Field(description="the plan the page opens on (ADVOCACY_WORKLIST_NEED)")
-    ask_types: list[str]
-    as_of: str
-    lapse_days: int
-    deliveries_due: list[DeliveryDue] = Field(description="committed customers, the oldest promise first")
-    going_cold: list[GoingCold] = Field(description="past advocates quiet for 180 days, likeliest first")

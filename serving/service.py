@@ -35,6 +35,7 @@ from serving.auth import OPEN_PATHS, BearerAuth, bound_host, check_bind
 from serving.bento_model import load_bento_model
 from serving.gate import RequestGate
 from serving.limits import BodyLimit
+from serving.page_schemas import ReportRequest, ReportResponse, WorklistRequest, WorklistResponse
 from serving.schemas import (
     AskRow,
     AsksRequest,
@@ -53,8 +54,6 @@ from serving.schemas import (
     ScoreResponse,
     SearchRequest,
     SearchResponse,
-    WorklistRequest,
-    WorklistResponse,
 )
 from serving.state import ServingState, load_state
 from serving.store import IncompatibleStateError, UnknownCustomersError
@@ -318,6 +317,11 @@ class Advocacy:
     def worklist(self, limit: int = 50) -> Any:
         """The CSM page's worklist: the default needs, deliveries due from committed customers, advocates going cold."""
         return self._answer(lambda s: WorklistResponse.model_validate(s.worklist(limit)))
+
+    @bentoml.api(route="/report", input_spec=ReportRequest, output_spec=ReportResponse)
+    def report(self) -> Any:
+        """The latest program report (`advocacy report`): its aggregate tables and charts, for the page's tab."""
+        return self._answer(lambda s: ReportResponse.model_validate(s.report()))
 
     @bentoml.api(route="/plan", input_spec=PlanRequestBody, output_spec=PlanResponse)
     def plan(

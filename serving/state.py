@@ -48,6 +48,7 @@ from serving.store import (
 )
 from storage.asklog import AskLog
 from storage.plans import PlanStore
+from storage.reports import ReportStore
 from storage.settings import Settings
 from storage.snapshots import current_snapshot_dir, read_snapshot
 
@@ -106,6 +107,7 @@ class ServingState:
     snapshot_dir: Path
     plans: PlanStore | None = None  # where `POST /plan` stores its plans (none: not stored)
     default_need: Mapping[str, int] = field(default_factory=dict)  # the worklist's plan until a CSM edits it
+    reports: ReportStore | None = None  # where `advocacy report` keeps the latest program report
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     results: ResultCache = field(init=False)
 
@@ -352,6 +354,14 @@ class ServingState:
             "going_cold": going_cold,
         }
 
+    def report(self) -> dict[str, Any]:
+        """`POST /report`: the latest program report, read afresh (`advocacy report` replaces it whole)."""
+        made = self.reports.load() if self.reports is not None else None
+        if made is None:
+            return {"available": False, "message": "No program report yet: run `advocacy report --data DIR`."}
+        period = f"asks from {(made.get('since') or 'the start')[:10]} to {str(made.get('until'))[:10]}"
+        return {"available": True, "message": f"Program report of {period}.", **made}
+
     def record_asks(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Store asks through the data contract; unknown customers, and plans never made, are refused
         (nothing stored)."""
@@ -400,7 +410,14 @@ def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> Ser
         now,
     )
     state = ServingState(
-        champion, bundle, store, book, folder, PlanStore(settings.plans_path()), default_need(settings.worklist_need)
+        champion,
+        bundle,
+        store,
+        book,
+        folder,
+        PlanStore(settings.plans_path()),
+        default_need(settings.worklist_need),
+        ReportStore(settings.report_path()),
     )
     # Results for (up to the cache's capacity of) stored customers before the first request needs them.
     state.results.warm()

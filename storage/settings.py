@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     def plans_path(self) -> Path:
         return self.state_dir() / "plans"
 
+    def report_path(self) -> Path:
+        """Where `advocacy report` keeps the latest program report for the CSM page."""
+        return self.state_dir() / "report"
+
 
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 

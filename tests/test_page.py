@@ -199,6 +199,51 @@ def test_the_page_opens_on_the_worklist_edits_a_need_opens_a_card_and_exports_th
     assert due["ask_type"].replace("_", " ") in (page.locator("#card-committed").text_content() or "")
 
 
+def test_the_report_tab_shows_what_advocacy_report_made_from_the_ask_log(page: Any, page_servers: PageServers) -> None:
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    server = page_servers.open
+    plan = post(server, "/plan", {"need": {"social_share": 3}})
+    picked = plan["asks"][:4]
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    outcomes = ["accepted", "accepted", "declined", "no_response"]
+    asks = [
+        {
+            "ask_id": f"report-test-{i}",
+            "customer_id": a["customer_id"],
+            "ask_type": a["ask_type"],
+            "asked_at": (now - pd.Timedelta(hours=2)).isoformat(),
+            "outcome": outcome,
+            "responded_at": None if outcome == "no_response" else (now - pd.Timedelta(hours=1)).isoformat(),
+            "plan_id": plan["plan_id"],
+        }
+        for i, (a, outcome) in enumerate(zip(picked, outcomes, strict=True))
+    ]
+    assert post(server, "/asks", {"asks": asks})["stored"] == 4
+    made = subprocess.run(
+        [sys.executable, "-m", "advocacy", "report", "--data", server.env["ADVOCACY_DATA_DIR"]],
+        cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+
+    page.goto(server.url + "/")
+    page.get_by_role("tab", name="Program report").click()
+    page.wait_for_function("() => document.querySelectorAll('#report-charts img').length === 3")
+    widths = page.eval_on_selector_all("#report-charts img", "imgs => imgs.map(i => i.complete && i.naturalWidth)")
+    assert all(w and w > 100 for w in widths), widths
+    row = page.locator("#report-plans tbody tr", has_text=plan["plan_id"])
+    cells = row.locator("td").all_text_contents()
+    header = page.locator("#report-plans thead th").all_text_contents()
+    shown = dict(zip(header, cells, strict=True))
+    assert (shown["asked"], shown["yeses"]) == ("4", "2")
+    promised = sum(a["acceptance"] for a in picked)
+    assert float(shown["promised yeses"]) == pytest.approx(promised, abs=0.006)
+    page.screenshot(path=str(ARTIFACTS / "page-report.png"), full_page=True)
+
+
 def test_disagreement_list_filters_and_opens_a_card(page: Any, page_servers: PageServers) -> None:
     server = page_servers.open
     everyone = post(server, "/disagreements", {"limit": 200})["customers"]

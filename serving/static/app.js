@@ -77,12 +77,13 @@ function say(id, text, isError = false) {
 
 // ---- tabs --------------------------------------------------------------------------------------------
 function showView(name) {
-  for (const view of ["worklist", "customer", "disagreements"]) {
+  for (const view of ["worklist", "customer", "disagreements", "report"]) {
     const active = view === name;
     $(`tab-${view}`).setAttribute("aria-selected", String(active));
     $(`view-${view}`).hidden = !active;
   }
   if (name === "disagreements" && !$("disagreements").dataset.loaded) loadDisagreements();
+  if (name === "report") loadReport();
 }
 
 // ---- search (type-ahead) -----------------------------------------------------------------------------
@@ -373,12 +374,48 @@ function exportPlan() {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+// ---- the program report ------------------------------------------------------------------------------
+const CHART_TITLES = {
+  "acceptance_delivery.png": "Acceptance and delivery by ask type and month",
+  "calibration.png": "Planned asks: promised against realised acceptance",
+  "yeses_per_ask.png": "Yeses per ask: plans against the points rule",
+};
+
+function fill(tableId, rows) {
+  const table = $(tableId);
+  const columns = rows.length ? Object.keys(rows[0]) : [];
+  table.querySelector("thead").replaceChildren(el("tr", {}, ...columns.map((c) => el("th", { scope: "col", text: words(c) }))));
+  const cell = (c, v) => {
+    if (v === null || v === undefined) return "";
+    if (typeof v === "number" && /rate/.test(c)) return pct(v);
+    if (typeof v === "number" && !Number.isInteger(v)) return v.toFixed(2);
+    return String(v);
+  };
+  table.querySelector("tbody").replaceChildren(...(rows.length ? rows.map((r) => el("tr", {},
+    ...columns.map((c) => el("td", { text: cell(c, r[c]) })))) : [el("tr", {}, el("td", { text: "Nothing to show." }))]));
+}
+
+async function loadReport() {
+  say("report-message", "Loading the program report…");
+  const result = await api("/report", {});
+  if (result.status !== 200) { say("report-message", `Could not load the report: ${errorText(result)}`, true); return; }
+  const r = result.data;
+  say("report-message", r.available ? `${r.message} Made ${day(r.written_at)} by advocacy report.` : r.message);
+  $("report-charts").replaceChildren(...Object.entries(r.charts).map(([name, png]) => el("figure", {},
+    el("img", { src: `data:image/png;base64,${png}`, alt: CHART_TITLES[name] || name, "data-chart": name }),
+    el("figcaption", { text: CHART_TITLES[name] || name }))));
+  fill("report-by-type", r.tables.by_type || []);
+  fill("report-versus", r.tables.versus_points_rule || []);
+  fill("report-plans", r.tables.plans || []);
+}
+
 // ---- start -------------------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
   setupToken();
   setupSearch();
   $("tab-worklist").addEventListener("click", () => showView("worklist"));
   $("tab-customer").addEventListener("click", () => showView("customer"));
+  $("tab-report").addEventListener("click", () => showView("report"));
   $("add-need").addEventListener("click", () => {
     const used = new Set(Object.keys(readNeeds()));
     $("needs").append(needRow(askTypes.find((t) => !used.has(t)) || askTypes[0], 5));

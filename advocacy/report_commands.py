@@ -1,0 +1,179 @@
+"""Reporting commands: `advocacy report` (the program report: what was asked, what came of it, and
+whether the plans kept their promise)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from advocacy.app import DataDir, _settings, app, clear_errors, console, parse_time
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from models.program import ProgramReport
+    from storage.settings import Settings
+
+PANEL = "Planning"
+
+
+@app.command(rich_help_panel=PANEL)
+@clear_errors
+def report(
+    data: DataDir,
+    since: Annotated[str | None, typer.Option("--since", help="Only asks made at or after this time (UTC).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the tables (CSV) and charts (PNG) into this folder.")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment of the report's run. Default: ADVOCACY_EXPERIMENT-report.")
+    ] = None,
+) -> None:
+    """The program report: asks, acceptance and delivery by ask type and month; planned asks' promise
+    against what happened; yeses per ask against the points rule. Logged to MLflow with its charts."""
+    from features.io import read_world
+    from models.program import program_report
+    from models.program_plots import report_figures
+
+    when = parse_time(since, "--since")
+    settings = _settings()
+    world = read_world(data)
+    logged, links = _ask_log(settings)
+    with console.status("Counting asks and scoring the points rule as of each ask"):
+        made = program_report(world, logged, links, _stored_plans(settings, links), since=when)
+    _print_report(made)
+    figures = report_figures(made)
+    kept = _keep_for_the_page(settings, made, figures)
+    console.print(f"The CSM page's Program report tab now shows this report ({kept})")
+    if out is not None:
+        _write_report(made, figures, out)
+        console.print(f"Wrote {len(made.tables())} tables and {len(figures)} charts to {out}")
+    run_id = _log_report(settings, made, figures, experiment or f"{settings.experiment}-report", data)
+    console.print(f"MLflow run {run_id}")
+
+
+def _ask_log(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The asks posted to the service and their plan links; none if there is no log yet (not created)."""
+    import pandas as pd
+
+    from features.contracts import CONTRACTS
+    from storage.asklog import AskLog
+
+    path = settings.ask_log_path()
+    if not path.exists():
+        return CONTRACTS["asks"].empty(), pd.DataFrame({"ask_id": [], "plan_id": []}, dtype="str")
+    log = AskLog(path, CONTRACTS["asks"])
+    return log.read(), log.plan_links()
+
+
+def _stored_plans(settings: Settings, links: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The stored rows of each plan the links name; a plan no longer stored is left out (its asks
+    are then off plan)."""
+    from storage.plans import PlanStore
+
+    store, plans = PlanStore(settings.plans_path()), {}
+    for plan_id in sorted(set(links["plan_id"])):
+        try:
+            plans[plan_id] = store.load(plan_id)[0]
+        except (KeyError, ValueError, OSError):
+            continue
+    return plans
+
+
+def _fmt(value: Any, kind: str = "") -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if kind == "%":
+        return f"{value:.0%}"
+    return f"{value:.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _table(title: str, frame: pd.DataFrame, kinds: dict[str, str] | None = None) -> Table:
+    table = Table(title=title)
+    for i, col in enumerate(frame.columns):
+        table.add_column(col.replace("_", " "), justify="left" if i == 0 else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(
+            *(
+                _fmt(v.item() if hasattr(v, "item") else v, (kinds or {}).get(c, ""))
+                for c, v in zip(frame.columns, row, strict=True)
+            )
+        )
+    return table
+
+
+def _print_report(made: ProgramReport) -> None:
+    rates = {"acceptance_rate": "%", "delivery_rate": "%", "realised_rate": "%", "yeses_per_ask": ""}
+    period = f"{made.since:%Y-%m-%d}" if made.since is not None else "the start"
+    console.print(f"Program report: asks from {period} to {made.until:%Y-%m-%d}")
+    console.print(_table("By ask type", made.by_type, rates))
+    console.print(_table("By month asked", made.monthly, rates))
+    if made.planned.empty:
+        console.print("No ask in the period was recorded with a plan_id (POST /asks with plan_id).")
+    else:
+        console.print(
+            _table(
+                "Planned asks: promised against realised acceptance",
+                made.reliability.drop(columns=["lower", "upper"]),
+                rates,
+            )
+        )
+        console.print(_table("Per plan: promised expected yeses against yeses", made.plans.drop(columns="stored")))
+    start = f" from {made.compared_from:%Y-%m-%d}" if made.compared_from is not None else ""
+    console.print(_table(f"Yeses per ask{start}: plans against the points rule's picks", made.versus_rule))
+    for what, count in made.left_out.items():
+        console.print(f"[yellow]Left out: {count:,} {what}[/]")
+
+
+def _keep_for_the_page(settings: Settings, made: ProgramReport, figures: dict[str, Any]) -> Path:
+    """The aggregate tables and the charts, where the service reads them (`storage.reports`)."""
+    from models.program_plots import figure_png
+    from storage.reports import ReportStore
+
+    tables = {name: frame for name, frame in made.tables().items() if name != "planned_asks"}  # one row per ask
+    meta = {
+        "since": None if made.since is None else made.since.isoformat(),
+        "until": made.until.isoformat(),
+        "metrics": {k: v for k, v in made.metrics().items() if math.isfinite(v)},
+        "left_out": dict(made.left_out),
+    }
+    return ReportStore(settings.report_path()).save(tables, {n: figure_png(f) for n, f in figures.items()}, meta)
+
+
+def _write_report(made: ProgramReport, figures: dict[str, Any], out: Path) -> None:
+    """Each table as `NAME.csv` and each chart as PNG in `out`, every file whole or not at all."""
+    from models.program_plots import figure_png
+    from storage.files import atomic_path, write_frame
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder: {out} is a file")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in made.tables().items():
+        write_frame(frame, out / f"{name}.csv")
+    for name, fig in figures.items():
+        with atomic_path(out / name) as tmp:
+            tmp.write_bytes(figure_png(fig))
+
+
+def _log_report(settings: Settings, made: ProgramReport, figures: dict[str, Any], experiment: str, data: Path) -> str:
+    """One MLflow run holding the charts, the tables (CSV) and the headline figures; its id."""
+    import mlflow
+
+    from storage.files import spreadsheet_safe
+    from training import registry
+
+    registry.configure(settings, experiment)
+    with mlflow.start_run(run_name="program report") as run:
+        mlflow.set_tag("kind", "program_report")
+        since = "" if made.since is None else made.since.isoformat()
+        mlflow.log_params({"data": str(data), "since": since, "until": made.until.isoformat()})
+        mlflow.log_metrics({k: v for k, v in made.metrics().items() if math.isfinite(v)})
+        for name, fig in figures.items():
+            mlflow.log_figure(fig, name)
+        for name, frame in made.tables().items():
+            mlflow.log_text(spreadsheet_safe(frame).to_csv(index=False), f"tables/{name}.csv")
+        return str(run.info.run_id)
