@@ -68,7 +68,10 @@ def features(
     as_of: Annotated[str, typer.Option("--as-of", help="Features from events strictly before this time (UTC).")],
     out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv), written atomically.")],
 ) -> None:
-    """Write the point-in-time feature table of every active customer as of a time."""
+    """Write the point-in-time feature table of every active customer as of a time.
+
+    Accepted asks stay pipeline for ADVOCACY_COMMITMENT_LAPSE_DAYS (a trained model keeps the lapse
+    it was trained with, and scoring uses that one)."""
     from features.io import read_world
     from features.pointintime import active_points, build_features
     from storage.files import write_frame

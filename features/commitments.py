@@ -7,7 +7,7 @@ before `t`, and it was accepted less than `lapse_days` before `t`: a promise tha
 as broken, not as pipeline. A customer with an open ask is `committed`.
 
 The feature `accepted_not_delivered` counts open asks; the service and the batch job name the
-newest one. Both come from `open_commitments`, the one coding of the rule.
+oldest one (the first to lapse). Both come from `open_commitments`, the one coding of the rule.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ COMMITMENT_COLUMNS = ("committed_ask_id", "committed_ask_type", "committed_accep
 
 
 def delivered_at(asks: pd.DataFrame, activities: pd.DataFrame) -> pd.Series:
-    """Per ask (same index): when the first activity naming its `ask_id` happened, NaT if none has."""
+    """Per ask (same index): when the first activity of the same customer naming its `ask_id`
+    happened, NaT if none has."""
     named = activities[activities["ask_id"].notna()]
-    first = named.groupby(named["ask_id"].astype("str"), sort=False)["occurred_at"].min()
+    keys = [named["customer_id"].astype("str"), named["ask_id"].astype("str")]
+    first = named.groupby(keys, sort=False)["occurred_at"].min()
     # reindex, not map: mapping through an empty Series gives floats, which a time cannot be
-    out = first.reindex(asks["ask_id"].astype("str").to_numpy()).astype(TIMESTAMP)
+    wanted = pd.MultiIndex.from_arrays([asks["customer_id"].astype("str"), asks["ask_id"].astype("str")])
+    out = first.reindex(wanted).astype(TIMESTAMP)
     out.index = asks.index
     return out
 
@@ -35,7 +38,11 @@ def open_commitments(
     asks: pd.DataFrame, activities: pd.DataFrame, points: pd.DataFrame, lapse_days: int = COMMITMENT_LAPSE_DAYS
 ) -> pd.DataFrame:
     """Per point (`customer_id`, `as_of`), in the points' order: `open_asks` (how many accepted asks
-    are open at `as_of`) and the newest open one (`COMMITMENT_COLUMNS`, null where none is)."""
+    are open at `as_of`) and the oldest open one, the first to lapse (`COMMITMENT_COLUMNS`, null
+    where none is). An ask accepted exactly `lapse_days` before `as_of` has lapsed.
+
+    Cost: one row per point and accepted ask of its customer (a join, not an as-of look-up), small
+    beside the events since accepted asks are few per customer."""
     if lapse_days < 1:
         raise ValueError(f"the commitment lapse must be at least 1 day, got {lapse_days}")
     n = len(points)
@@ -78,9 +85,9 @@ def open_commitments(
         return out
     counts = pairs.groupby("point").size()
     out.loc[counts.index.to_numpy(), "open_asks"] = counts.to_numpy(dtype=float)
-    newest = pairs.sort_values(["point", "accepted_at", "ask_id"], kind="stable").groupby("point").tail(1)
-    rows = newest["point"].to_numpy()
-    out.loc[rows, "committed_ask_id"] = newest["ask_id"].to_numpy()
-    out.loc[rows, "committed_ask_type"] = newest["ask_type"].to_numpy()
-    out.loc[rows, "committed_accepted_at"] = newest["accepted_at"].reset_index(drop=True).set_axis(rows)
+    oldest = pairs.sort_values(["point", "accepted_at", "ask_id"], kind="stable").groupby("point").head(1)
+    rows = oldest["point"].to_numpy()
+    out.loc[rows, "committed_ask_id"] = oldest["ask_id"].to_numpy()
+    out.loc[rows, "committed_ask_type"] = oldest["ask_type"].to_numpy()
+    out.loc[rows, "committed_accepted_at"] = oldest["accepted_at"].reset_index(drop=True).set_axis(rows)
     return out

@@ -397,8 +397,8 @@ def _activity_features(q: _AsOf, world: World, index: pd.Index) -> _Columns:
     cols: _Columns = {}
     ev = _prepare(world.activities, index, "occurred_at")
     solicited = ev["ask_id"].notna().astype(float)
-    ev = _by_time(_running(ev, {"cum_solicited": solicited, "cum_organic": 1.0 - solicited}), "occurred_at")
-    names = ["cum_n", "cum_solicited", "cum_organic"]
+    ev = _by_time(_running(ev, {"cum_organic": 1.0 - solicited}), "occurred_at")
+    names = ["cum_n", "cum_organic"]
     now = q.lookup(ev, "occurred_at", names)
     d90 = q.lookup(ev, "occurred_at", ["cum_n"], at=q.minus_days(WINDOW_90D_DAYS))
     year_ago = q.lookup(ev, "occurred_at", names, at=q.minus_days(WINDOW_12M_DAYS))

@@ -286,6 +286,12 @@ def make_plan(cands: Candidates, request: PlanRequest, as_of: pd.Timestamp, plan
     return Plan(plan_id or uuid.uuid4().hex, as_of, float(request.confidence), asks, summary, dict(request.filters))
 
 
+def plannable(cold_start: np.ndarray, committed: np.ndarray) -> np.ndarray:
+    """Who a plan may ask: customers the model speaks for (not cold start) who are not committed
+    pipeline (an accepted ask not delivered yet: they are not asked for more)."""
+    return ~np.asarray(cold_start, dtype=bool) & ~np.asarray(committed, dtype=bool)
+
+
 def candidates_at(
     bundle: Bundle, world: World, as_of: pd.Timestamp, num_threads: int = 2
 ) -> tuple[Candidates, pd.DataFrame]:
@@ -298,7 +304,7 @@ def candidates_at(
     config = GuardrailConfig.from_saved(bundle.guardrails)
     blocked = Blocked.from_frame(blocked_asks(snapshot.asks, guardrail_signals(snapshot.features), as_of, config))
     scores = score(bundle, features, blocked=blocked, explain=False, num_threads=num_threads)
-    keep = ~scores.cold_start & ~scores.committed
+    keep = plannable(scores.cold_start, scores.committed)
     ids = features["customer_id"].to_numpy(dtype=object)
     last = snapshot.asks.groupby("customer_id")["asked_at"].max()
     frame = snapshot.features
@@ -393,5 +399,6 @@ __all__ = [
     "parse_need",
     "plan_record",
     "plan_table",
+    "plannable",
     "shortest_prefix",
 ]

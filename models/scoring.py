@@ -123,7 +123,8 @@ class Scores:
     def tier_gaps(self) -> np.ndarray:
         """Per row: model tier rank minus points tier rank (0 on cold start, where the tier is the rule's,
         and for committed pipeline, which has no model tier to compare)."""
-        gap = tier_rank(self.tier) - tier_rank(self.baseline_tier)
+        model_tier = np.where(self.committed, self.baseline_tier, self.tier)  # no model tier to compare
+        gap = tier_rank(model_tier) - tier_rank(self.baseline_tier)
         return np.where(self.cold_start | self.committed, 0, gap)
 
     def disagreement(self, i: int) -> dict[str, Any] | None:

@@ -26,9 +26,9 @@ _GRID = np.linspace(0.0, 1.0, 1001)
 
 
 def tier_rank(tiers: np.ndarray | list[str]) -> np.ndarray:
-    """0 for none ... 3 for champion; committed ranks above champion (it is no model tier: callers
-    that compare tiers leave committed rows out)."""
-    rank = {name: i for i, name in enumerate(TIER_ORDER)} | {COMMITTED: len(TIER_ORDER)}
+    """0 for none ... 3 for champion. Committed is no model tier and has no rank (a KeyError):
+    comparisons of tiers leave committed rows out first."""
+    rank = {name: i for i, name in enumerate(TIER_ORDER)}
     return np.array([rank[t] for t in tiers], dtype=np.int64)
 
 

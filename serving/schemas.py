@@ -78,6 +78,9 @@ class PlanRequestBody(StrictBody):
     industry: Text | None = None
     region: Text | None = None
     use_case: Text | None = None
+    store: bool = Field(
+        default=True, description="false: a look at the plan, not stored (asks cannot name its plan_id)"
+    )
 
     @field_validator("confidence")
     @classmethod

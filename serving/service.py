@@ -332,10 +332,11 @@ class Advocacy:
         industry: str | None = None,
         region: str | None = None,
         use_case: str | None = None,
+        store: bool = True,
     ) -> Any:
         """Whom to ask for what: per ask type the shortest list reaching the confidence, one ask per customer."""
         request = PlanRequest.from_options(need, confidence, segment, industry, region, use_case)
-        return self._answer(lambda s: PlanResponse.model_validate(s.plan(request)))
+        return self._answer(lambda s: PlanResponse.model_validate(s.plan(request, keep_it=store)))
 
     @bentoml.api(route="/asks", input_spec=AsksRequest, output_spec=AsksResponse)
     def asks(self, asks: list[AskRow]) -> Any:

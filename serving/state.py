@@ -31,6 +31,7 @@ from models.planner import (
     parse_need,
     plan_record,
     plan_table,
+    plannable,
 )
 from models.reasons import describe, reason
 from models.references import Prospect, rank_references
@@ -291,10 +292,11 @@ class ServingState:
         top = rank_references(prospect, customers, self.store.reference_acceptance, blocks, recent, k)
         return [{key: _plain(v) for key, v in row.items()} for row in top.to_dict(orient="records")]
 
-    def plan(self, request: PlanRequest) -> dict[str, Any]:
+    def plan(self, request: PlanRequest, keep_it: bool = True) -> dict[str, Any]:
         """`POST /plan`: the ask plan over every stored customer the model speaks for, guardrails
-        at the present, stored under its plan_id; the same planner as `advocacy plan`."""
-        store, keep = self.store, np.flatnonzero(~self.store.cold_start & ~self.store.committed)
+        at the present, stored under its plan_id (unless `keep_it` is false: a look, not a plan to
+        record asks against); the same planner as `advocacy plan`."""
+        store, keep = self.store, np.flatnonzero(plannable(self.store.cold_start, self.store.committed))
         blocked = self.book.blocked(keep, self.now()).matrix(list(store.ids[keep]))
         days = store.columns["days_since_last_ask"][keep]
         last = pd.DatetimeIndex(store.as_of - pd.to_timedelta(days, unit="D"))
@@ -305,7 +307,7 @@ class ServingState:
         planned = keep[made.asks["row"].to_numpy()]
         picked = pd.DataFrame({name: store.columns[name][planned] for name in ("customer_id", "as_of", *FEATURE_NAMES)})
         table = plan_table(made, acceptance_reasons(self.bundle, made, picked))
-        if self.plans is not None:
+        if self.plans is not None and keep_it:
             self.plans.save(made.plan_id, table, plan_record(made, request, self.champion.version))
         asks = [{k: None if v is pd.NaT else _plain(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
         return {"plan_id": made.plan_id, "asks": asks, "summary": made.summary}

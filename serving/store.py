@@ -84,7 +84,7 @@ class FeatureStore:
                 f"the feature snapshot has feature version {written}, this code computes {FEATURE_VERSION}: "
                 "write a new one (`advocacy score`)"
             )
-        missing = [c for c in (*KEYS, *FEATURE_NAMES, *CONTEXT_COLUMNS) if c not in frame.columns]
+        missing = [c for c in (*KEYS, *FEATURE_NAMES, *CONTEXT_COLUMNS, *COMMITMENT_COLUMNS) if c not in frame.columns]
         if missing:
             raise IncompatibleStateError(
                 f"the feature snapshot lacks column(s) {', '.join(missing[:8])}: it was written by other code; "
@@ -102,9 +102,7 @@ class FeatureStore:
             col = frame[name]
             self.columns[name] = col.to_numpy(dtype=object) if name in CATEGORICAL_FEATURES else col.to_numpy(float)
         for name in COMMITMENT_COLUMNS:  # the open accepted ask each result names
-            self.columns[name] = (
-                frame[name].to_numpy(dtype=object) if name in frame.columns else np.full(len(frame), None, dtype=object)
-            )
+            self.columns[name] = frame[name].to_numpy(dtype=object)
         self.health: np.ndarray = pd.to_numeric(frame["health_score"], errors="coerce").to_numpy(float)
         self.last_urgent_us: np.ndarray = to_micros(frame["last_urgent_ticket_at"])
         self.recent_reference_calls: np.ndarray = (

@@ -27,9 +27,12 @@ def _world(asks: list[tuple[str, str, str, str, str | None]], activities: list[t
     return world_from_tables(tables)
 
 
+def _points(when: str) -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": ["c1", "c2"], "as_of": [utc(when)] * 2})
+
+
 def _open_at(world: World, when: str, lapse_days: int = 90) -> pd.Series:
-    points = pd.DataFrame({"customer_id": ["c1", "c2"], "as_of": [utc(when)] * 2})
-    return open_commitments(world.asks, world.activities, points, lapse_days).iloc[0]
+    return open_commitments(world.asks, world.activities, _points(when), lapse_days).iloc[0]
 
 
 def test_an_activity_delivers_only_the_ask_it_names() -> None:
@@ -45,6 +48,9 @@ def test_an_activity_delivers_only_the_ask_it_names() -> None:
     )
     row = _open_at(world, "2025-04-01")
     assert row["open_asks"] == 1
+    # Another customer's activity naming c1's ask delivers nothing for c1.
+    other = world.activities.assign(customer_id="c2", ask_id="a2")
+    assert open_commitments(world.asks, other, _points("2025-04-01"))["open_asks"].iloc[0] == 2
     assert (row["committed_ask_id"], row["committed_ask_type"]) == ("a2", "case_study")
     assert row["committed_accepted_at"] == utc("2025-03-12")
 
@@ -54,7 +60,7 @@ def test_a_promise_lapses_after_the_configured_days_and_counts_only_once_known()
     assert _open_at(world, "2025-01-10")["open_asks"] == 0  # the answer is known only after responded_at
     assert _open_at(world, "2025-01-10T00:00:01")["open_asks"] == 1
     assert _open_at(world, "2025-04-09")["open_asks"] == 1  # 89 days on
-    assert _open_at(world, "2025-04-11")["open_asks"] == 0  # 91 days: lapsed
+    assert _open_at(world, "2025-04-10")["open_asks"] == 0  # exactly 90 days: lapsed
     assert _open_at(world, "2025-04-11", lapse_days=120)["open_asks"] == 1
     assert _open_at(world, "2025-06-01", lapse_days=365)["open_asks"] == 1  # delivered at, not before
     assert _open_at(world, "2025-06-01T00:00:01", lapse_days=365)["open_asks"] == 0
@@ -99,8 +105,11 @@ def _by_hand(world: World, features: pd.DataFrame, when: pd.Timestamp) -> pd.Ser
         & (asks["responded_at"] < when)
         & (asks["responded_at"] > when - pd.Timedelta(days=90))
     ]
-    done = world.activities[world.activities["occurred_at"] < when]["ask_id"].dropna()
-    pending = accepted[~accepted["ask_id"].isin(set(done))]
+    done = world.activities[world.activities["occurred_at"] < when].dropna(subset=["ask_id"])
+    delivered = set(zip(done["customer_id"], done["ask_id"], strict=True))
+    pending = accepted[
+        [pair not in delivered for pair in zip(accepted["customer_id"], accepted["ask_id"], strict=True)]
+    ]
     return features["customer_id"].isin(set(pending["customer_id"]))
 
 
@@ -112,7 +121,7 @@ def test_committed_customers_get_their_own_tier_and_champions_are_three_percent_
         committed = result["committed"].to_numpy(dtype=bool)
         assert committed.sum() >= 10  # the world has pipeline to speak of
         agree = (committed == _by_hand(world, features, when).to_numpy()).mean()
-        assert agree >= 0.98, f"{when:%Y-%m-%d}: committed agrees with the hand count on {agree:.1%}"
+        assert agree == 1.0, f"{when:%Y-%m-%d}: committed agrees with the hand count on {agree:.1%}"
         assert (result.loc[committed, "tier"] == "committed").all()
         assert result.loc[committed, "committed_ask_id"].notna().all()
         assert result.loc[~committed, "committed_ask_id"].isna().all()
@@ -124,3 +133,10 @@ def test_committed_customers_get_their_own_tier_and_champions_are_three_percent_
         named = result.loc[committed, "committed_ask_id"]
         ask_customer = world.asks.set_index("ask_id").loc[named, "customer_id"].to_numpy()
         assert (ask_customer == result.loc[committed, "customer_id"].to_numpy()).all()
+
+
+def test_the_lapse_setting_defaults_to_the_feature_definition() -> None:
+    from features.commitments import COMMITMENT_LAPSE_DAYS
+    from storage.settings import Settings
+
+    assert Settings().commitment_lapse_days == COMMITMENT_LAPSE_DAYS

@@ -28,7 +28,18 @@ from storage.asklog import AskLog
 from tests.conftest import TrainedHome
 from tests.serverkit import Server, service_env
 
-DATA_ROUTES = ["/score", "/score_features", "/explain", "/references", "/search", "/disagreements", "/asks"]
+DATA_ROUTES = [
+    "/score",
+    "/score_features",
+    "/explain",
+    "/references",
+    "/search",
+    "/disagreements",
+    "/asks",
+    "/plan",
+    "/worklist",
+    "/report",
+]
 
 
 # The gate on its own, in process: the rules, with no server.

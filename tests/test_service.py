@@ -197,7 +197,7 @@ def test_the_worklist_lists_deliveries_due_oldest_promise_first_and_advocates_go
     assert cold, "the sample has past advocates gone quiet"
     results = servers.open.post("/score", {"customer_ids": [c["customer_id"] for c in cold]}).json()["results"]
     assert all(r["re_engage"] and r["tier"] != "committed" for r in results)
-    shown = [c["propensity"] for c in cold]
+    shown = [-1.0 if c["propensity"] is None else c["propensity"] for c in cold]
     assert shown == sorted(shown, reverse=True)
     assert worklist["need"] == {"reference_call": 10, "review": 30, "case_study": 3}
     bad = servers.open.post("/worklist", {"limit": 0})
@@ -515,6 +515,9 @@ def test_data_routes_need_the_token_when_one_is_set(servers: Servers) -> None:
     assert secured.post("/score", body, token="wrong").status_code == 401
     assert secured.post("/asks", {"asks": [VALID_ASK]}).status_code == 401
     assert secured.post("/explain", {"customer_id": body["customer_ids"][0]}).status_code == 401
+    assert secured.post("/worklist", {}).status_code == 401
+    assert secured.post("/report", {}).status_code == 401
+    assert secured.post("/plan", {"need": {"review": 3}}).status_code == 401
     assert secured.post("/score", body, token=TOKEN).status_code == 200
     for path in ("/livez", "/readyz", "/metrics", "/"):
         assert httpx.get(secured.url + path).status_code == 200, path

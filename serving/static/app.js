@@ -322,7 +322,7 @@ async function loadWorklist() {
     customerCell(c.customer_id, c.name), el("td", {}, el("span", { class: `tier ${c.tier}`, text: c.tier })),
     el("td", { text: pct(c.propensity) }), el("td", { text: c.days_since_last_activity === null ? "n/a" : String(Math.round(c.days_since_last_activity)) }))));
   if (!w.going_cold.length) $("going-cold").querySelector("tbody").append(el("tr", {}, el("td", { colspan: "4", text: "No advocate is going cold." })));
-  await makePlan();
+  await makePlan(false); // a first look: stored once a CSM makes the plan or downloads it
 }
 
 function readNeeds() {
@@ -335,13 +335,14 @@ function readNeeds() {
   return need;
 }
 
-async function makePlan() {
+async function makePlan(store = true) {
   const need = readNeeds();
   if (!Object.keys(need).length) { say("plan-message", "Add at least one ask type to plan for.", true); return; }
   say("plan-message", "Planning…");
-  const result = await api("/plan", { need, confidence: Number($("confidence").value) });
+  const result = await api("/plan", { need, confidence: Number($("confidence").value), store });
   if (result.status !== 200) { say("plan-message", `Could not make the plan: ${errorText(result)}`, true); return; }
   const plan = result.data;
+  plan.stored = store;
   lastPlan = plan;
   remember(plan.asks);
   $("export-plan").disabled = !plan.asks.length;
@@ -354,15 +355,20 @@ async function makePlan() {
     el("td", { text: words(a.ask_type) }), el("td", { text: String(a.rank) }), customerCell(a.customer_id, a.name),
     el("td", { text: pct(a.acceptance) }), el("td", { text: pct(a.p_at_least_needed) }),
     el("td", { text: [a.reason_1, a.reason_2].filter(Boolean).join("; ") }), el("td", { text: day(a.last_asked_at) || "never" }))));
-  say("plan-message", `Plan ${plan.plan_id}: ${plan.asks.length} asks, one per customer, none a guardrail blocks. Click a row to open the card.`);
+  say("plan-message", `Plan ${plan.plan_id}${store ? "" : " (not stored yet)"}: ${plan.asks.length} asks, one per customer, none a guardrail blocks. Click a row to open the card.`);
 }
 
+// Text a spreadsheet would run as a formula gets a leading ' (storage.files.FORMULA_STARTS, OWASP).
+const FORMULA_STARTS = ["=", "+", "-", "@", "\t", "\r"];
 function csvCell(value) {
-  const text = value === null || value === undefined ? "" : String(value);
+  let text = value === null || value === undefined ? "" : String(value);
+  if (typeof value === "string" && FORMULA_STARTS.some((s) => text.startsWith(s))) text = `'${text}`;
   return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
-function exportPlan() {
+async function exportPlan() {
+  if (!lastPlan || !lastPlan.asks.length) return;
+  if (!lastPlan.stored) await makePlan(true); // the downloaded plan_id must be one asks can name
   if (!lastPlan || !lastPlan.asks.length) return;
   const columns = Object.keys(lastPlan.asks[0]);
   const lines = [columns.join(","), ...lastPlan.asks.map((a) => columns.map((c) => csvCell(a[c])).join(","))];
