@@ -37,7 +37,7 @@ def report(
     against what happened; yeses per ask against the points rule. Logged to MLflow with its charts."""
     from features.io import read_world
     from models.program import program_report
-    from models.program_plots import report_figures
+    from models.program_plots import figure_png, report_figures
 
     when = parse_time(since, "--since")
     settings = _settings()
@@ -47,12 +47,14 @@ def report(
         made = program_report(world, logged, links, _stored_plans(settings, links), since=when)
     _print_report(made)
     figures = report_figures(made)
-    kept = _keep_for_the_page(settings, made, figures)
+    charts = {name: figure_png(fig) for name, fig in figures.items()}  # rendered once, written twice
+    metrics = {k: v for k, v in made.metrics().items() if math.isfinite(v)}
+    kept = _keep_for_the_page(settings, made, charts, metrics)
     console.print(f"The CSM page's Program report tab now shows this report ({kept})")
     if out is not None:
-        _write_report(made, figures, out)
-        console.print(f"Wrote {len(made.tables())} tables and {len(figures)} charts to {out}")
-    run_id = _log_report(settings, made, figures, experiment or f"{settings.experiment}-report", data)
+        _write_report(made, charts, out)
+        console.print(f"Wrote {len(made.tables())} tables and {len(charts)} charts to {out}")
+    run_id = _log_report(settings, made, figures, metrics, experiment or f"{settings.experiment}-report", data)
     console.print(f"MLflow run {run_id}")
 
 
@@ -129,24 +131,24 @@ def _print_report(made: ProgramReport) -> None:
         console.print(f"[yellow]Left out: {count:,} {what}[/]")
 
 
-def _keep_for_the_page(settings: Settings, made: ProgramReport, figures: dict[str, Any]) -> Path:
-    """The aggregate tables and the charts, where the service reads them (`storage.reports`)."""
-    from models.program_plots import figure_png
+def _keep_for_the_page(
+    settings: Settings, made: ProgramReport, charts: dict[str, bytes], metrics: dict[str, float]
+) -> Path:
+    """The aggregate tables and the charts (PNG), where the service reads them (`storage.reports`)."""
     from storage.reports import ReportStore
 
     tables = {name: frame for name, frame in made.tables().items() if name != "planned_asks"}  # one row per ask
     meta = {
         "since": None if made.since is None else made.since.isoformat(),
         "until": made.until.isoformat(),
-        "metrics": {k: v for k, v in made.metrics().items() if math.isfinite(v)},
+        "metrics": metrics,
         "left_out": dict(made.left_out),
     }
-    return ReportStore(settings.report_path()).save(tables, {n: figure_png(f) for n, f in figures.items()}, meta)
+    return ReportStore(settings.report_path()).save(tables, charts, meta)
 
 
-def _write_report(made: ProgramReport, figures: dict[str, Any], out: Path) -> None:
-    """Each table as `NAME.csv` and each chart as PNG in `out`, every file whole or not at all."""
-    from models.program_plots import figure_png
+def _write_report(made: ProgramReport, charts: dict[str, bytes], out: Path) -> None:
+    """Each table as `NAME.csv` and each chart (PNG) in `out`, every file whole or not at all."""
     from storage.files import atomic_path, write_frame
 
     if out.exists() and not out.is_dir():
@@ -154,12 +156,19 @@ def _write_report(made: ProgramReport, figures: dict[str, Any], out: Path) -> No
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in made.tables().items():
         write_frame(frame, out / f"{name}.csv")
-    for name, fig in figures.items():
+    for name, png in charts.items():
         with atomic_path(out / name) as tmp:
-            tmp.write_bytes(figure_png(fig))
+            tmp.write_bytes(png)
 
 
-def _log_report(settings: Settings, made: ProgramReport, figures: dict[str, Any], experiment: str, data: Path) -> str:
+def _log_report(
+    settings: Settings,
+    made: ProgramReport,
+    figures: dict[str, Any],
+    metrics: dict[str, float],
+    experiment: str,
+    data: Path,
+) -> str:
     """One MLflow run holding the charts, the tables (CSV) and the headline figures; its id."""
     import mlflow
 
@@ -171,7 +180,7 @@ def _log_report(settings: Settings, made: ProgramReport, figures: dict[str, Any]
         mlflow.set_tag("kind", "program_report")
         since = "" if made.since is None else made.since.isoformat()
         mlflow.log_params({"data": str(data), "since": since, "until": made.until.isoformat()})
-        mlflow.log_metrics({k: v for k, v in made.metrics().items() if math.isfinite(v)})
+        mlflow.log_metrics(metrics)
         for name, fig in figures.items():
             mlflow.log_figure(fig, name)
         for name, frame in made.tables().items():

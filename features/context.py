@@ -2,7 +2,7 @@
 
 A `Snapshot` is what the batch job hands the service for one `as_of` (spec section 7):
 - `features`: one row per active customer: `customer_id`, `as_of`, every feature of `features.spec`,
-  and context (`name`, `last_urgent_ticket_at`, `recent_reference_calls`, and the newest open
+  and context (`name`, `last_urgent_ticket_at`, `recent_reference_calls`, and the oldest open
   accepted ask, the first to lapse, `features.commitments.COMMITMENT_COLUMNS`);
 - `asks`: the asks known at `as_of` (the guardrails' history), answers after `as_of` unknown;
 - `history`: the last 12 months of events per customer for the CSM timeline;

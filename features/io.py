@@ -48,6 +48,14 @@ class World:
         asks = asks.drop_duplicates("ask_id", keep="last").reset_index(drop=True)
         return World(**{**self.as_dict(), "asks": asks})
 
+    def with_logged_asks(self, logged: pd.DataFrame) -> tuple[World, int]:
+        """A copy whose asks include the ask log's (`with_asks`: a logged ask replaces the data's
+        one of the same `ask_id`), and how many logged asks were left out because the data holds
+        no such customer."""
+        known = logged["customer_id"].isin(set(self.customers["customer_id"])).to_numpy()
+        kept = logged[known]
+        return (self.with_asks(kept) if len(kept) else self), int((~known).sum())
+
 
 def unreadable(name: str, path: Path, err: Exception) -> DataContractError:
     """The error for a table file that is there but cannot be read (truncated, not Parquet, not text)."""

@@ -112,14 +112,6 @@ class ProgramReport:
         }
 
 
-def with_logged_asks(world: World, logged: pd.DataFrame) -> tuple[World, int]:
-    """The world whose asks include the ask log's (a logged ask replaces the data's one of the same
-    `ask_id`), and how many logged asks were left out because the data holds no such customer."""
-    known = logged["customer_id"].isin(set(world.customers["customer_id"])).to_numpy()
-    kept = logged[known]
-    return (world.with_asks(kept) if len(kept) else world), int((~known).sum())
-
-
 def type_order(ask_types: pd.Series) -> pd.Series:
     """Sort key: the catalogue's order of ask types (by effort), unknown names last."""
     rank = {name: i for i, name in enumerate(ASK_TYPE_NAMES)}
@@ -293,7 +285,7 @@ def program_report(
     (`AskLog.plan_links()`); `plans`: plan_id -> the stored plan's rows (`PlanStore.load`), for
     the plans the links name that are stored.
     """
-    merged, unknown = with_logged_asks(world, logged)
+    merged, unknown = world.with_logged_asks(logged)
     since = None if since is None else as_utc(since)
     asks = merged.asks if since is None else merged.asks[(merged.asks["asked_at"] >= since).to_numpy()]
     asks = asks.sort_values(["asked_at", "ask_id"], kind="stable").reset_index(drop=True)
@@ -335,5 +327,4 @@ __all__ = [
     "rollup",
     "type_order",
     "versus_points_rule",
-    "with_logged_asks",
 ]

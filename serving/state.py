@@ -319,8 +319,8 @@ class ServingState:
         lapse = pd.Timedelta(days=self.bundle.lapse_days)
         due = np.flatnonzero(store.committed)
         accepted = pd.to_datetime(pd.Series(store.columns["committed_accepted_at"][due]), utc=True)
-        due = due[np.argsort(accepted.to_numpy(), kind="stable")][:limit]
-        accepted = pd.to_datetime(pd.Series(store.columns["committed_accepted_at"][due]), utc=True)
+        first = np.argsort(accepted.to_numpy(), kind="stable")[:limit]
+        due, accepted = due[first], accepted.iloc[first]
         deliveries = [
             {
                 "customer_id": str(store.ids[r]),

@@ -95,18 +95,7 @@ def _raw_tables() -> dict[str, pd.DataFrame]:
                 "arr": 10_000.0,
             }
         ),
-        "usage": pd.DataFrame(
-            usage,
-            columns=[
-                "customer_id",
-                "month",
-                "licensed_seats",
-                "active_users",
-                "feature_adoption",
-                "logins",
-                "health_score",
-            ],
-        ),
+        "usage": pd.DataFrame(usage, columns=list(CONTRACTS["usage"].columns)),
         "nps": pd.DataFrame(
             [(c, t, s) for c, (_, _, scores) in PROFILES.items() for t, s in scores],
             columns=["customer_id", "responded_at", "score"],

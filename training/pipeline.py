@@ -60,13 +60,9 @@ def load_training_world(data_dir: Path, settings: Settings, now: pd.Timestamp | 
     left_out: dict[str, int] = {}
     log_path = settings.ask_log_path()
     if log_path.exists():
-        logged = AskLog(log_path, CONTRACTS["asks"]).read()
-        unknown = ~logged["customer_id"].isin(set(world.customers["customer_id"]))
-        if unknown.any():
-            left_out[f"{LEFT_OUT}ask_log.for_customers_not_in_the_data"] = int(unknown.sum())
-        logged = logged[~unknown.to_numpy()]
-        if len(logged):
-            world = world.with_asks(logged)
+        world, unknown = world.with_logged_asks(AskLog(log_path, CONTRACTS["asks"]).read())
+        if unknown:
+            left_out[f"{LEFT_OUT}ask_log.for_customers_not_in_the_data"] = unknown
     world, future = leave_out_future(world, pd.Timestamp.now(tz="UTC") if now is None else now)
     return LoadedWorld(world, left_out | future)
 
