@@ -245,6 +245,19 @@ function history(events) {
     items.length ? el("ol", { class: "timeline" }, ...items) : el("p", { text: "Nothing recorded in the last 12 months." }));
 }
 
+// ---- list rows that open the customer card --------------------------------------------------------
+function customerCell(id, name) {
+  return el("td", {}, el("strong", { text: name || "(no name)" }), el("br"), el("span", { text: id }));
+}
+
+function openingRow(customerId, ...cells) {
+  const row = el("tr", { tabindex: "0", "data-customer-id": customerId }, ...cells);
+  const open = () => openCustomer(customerId);
+  row.addEventListener("click", open);
+  row.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
+  return row;
+}
+
 // ---- the disagreement list ---------------------------------------------------------------------------
 async function loadDisagreements() {
   const body = { limit: 100 };
@@ -261,37 +274,19 @@ async function loadDisagreements() {
   $("disagreements").dataset.loaded = "1";
   say("list-message", list.length ? `${list.length} customers, largest gap first. Click a row to open the card.`
     : "No customer matches these filters.");
-  tbody.replaceChildren(...list.map((c) => {
-    const row = el("tr", { tabindex: "0", "data-customer-id": c.customer_id },
-      el("td", {}, el("strong", { text: c.name || "(no name)" }), el("br"), el("span", { text: c.customer_id })),
-      el("td", { text: words(c.segment) }),
-      el("td", {}, el("span", { class: `tier ${c.tier}`, text: c.tier })),
-      el("td", { text: pct(c.propensity) }),
-      el("td", {}, el("span", { class: `tier ${c.baseline_tier}`, text: c.baseline_tier })),
-      el("td", { text: String(c.baseline_points) }),
-      el("td", { text: c.text }));
-    const open = () => openCustomer(c.customer_id);
-    row.addEventListener("click", open);
-    row.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
-    return row;
-  }));
+  tbody.replaceChildren(...list.map((c) => openingRow(c.customer_id,
+    customerCell(c.customer_id, c.name),
+    el("td", { text: words(c.segment) }),
+    el("td", {}, el("span", { class: `tier ${c.tier}`, text: c.tier })),
+    el("td", { text: pct(c.propensity) }),
+    el("td", {}, el("span", { class: `tier ${c.baseline_tier}`, text: c.baseline_tier })),
+    el("td", { text: String(c.baseline_points) }),
+    el("td", { text: c.text }))));
 }
 
 // ---- the worklist: the plan, deliveries due, advocates going cold ------------------------------------
 let askTypes = [];
 let lastPlan = null;
-
-function customerCell(id, name) {
-  return el("td", {}, el("strong", { text: name || "(no name)" }), el("br"), el("span", { text: id }));
-}
-
-function openingRow(customerId, ...cells) {
-  const row = el("tr", { tabindex: "0", "data-customer-id": customerId }, ...cells);
-  const open = () => openCustomer(customerId);
-  row.addEventListener("click", open);
-  row.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
-  return row;
-}
 
 function needRow(type, count) {
   const select = el("select", { class: "need-type", "aria-label": "Ask type" },
