@@ -43,11 +43,15 @@ MAX_NEED = 10_000  # yeses of one type in one plan: beyond this it is not a plan
 POOL_FACTOR = 3  # candidates kept per type: this many times the list it would need alone, plus POOL_EXTRA
 POOL_EXTRA = 50
 TARGET_ROUNDS = 12  # adjustments of the expected-yes targets before the best plan found is taken
-# The solver stops at a plan within 1% of the fewest asks, or after half a second with the best it
-# has: many customers of near-equal acceptance make proving the last fraction slow (a 70k base hit
-# a 10 s limit on 816 variables) while the plan it already holds is as good for the need.
+# The solver stops at a plan within 1% of the fewest asks, or after MILP_NODES branch-and-bound nodes
+# with the best it has: many customers of near-equal acceptance make proving the last fraction slow
+# (a 70k base hit a 10 s limit on 816 variables) while the plan it already holds is as good for the
+# need. A node limit, not a wall-clock one, so that the same request on the same base gives the same
+# plan however loaded the machine is (a 0.5 s limit gave the page and the API different plans under
+# CI load). MILP_SECONDS only guards against a pathological solve.
 MILP_GAP = 0.01
-MILP_SECONDS = 0.5
+MILP_NODES = 200
+MILP_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,7 @@ def _solve(
         integrality=np.ones(n_var),
         bounds=Bounds(0, 1),
         constraints=[LinearConstraint(yes, lb=lower, ub=np.inf), LinearConstraint(once, lb=0, ub=1)],
-        options={"time_limit": MILP_SECONDS, "mip_rel_gap": MILP_GAP},
+        options={"node_limit": MILP_NODES, "time_limit": MILP_SECONDS, "mip_rel_gap": MILP_GAP},
     )
     if result.x is None:
         return {}
