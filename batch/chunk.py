@@ -108,7 +108,7 @@ def score_chunk(work: Path, chunk: int, scorer: Scorer, as_of: pd.Timestamp, num
     started = time.perf_counter()
     bundle = scorer.bundle
     world = load_chunk_world(work, chunk)
-    features = build_features(world, active_points(world, as_of), bundle.lapse_days)
+    features = build_features(world, active_points(world, as_of), bundle.lapse_days, threads=num_threads)
     snapshot = build_snapshot(world, as_of, features, bundle.lapse_days)
     blocks = blocked_asks(snapshot.asks, guardrail_signals(snapshot.features), as_of, scorer.guardrails)
     matrix = bundle.encoder.transform(features)
