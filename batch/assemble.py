@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from batch.chunk import TOP_DISAGREEMENTS
+from batch.scratch import SUFFIX, read_piece, read_schema
 from features.context import SNAPSHOT_TABLES, snapshot_meta
 from models.explain_fast import ExplainStats
 from models.tiers import TIER_ORDER, TIERS_SHOWN
@@ -29,17 +30,17 @@ def assemble_output(work: Path, n_chunks: int, out: Path) -> Path:
     """The output, in chunk order, in a temporary file inside the work folder (renamed later)."""
     tmp = work / f"output{out.suffix}"
     tmp.unlink(missing_ok=True)
-    paths = [work / "chunks" / f"{k:05d}" / "result.parquet" for k in range(n_chunks)]
+    paths = [work / "chunks" / f"{k:05d}" / f"result{SUFFIX}" for k in range(n_chunks)]
     try:
         if out.suffix == ".parquet":
-            schema = pq.read_schema(paths[0])
+            schema = read_schema(paths[0])
             with pq.ParquetWriter(tmp, schema) as writer:
                 for path in paths:
-                    writer.write_table(pq.read_table(path, schema=schema))
+                    writer.write_table(read_piece(path).cast(schema))
         else:
             with open(tmp, "w", newline="") as fh:
                 for k, path in enumerate(paths):
-                    spreadsheet_safe(pd.read_parquet(path)).to_csv(fh, header=k == 0, index=False)
+                    spreadsheet_safe(read_piece(path).to_pandas()).to_csv(fh, header=k == 0, index=False)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
     except BaseException:
@@ -49,14 +50,14 @@ def assemble_output(work: Path, n_chunks: int, out: Path) -> Path:
 
 
 def _stream_parts(paths: Sequence[Path], target: Path) -> int:
-    """Concatenate Parquet pieces with one schema (the first non-empty piece's); return the rows."""
-    tables = [pq.ParquetFile(p) for p in paths]
-    sized = [t for t in tables if t.metadata.num_rows] or tables
-    schema = sized[0].schema_arrow
+    """Concatenate the chunks' pieces into one Parquet file with one schema (the first non-empty
+    piece's); return the rows."""
+    tables = [read_piece(p) for p in paths]
+    sized = [t for t in tables if t.num_rows] or tables
+    schema = sized[0].schema
     rows = 0
     with pq.ParquetWriter(target, schema) as writer:
-        for piece in tables:
-            table = piece.read()
+        for table in tables:
             if table.num_rows:
                 writer.write_table(table.cast(schema))
                 rows += table.num_rows
@@ -75,7 +76,7 @@ def write_snapshot_from_chunks(
     def fill(staging: Path) -> dict[str, Any]:
         counts = {}
         for part in SNAPSHOT_TABLES:
-            paths = [work / "chunks" / f"{k:05d}" / f"{part}.parquet" for k in range(n_chunks)]
+            paths = [work / "chunks" / f"{k:05d}" / f"{part}{SUFFIX}" for k in range(n_chunks)]
             counts[part] = _stream_parts(paths, staging / f"{part}.parquet")
         return snapshot_meta(as_of, customers=counts["features"], asks=counts["asks"], forced=forced)
 

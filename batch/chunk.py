@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from batch.scratch import SUFFIX, write_piece
 from batch.tables import load_chunk_world
 from features.commitments import COMMITMENT_COLUMNS
 from features.context import build_snapshot, guardrail_signals
@@ -108,7 +108,8 @@ def score_chunk(work: Path, chunk: int, scorer: Scorer, as_of: pd.Timestamp, num
     started = time.perf_counter()
     bundle = scorer.bundle
     world = load_chunk_world(work, chunk)
-    features = build_features(world, active_points(world, as_of), bundle.lapse_days, threads=num_threads)
+    points = active_points(world, as_of)
+    features = build_features(world, points, bundle.lapse_days, threads=num_threads, commitments=True)
     snapshot = build_snapshot(world, as_of, features, bundle.lapse_days)
     blocks = blocked_asks(snapshot.asks, guardrail_signals(snapshot.features), as_of, scorer.guardrails)
     matrix = bundle.encoder.transform(features)
@@ -137,10 +138,10 @@ def score_chunk(work: Path, chunk: int, scorer: Scorer, as_of: pd.Timestamp, num
     staging = work / "chunks" / f".{chunk:05d}-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
-        pq.write_table(result_table(result), staging / "result.parquet")
+        write_piece(result_table(result), staging / f"result{SUFFIX}")
         for part in ("features", "asks", "history"):
             frame = getattr(snapshot, part)
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), staging / f"{part}.parquet")
+            write_piece(pa.Table.from_pandas(frame, preserve_index=False), staging / f"{part}{SUFFIX}")
         (staging / "stats.json").write_text(json.dumps(stats, default=_json_default))
         try:
             os.replace(staging, done)

@@ -47,7 +47,7 @@ from storage.snapshots import check_base
 
 DEFAULT_CHUNK_SIZE = 20_000  # customers per chunk: about 100 MB of working memory
 OUTPUT_SUFFIXES = (".parquet", ".csv")
-_FORMAT = 1  # bump when the work folder's layout or the output's bytes change
+_FORMAT = 2  # bump when the work folder's layout or the output's bytes change
 
 
 @dataclass

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from batch.pool import cancel, held, worker_pool
+from batch.scratch import SUFFIX, piece_path, piece_writer, read_piece
 from features.catalog import TABLES
 from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
 from features.io import World, check_required_rows, unreadable
@@ -118,7 +119,7 @@ def _split_table(name: str, path: Path, parts: Path, n_chunks: int, on_rows: Cal
     """Validate one table batch by batch and write each chunk's rows; return rows per chunk."""
     folder = parts / name
     folder.mkdir(parents=True, exist_ok=True)
-    writers: dict[int, pq.ParquetWriter] = {}
+    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
     counts = np.zeros(n_chunks, dtype=np.int64)
     unique_col = _UNIQUE_IDS.get(name)
     hashes: list[np.ndarray] = []
@@ -139,7 +140,7 @@ def _split_table(name: str, path: Path, parts: Path, n_chunks: int, on_rows: Cal
             for k in np.flatnonzero(np.diff(bounds)).tolist():
                 piece = table.slice(bounds[k], bounds[k + 1] - bounds[k])
                 if k not in writers:
-                    writers[k] = pq.ParquetWriter(folder / f"{k:05d}.parquet", piece.schema)
+                    writers[k] = piece_writer(piece_path(folder, k), piece.schema)
                 writers[k].write_table(piece)
                 counts[k] += piece.num_rows
             offset += len(frame)
@@ -162,8 +163,8 @@ def _check_unique(table: str, column: str, hashes: np.ndarray, folder: Path) -> 
         return
     suspects = order[np.r_[same, False] | np.r_[False, same]]
     found = []
-    for piece in sorted(folder.glob("*.parquet")):
-        rows = pq.read_table(piece, columns=[column, _ROW])
+    for piece in sorted(folder.glob(f"*{SUFFIX}")):
+        rows = read_piece(piece, [column, _ROW])
         rows = rows.filter(pc.is_in(rows.column(_ROW), value_set=pa.array(suspects, pa.int64())))
         found.append(rows.to_pandas())
     values = pd.concat(found).sort_values(_ROW)
@@ -173,8 +174,8 @@ def _check_unique(table: str, column: str, hashes: np.ndarray, folder: Path) -> 
 
 
 def _read_piece(parts: Path, name: str, chunk: int, columns: list[str] | None = None) -> pd.DataFrame | None:
-    path = parts / name / f"{chunk:05d}.parquet"
-    return pd.read_parquet(path, columns=columns) if path.exists() else None
+    path = piece_path(parts / name, chunk)
+    return read_piece(path, columns).to_pandas() if path.exists() else None
 
 
 def _ids(table: pa.Table) -> pa.Array:
@@ -186,8 +187,8 @@ _Problems = dict[tuple[str, str, str], list[tuple[int, Any]]]  # (table, column,
 
 def _chunk_key_problems(parts: Path, chunk: int, tables: Sequence[str], problems: _Problems) -> None:
     """What only a whole customer's rows can show: one usage row per month, events of known customers."""
-    customers = parts / "customers" / f"{chunk:05d}.parquet"
-    known = _ids(pq.read_table(customers, columns=["customer_id"])) if customers.exists() else pa.array([], pa.string())
+    customers = piece_path(parts / "customers", chunk)
+    known = _ids(read_piece(customers, ["customer_id"])) if customers.exists() else pa.array([], pa.string())
     usage = _read_piece(parts, "usage", chunk, ["customer_id", "month", _ROW]) if "usage" in tables else None
     if usage is not None:
         bad = usage[usage.duplicated(["customer_id", "month"], keep=False)]
@@ -195,10 +196,10 @@ def _chunk_key_problems(parts: Path, chunk: int, tables: Sequence[str], problems
             (row, f"{c}, {m:%Y-%m-%d}") for row, c, m in zip(bad[_ROW], bad["customer_id"], bad["month"], strict=True)
         )
     for name in TABLES[1:]:
-        path = parts / name / f"{chunk:05d}.parquet"
+        path = piece_path(parts / name, chunk)
         if name not in tables or not path.exists():
             continue
-        events = pq.read_table(path, columns=["customer_id", _ROW])
+        events = read_piece(path, ["customer_id", _ROW])
         # Arrow's hash look-up: pandas' `isin` on Arrow strings loops in Python.
         unknown = events.filter(pc.invert(pc.is_in(_ids(events), value_set=known)))
         problems.setdefault((name, "customer_id", "exists in customers"), []).extend(

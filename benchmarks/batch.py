@@ -5,9 +5,12 @@ Prints, in one run:
   both models as the job needs them: propensity plus acceptance for each of the 9 ask types);
 - end-to-end job rows/s without and with reasons, and the peak RSS of the job (its whole process tree),
   each job in a child process;
-- reasons at scale: exact TreeSHAP, `PatternTreeShap`, SHAP's approximate (Saabas) attributions, and
-  how often each one's top-3 reasons equal exact TreeSHAP's;
-- a per-stage profile of one chunk, to show where the time goes.
+- with `--reasons-study`, reasons at scale: exact TreeSHAP, `PatternTreeShap`, SHAP's approximate
+  (Saabas) attributions, and how often each one's top-3 reasons equal exact TreeSHAP's;
+- a per-stage profile of one chunk, to show where the time goes;
+- last, per size, the job against its floor measured in the same run (reading every raw table the
+  job reads with pyarrow, plus both models' predict on the job's features in memory):
+  `1M: job without reasons X s, with reasons Y s; floor Z s (read A s + predict B s); ratio ...`
 
 Worlds are generated into benchmarks/out/ (git-ignored) with `advocacy generate`; `--tile` builds the
 1M world by tiling the 100k one with renamed ids instead (minutes instead of about half an hour).
@@ -92,6 +95,7 @@ def ensure_world(size: str, tile: bool) -> tuple[Path, str]:
 
 
 def tile_world(base: Path, target: Path, copies: int) -> None:
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -104,7 +108,13 @@ def tile_world(base: Path, target: Path, copies: int) -> None:
                 piece = table
                 for name in ids & set(table.column_names):
                     column = table.column(name)
-                    renamed = pc.if_else(pc.is_null(column), column, pc.binary_join_element_wise(column, f"-{k}", ""))
+                    renamed = pc.if_else(
+                        pc.is_null(column),
+                        column,
+                        pc.binary_join_element_wise(
+                            column, pa.scalar(f"-{k}", column.type), pa.scalar("", column.type)
+                        ),
+                    )
                     piece = piece.set_column(piece.column_names.index(name), name, renamed.cast(column.type))
                 writer.write_table(piece.cast(table.schema))
                 del piece
@@ -190,6 +200,50 @@ def raw_predict(bundle: Any, matrix: np.ndarray) -> dict[str, float]:
     ask_rows = acceptance_matrix(matrix)
     acceptance = best_of(lambda: b.acceptance.booster.predict(ask_rows, raw_score=True, num_threads=THREADS), 1)
     return {"propensity": n / propensity, "both": n / (propensity + acceptance)}
+
+
+@dataclass
+class Floor:
+    """What the job cannot avoid, measured on this machine in this run: reading every raw table it
+    reads with pyarrow, and both models' predict on its own features in memory."""
+
+    read: float
+    predict: float
+
+    @property
+    def seconds(self) -> float:
+        return self.read + self.predict
+
+
+def measure_floor(world: Path, bundle: Any, matrix: np.ndarray) -> Floor:
+    """Best of 3 for each part. Predict: propensity on every row, acceptance on every row x ask type,
+    with as many LightGBM threads in all as the job uses (its processes x their threads = the cores)."""
+    import pyarrow.parquet as pq
+
+    from features.io import table_files
+    from models.bundle import acceptance_matrix
+
+    files = list(table_files(world).values())
+    read = best_of(lambda: [pq.read_table(path) for path in files])
+    ask_rows = acceptance_matrix(matrix)
+    threads = os.cpu_count() or 1
+
+    def predict() -> None:
+        bundle.propensity.booster.predict(matrix, raw_score=True, num_threads=threads)
+        bundle.acceptance.booster.predict(ask_rows, raw_score=True, num_threads=threads)
+
+    return Floor(read, best_of(predict))
+
+
+def summary_line(size: str, no: JobRun, yes: JobRun, floor: Floor) -> str:
+    """The issue's one-line form, from one run."""
+    z = floor.seconds
+    return (
+        f"{size.upper() if size == '1m' else size}: job without reasons {no.seconds:.1f} s, with reasons "
+        f"{yes.seconds:.1f} s; floor {z:.1f} s (read {floor.read:.1f} s + predict {floor.predict:.1f} s); "
+        f"ratio without {no.seconds:.1f}/{z:.1f} = {no.seconds / z:.2f}, ratio with {yes.seconds:.1f}/{z:.1f} = "
+        f"{yes.seconds / z:.2f}; peak RSS {max(no.peak_rss_mb, yes.peak_rss_mb):,.0f} MB"
+    )
 
 
 def top3_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -307,14 +361,14 @@ def profile_chunk(work: Path, chunk: int, bundle: Any, scorer: Any) -> tuple[dic
     clock = Stopwatch()
     world = batch.load_chunk_world(work, chunk)
     clock.lap("load chunk")
-    features = build_features(world, active_points(world, as_of))
+    features = build_features(world, active_points(world, as_of), bundle.lapse_days, THREADS, commitments=True)
     clock.lap("point-in-time features")
-    snap = build_snapshot(world, as_of, features)
+    snap = build_snapshot(world, as_of, features, bundle.lapse_days)
     clock.lap("feature-store rows")
     blocked = Blocked.from_frame(blocked_asks(snap.asks, guardrail_signals(snap.features), as_of, scorer.guardrails))
     clock.lap("guardrails")
     matrix = bundle.encoder.transform(features)
-    values = batch.chunk.score_inputs(features)
+    values = batch.chunk.score_inputs(snap.features)
     clock.lap("encode")
     scores = score(bundle, values, matrix=matrix, blocked=blocked, explain=False, num_threads=THREADS)
     clock.lap("score(): both models, tiers, next ask")
@@ -354,6 +408,9 @@ def main() -> None:
     parser.add_argument("--engines", default="local", help="comma-separated: local, dask")
     parser.add_argument("--tile", action="store_true", help="build the 1M world by tiling the 100k one")
     parser.add_argument("--workers", type=int, help="the local engine's processes (default: the job's own choice)")
+    parser.add_argument(
+        "--reasons-study", action="store_true", help="also compare exact TreeSHAP, PatternTreeShap and Saabas"
+    )
     args = parser.parse_args()
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -372,6 +429,8 @@ def main() -> None:
         f"{bundle.acceptance.booster.num_trees()} trees; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}"
     )
     report: list[str] = []
+    floors: dict[str, Floor] = {}
+    lines: dict[str, str] = {}
     for size in sizes:
         world, made = ensure_world(size, args.tile)
         for engine in engines:
@@ -387,6 +446,9 @@ def main() -> None:
                 log(f"  {r.rows:,} rows in {r.seconds:,.1f} s = {r.rows_per_second:,.0f} rows/s (load {r.load:.1f})")
             features = snapshot_features(OUT / f"store-{size}")
             matrix = bundle.encoder.transform(features)
+            log(f"{size}: the floor (read every raw table, predict both models in memory)")
+            floors[size] = measure_floor(world, bundle, matrix)
+            lines[size] = summary_line(size, runs[False], runs[True], floors[size])
             raw = raw_predict(bundle, matrix)
             no, yes = runs[False], runs[True]
             customers = len(pd.read_parquet(world / "customers.parquet", columns=["customer_id"]))
@@ -404,7 +466,7 @@ def main() -> None:
                 f"{yes.seconds / 60:.1f} min); peak RSS {yes.peak_rss_mb:,.0f} MB; load average {yes.load:.1f}",
             ]
             print("\n".join(report[-4:]), flush=True)
-            if size == sizes[0] and engine == engines[0]:
+            if size == sizes[0] and engine == engines[0] and args.reasons_study:
                 log("reasons: exact vs fast vs approximate")
                 report.append(f"-- reasons on the {len(matrix):,} rows of {size}")
                 for name, rate, agreement in explain_comparison(bundle, matrix):
@@ -413,6 +475,7 @@ def main() -> None:
                     else:
                         report.append(f"   {name}: {rate:,.0f} rows/s, top-3 agreement with exact: {agreement}")
                 print("\n".join(report[-5:]), flush=True)
+            if size == sizes[0] and engine == engines[0]:
                 log("per-stage profile of one chunk")
                 report.append(f"-- one chunk of {size}, seconds per stage (steady state, {THREADS} LightGBM threads)")
                 for name, seconds in stage_profile(world, bundle):
@@ -422,6 +485,9 @@ def main() -> None:
                 print("\n".join(report[-12:]), flush=True)
     print("\n" + "=" * 100)
     print("\n".join(report))
+    # Last, one line per size (the largest last), each from this run's job and floor.
+    for size in sorted(lines, key=SIZES.__getitem__):
+        print(lines[size])
 
 
 if __name__ == "__main__":

@@ -131,12 +131,14 @@ def build_snapshot(
 ) -> Snapshot:
     """Features of every active customer as of `as_of`, with the context the service needs.
 
-    `lapse_days` must be the one the features were built with (the model's, `Bundle.lapse_days`).
+    `lapse_days` must be the one the features were built with (the model's, `Bundle.lapse_days`);
+    `features` built with `commitments=True` already carry the open accepted asks.
     """
-    frame = features if features is not None else build_features(world, active_points(world, as_of), lapse_days)
-    ids = frame["customer_id"]
+    if features is None:
+        features = build_features(world, active_points(world, as_of), lapse_days, commitments=True)
+    ids = features["customer_id"]
     names = world.customers.set_index("customer_id")["name"]
-    frame = frame.copy()
+    frame = features.copy()
     frame["name"] = ids.map(names).astype("str")
     urgent = world.tickets[world.tickets["priority"] == "urgent"]
     frame["last_urgent_ticket_at"] = _last_before(urgent, "opened_at", as_of, ids)  # same index as frame
@@ -144,9 +146,10 @@ def build_snapshot(
     frame["recent_reference_calls"] = _count_since(
         refs, "asked_at", as_of - pd.Timedelta(days=RECENT_REFERENCE_DAYS), as_of, ids
     )
-    pending = open_commitments(world.asks, world.activities, frame[["customer_id", "as_of"]], lapse_days)
-    for column in COMMITMENT_COLUMNS:
-        frame[column] = pending[column].to_numpy()
+    if not set(COMMITMENT_COLUMNS) <= set(frame.columns):
+        pending = open_commitments(world.asks, world.activities, frame[["customer_id", "as_of"]], lapse_days)
+        for column in COMMITMENT_COLUMNS:
+            frame[column] = pending[column].to_numpy()
     asks = world.asks[world.asks["asked_at"] < as_of].copy()
     # Answers after as_of are unknown at as_of: they arrive through POST /asks or the next snapshot.
     known_at = answer_known_at(asks)

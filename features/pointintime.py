@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import ANSWERS, ASK_EFFORT_HOURS
-from features.commitments import COMMITMENT_LAPSE_DAYS, open_commitments
+from features.commitments import COMMITMENT_COLUMNS, COMMITMENT_LAPSE_DAYS, open_commitments
 from features.contracts import TIMESTAMP, answer_known_at
 from features.io import World
 from features.lookback import DAY_US, Columns, LookBack, latest, micros, open_lookback, since
@@ -92,14 +92,19 @@ def _times(as_of: pd.Series) -> dict[str, np.ndarray]:
 
 
 def build_features(
-    world: World, points: pd.DataFrame, lapse_days: int = COMMITMENT_LAPSE_DAYS, threads: int | None = None
+    world: World,
+    points: pd.DataFrame,
+    lapse_days: int = COMMITMENT_LAPSE_DAYS,
+    threads: int | None = None,
+    commitments: bool = False,
 ) -> pd.DataFrame:
     """Feature rows for each (`customer_id`, `as_of`) of `points`, in the same order.
 
     Returns `customer_id`, `as_of` and the columns of `features.spec.FEATURES` in their order:
     numeric features as float64 (NaN where unknown), categorical ones as strings. `lapse_days`:
     how long an accepted ask stays pipeline (`features.commitments`); the model's bundle keeps it.
-    `threads`: DuckDB's threads (default: every core).
+    `threads`: DuckDB's threads (default: every core). `commitments`: also the oldest open accepted
+    ask (`features.commitments.COMMITMENT_COLUMNS`), as the service's snapshot keeps it.
     """
     as_of = pd.to_datetime(points["as_of"], utc=True).astype(TIMESTAMP).reset_index(drop=True)
     ids = points["customer_id"].astype("str").reset_index(drop=True)
@@ -129,6 +134,9 @@ def build_features(
         out[name] = out[name].astype("str" if name in CATEGORICAL_FEATURES else "float64")
     out.insert(0, KEYS[1], as_of.to_numpy())
     out.insert(0, KEYS[0], ids.to_numpy())
+    if commitments:
+        for column in COMMITMENT_COLUMNS:
+            out[column] = pending[column].to_numpy()
     return out
 
 

@@ -54,11 +54,15 @@ def acceptance_matrix(customer_matrix: np.ndarray, ask_types: Sequence[str] = AS
     The acceptance model reads the customer features followed by `ask_type` (its index in the
     catalog, a categorical) and `ask_effort_hours`.
     """
-    n = customer_matrix.shape[0]
+    n, width = customer_matrix.shape
     codes = np.array([ASK_TYPE_NAMES.index(t) for t in ask_types], dtype=np.float64)
     effort = np.array([ASK_EFFORT_HOURS[t] for t in ask_types], dtype=np.float64)
-    repeated = np.repeat(customer_matrix, len(ask_types), axis=0)
-    return np.column_stack([repeated, np.tile(codes, n), np.tile(effort, n)])
+    # Written once, by broadcasting, into the C-ordered array LightGBM reads without a copy.
+    out = np.empty((n, len(ask_types), width + 2), dtype=np.float64)
+    out[:, :, :width] = customer_matrix[:, None, :]
+    out[:, :, width] = codes
+    out[:, :, width + 1] = effort
+    return out.reshape(n * len(ask_types), width + 2)
 
 
 def ask_rows_matrix(customer_matrix: np.ndarray, ask_types: Sequence[str]) -> np.ndarray:

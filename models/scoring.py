@@ -29,39 +29,89 @@ Values = Mapping[str, Any]  # column -> array-like: a DataFrame or a dict of arr
 TOP_REASONS = 3
 
 
-@dataclass
 class Blocked:
     """Guardrail blocks per customer: ask type -> (guardrail, reason, until ISO time or None).
 
     Built from `models.guardrails.blocked_asks` rows; for each ask type it keeps the guardrail
-    that lifts last, so `until` is when that ask becomes possible again.
+    that lifts last, so `until` is when that ask becomes possible again. Built from a frame, it
+    answers for a whole batch in vectorised passes (`matrix`, `texts`); the per-customer mapping
+    the API reads is made only when asked for.
     """
 
-    by_customer: Mapping[str, Mapping[str, tuple[str, str, str | None]]]
+    def __init__(self, by_customer: Mapping[str, Mapping[str, tuple[str, str, str | None]]] | None = None) -> None:
+        self._by_customer = by_customer
+        self._bound: pd.DataFrame | None = None
 
     @classmethod
     def from_frame(cls, blocks: pd.DataFrame) -> Blocked:
         if blocks.empty:
             return NO_BLOCKS
+        out = cls()
         bound = binding_blocks(blocks)
         until = bound["until"].dt.ceil("s").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        out: dict[str, dict[str, tuple[str, str, str | None]]] = {}
-        for cid, ask_type, rail, why, when in zip(
-            bound["customer_id"], bound["ask_type"], bound["guardrail"], bound["reason"], until, strict=True
-        ):
-            out.setdefault(cid, {})[ask_type] = (rail, why, None if pd.isna(when) else when)
-        return cls(out)
+        out._bound = bound.assign(until=until.astype(object).where(until.notna(), None))
+        return out
+
+    @property
+    def by_customer(self) -> Mapping[str, Mapping[str, tuple[str, str, str | None]]]:
+        if self._by_customer is None:
+            out: dict[str, dict[str, tuple[str, str, str | None]]] = {}
+            b = self._bound if self._bound is not None else binding_blocks(pd.DataFrame())
+            for cid, ask_type, rail, why, when in zip(
+                b["customer_id"], b["ask_type"], b["guardrail"], b["reason"], b["until"], strict=True
+            ):
+                out.setdefault(cid, {})[ask_type] = (rail, why, when)
+            self._by_customer = out
+        return self._by_customer
 
     def for_customer(self, customer_id: str) -> Mapping[str, tuple[str, str, str | None]]:
         return self.by_customer.get(customer_id, {})
 
+    def _rows(self, customer_ids: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray] | None:
+        """The binding blocks of these customers and each one's row in `customer_ids` (None when an
+        id repeats, or the blocks came as a mapping: then the per-customer mapping answers)."""
+        ids = pd.Index(np.asarray(customer_ids, dtype=object))
+        if self._bound is None or not ids.is_unique:
+            return None
+        where = ids.get_indexer(self._bound["customer_id"])
+        return self._bound[where >= 0], where[where >= 0]
+
     def matrix(self, customer_ids: Sequence[str]) -> np.ndarray:
         """Boolean (customers x ask types): True where blocked."""
         out = np.zeros((len(customer_ids), len(ASK_TYPE_NAMES)), dtype=bool)
-        if self.by_customer:
+        found = self._rows(customer_ids)
+        if found is not None:
+            bound, rows = found
+            out[rows, bound["ask_type"].map(_TYPE_INDEX).to_numpy(dtype=np.int64)] = True
+        elif self.by_customer:
             for i, c in enumerate(customer_ids):
                 for t in self.by_customer.get(str(c), ()):
                     out[i, _TYPE_INDEX[t]] = True
+        return out
+
+    def texts(self, customer_ids: Sequence[str]) -> list[str]:
+        """Per customer, the batch column `blocked_asks`: "type: guardrail until time" joined by "; "
+        (until "cleared" where only recovery lifts it), in the mapping's order; "" if nothing is blocked."""
+        found = self._rows(customer_ids)
+        if found is None:
+            return [
+                "; ".join(f"{t}: {g} until {u or 'cleared'}" for t, (g, _, u) in self.for_customer(str(c)).items())
+                for c in customer_ids
+            ]
+        bound, rows = found
+        pieces = (
+            bound["ask_type"].astype(object)
+            + ": "
+            + bound["guardrail"].astype(object)
+            + " until "
+            + bound["until"].fillna("cleared").astype(object)
+        ).tolist()
+        # A customer's rows are contiguous in `binding_blocks`' order.
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
+        ends = np.r_[starts[1:], len(rows)]
+        out = [""] * len(customer_ids)
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            out[int(rows[a])] = "; ".join(pieces[a:b])
         return out
 
 
@@ -218,10 +268,7 @@ class Scores:
         k = self.next_ask
         out["next_best_ask"] = np.where(k >= 0, np.array(ASK_TYPE_NAMES, dtype=object)[np.maximum(k, 0)], None)
         out["next_best_ask_probability"] = np.where(k >= 0, self.acceptance[np.arange(n), np.maximum(k, 0)], np.nan)
-        out["blocked_asks"] = [
-            "; ".join(f"{t}: {g} until {u or 'cleared'}" for t, (g, _, u) in self.blocked.for_customer(str(c)).items())
-            for c in self.customer_id
-        ]
+        out["blocked_asks"] = self.blocked.texts(list(self.customer_id))
         out["re_engage"] = self.re_engage
         reason_text: list[list[str]] = [[] for _ in range(n)]
         if self.contributions is not None and n:

@@ -1,0 +1,42 @@
+"""The job's own files between stages (the work folder): Arrow IPC, uncompressed.
+
+They are written once and read once or twice by the same job on the same machine (or a Dask
+worker beside it), so they need no compression or encoding: writing and reading them is close to a
+copy. Only the output and the published snapshot are Parquet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+SUFFIX = ".arrow"
+
+
+def piece_path(folder: Path, chunk: int) -> Path:
+    """One chunk's file in a folder of pieces."""
+    return folder / f"{chunk:05d}{SUFFIX}"
+
+
+def write_piece(table: pa.Table, path: Path) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def piece_writer(path: Path, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
+    """A writer to which record batches of one schema are appended (close it to finish the file)."""
+    return pa.ipc.new_file(str(path), schema)
+
+
+def read_piece(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """The piece (memory-mapped: only the columns read are touched)."""
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    return table.select(list(columns)) if columns is not None else table
+
+
+def read_schema(path: Path) -> pa.Schema:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).schema
