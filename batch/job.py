@@ -69,10 +69,25 @@ class BatchResult:
     top_disagreements: pd.DataFrame
     explain: ExplainStats = field(default_factory=ExplainStats)
     mlflow_run_id: str | None = None
+    # Wall seconds per stage, in order: start (settings, champion), split, chunks, output, snapshot.
+    stages: dict[str, float] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else float("nan")
+
+
+class Stages:
+    """Wall seconds per named stage, from one clock (the process's start-up is not in them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
 
 
 def check_output(out: Path) -> None:
@@ -157,20 +172,26 @@ def run_batch(
     """Score every customer active at `as_of` (default: now, or the `as_of` of an interrupted run of
     the same job) with the `@champion` model into `out`; see the module docstring."""
     started = time.perf_counter()
+    clock = Stages()
     console = console or Console(stderr=True)
     run = _plan_run(settings, Path(data_dir), Path(out), as_of, explain, engine, chunk_size, workers, console)
+    clock.lap("start")
     with make_progress(console) as progress:
         split = _split(run, progress)
+        clock.lap("split")
         finished, totals = _score_chunks(run, split, progress, console, client, scheduler)
+        clock.lap("chunks")
     store = settings.feature_store_path()
     if snapshot:  # before anything is written: a refused run leaves its chunks, to resume with --force-snapshot
         check_base(totals.rows, store, settings.min_snapshot_share, force_snapshot)
     tmp_out = assemble_output(run.work, split.n_chunks, run.out)
     drift = drift_from_counts(run.scorer.bundle.drift_reference, totals.drift, totals.rows)
     write_frame(drift, drift_path(run.out))
+    clock.lap("output")
     snapshot_dir = (
         write_snapshot_from_chunks(run.work, split.n_chunks, store, run.as_of, force_snapshot) if snapshot else None
     )
+    clock.lap("snapshot")
     result = BatchResult(
         out=run.out,
         rows=totals.rows,
@@ -186,6 +207,7 @@ def run_batch(
         tiers=totals.crosstab(),
         top_disagreements=totals.top_disagreements(),
         explain=totals.explain,
+        stages=clock.seconds,
     )
     if track:
         _track(run, result, console)

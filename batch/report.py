@@ -76,6 +76,7 @@ def log_to_mlflow(settings: Settings, result: BatchResult, key: RunKey, data_dir
         "drifted_features": float(result.drift["drifted"].sum()),
         "max_psi": float(result.drift["psi"].max()) if len(result.drift) else 0.0,
     }
+    metrics.update({f"seconds_{stage}": seconds for stage, seconds in result.stages.items()})
     score_psi = result.drift.loc[result.drift["name"] == "score", "psi"]
     if len(score_psi):
         metrics["score_psi"] = float(score_psi.iloc[0])
@@ -155,6 +156,8 @@ def print_summary(result: BatchResult, console: Console) -> None:
                 str(row.reason_1 or ""),
             )
         console.print(t)
+    if result.stages:
+        console.print("Seconds per stage: " + ", ".join(f"{k} {v:,.1f}" for k, v in result.stages.items()))
     console.print(
         f"Wrote {result.out} ({result.rows:,} rows, {result.seconds:,.1f} s, {result.rows_per_second:,.0f} rows/s), "
         f"drift report {result.drift_path}"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,6 +127,7 @@ class JobRun:
     seconds: float
     peak_rss_mb: float
     load: float  # mean 1-minute load average during the run: other work on the machine slows the job
+    stages: str = ""  # the job's own "Seconds per stage" line
 
     @property
     def rows_per_second(self) -> float:
@@ -172,7 +174,10 @@ def run_job(world: Path, out: Path, store: Path, explain: bool, engine: str, wor
     if code != 0:
         raise RuntimeError(f"job failed ({code}): see {logfile}")
     rows = int(pd.read_parquet(out, columns=["customer_id"]).shape[0])
-    return JobRun(rows, seconds, peak[0] / 2**20, float(np.mean(loads)) if loads else float("nan"))
+    text = " ".join(logfile.read_text().split())  # the console wraps long lines
+    found = re.search(r"Seconds per stage: (.*?)(?= Wrote )", text)
+    stages = found.group(1) if found else ""
+    return JobRun(rows, seconds, peak[0] / 2**20, float(np.mean(loads)) if loads else float("nan"), stages)
 
 
 def snapshot_features(store: Path) -> pd.DataFrame:
@@ -336,29 +341,17 @@ def explain_comparison(bundle: Any, matrix: np.ndarray, chunk: int = 20_000) -> 
     return rows
 
 
-class Stopwatch:
-    """Seconds per named stage."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.stages[name] = self.stages.get(name, 0.0) + now - self._last
-        self._last = now
-
-
 def profile_chunk(work: Path, chunk: int, bundle: Any, scorer: Any) -> tuple[dict[str, float], int]:
     """Seconds per stage of `batch.chunk.score_chunk`, done step by step."""
     import batch
+    from batch.job import Stages
     from features.context import build_snapshot, guardrail_signals
     from features.pointintime import active_points, build_features
     from models.guardrails import blocked_asks
     from models.scoring import Blocked, score
 
     as_of = pd.Timestamp(AS_OF, tz="UTC")
-    clock = Stopwatch()
+    clock = Stages()
     world = batch.load_chunk_world(work, chunk)
     clock.lap("load chunk")
     features = build_features(world, active_points(world, as_of), bundle.lapse_days, THREADS, commitments=True)
@@ -382,7 +375,7 @@ def profile_chunk(work: Path, chunk: int, bundle: Any, scorer: Any) -> tuple[dic
     clock.lap("Scores.columns(): per-row reason and disagreement text")
     batch.result_table(result)
     clock.lap("to Arrow")
-    return clock.stages, len(result)
+    return clock.seconds, len(result)
 
 
 def stage_profile(world: Path, bundle: Any) -> list[tuple[str, float]]:
@@ -444,6 +437,7 @@ def main() -> None:
                 )
                 r = runs[explain]
                 log(f"  {r.rows:,} rows in {r.seconds:,.1f} s = {r.rows_per_second:,.0f} rows/s (load {r.load:.1f})")
+                log(f"  the job's seconds per stage (after the process's start-up): {r.stages}")
             features = snapshot_features(OUT / f"store-{size}")
             matrix = bundle.encoder.transform(features)
             log(f"{size}: the floor (read every raw table, predict both models in memory)")
@@ -464,8 +458,9 @@ def main() -> None:
                 f"load average {no.load:.1f}",
                 f"job with top-3 reasons: {yes.rows_per_second:,.0f} rows/s ({yes.seconds:,.1f} s = "
                 f"{yes.seconds / 60:.1f} min); peak RSS {yes.peak_rss_mb:,.0f} MB; load average {yes.load:.1f}",
+                f"job stages, without reasons: {no.stages}; with: {yes.stages}",
             ]
-            print("\n".join(report[-4:]), flush=True)
+            print("\n".join(report[-5:]), flush=True)
             if size == sizes[0] and engine == engines[0] and args.reasons_study:
                 log("reasons: exact vs fast vs approximate")
                 report.append(f"-- reasons on the {len(matrix):,} rows of {size}")

@@ -47,6 +47,10 @@ def _date_back(as_of: pd.Timestamp, days: float) -> str:
         return f"{days:,.0f} days before {as_of:%Y-%m-%d}" if 1900 <= as_of.year < 10_000 else f"{days:,.0f} days ago"
 
 
+# The other features of the row a phrase reads, besides its own value (see `PhraseCache`).
+_ROW_INPUTS: dict[str, tuple[str, ...]] = {"nps_last": ("nps_days_since",)}
+
+
 def _nps_last(v: float, row: Row, as_of: pd.Timestamp) -> str:
     days = row.get("nps_days_since")
     when = "" if days is None or _missing(days) else f" on {_date_back(as_of, float(days))}"
@@ -155,12 +159,32 @@ def describe(feature: str, value: Any, row: Row, as_of: pd.Timestamp) -> str:
     return _PHRASES[feature](value, row, as_of)
 
 
+def reason_text(feature: str, value: Any, contribution: float, row: Row, as_of: pd.Timestamp) -> str:
+    """A reason's words: the signal, its value and which way it pushes."""
+    return f"{describe(feature, value, row, as_of)} ({'raises' if contribution > 0 else 'lowers'} likelihood)"
+
+
+class PhraseCache:
+    """`reason_text`, each distinct phrase worded once: a batch repeats most of them (counts, levels,
+    rounded values), and wording is most of a reason's cost."""
+
+    def __init__(self) -> None:
+        self._texts: dict[tuple[Any, ...], str] = {}
+
+    def text(self, feature: str, value: Any, contribution: float, row: Row, as_of: pd.Timestamp) -> str:
+        key = (feature, value, contribution > 0, as_of, *(row[n] for n in _ROW_INPUTS.get(feature, ())))
+        found = self._texts.get(key)
+        if found is None:
+            found = self._texts[key] = reason_text(feature, value, contribution, row, as_of)
+        return found
+
+
 def reason(feature: str, value: Any, contribution: float, row: Row, as_of: pd.Timestamp) -> dict[str, Any]:
     """One reason: the phrase with its direction, and whether a CSM can act on it."""
     direction = "raises" if contribution > 0 else "lowers"
     return {
         "feature": feature,
-        "text": f"{describe(feature, value, row, as_of)} ({direction} likelihood)",
+        "text": reason_text(feature, value, contribution, row, as_of),
         "value": None if _missing(value) else value,
         "contribution": float(contribution),
         "direction": direction,

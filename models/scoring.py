@@ -22,7 +22,7 @@ from features.spec import FEATURE_NAMES
 from models.asks import re_engage
 from models.bundle import Bundle, acceptance_matrix
 from models.guardrails import binding_blocks
-from models.reasons import reason, signed_top, top_indices
+from models.reasons import PhraseCache, reason, signed_top, top_indices
 from models.tiers import COMMITTED, TIER_ORDER, is_committed, tier_rank
 
 Values = Mapping[str, Any]  # column -> array-like: a DataFrame or a dict of arrays
@@ -275,9 +275,18 @@ class Scores:
             contrib = self.contributions[:, :-1]
             picked = top_indices(contrib, TOP_REASONS)
             kept = np.take_along_axis(contrib, picked, axis=1) != 0
-            reason_text = [
-                [d["text"] for d in self._phrases(i, p[k])] for i, (p, k) in enumerate(zip(picked, kept, strict=True))
-            ]
+            words = PhraseCache()
+            names = FEATURE_NAMES
+            reason_text = []
+            for i, (p, k) in enumerate(zip(picked.tolist(), kept.tolist(), strict=True)):
+                row, as_of = self._row(i), self._timestamp(i)
+                reason_text.append(
+                    [
+                        words.text(names[j], row[names[j]], contrib[i, j], row, as_of)
+                        for j, keep in zip(p, k, strict=True)
+                        if keep
+                    ]
+                )
         for r in range(TOP_REASONS):
             out[f"reason_{r + 1}"] = [texts[r] if len(texts) > r else None for texts in reason_text]
         out["baseline_points"] = self.baseline_points
