@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from batch.chunk import TOP_DISAGREEMENTS
-from batch.scratch import SUFFIX, read_piece, read_schema
+from batch.scratch import SUFFIX, piece_rows, read_piece, read_schema
 from features.context import SNAPSHOT_TABLES, snapshot_meta
 from models.explain_fast import ExplainStats
 from models.tiers import TIER_ORDER, TIERS_SHOWN
@@ -52,13 +52,15 @@ def assemble_output(work: Path, n_chunks: int, out: Path) -> Path:
 def _stream_parts(paths: Sequence[Path], target: Path) -> int:
     """Concatenate the chunks' pieces into one Parquet file with one schema (the first non-empty
     piece's); return the rows."""
-    tables = [read_piece(p) for p in paths]
-    sized = [t for t in tables if t.num_rows] or tables
-    schema = sized[0].schema
+    # One piece in memory at a time: the schema and row counts come from the files' footers.
+    counts = [piece_rows(p) for p in paths]
+    first = next((p for p, n in zip(paths, counts, strict=True) if n), paths[0])
+    schema = read_schema(first)
     rows = 0
     with pq.ParquetWriter(target, schema) as writer:
-        for table in tables:
-            if table.num_rows:
+        for path, n in zip(paths, counts, strict=True):
+            if n:
+                table = read_piece(path)
                 writer.write_table(table.cast(schema))
                 rows += table.num_rows
     return rows

@@ -40,3 +40,10 @@ def read_piece(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
 def read_schema(path: Path) -> pa.Schema:
     with pa.memory_map(str(path)) as source:
         return pa.ipc.open_file(source).schema
+
+
+def piece_rows(path: Path) -> int:
+    """Rows in a piece, from its footer (no data read)."""
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
