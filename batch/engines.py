@@ -28,10 +28,10 @@ def run_local(
 ) -> None:
     """The chunks in this process, or side by side in `workers` processes.
 
-    Most of a chunk's time is single-threaded Python and pandas (point-in-time features, guardrails,
-    reason text); only the predictions use LightGBM's threads. So on N cores N chunks at a time,
-    each with a share of the cores for LightGBM, finish sooner than one chunk at a time with all of
-    them. Each process holds its own copy of the model and one chunk's working memory.
+    Much of a chunk's time is single-threaded Python and pandas (the feature-store rows, guardrails,
+    reason text); only the features (DuckDB) and the predictions (LightGBM) use threads. So on N
+    cores N chunks at a time, each with a share of the cores for both, finish sooner than one chunk
+    at a time with all of them. Each process holds its own copy of the model and one chunk's working memory.
     """
     cores = os.cpu_count() or 1
     workers = max(1, min(workers, len(chunks)))

@@ -25,9 +25,21 @@ def write_piece(table: pa.Table, path: Path) -> None:
         writer.write_table(table)
 
 
-def piece_writer(path: Path, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
-    """A writer to which record batches of one schema are appended (close it to finish the file)."""
-    return pa.ipc.new_file(str(path), schema)
+class PieceWriter:
+    """A piece written in parts (tables of one schema, appended); `close` finishes the file."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, schema)
+
+    def write_table(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._sink.close()
 
 
 def read_piece(path: Path, columns: Sequence[str] | None = None) -> pa.Table:

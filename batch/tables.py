@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from batch.pool import cancel, held, worker_pool
-from batch.scratch import SUFFIX, piece_path, piece_writer, read_piece
+from batch.scratch import SUFFIX, PieceWriter, piece_path, read_piece
 from features.catalog import TABLES
 from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
 from features.io import World, check_required_rows, unreadable
@@ -119,7 +119,7 @@ def _split_table(name: str, path: Path, parts: Path, n_chunks: int, on_rows: Cal
     """Validate one table batch by batch and write each chunk's rows; return rows per chunk."""
     folder = parts / name
     folder.mkdir(parents=True, exist_ok=True)
-    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+    writers: dict[int, PieceWriter] = {}
     counts = np.zeros(n_chunks, dtype=np.int64)
     unique_col = _UNIQUE_IDS.get(name)
     hashes: list[np.ndarray] = []
@@ -140,7 +140,7 @@ def _split_table(name: str, path: Path, parts: Path, n_chunks: int, on_rows: Cal
             for k in np.flatnonzero(np.diff(bounds)).tolist():
                 piece = table.slice(bounds[k], bounds[k + 1] - bounds[k])
                 if k not in writers:
-                    writers[k] = piece_writer(piece_path(folder, k), piece.schema)
+                    writers[k] = PieceWriter(piece_path(folder, k), piece.schema)
                 writers[k].write_table(piece)
                 counts[k] += piece.num_rows
             offset += len(frame)

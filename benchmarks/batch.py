@@ -423,7 +423,7 @@ def main() -> None:
     )
     report: list[str] = []
     floors: dict[str, Floor] = {}
-    lines: dict[str, str] = {}
+    lines: dict[tuple[str, str], str] = {}
     for size in sizes:
         world, made = ensure_world(size, args.tile)
         for engine in engines:
@@ -442,7 +442,9 @@ def main() -> None:
             matrix = bundle.encoder.transform(features)
             log(f"{size}: the floor (read every raw table, predict both models in memory)")
             floors[size] = measure_floor(world, bundle, matrix)
-            lines[size] = summary_line(size, runs[False], runs[True], floors[size])
+            lines[(size, engine)] = summary_line(size, runs[False], runs[True], floors[size])
+            if engine != "local":
+                lines[(size, engine)] += f" ({engine} engine)"
             raw = raw_predict(bundle, matrix)
             no, yes = runs[False], runs[True]
             customers = len(pd.read_parquet(world / "customers.parquet", columns=["customer_id"]))
@@ -481,8 +483,8 @@ def main() -> None:
     print("\n" + "=" * 100)
     print("\n".join(report))
     # Last, one line per size (the largest last), each from this run's job and floor.
-    for size in sorted(lines, key=SIZES.__getitem__):
-        print(lines[size])
+    for key in sorted(lines, key=lambda k: SIZES[k[0]]):
+        print(lines[key])
 
 
 if __name__ == "__main__":

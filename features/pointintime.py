@@ -18,7 +18,7 @@ from features.catalog import ANSWERS, ASK_EFFORT_HOURS
 from features.commitments import COMMITMENT_COLUMNS, COMMITMENT_LAPSE_DAYS, open_commitments
 from features.contracts import TIMESTAMP, answer_known_at
 from features.io import World
-from features.lookback import DAY_US, Columns, LookBack, latest, micros, open_lookback, since
+from features.lookback import DAY_US, Columns, LookBack, exact, latest, micros, open_lookback, since
 from features.spec import (
     ACCEPTANCE_PRIOR,
     ACCEPTANCE_PRIOR_WEIGHT,
@@ -78,6 +78,16 @@ def customer_codes(world: World, customer_ids: pd.Series) -> np.ndarray:
     return codes
 
 
+def _as_of(points: pd.DataFrame) -> pd.Series:
+    """The points' `as_of` as UTC times; a `ValueError` naming the rows where it is missing."""
+    as_of = pd.to_datetime(points["as_of"], utc=True).astype(TIMESTAMP).reset_index(drop=True)
+    missing = np.flatnonzero(as_of.isna().to_numpy())
+    if missing.size:
+        rows = ", ".join(map(str, missing[:5].tolist())) + (f" and {missing.size - 5} more" if missing.size > 5 else "")
+        raise ValueError(f"as_of is missing for {missing.size} point(s): rows {rows}")
+    return as_of
+
+
 def _times(as_of: pd.Series) -> dict[str, np.ndarray]:
     """The look-up times of every feature window, per point (microseconds)."""
     t = micros(as_of)
@@ -106,7 +116,7 @@ def build_features(
     `threads`: DuckDB's threads (default: every core). `commitments`: also the oldest open accepted
     ask (`features.commitments.COMMITMENT_COLUMNS`), as the service's snapshot keeps it.
     """
-    as_of = pd.to_datetime(points["as_of"], utc=True).astype(TIMESTAMP).reset_index(drop=True)
+    as_of = _as_of(points)
     ids = points["customer_id"].astype("str").reset_index(drop=True)
     with open_lookback(world, customer_codes(world, ids), _times(as_of), threads) as q:
         codes = q.points["_c"].to_numpy()
@@ -191,6 +201,7 @@ def _usage_features(q: LookBack, world: World) -> Columns:
     values = {c: f"r.{c}::DOUBLE" for c in _USAGE_VALUES}
     # Months in a row (the contract holds `month` to first days of months, so these are exact).
     values["month_index"] = "year(r.month) * 12 + month(r.month)"
+    values["health_exact"] = exact("r.health_score")  # for the means
     # A month's row describes the whole month: it is known from the first day of the next month.
     known_at = "epoch_us(r.month::TIMESTAMP + INTERVAL 1 MONTH)"
     # Each row beside the same customer's row of three months earlier (a hash join).
@@ -206,9 +217,9 @@ def _usage_features(q: LookBack, world: World) -> Columns:
     lasts = {c: latest(c) for c in (*_USAGE_VALUES, *(f"{c}_3m" for c in _USAGE_3M))}
     half_year = {
         "n_6m": since("count(e.t)", "_t182", known_at_as_of=True),
-        "health_6m": since("sum(e.health_score)", "_t182", known_at_as_of=True),
+        "health_6m": since("sum(e.health_exact)", "_t182", known_at_as_of=True),
     }
-    a = q.aggregate("usage", {**lasts, "n": "count(e.t)", "health": "sum(e.health_score)", **half_year}, True)
+    a = q.aggregate("usage", {**lasts, "n": "count(e.t)", "health": "sum(e.health_exact)", **half_year}, True)
     adoption, users, users_3m, health = (
         a["feature_adoption"],
         a["active_users"],
@@ -233,7 +244,7 @@ def _ticket_features(q: LookBack, world: World) -> Columns:
     tickets = world.tickets
     values = {
         "urgent": "(r.priority = 'urgent')::DOUBLE",
-        "sentiment": "r.sentiment::DOUBLE",
+        "sentiment": exact("r.sentiment"),
         "csat": "coalesce(r.csat, 0)::DOUBLE",
         "csat_n": "(r.csat IS NOT NULL)::DOUBLE",
     }
@@ -265,7 +276,7 @@ def _ticket_features(q: LookBack, world: World) -> Columns:
 
 
 def _social_features(q: LookBack, world: World) -> Columns:
-    q.table("social", world.social, "mentioned_at", {"sentiment": "r.sentiment::DOUBLE"})
+    q.table("social", world.social, "mentioned_at", {"sentiment": exact("r.sentiment")})
     sums = {
         "n": "count(e.t)",
         "positive": "count(e.t) FILTER (WHERE e.sentiment > 0)",
@@ -411,7 +422,7 @@ def count_events(
     end_offset: pd.Timedelta,
 ) -> np.ndarray:
     """Per point, the number of rows of `times` with `on` in (as_of + start_offset, as_of + end_offset]."""
-    t = micros(points["as_of"])
+    t = micros(_as_of(points))
     # The engine's look-back ends at `_t` (here as_of + end_offset, included) and the window starts
     # after `_start`.
     window = {"_t": t + end_offset.value // 1000, "_start": t + start_offset.value // 1000}

@@ -70,10 +70,10 @@ class Blocked:
     def _rows(self, customer_ids: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray] | None:
         """The binding blocks of these customers and each one's row in `customer_ids` (None when an
         id repeats, or the blocks came as a mapping: then the per-customer mapping answers)."""
-        ids = pd.Index(np.asarray(customer_ids, dtype=object))
+        ids = pd.Index([str(c) for c in customer_ids], dtype=object)
         if self._bound is None or not ids.is_unique:
             return None
-        where = ids.get_indexer(self._bound["customer_id"])
+        where = ids.get_indexer(self._bound["customer_id"].astype(str))
         return self._bound[where >= 0], where[where >= 0]
 
     def matrix(self, customer_ids: Sequence[str]) -> np.ndarray:
@@ -95,17 +95,13 @@ class Blocked:
         found = self._rows(customer_ids)
         if found is None:
             return [
-                "; ".join(f"{t}: {g} until {u or 'cleared'}" for t, (g, _, u) in self.for_customer(str(c)).items())
+                "; ".join(_block_text(t, g, u) for t, (g, _, u) in self.for_customer(str(c)).items())
                 for c in customer_ids
             ]
         bound, rows = found
-        pieces = (
-            bound["ask_type"].astype(object)
-            + ": "
-            + bound["guardrail"].astype(object)
-            + " until "
-            + bound["until"].fillna("cleared").astype(object)
-        ).tolist()
+        pieces = [
+            _block_text(t, g, u) for t, g, u in zip(bound["ask_type"], bound["guardrail"], bound["until"], strict=True)
+        ]
         # A customer's rows are contiguous in `binding_blocks`' order.
         starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
         ends = np.r_[starts[1:], len(rows)]
@@ -113,6 +109,10 @@ class Blocked:
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             out[int(rows[a])] = "; ".join(pieces[a:b])
         return out
+
+
+def _block_text(ask_type: str, guardrail: str, until: str | None) -> str:
+    return f"{ask_type}: {guardrail} until {until or 'cleared'}"
 
 
 NO_BLOCKS = Blocked({})

@@ -1,9 +1,9 @@
 """The DuckDB point-in-time engine gives the same feature table as the pandas engine it replaced.
 
 `tests.reference_pointintime` is that engine, kept as it was. Both are run on generated worlds (the
-drifting and the stationary one) at every month start and at each ask's `asked_at` (the acceptance
-training rows), and on a world with ties (several events of one customer at one instant), where
-the order of rows decides which one is "last".
+drifting and the stationary one) at 18 month starts and at each ask's `asked_at` (the acceptance
+training rows), on a world with ties (several events of one customer at one instant), where the
+order of rows decides which one is "last", and on one with months missing from usage.
 """
 
 from __future__ import annotations
@@ -84,3 +84,42 @@ def test_ties_at_one_instant_pick_the_same_last_row(world: World) -> None:
     tied = world_from_tables(tables)
     points = month_points(tied, 6)
     assert_same_table(build_features(tied, points), reference.build_features(tied, points))
+
+
+def test_missing_usage_months_match_the_pandas_engine(world: World) -> None:
+    """A month without usage: the 3-month trends of the month after the gap are unknown (NaN), not
+    taken from an older row."""
+    tables = world.as_dict()
+    usage = tables["usage"]
+    tables["usage"] = usage.drop(usage.sample(frac=0.15, random_state=3).index).reset_index(drop=True)
+    gappy = world_from_tables(tables)
+    points = month_points(gappy, 6)
+    new = build_features(gappy, points)
+    assert_same_table(new, reference.build_features(gappy, points))
+    assert new["adoption_trend_3m"].isna().sum() > build_features(world, points)["adoption_trend_3m"].isna().sum()
+
+
+def test_features_are_the_same_bytes_whatever_the_threads(world: World) -> None:
+    """Tables big enough for DuckDB to aggregate in parallel (events x 60): one thread and four give
+    identical features, so the batch job's bytes do not depend on how many cores score a chunk."""
+    tables = world.as_dict()
+    for name, col in (("tickets", "opened_at"), ("social", "mentioned_at"), ("usage", "month")):
+        frame = tables[name]
+        copies = (
+            [frame]
+            if name == "usage"
+            else [frame.assign(**{col: frame[col] - pd.Timedelta(minutes=k)}) for k in range(60)]
+        )
+        tables[name] = pd.concat(copies, ignore_index=True)
+    big = world_from_tables(tables)
+    points = month_points(big, 6)
+    assert len(big.tickets) > 300_000
+    pd.testing.assert_frame_equal(build_features(big, points, threads=1), build_features(big, points, threads=4))
+
+
+def test_a_point_without_as_of_is_refused_by_row() -> None:
+    world = world_from_tables(generate_world(n_customers=50, months=6, seed=1).tables)
+    points = snapshot_points(world, [pd.Timestamp("2026-10-01", tz="UTC")]).head(3)
+    points.loc[1, "as_of"] = pd.NaT
+    with pytest.raises(ValueError, match=r"as_of is missing for 1 point\(s\): rows 1$"):
+        build_features(world, points)
