@@ -47,10 +47,6 @@ def _date_back(as_of: pd.Timestamp, days: float) -> str:
         return f"{days:,.0f} days before {as_of:%Y-%m-%d}" if 1900 <= as_of.year < 10_000 else f"{days:,.0f} days ago"
 
 
-# The other features of the row a phrase reads, besides its own value (see `PhraseCache`).
-_ROW_INPUTS: dict[str, tuple[str, ...]] = {"nps_last": ("nps_days_since",)}
-
-
 def _nps_last(v: float, row: Row, as_of: pd.Timestamp) -> str:
     days = row.get("nps_days_since")
     when = "" if days is None or _missing(days) else f" on {_date_back(as_of, float(days))}"
@@ -162,21 +158,6 @@ def describe(feature: str, value: Any, row: Row, as_of: pd.Timestamp) -> str:
 def reason_text(feature: str, value: Any, contribution: float, row: Row, as_of: pd.Timestamp) -> str:
     """A reason's words: the signal, its value and which way it pushes."""
     return f"{describe(feature, value, row, as_of)} ({'raises' if contribution > 0 else 'lowers'} likelihood)"
-
-
-class PhraseCache:
-    """`reason_text`, each distinct phrase worded once: a batch repeats most of them (counts, levels,
-    rounded values), and wording is most of a reason's cost."""
-
-    def __init__(self) -> None:
-        self._texts: dict[tuple[Any, ...], str] = {}
-
-    def text(self, feature: str, value: Any, contribution: float, row: Row, as_of: pd.Timestamp) -> str:
-        key = (feature, value, contribution > 0, as_of, *(row[n] for n in _ROW_INPUTS.get(feature, ())))
-        found = self._texts.get(key)
-        if found is None:
-            found = self._texts[key] = reason_text(feature, value, contribution, row, as_of)
-        return found
 
 
 def reason(feature: str, value: Any, contribution: float, row: Row, as_of: pd.Timestamp) -> dict[str, Any]:

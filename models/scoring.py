@@ -22,7 +22,7 @@ from features.spec import FEATURE_NAMES
 from models.asks import re_engage
 from models.bundle import Bundle, acceptance_matrix
 from models.guardrails import binding_blocks
-from models.reasons import PhraseCache, reason, signed_top, top_indices
+from models.reasons import reason, reason_text, signed_top, top_indices
 from models.tiers import COMMITTED, TIER_ORDER, is_committed, tier_rank
 
 Values = Mapping[str, Any]  # column -> array-like: a DataFrame or a dict of arrays
@@ -270,25 +270,21 @@ class Scores:
         out["next_best_ask_probability"] = np.where(k >= 0, self.acceptance[np.arange(n), np.maximum(k, 0)], np.nan)
         out["blocked_asks"] = self.blocked.texts(list(self.customer_id))
         out["re_engage"] = self.re_engage
-        reason_text: list[list[str]] = [[] for _ in range(n)]
+        worded: list[list[str]] = [[] for _ in range(n)]
         if self.contributions is not None and n:
             contrib = self.contributions[:, :-1]
             picked = top_indices(contrib, TOP_REASONS)
             kept = np.take_along_axis(contrib, picked, axis=1) != 0
-            words = PhraseCache()
             names = FEATURE_NAMES
-            reason_text = []
-            for i, (p, k) in enumerate(zip(picked.tolist(), kept.tolist(), strict=True)):
+            for i, (columns, keep) in enumerate(zip(picked.tolist(), kept.tolist(), strict=True)):
                 row, as_of = self._row(i), self._timestamp(i)
-                reason_text.append(
-                    [
-                        words.text(names[j], row[names[j]], contrib[i, j], row, as_of)
-                        for j, keep in zip(p, k, strict=True)
-                        if keep
-                    ]
-                )
+                worded[i] = [
+                    reason_text(names[j], row[names[j]], contrib[i, j], row, as_of)
+                    for j, shown in zip(columns, keep, strict=True)
+                    if shown
+                ]
         for r in range(TOP_REASONS):
-            out[f"reason_{r + 1}"] = [texts[r] if len(texts) > r else None for texts in reason_text]
+            out[f"reason_{r + 1}"] = [texts[r] if len(texts) > r else None for texts in worded]
         out["baseline_points"] = self.baseline_points
         out["baseline_qualified"] = qualified(self.baseline_points)
         out["baseline_tier"] = self.baseline_tier
