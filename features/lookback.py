@@ -3,8 +3,8 @@ events before each point's `as_of`, in DuckDB.
 
 Each event table is joined to the points of the same customer whose `as_of` is later than the
 event, and one grouped pass per table aggregates, per point, the counts and sums of every window
-(`since`: `FILTER (WHERE t >= window start)`) and the last event's values (`latest`: `arg_max` by
-time, ties by table order). An event at or after `as_of` is never joined, so it can change no
+(`since`: `FILTER (WHERE t >= window start)`) and the last event's values (`latest`: `arg_max_null`
+by time, ties by table order). An event at or after `as_of` is never joined, so it can change no
 feature. Cost: one hash join and one hash aggregation per table, in DuckDB's threads, with no
 Python loop over customers, chunks or dates.
 

@@ -30,8 +30,6 @@ from features.spec import (
     WINDOW_90D_DAYS,
 )
 
-# A feature group's `Columns`: names starting with "_" are totals that `build_features` turns into
-# rates; they are not features themselves.
 _AVG_MONTH_DAYS = 30.4375
 _DAY = pd.Timedelta(days=1)
 
@@ -118,8 +116,8 @@ def build_features(
     """
     as_of = _as_of(points)
     ids = points["customer_id"].astype("str").reset_index(drop=True)
-    with open_lookback(world, customer_codes(world, ids), _times(as_of), threads) as q:
-        codes = q.points["_c"].to_numpy()
+    codes = customer_codes(world, ids)
+    with open_lookback(world, codes, _times(as_of), threads) as q:
         nps = _nps_features(q, world)
         usage = _usage_features(q, world)
         tickets = _ticket_features(q, world)
@@ -148,6 +146,10 @@ def build_features(
         for column in COMMITMENT_COLUMNS:
             out[column] = pending[column].to_numpy()
     return out
+
+
+# Each feature group below gives `Columns`: names starting with "_" are totals that `build_features`
+# turns into rates; they are not features themselves.
 
 
 def _customer_features(world: World, codes: np.ndarray, as_of: pd.Series) -> Columns:
