@@ -4,7 +4,8 @@ On a generated world (drifting by default) and at month starts, trains both mode
 as it was then (events from that moment on left out), plans the need (default: 40 reference calls,
 120 reviews, 15 case studies at 0.9) from every active customer, and prints per type the promised
 and the true chance of at least N yeses (the Poisson-binomial of the truth's acceptance of the
-listed customers), the model's and the truth's mean acceptance of them; the plan's asks against
+listed customers), the standard error of the type's calibrated level the promise counts, the
+model's and the truth's mean acceptance of them; the plan's asks against
 the fewest that reach the confidence on the true probabilities (greedy by truth, type by type,
 same guardrails); and the truth's expected yeses of the plan against the points rule asking as
 many customers top-down, one ask per customer. Plan time for the whole base is printed too.
@@ -88,7 +89,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     table = Table(title=f"Ask plans against the truth: {NEED}, confidence 0.9")
-    cols = ("world", "seed", "as of", "ask type", "asks", "promised", "true chance", "model mean", "true mean")
+    cols = (
+        "world",
+        "seed",
+        "as of",
+        "ask type",
+        "level sd",
+        "asks",
+        "promised",
+        "true chance",
+        "model mean",
+        "true mean",
+    )
     for col in cols:
         table.add_column(col, justify="right")
     lines = []
@@ -120,6 +132,7 @@ def main() -> None:
                         str(seed),
                         date,
                         name,
+                        f"{plan.summary[name]['acceptance_level_sd']:.3f}",
                         str(int(mine.sum())),
                         f"{plan.summary[name]['p_at_least_needed']:.3f}",
                         f"{truth_chance(planned_true[mine], n):.3f}",

@@ -5,6 +5,10 @@ also carries, per ask type, an offset and a change of slope (in log-odds, on top
 map): a plan's promise per type is only as good as the calibration of that type, at the top of
 its list as much as on average. Both are shrunk towards the pooled map as if `PRIOR_ROWS` asks of
 that type had been answered at the pooled rate, so a type with few asks keeps the pooled map.
+
+Each type's level is only known to within its standard error (`level_se`, log-odds): an error
+every customer of that type shares, which no number of asks in a plan averages out. The planner
+counts it in a plan's promise.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Calibrator:
     offsets: tuple[float, ...] = ()  # log-odds offset per group code (empty: no groups)
     slopes: tuple[float, ...] = ()  # change of the log-odds slope per group code (empty: pooled slope)
     centre: float = 0.0  # the pooled log-odds the group slopes turn around
+    level_se: tuple[float, ...] = ()  # standard error of each group's log-odds level (empty: not known)
 
     @classmethod
     def fit(
@@ -55,8 +60,10 @@ class Calibrator:
             return pooled
         z = pooled._logit(raw_score)
         centre = float(np.mean(z))
-        offsets, slopes = _shrunk_offsets(z, centre, np.asarray(y, dtype=float), groups, n_groups, prior_rows)
-        return cls(pooled.method, pooled.params, tuple(offsets.tolist()), tuple(slopes.tolist()), centre)
+        offsets, slopes, se = _shrunk_offsets(z, centre, np.asarray(y, dtype=float), groups, n_groups, prior_rows)
+        return cls(
+            pooled.method, pooled.params, tuple(offsets.tolist()), tuple(slopes.tolist()), centre, tuple(se.tolist())
+        )
 
     def _logit(self, raw_score: np.ndarray) -> np.ndarray:
         if self.method == "platt":
@@ -86,23 +93,31 @@ class Calibrator:
             "offsets": list(self.offsets),
             "slopes": list(self.slopes),
             "centre": self.centre,
+            "level_se": list(self.level_se),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
         offsets, slopes = tuple(data.get("offsets", ())), tuple(data.get("slopes", ()))
-        return cls(data["method"], tuple(data["params"]), offsets, slopes, float(data.get("centre", 0.0)))
+        centre, se = float(data.get("centre", 0.0)), tuple(data.get("level_se", ()))
+        return cls(data["method"], tuple(data["params"]), offsets, slopes, centre, se)
 
 
 def _shrunk_offsets(
     z: np.ndarray, centre: float, y: np.ndarray, groups: np.ndarray, n_groups: int, prior_rows: float
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-group log-odds offsets and slope changes on top of the pooled log-odds `z`, by penalised
     maximum likelihood: the group's log-odds are centre + (1 + slope) * (z - centre) + offset.
 
     The penalties are the curvature of `prior_rows` answers at the pooled rate r: 0.5 * prior_rows
     * r(1 - r) * offset^2, and the same times var(z) for the slope, so a group with n rows moves
     about n / (n + prior_rows) of the way to its own fit.
+
+    Also each group's level error, in log-odds: the offset's standard error from the curvature of
+    the penalised likelihood at the fit (its 2 x 2 block, offset and slope), the pooled level's (one
+    over the curvature of all rows), and what the shrinkage took away from the offset (offset x
+    penalty / the rows' own curvature), which is a bias, not noise: a small type that really
+    differs from the pool is known less well than its curvature alone says.
     """
     g = np.asarray(groups, dtype=np.int64)
     rate = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
@@ -121,4 +136,13 @@ def _shrunk_offsets(
         return nll + penalty, np.concatenate([grad_d, grad_b])
 
     x = np.asarray(minimize(loss, np.zeros(2 * n_groups), jac=True, method="L-BFGS-B").x)
-    return x[:n_groups], x[n_groups:]
+    d, b = x[:n_groups], x[n_groups:]
+    p = expit(centre + zc * (1.0 + b[g]) + d[g])
+    w = p * (1.0 - p)
+    h_dd = np.bincount(g, w, n_groups) + lam
+    h_db = np.bincount(g, w * zc, n_groups)
+    h_bb = np.bincount(g, w * zc * zc, n_groups) + lam_slope
+    var_offset = h_bb / (h_dd * h_bb - h_db * h_db)  # the offset's entry of the block's inverse
+    var_pooled = 1.0 / max(float(w.sum()), 1e-12)
+    shrunk_by = d * lam / np.maximum(h_dd - lam, 1e-12)
+    return d, b, np.sqrt(var_offset + var_pooled + shrunk_by**2)

@@ -10,6 +10,11 @@ chooses the fewest asks such that each type's expected yeses reach a target, wit
 asked at most once. The target is then moved until each type's exact Poisson-binomial chance of
 reaching its need is at the confidence (the expected yeses a type needs depend on how uncertain
 its customers are), and each list is trimmed to its shortest prefix that still reaches it.
+The chance counts what the model does not know: each type's calibrated level is only known to
+within a standard error (`models.calibration`), an error all of that type's customers share, so
+the chance is the Poisson-binomial averaged over that shared log-odds shift (Gauss-Hermite
+quadrature), not the Poisson-binomial at the point estimate. A type calibrated on few answers
+gets a longer list for the same promise.
 A type whose eligible customers cannot reach the confidence even with every one of them asked is
 "not met": its list holds every eligible customer the met types left, and says how many yeses are
 likely. Ties go to the customer asked least recently (never asked first).
@@ -24,7 +29,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
+from numpy.polynomial.hermite_e import hermegauss
+from scipy import sparse, special
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from features.catalog import ASK_TYPE_NAMES
@@ -52,6 +58,8 @@ TARGET_ROUNDS = 12  # adjustments of the expected-yes targets before the best pl
 MILP_GAP = 0.01
 MILP_NODES = 200
 MILP_SECONDS = 30.0
+SHARE_STEPS = 6  # bisection steps for the share of the targets a base too thin for all of them can give
+LEVEL_NODES = 9  # quadrature nodes over a type's shared level error
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,9 @@ class Candidates:
     """The scored base a plan is made from, one row per customer.
 
     `acceptance` and `blocked` are (customers x catalog ask types); `attributes` holds the filter
-    columns and `name`; `last_asked_at` is NaT for a customer never asked.
+    columns and `name`; `last_asked_at` is NaT for a customer never asked. `level_sd`, per catalog
+    ask type, is the standard error of that type's acceptance level in log-odds (`level_sd`);
+    None: the acceptance is taken as exact.
     """
 
     customer_id: np.ndarray
@@ -107,6 +117,10 @@ class Candidates:
     blocked: np.ndarray
     last_asked_at: pd.DatetimeIndex
     attributes: pd.DataFrame
+    level_sd: np.ndarray | None = None
+
+    def sd(self, t: int) -> float:
+        return 0.0 if self.level_sd is None else float(self.level_sd[t])
 
     def eligible(self, request: PlanRequest) -> np.ndarray:
         """(customers x ask types): not blocked, within the filters, with a known acceptance."""
@@ -128,26 +142,49 @@ class Plan:
     filters: dict[str, str] = field(default_factory=dict)
 
 
-def at_least(p: np.ndarray, n: int) -> np.ndarray:
-    """For each prefix of `p` (independent Bernoulli chances, in order), P(at least n successes)."""
+def level_sd(bundle: Bundle) -> np.ndarray | None:
+    """Per catalog ask type, the standard error of the acceptance model's calibrated level (log-odds);
+    None for a model saved before it was kept."""
+    se = bundle.acceptance.calibrator.level_se
+    return np.asarray(se, dtype=float) if len(se) == len(ASK_TYPE_NAMES) else None
+
+
+def at_least(p: np.ndarray, n: int, level_sd: float = 0.0, stop_at: float | None = None) -> np.ndarray:
+    """For each prefix of `p` (Bernoulli chances, in order), P(at least n successes).
+
+    With `level_sd` > 0 the chances share an unknown shift of their log-odds, normal with that
+    standard deviation: the successes are independent given the shift, and the chance is averaged
+    over it. With `stop_at`, only the prefixes up to the first whose chance reaches it (the chance
+    only grows with the prefix: no later one is needed to find the shortest).
+    """
     p = np.asarray(p, dtype=float)
-    dist = np.zeros(n + 1)  # P(k successes) for k < n; dist[n] holds "n or more"
-    dist[0] = 1.0
+    if level_sd > 0.0:
+        nodes, weights = hermegauss(LEVEL_NODES)
+        weights = weights / weights.sum()
+        z = special.logit(np.clip(p, 1e-9, 1.0 - 1e-9))
+        q_all = special.expit(z[None, :] + level_sd * nodes[:, None])
+    else:
+        weights, q_all = np.ones(1), p[None, :]
+    dist = np.zeros((weights.size, n + 1))  # P(k successes) for k < n; dist[:, n] holds "n or more"
+    dist[:, 0] = 1.0
     out = np.empty(p.size)
-    for i, q in enumerate(p):
-        top = dist[n] + dist[n - 1] * q
-        dist[1:n] = dist[1:n] * (1.0 - q) + dist[: n - 1] * q
-        dist[0] *= 1.0 - q
-        dist[n] = top
-        out[i] = top
+    for i in range(p.size):
+        q = q_all[:, i]
+        top = dist[:, n] + dist[:, n - 1] * q
+        dist[:, 1:n] = dist[:, 1:n] * (1.0 - q)[:, None] + dist[:, : n - 1] * q[:, None]
+        dist[:, 0] *= 1.0 - q
+        dist[:, n] = top
+        out[i] = weights @ top
+        if stop_at is not None and out[i] >= stop_at:
+            return out[: i + 1]
     return out
 
 
-def shortest_prefix(p: np.ndarray, n: int, confidence: float) -> int | None:
+def shortest_prefix(p: np.ndarray, n: int, confidence: float, level_sd: float = 0.0) -> int | None:
     """Length of the shortest prefix of `p` whose chance of n or more successes reaches `confidence`."""
     if p.size < n:
         return None
-    reached = np.flatnonzero(at_least(p, n) >= confidence)
+    reached = np.flatnonzero(at_least(p, n, level_sd, stop_at=confidence) >= confidence)
     return int(reached[0]) + 1 if reached.size else None
 
 
@@ -164,7 +201,7 @@ def _pools(cands: Candidates, request: PlanRequest, eligible: np.ndarray) -> dic
     for name, n in request.need.items():
         t = ASK_TYPE_NAMES.index(name)
         rows = _order(cands, t, np.flatnonzero(eligible[:, t]))
-        alone = shortest_prefix(cands.acceptance[rows, t], n, request.confidence)
+        alone = shortest_prefix(cands.acceptance[rows, t], n, request.confidence, cands.sd(t))
         pools[t] = (rows if alone is None else rows[: POOL_FACTOR * alone + POOL_EXTRA], alone is not None)
     return pools
 
@@ -203,6 +240,23 @@ def _solve(
     return {t: rows[chosen & (types == t)] for t, _ in pairs}
 
 
+def _largest_share(
+    cands: Candidates, pools: dict[int, tuple[np.ndarray, bool]], targets: dict[int, float]
+) -> dict[int, np.ndarray]:
+    """When no plan gives every type its target together, the plan for the largest common share of
+    the targets that one does (bisection): each type then falls short alike, instead of one type
+    taking the base and the others none."""
+    low, high, best = 0.0, 1.0, {}
+    for _ in range(SHARE_STEPS):
+        share = (low + high) / 2.0
+        attempt = _solve(cands, pools, {t: share * v for t, v in targets.items()})
+        if attempt:
+            low, best = share, attempt
+        else:
+            high = share
+    return best
+
+
 def _allocate(cands: Candidates, request: PlanRequest) -> tuple[dict[int, np.ndarray], set[int]]:
     """Rows per needed type, best first, and the types that cannot be met."""
     eligible = cands.eligible(request)
@@ -213,13 +267,17 @@ def _allocate(cands: Candidates, request: PlanRequest) -> tuple[dict[int, np.nda
     targets: dict[int, float] = {}
     for t in met:
         rows = pools[t][0]
-        k = shortest_prefix(cands.acceptance[rows, t], need[t], request.confidence) or rows.size
+        k = shortest_prefix(cands.acceptance[rows, t], need[t], request.confidence, cands.sd(t)) or rows.size
         targets[t] = float(cands.acceptance[rows[:k], t].sum())
     solved: dict[int, np.ndarray] = {}
     for _ in range(TARGET_ROUNDS):
-        solved = _solve(cands, pools, targets)
+        attempt = _solve(cands, pools, targets)
+        if not attempt:  # the targets outgrew what the pools can give together: keep the best plan found
+            solved = solved or _largest_share(cands, pools, targets)
+            break
+        solved = attempt
         short = [t for t in met if _chance(cands, t, solved.get(t), need[t]) < request.confidence]
-        if not solved or not short:
+        if not short:
             break
         for t in short:  # a type short of its confidence needs more expected yeses
             targets[t] += max(0.5, 0.1 * need[t] ** 0.5)
@@ -246,12 +304,12 @@ def _chance(cands: Candidates, t: int, rows: np.ndarray | None, n: int) -> float
     """P(at least n yeses of type t) when asking `rows`."""
     if rows is None or rows.size < n:
         return 0.0
-    return float(at_least(cands.acceptance[rows, t], n)[-1])
+    return float(at_least(cands.acceptance[rows, t], n, cands.sd(t))[-1])
 
 
 def _trim(cands: Candidates, t: int, rows: np.ndarray, n: int, confidence: float) -> np.ndarray:
     """The shortest best-first prefix of `rows` that still reaches the confidence."""
-    k = shortest_prefix(cands.acceptance[rows, t], n, confidence)
+    k = shortest_prefix(cands.acceptance[rows, t], n, confidence, cands.sd(t))
     return rows if k is None else rows[:k]
 
 
@@ -263,7 +321,7 @@ def make_plan(cands: Candidates, request: PlanRequest, as_of: pd.Timestamp, plan
         t = ASK_TYPE_NAMES.index(name)
         rows = allocation[t]
         p = cands.acceptance[rows, t]
-        chance = at_least(p, n) if rows.size else np.zeros(0)
+        chance = at_least(p, n, cands.sd(t)) if rows.size else np.zeros(0)
         frames.append(
             pd.DataFrame(
                 {
@@ -285,6 +343,7 @@ def make_plan(cands: Candidates, request: PlanRequest, as_of: pd.Timestamp, plan
             "expected_yes": float(p.sum()),
             "p_at_least_needed": float(chance[-1]) if rows.size else 0.0,
             "met": t not in unmet and bool(rows.size) and float(chance[-1]) >= request.confidence,
+            "acceptance_level_sd": cands.sd(t),
         }
     asks = pd.concat(frames, ignore_index=True)
     return Plan(plan_id or uuid.uuid4().hex, as_of, float(request.confidence), asks, summary, dict(request.filters))
@@ -318,6 +377,7 @@ def candidates_at(
         blocked=blocked.matrix(list(ids))[keep],
         last_asked_at=pd.DatetimeIndex(pd.Series(ids[keep]).map(last)).tz_convert("UTC"),
         attributes=frame.loc[keep, ["name", *FILTERS]].reset_index(drop=True),
+        level_sd=level_sd(bundle),
     )
     return cands, features[keep].reset_index(drop=True)
 

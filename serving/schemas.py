@@ -411,6 +411,9 @@ class PlanSummary(BaseModel):
     expected_yes: float
     p_at_least_needed: float
     met: bool
+    acceptance_level_sd: float = Field(
+        description="standard error (log-odds) of the type's calibrated acceptance level, counted in p_at_least_needed"
+    )
 
 
 class PlanResponse(BaseModel):

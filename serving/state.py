@@ -27,6 +27,7 @@ from models.planner import (
     Candidates,
     PlanRequest,
     acceptance_reasons,
+    level_sd,
     make_plan,
     parse_need,
     plan_record,
@@ -301,7 +302,12 @@ class ServingState:
         days = store.columns["days_since_last_ask"][keep]
         last = pd.DatetimeIndex(store.as_of - pd.to_timedelta(days, unit="D"))
         cands = Candidates(
-            store.ids[keep], store.acceptance[keep], blocked, last, store.customers.iloc[keep].reset_index(drop=True)
+            store.ids[keep],
+            store.acceptance[keep],
+            blocked,
+            last,
+            store.customers.iloc[keep].reset_index(drop=True),
+            level_sd(self.bundle),
         )
         made = make_plan(cands, request, store.as_of)
         planned = keep[made.asks["row"].to_numpy()]

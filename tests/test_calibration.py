@@ -78,3 +78,25 @@ def test_a_group_whose_scores_are_overconfident_gets_a_flatter_slope() -> None:
     assert abs(typed(raw[top], groups[top]).mean() - truth_top) < 0.02
     assert pooled(raw[top]).mean() - truth_top > 0.05
     assert typed.slopes[1] < -0.2 < typed.slopes[0]
+
+
+def test_each_group_level_comes_with_a_standard_error_that_covers_the_truth() -> None:
+    """Over many fits, the true level of a group lies within 1.96 standard errors of the fitted one
+    about 95% of the time, and the error shrinks as the group's answers grow."""
+    rng = np.random.default_rng(3)
+    offsets = np.array([0.0, 0.5, -0.4])
+    sizes = np.array([3000, 800, 300])
+    hits, ses = [], []
+    for _ in range(120):
+        raw, y, groups = _answers(rng, offsets, sizes)
+        fitted = Calibrator.fit(raw, y, groups=groups, n_groups=3)
+        true_logit = 0.8 * raw - 1.0 + offsets[groups]
+        made = np.log(fitted(raw, groups)) - np.log1p(-fitted(raw, groups))
+        error = np.bincount(groups, made - true_logit, 3) / sizes  # each group's mean log-odds error
+        hits.append(np.abs(error) <= 1.96 * np.asarray(fitted.level_se))
+        ses.append(fitted.level_se)
+    coverage = np.mean(hits, axis=0)
+    assert np.all((coverage >= 0.88) & (coverage <= 0.995)), coverage
+    se = np.mean(ses, axis=0)
+    assert se[0] < se[1] < se[2]
+    assert Calibrator.from_dict(fitted.to_dict()) == fitted

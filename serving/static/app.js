@@ -345,7 +345,7 @@ async function makePlan(store = true) {
     class: s.met ? "met" : "unmet", "data-ask-type": type,
     text: s.met
       ? `${words(type)}: ${s.need} yeses needed, ask ${s.asked}: ${pct(s.p_at_least_needed)} chance of at least ${s.need} (${s.expected_yes.toFixed(1)} expected).`
-      : `${words(type)}: ${s.need} yeses needed cannot be met with ${s.asked} eligible customers; about ${s.expected_yes.toFixed(1)} yeses are likely.` })));
+      : `${words(type)}: ${s.need} yeses needed cannot be met at this confidence: asking ${s.asked} customers, ${pct(s.p_at_least_needed)} chance; about ${s.expected_yes.toFixed(1)} yeses are likely.` })));
   $("plan").querySelector("tbody").replaceChildren(...plan.asks.map((a) => openingRow(a.customer_id,
     el("td", { text: words(a.ask_type) }), el("td", { text: String(a.rank) }), customerCell(a.customer_id, a.name),
     el("td", { text: pct(a.acceptance) }), el("td", { text: pct(a.p_at_least_needed) }),
