@@ -50,11 +50,12 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.features import world_dir
 from features.catalog import ASK_TYPE_NAMES
-from features.io import read_world
+from features.io import World, read_world
 from features.labels import observed_until
 from features.pointintime import build_features, snapshot_points
 from models.bundle import ACCEPTANCE_CATEGORICAL_INDEX, TargetModel, acceptance_matrix
-from training.datasets import build_training_data
+from models.encoding import FeatureEncoder
+from training.datasets import TrainingData, build_training_data
 from training.evaluate import ece_vs_truth, expected_auc
 from training.fit import FitInputs, TrainConfig, acceptance_monotone, fit_calibrated, fit_encoder
 
@@ -138,11 +139,26 @@ def random_asks_student(rows: Rows, test: np.ndarray, n_train: int, n_valid: int
     return TargetModel(booster, calibrator, ACCEPTANCE_CATEGORICAL_INDEX).proba(rows.take(test).x, num_threads=2)
 
 
-def propensity_rows(data_dir: Path) -> tuple[Rows, np.ndarray, np.ndarray]:
+@dataclass
+class Source:
+    """A generated world read once: its tables, training sets as `advocacy train` builds them, and
+    the product's encoder."""
+
+    data_dir: Path
+    world: World
+    data: TrainingData
+    encoder: FeatureEncoder
+
+    @classmethod
+    def read(cls, data_dir: Path) -> Source:
+        world = read_world(data_dir)
+        data = build_training_data(world)
+        return cls(data_dir, world, data, fit_encoder(data))
+
+
+def propensity_rows(source: Source) -> tuple[Rows, np.ndarray, np.ndarray]:
     """Propensity snapshots as `advocacy train` builds them, with the truth; the test mask and labels."""
-    world = read_world(data_dir)
-    data = build_training_data(world)
-    encoder = fit_encoder(data)
+    data_dir, data, encoder = source.data_dir, source.data, source.encoder
     frame = data.propensity[data.propensity["split"].isin(["train", "valid", "test"])].reset_index(drop=True)
     truth = pd.read_parquet(data_dir / "truth" / "propensity.parquet")
     truth["as_of"] = pd.to_datetime(truth["as_of"], utc=True).astype(frame["as_of"].dtype)
@@ -157,12 +173,10 @@ def propensity_rows(data_dir: Path) -> tuple[Rows, np.ndarray, np.ndarray]:
     return rows, (frame["split"] == "test").to_numpy(), frame["label"].to_numpy()
 
 
-def acceptance_rows(data_dir: Path) -> tuple[Rows, np.ndarray, tuple[int, int]]:
+def acceptance_rows(source: Source) -> tuple[Rows, np.ndarray, tuple[int, int]]:
     """Every live customer x ask type at every month start the truth covers; the held-out mask
     (the months `advocacy train`'s evaluation judges: from the acceptance test start)."""
-    world = read_world(data_dir)
-    data = build_training_data(world)
-    encoder = fit_encoder(data)
+    data_dir, world, data, encoder = source.data_dir, source.world, source.data, source.encoder
     since = pd.Timestamp(data.fingerprint["acceptance_test_start"])
     truth = pd.read_parquet(data_dir / "truth" / "acceptance_by_type.parquet")
     truth["as_of"] = pd.to_datetime(truth["as_of"], utc=True)
@@ -212,8 +226,9 @@ def main() -> None:
     for world_name in args.worlds:
         for seed in args.seeds:
             data_dir = world_dir(args.customers, seed=seed, drift=world_name == "drifting")
-            prop, prop_test, y = propensity_rows(data_dir)
-            acc, acc_test, sizes = acceptance_rows(data_dir)
+            source = Source.read(data_dir)
+            prop, prop_test, y = propensity_rows(source)
+            acc, acc_test, sizes = acceptance_rows(source)
             y_test, truth_auc = y[prop_test], roc_auc_score(y[prop_test], prop.p_true[prop_test])
             acc_true = acc.p_true[acc_test]
             truth_exp = expected_auc(acc_true, acc_true)
