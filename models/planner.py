@@ -60,6 +60,8 @@ MILP_NODES = 200
 MILP_SECONDS = 30.0
 SHARE_STEPS = 6  # bisection steps for the share of the targets a base too thin for all of them can give
 LEVEL_NODES = 9  # quadrature nodes over a type's shared level error
+_NODES, _WEIGHTS = hermegauss(LEVEL_NODES)  # for weight exp(-x^2 / 2): a standard normal once normalised
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,8 @@ class Candidates:
 
     `acceptance` and `blocked` are (customers x catalog ask types); `attributes` holds the filter
     columns and `name`; `last_asked_at` is NaT for a customer never asked. `level_sd`, per catalog
-    ask type, is the standard error of that type's acceptance level in log-odds (`level_sd`);
-    None: the acceptance is taken as exact.
+    ask type, is the standard error of that type's acceptance level in log-odds
+    (`acceptance_level_sd`); None: the acceptance is taken as exact.
     """
 
     customer_id: np.ndarray
@@ -142,7 +144,7 @@ class Plan:
     filters: dict[str, str] = field(default_factory=dict)
 
 
-def level_sd(bundle: Bundle) -> np.ndarray | None:
+def acceptance_level_sd(bundle: Bundle) -> np.ndarray | None:
     """Per catalog ask type, the standard error of the acceptance model's calibrated level (log-odds);
     None for a model saved before it was kept."""
     se = bundle.acceptance.calibrator.level_se
@@ -159,10 +161,9 @@ def at_least(p: np.ndarray, n: int, level_sd: float = 0.0, stop_at: float | None
     """
     p = np.asarray(p, dtype=float)
     if level_sd > 0.0:
-        nodes, weights = hermegauss(LEVEL_NODES)
-        weights = weights / weights.sum()
+        weights = _WEIGHTS
         z = special.logit(np.clip(p, 1e-9, 1.0 - 1e-9))
-        q_all = special.expit(z[None, :] + level_sd * nodes[:, None])
+        q_all = special.expit(z[None, :] + level_sd * _NODES[:, None])
     else:
         weights, q_all = np.ones(1), p[None, :]
     dist = np.zeros((weights.size, n + 1))  # P(k successes) for k < n; dist[:, n] holds "n or more"
@@ -377,7 +378,7 @@ def candidates_at(
         blocked=blocked.matrix(list(ids))[keep],
         last_asked_at=pd.DatetimeIndex(pd.Series(ids[keep]).map(last)).tz_convert("UTC"),
         attributes=frame.loc[keep, ["name", *FILTERS]].reset_index(drop=True),
-        level_sd=level_sd(bundle),
+        level_sd=acceptance_level_sd(bundle),
     )
     return cands, features[keep].reset_index(drop=True)
 

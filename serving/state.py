@@ -26,8 +26,8 @@ from models.guardrails import GuardrailConfig, blocked_asks
 from models.planner import (
     Candidates,
     PlanRequest,
+    acceptance_level_sd,
     acceptance_reasons,
-    level_sd,
     make_plan,
     parse_need,
     plan_record,
@@ -307,7 +307,7 @@ class ServingState:
             blocked,
             last,
             store.customers.iloc[keep].reset_index(drop=True),
-            level_sd(self.bundle),
+            acceptance_level_sd(self.bundle),
         )
         made = make_plan(cands, request, store.as_of)
         planned = keep[made.asks["row"].to_numpy()]
