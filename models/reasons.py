@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -40,10 +41,10 @@ def _change(v: float, noun: str, unit: str, scale: float = 1.0, fmt: str = "{:.0
 
 def _date_back(as_of: pd.Timestamp, days: float) -> str:
     try:
-        # .date().isoformat(): the same text as f"{...:%Y-%m-%d}" at a third of the cost (a batch
-        # of a million customers phrases this hundreds of thousands of times).
-        return (as_of - pd.Timedelta(days=days)).date().isoformat()
-    except (ValueError, OverflowError, NotImplementedError):  # off the calendar: say it without a date
+        # Python's datetime, not pandas' Timestamp - Timedelta: the same date at a tenth of the cost
+        # (a batch of a million customers phrases this hundreds of thousands of times).
+        return (as_of.to_pydatetime(warn=False) - timedelta(days=days)).date().isoformat()
+    except (ValueError, OverflowError):  # off the calendar: say it without a date
         return f"{days:,.0f} days before {as_of:%Y-%m-%d}" if 1900 <= as_of.year < 10_000 else f"{days:,.0f} days ago"
 
 
@@ -181,8 +182,15 @@ def top_indices(contributions: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+def signed_tops(contributions: np.ndarray, k: int, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the column indices of the k contributions pushing most strongly in that row's
+    direction (its sign, +1 or -1), strongest first, and which of them push that way at all."""
+    pushed = contributions * np.asarray(signs, dtype=float)[:, None]
+    picked = np.argsort(-pushed, axis=1, kind="stable")[:, :k]
+    return picked, np.take_along_axis(pushed, picked, axis=1) > 0
+
+
 def signed_top(contributions: np.ndarray, k: int, sign: int) -> list[int]:
-    """Indices of the k contributions pushing most strongly in one direction (sign +1 or -1)."""
-    pushed = contributions * sign
-    order = np.argsort(-pushed, kind="stable")
-    return [int(i) for i in order[:k] if pushed[i] > 0]
+    """`signed_tops` of one row: the indices that push its way."""
+    picked, pushes = signed_tops(contributions[None, :], k, np.array([sign]))
+    return [int(j) for j in picked[0][pushes[0]]]

@@ -22,7 +22,7 @@ from features.spec import FEATURE_NAMES
 from models.asks import re_engage
 from models.bundle import Bundle, acceptance_matrix
 from models.guardrails import binding_blocks
-from models.reasons import reason, reason_text, signed_top, top_indices
+from models.reasons import reason, reason_text, signed_top, signed_tops, top_indices
 from models.tiers import COMMITTED, TIER_ORDER, is_committed, tier_rank
 
 Values = Mapping[str, Any]  # column -> array-like: a DataFrame or a dict of arrays
@@ -182,16 +182,62 @@ class Scores:
         gap = int(self.tier_gaps[i])
         if gap == 0:
             return None
-        direction = "higher" if gap > 0 else "lower"
         drivers: list[dict[str, Any]] = []
         if self.contributions is not None:
             drivers = self._phrases(i, signed_top(self.contributions[i, :-1], TOP_REASONS, 1 if gap > 0 else -1))
-        because = "; ".join(d["text"] for d in drivers)
-        text = (
-            f"The model rates this customer {direction} than the points rule "
+        text = self._disagreement_text(i, [d["text"] for d in drivers])
+        return {"tiers": gap, "direction": _direction(gap), "text": text, "drivers": drivers}
+
+    def _disagreement_text(self, i: int, drivers: Sequence[str]) -> str:
+        """Row i's disagreement in words, with the texts of the reasons driving it."""
+        because = "; ".join(drivers)
+        return (
+            f"The model rates this customer {_direction(int(self.tier_gaps[i]))} than the points rule "
             f"({self.tier[i]} vs {self.baseline_tier[i]})" + (f", mainly because: {because}." if because else ".")
         )
-        return {"tiers": gap, "direction": direction, "text": text, "drivers": drivers}
+
+    def _reason_texts(self, rows: np.ndarray, columns: np.ndarray) -> list[str]:
+        """`reason_text` of feature `columns[k]` for row `rows[k]`, for many pairs at once: grouped by
+        feature, so that each feature's values are read from its column, not row by row."""
+        assert self.contributions is not None
+        out = [""] * len(rows)
+        contributions = self.contributions[rows, columns].tolist()
+        order = np.argsort(columns, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, np.diff(columns[order]) != 0, True])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            at = order[a:b]
+            name = FEATURE_NAMES[int(columns[at[0]])]
+            column = self.values[name]
+            for k, i in zip(at.tolist(), rows[at].tolist(), strict=True):
+                out[k] = reason_text(name, _item(column, i), contributions[k], self._row(i), self._timestamp(i))
+        return out
+
+    def _worded_reasons(self) -> tuple[list[list[str]], dict[int, list[str]]]:
+        """The batch's texts: per row its top reasons, and per row with a tier gap the reasons driving
+        the disagreement, each (row, feature) worded once (`_reason_texts`)."""
+        n = len(self)
+        if self.contributions is None or not n:
+            return [[] for _ in range(n)], {}
+        contrib = self.contributions[:, :-1]
+        picked = top_indices(contrib, TOP_REASONS)
+        shown = np.take_along_axis(contrib, picked, axis=1) != 0
+        gaps = np.flatnonzero(self.tier_gaps)
+        drivers, pushes = signed_tops(contrib[gaps], TOP_REASONS, np.sign(self.tier_gaps[gaps]))
+        k = shown.shape[1]
+        rows = np.r_[np.repeat(np.arange(n), k)[shown.ravel()], np.repeat(gaps, k)[pushes.ravel()]]
+        cols = np.r_[picked.ravel()[shown.ravel()], drivers.ravel()[pushes.ravel()]]
+        width = contrib.shape[1]
+        pairs, where = np.unique(rows * width + cols, return_inverse=True)
+        texts = self._reason_texts(pairs // width, pairs % width)
+        worded = [texts[j] for j in where.tolist()]
+        m = int(shown.sum())  # the first m pairs are the top reasons, the rest the drivers
+        top: list[list[str]] = [[] for _ in range(n)]
+        for i, text in zip(rows[:m].tolist(), worded[:m], strict=True):
+            top[i].append(text)
+        driving: dict[int, list[str]] = {i: [] for i in gaps.tolist()}
+        for i, text in zip(rows[m:].tolist(), worded[m:], strict=True):
+            driving[i].append(text)
+        return top, driving
 
     def baseline(self, i: int) -> dict[str, Any]:
         points = int(self.baseline_points[i])
@@ -270,19 +316,7 @@ class Scores:
         out["next_best_ask_probability"] = np.where(k >= 0, self.acceptance[np.arange(n), np.maximum(k, 0)], np.nan)
         out["blocked_asks"] = self.blocked.texts(list(self.customer_id))
         out["re_engage"] = self.re_engage
-        worded: list[list[str]] = [[] for _ in range(n)]
-        if self.contributions is not None and n:
-            contrib = self.contributions[:, :-1]
-            picked = top_indices(contrib, TOP_REASONS)
-            kept = np.take_along_axis(contrib, picked, axis=1) != 0
-            names = FEATURE_NAMES
-            for i, (columns, keep) in enumerate(zip(picked.tolist(), kept.tolist(), strict=True)):
-                row, as_of = self._row(i), self._timestamp(i)
-                worded[i] = [
-                    reason_text(names[j], row[names[j]], contrib[i, j], row, as_of)
-                    for j, shown in zip(columns, keep, strict=True)
-                    if shown
-                ]
+        worded, driving = self._worded_reasons()
         for r in range(TOP_REASONS):
             out[f"reason_{r + 1}"] = [texts[r] if len(texts) > r else None for texts in worded]
         out["baseline_points"] = self.baseline_points
@@ -294,7 +328,7 @@ class Scores:
         out["baseline_breakdown"] = [", ".join(parts) for parts in zip(*earned, strict=True)] if n else []
         texts: list[str | None] = [None] * n
         for i in np.flatnonzero(self.tier_gaps).tolist():
-            texts[i] = (self.disagreement(i) or {}).get("text")
+            texts[i] = self._disagreement_text(i, driving.get(i, ()))
         out["disagreement"] = texts
         out["cold_start"] = self.cold_start
         out["committed"] = self.committed
@@ -345,6 +379,10 @@ class _Row(Mapping[str, Any]):
 
 
 _FEATURE_SET = frozenset(FEATURE_NAMES)
+
+
+def _direction(gap: int) -> str:
+    return "higher" if gap > 0 else "lower"
 
 
 def _item(values: Any, i: int) -> Any:
