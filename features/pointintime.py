@@ -201,11 +201,14 @@ _USAGE_3M = ("feature_adoption", "active_users", "health_score")
 
 def _usage_features(q: LookBack, world: World) -> Columns:
     values = {c: f"r.{c}::DOUBLE" for c in _USAGE_VALUES}
+    # Calendar arithmetic on the month as a plain timestamp of its UTC microseconds: the same values
+    # as on the time-zone-aware one in UTC, at a quarter of the cost (no time-zone rules to look up).
+    month = "make_timestamp(epoch_us(r.month))"
     # Months in a row (the contract holds `month` to first days of months, so these are exact).
-    values["month_index"] = "year(r.month) * 12 + month(r.month)"
+    values["month_index"] = f"year({month}) * 12 + month({month})"
     values["health_exact"] = exact("r.health_score")  # for the means
     # A month's row describes the whole month: it is known from the first day of the next month.
-    known_at = "epoch_us(r.month::TIMESTAMP + INTERVAL 1 MONTH)"
+    known_at = f"epoch_us({month} + INTERVAL 1 MONTH)"
     # Each row beside the same customer's row of three months earlier (a hash join).
     earlier = ", ".join(f"b.{c} AS {c}_3m" for c in _USAGE_3M)
     q.table(
