@@ -289,7 +289,14 @@ def score(
     explain: Annotated[bool, typer.Option("--explain/--no-explain", help="Top-3 reasons per customer.")] = True,
     engine: Annotated[str, typer.Option(help="local, or dask (a local cluster unless --scheduler).")] = "local",
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (with --engine dask).")] = None,
-    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Customers per chunk.")] = 20_000,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-size",
+            min=1,
+            help="Customers per chunk (default: batch.DEFAULT_CHUNK_SIZE); fewer need less memory per process.",
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -310,7 +317,7 @@ def score(
     ] = False,
 ) -> None:
     """Score every active customer with the @champion model: streamed in chunks, resumable, atomic."""
-    from batch import check_output, run_batch
+    from batch import DEFAULT_CHUNK_SIZE, check_output, run_batch
 
     check_output(out)
     when = parse_time(as_of)
@@ -328,7 +335,7 @@ def score(
         explain=explain,
         engine=engine,
         scheduler=scheduler,
-        chunk_size=chunk_size,
+        chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
         workers=workers,
         snapshot=snapshot,
         force_snapshot=force_snapshot,

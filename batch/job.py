@@ -45,7 +45,9 @@ from storage.files import write_frame
 from storage.settings import Settings
 from storage.snapshots import check_base
 
-DEFAULT_CHUNK_SIZE = 20_000  # customers per chunk: about 100 MB of working memory
+# Customers per chunk. At 1M customers on 2 cores, 15,000 peaks at 1,444-1,467 MB for the whole job
+# (each chunk process about 530 MB) and 20,000 at 1,543-1,563 MB, 6 s faster (80 s against 86 s).
+DEFAULT_CHUNK_SIZE = 15_000
 OUTPUT_SUFFIXES = (".parquet", ".csv")
 _FORMAT = 2  # bump when the work folder's layout or the output's bytes change
 

@@ -411,7 +411,7 @@ def profile_chunk(work: Path, chunk: int, bundle: Any, scorer: Any) -> tuple[dic
 
 
 def stage_profile(world: Path, bundle: Any) -> list[tuple[str, float]]:
-    """Seconds per stage for one chunk of 20,000 customers (the job's default), explainer cache warm."""
+    """Seconds per stage for one chunk of the job's default size, explainer cache warm."""
     import batch
 
     work = OUT / "profile-work"
