@@ -8,7 +8,9 @@ listed customers), the standard error of the type's calibrated level the promise
 model's and the truth's mean acceptance of them; the plan's asks against
 the fewest that reach the confidence on the true probabilities (greedy by truth, type by type,
 same guardrails); and the truth's expected yeses of the plan against the points rule asking as
-many customers top-down, one ask per customer. Plan time for the whole base is printed too.
+many customers top-down, one ask per customer. Plan time for the whole base is printed too. And
+what the model's ranking allows whatever its calibration: the asks its order needs when the truth
+says when to stop (at 0.85), and the plan made from its acceptance calibrated onto the truth itself.
 
     uv run python benchmarks/plan.py [--customers 3000] [--seeds 21] [--worlds drifting stationary] [--recalibrate]
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
@@ -27,6 +30,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from sklearn.isotonic import IsotonicRegression
 
 from features.baseline import rule_points
 from features.catalog import ASK_TYPE_NAMES
@@ -52,17 +56,43 @@ def true_acceptance(truth: pd.DataFrame, cands: Candidates, as_of: pd.Timestamp)
     return out
 
 
-def fewest_by_truth(cands: Candidates, p_true: np.ndarray, confidence: float) -> int:
+def fewest_by_truth(
+    cands: Candidates, p_true: np.ndarray, confidence: float, order_by: np.ndarray | None = None
+) -> int:
+    """Asks until the true chance of N yeses reaches `confidence`, type by type in `NEED`'s order, one
+    ask per customer, customers taken in the truth's order, or in `order_by`'s (e.g. the model's
+    acceptance: the fewest asks its ranking allows, were the plan told exactly when to stop)."""
+    scores = p_true if order_by is None else order_by
     taken: set[int] = set()
     total = 0
     for name, n in NEED.items():
         j = ASK_TYPE_NAMES.index(name)
-        order = [r for r in np.argsort(-np.nan_to_num(p_true[:, j]), kind="stable") if r not in taken]
+        order = [r for r in np.argsort(-np.nan_to_num(scores[:, j]), kind="stable") if r not in taken]
         order = [r for r in order if not cands.blocked[r, j]]
-        k = shortest_prefix(p_true[order, j], n, confidence) or len(order)
+        k = shortest_prefix(np.nan_to_num(p_true[order, j]), n, confidence) or len(order)
         taken |= set(order[:k])
         total += k
     return total
+
+
+def truth_calibrated(cands: Candidates, p_true: np.ndarray) -> Candidates:
+    """The candidates with each type's acceptance mapped onto the truth (isotonic, on every candidate):
+    the model's own ranking, perfectly calibrated per type, as no product can be."""
+    acceptance = cands.acceptance.copy()
+    for j in range(acceptance.shape[1]):
+        known = np.isfinite(p_true[:, j]) & np.isfinite(acceptance[:, j])
+        if known.any():
+            iso = IsotonicRegression(out_of_bounds="clip").fit(acceptance[known, j], p_true[known, j])
+            acceptance[known, j] = iso.predict(acceptance[known, j])
+    return replace(cands, acceptance=acceptance, level_sd=None)
+
+
+def planned_truth(plan: Plan, p_true: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """The truth's acceptance of each planned ask, and per type the true chance of N yeses."""
+    rows = plan.asks["row"].to_numpy()
+    types = plan.asks["ask_type"].map(ASK_TYPE_NAMES.index).to_numpy()
+    planned = p_true[rows, types]
+    return planned, {n: truth_chance(planned[(plan.asks["ask_type"] == n).to_numpy()], k) for n, k in NEED.items()}
 
 
 def points_rule_yeses(plan: Plan, cands: Candidates, features: pd.DataFrame, p_true: np.ndarray) -> float:
@@ -122,9 +152,7 @@ def main() -> None:
                 plan = make_plan(cands, PlanRequest(NEED, 0.9), as_of)
                 seconds = time.perf_counter() - start
                 p_true = true_acceptance(generated.truth["acceptance_by_type"], cands, as_of)
-                rows = plan.asks["row"].to_numpy()
-                types = plan.asks["ask_type"].map(ASK_TYPE_NAMES.index).to_numpy()
-                planned_true = p_true[rows, types]
+                planned_true, _ = planned_truth(plan, p_true)
                 for name, n in NEED.items():
                     mine = (plan.asks["ask_type"] == name).to_numpy()
                     table.add_row(
@@ -141,10 +169,22 @@ def main() -> None:
                     )
                 fewest = fewest_by_truth(cands, p_true, 0.9)
                 rule = points_rule_yeses(plan, cands, features, p_true)
+                asks = len(plan.asks)
                 lines.append(
-                    f"{world_name} seed {seed} {date}: {len(rows)} asks / {fewest} fewest by truth = "
-                    f"{len(rows) / fewest:.3f}; points rule {rule:.1f} / plan {np.nansum(planned_true):.1f} true "
+                    f"{world_name} seed {seed} {date}: {asks} asks / {fewest} fewest by truth = "
+                    f"{asks / fewest:.3f}; points rule {rule:.1f} / plan {np.nansum(planned_true):.1f} true "
                     f"expected yeses = {rule / np.nansum(planned_true):.3f}; scoring and planning {seconds:.1f} s"
+                )
+                # What the model's ranking allows, whatever its calibration: its order stopped by the
+                # truth at 0.85, and a plan from it calibrated onto the truth itself.
+                ranked = fewest_by_truth(cands, p_true, 0.85, order_by=cands.acceptance)
+                ideal = make_plan(truth_calibrated(cands, p_true), PlanRequest(NEED, 0.9), as_of)
+                _, chances = planned_truth(ideal, p_true)
+                lines.append(
+                    f"  the model's ranking: its order stopped by the truth at 0.85, {ranked} asks = "
+                    f"{ranked / fewest:.3f} x fewest; the plan if calibrated onto the truth, {len(ideal.asks)} "
+                    f"asks = {len(ideal.asks) / fewest:.3f} x fewest, true chances "
+                    + " / ".join(f"{chances[n]:.3f}" for n in NEED)
                 )
     console = Console(width=200)
     console.print(table)
