@@ -29,7 +29,7 @@ from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.drift import drift_counts, drift_from_counts
 from models.explain_fast import PatternTreeShap
 from models.guardrails import GuardrailConfig, blocked_asks
-from models.reasons import top_indices
+from models.reasons import signed_top, signed_tops, top_indices
 from models.registry import load_champion
 from models.scoring import Blocked, score
 from storage.files import write_tables
@@ -138,6 +138,30 @@ def test_chunking_changes_no_feature(clean: batch.BatchResult, world: Any) -> No
         mine = getattr(snap, part).sort_values(keys, kind="stable").reset_index(drop=True)
         theirs = getattr(whole, part).sort_values(keys, kind="stable").reset_index(drop=True)
         pd.testing.assert_frame_equal(mine, theirs, check_dtype=False)
+
+
+@pytest.mark.slow
+def test_a_disagreement_is_explained_by_reasons_pushing_its_way(clean: batch.BatchResult) -> None:
+    """ "Rated higher than the points rule, mainly because: ..." names only reasons that raise the
+    likelihood, at most three, and "lower" only reasons that lower it."""
+    out = pd.read_parquet(clean.out)
+    said = out["disagreement"].dropna()
+    assert len(said) >= 20
+    for direction, push in (("higher", "raises"), ("lower", "lowers")):
+        texts = said[said.str.startswith(f"The model rates this customer {direction}")]
+        assert len(texts), direction
+        for text in texts:
+            because = text.partition(", mainly because: ")[2].removesuffix(".")
+            drivers = [d for d in because.split("; ") if d]
+            assert 1 <= len(drivers) <= 3, text
+            assert all(d.endswith(f"({push} likelihood)") for d in drivers), text
+
+
+def test_drivers_are_the_strongest_pushes_in_each_rows_own_direction() -> None:
+    contributions = np.array([[0.5, -0.2, 0.1, -0.9], [0.5, -0.2, 0.1, -0.9], [0.0, 0.3, 0.3, 0.2]])
+    picked, pushes = signed_tops(contributions, 3, np.array([1, -1, 1]))
+    assert [p[k].tolist() for p, k in zip(picked, pushes, strict=True)] == [[0, 2], [3, 1], [1, 2, 3]]
+    assert signed_top(contributions[1], 3, -1) == [3, 1]
 
 
 @pytest.mark.slow
