@@ -201,6 +201,8 @@ class Scores:
         feature, so that each feature's values are read from its column, not row by row."""
         assert self.contributions is not None
         out = [""] * len(rows)
+        if not len(rows):
+            return out
         contributions = self.contributions[rows, columns].tolist()
         order = np.argsort(columns, kind="stable")
         bounds = np.flatnonzero(np.r_[True, np.diff(columns[order]) != 0, True])
