@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +166,6 @@ def test_drivers_are_the_strongest_pushes_in_each_rows_own_direction() -> None:
 def test_rows_with_nothing_to_explain_get_no_reasons_and_the_same_answer_as_the_api(world: Any, bundle: Any) -> None:
     """A batch where no feature moves the score (every SHAP contribution zero) still writes its rows:
     no reason text, a disagreement without "mainly because", as the API says for each row."""
-    from dataclasses import replace
-
     values = build_features(world, active_points(world, AS_OF)).head(200)
     scores = score(bundle, values)
     flat = replace(scores, contributions=np.zeros_like(scores.contributions))
