@@ -15,9 +15,17 @@ import pyarrow as pa
 SUFFIX = ".arrow"
 
 
-def piece_path(folder: Path, chunk: int) -> Path:
-    """One chunk's file in a folder of pieces."""
-    return folder / f"{chunk:05d}{SUFFIX}"
+def piece_path(folder: Path, chunk: int, part: int) -> Path:
+    """One part's piece of one chunk, in a folder of pieces (a chunk's pieces sort in part order)."""
+    return folder / f"{chunk:05d}.{part:04d}{SUFFIX}"
+
+
+def read_chunk(folder: Path, chunk: int, columns: Sequence[str] | None = None) -> pa.Table | None:
+    """A chunk's pieces in part order, as one table; None if it has none."""
+    tables = [read_piece(path, columns) for path in sorted(folder.glob(f"{chunk:05d}.*{SUFFIX}"))]
+    if not tables:
+        return None
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def write_piece(table: pa.Table, path: Path) -> None:

@@ -3,8 +3,13 @@ customer's chunk.
 
 Each raw table is read in batches (never whole), validated with the data contract, and each row is
 filed under its customer's chunk (a stable hash of `customer_id`); keys that one batch cannot check
-alone (unique ids, events of known customers) are checked per chunk, which holds every row of its
-customers. Bad input stops here. With more than one worker the tables are split side by side.
+alone (unique ids, events of known customers) are checked across the file, or per chunk, which holds
+every row of its customers. Bad input stops here.
+
+The work is cut into parts: a CSV file is one, a Parquet file one per run of row groups of about
+`PART_ROWS` rows, so that with more than one worker a big table is split by all of them at once (at
+1M customers usage alone is half of the rows). Each part writes its own piece of each chunk; a
+chunk's pieces, read in part order, hold its rows in the file's order.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from batch.pool import cancel, held, worker_pool
-from batch.scratch import SUFFIX, PieceWriter, piece_path, read_piece
+from batch.scratch import SUFFIX, PieceWriter, piece_path, read_chunk, read_piece
 from features.catalog import TABLES
 from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
 from features.io import World, check_required_rows, unreadable
 
 READ_BATCH_ROWS = 200_000  # raw rows read and validated at a time (usage at 1M: 582 MB peak, not 793 at 500k)
+PART_ROWS = 2_000_000  # raw rows of a Parquet file per part (whole row groups)
 _ROW = "_row"  # a raw row's position in its file, carried so errors name the user's row numbers
 _DONE = "DONE"
 _UNIQUE_IDS = {"customers": "customer_id", "asks": "ask_id", "activities": "activity_id"}
@@ -59,7 +65,7 @@ def chunk_of(customer_ids: pd.Series | np.ndarray | Sequence[str], n_chunks: int
     codes, distinct = pd.factorize(pd.Series(customer_ids, copy=False))
     if (codes < 0).any():
         raise ValueError("customer_id is missing in some rows")
-    hashed = pd.util.hash_array(np.asarray(distinct, dtype=object)) % np.uint64(n_chunks)
+    hashed = pd.util.hash_array(np.asarray(distinct, dtype=object), categorize=False) % np.uint64(n_chunks)
     return hashed.astype(np.int64)[codes]
 
 
@@ -74,15 +80,50 @@ def count_rows(name: str, path: Path) -> int:
         raise unreadable(name, path, err) from None
 
 
-def _raw_batches(name: str, path: Path) -> Iterator[pd.DataFrame]:
-    """The raw table in batches of rows, read as `features.io.read_world` reads the whole file."""
+@dataclass(frozen=True)
+class Part:
+    """Some rows of one raw table, split by one task: `row_groups` of a Parquet file (None: the
+    whole file), whose first row is row `offset` of the file."""
+
+    table: str
+    path: Path
+    index: int  # the part's place in its table
+    weight: int  # bytes to decode (uncompressed), to start the heaviest parts first
+    row_groups: tuple[int, ...] | None = None
+    offset: int = 0
+
+
+def table_parts(name: str, path: Path) -> list[Part]:
+    """The parts of table `name`: whole row groups of about `PART_ROWS` rows, or the whole file."""
+    if path.suffix != ".parquet":
+        return [Part(name, path, 0, path.stat().st_size)]
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, pa.ArrowException) as err:
+        raise unreadable(name, path, err) from None
+    parts: list[Part] = []
+    groups: list[int] = []
+    offset = rows = weight = 0
+    for group in range(meta.num_row_groups):
+        groups.append(group)
+        rows += meta.row_group(group).num_rows
+        weight += meta.row_group(group).total_byte_size
+        if rows >= PART_ROWS or group == meta.num_row_groups - 1:
+            parts.append(Part(name, path, len(parts), weight, tuple(groups), offset))
+            offset, groups, rows, weight = offset + rows, [], 0, 0
+    return parts or [Part(name, path, 0, 0)]
+
+
+def _raw_batches(part: Part) -> Iterator[pd.DataFrame]:
+    """The part's raw rows in batches, read as `features.io.read_world` reads the whole file."""
+    name, path = part.table, part.path
     contract = CONTRACTS[name]
     try:
         if path.suffix == ".parquet":
             pf = pq.ParquetFile(path)
             columns = [c for c in contract.columns if c in pf.schema_arrow.names]
             empty = True
-            for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+            for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=part.row_groups, columns=columns):
                 empty = False
                 yield pa.Table.from_batches([batch]).to_pandas()
             if empty:
@@ -121,32 +162,41 @@ def _rule_error(table: str, column: str, rule: str, rows: Sequence[int], values:
     )
 
 
-def _split_table(name: str, path: Path, parts: Path, n_chunks: int, on_rows: Callable[[int], None]) -> np.ndarray:
-    """Validate one table batch by batch and write each chunk's rows; return rows per chunk."""
+@dataclass
+class PartSplit:
+    """What splitting a part found: its rows per chunk, and the hashes of its unique ids (if any)."""
+
+    counts: np.ndarray
+    hashes: np.ndarray | None
+
+
+def split_part(part: Part, parts: Path, n_chunks: int, on_rows: Callable[[int], None]) -> PartSplit:
+    """Validate one part batch by batch and write its piece of each chunk (keys: `_check_unique`)."""
+    name = part.table
     folder = parts / name
     folder.mkdir(parents=True, exist_ok=True)
     writers: dict[int, PieceWriter] = {}
     counts = np.zeros(n_chunks, dtype=np.int64)
     unique_col = _UNIQUE_IDS.get(name)
     hashes: list[np.ndarray] = []
-    offset = 0
+    offset = part.offset
     try:
-        for raw in _raw_batches(name, path):
+        for raw in _raw_batches(part):
             try:
-                frame = validate_table(name, raw)
+                frame = validate_table(name, raw, keys=False)  # keys: across the file, after
             except DataContractError as err:
                 raise _shift_rows(err, offset) from None
             frame[_ROW] = np.arange(offset, offset + len(frame), dtype=np.int64)
             if unique_col:  # 8 bytes per id, not the ids themselves: memory stays small at any size
-                hashes.append(pd.util.hash_array(frame[unique_col].to_numpy(dtype=object)))
+                hashes.append(pd.util.hash_array(frame[unique_col].to_numpy(dtype=object), categorize=False))
             chunk = chunk_of(frame["customer_id"], n_chunks)
             order = np.argsort(chunk, kind="stable")
             bounds = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
-            table = pa.Table.from_pandas(frame.iloc[order], preserve_index=False)
+            table = pa.Table.from_pandas(frame, preserve_index=False).take(order)  # Arrow's take: no Python objects
             for k in np.flatnonzero(np.diff(bounds)).tolist():
                 piece = table.slice(bounds[k], bounds[k + 1] - bounds[k])
                 if k not in writers:
-                    writers[k] = PieceWriter(piece_path(folder, k), piece.schema)
+                    writers[k] = PieceWriter(piece_path(folder, k, part.index), piece.schema)
                 writers[k].write_table(piece)
                 counts[k] += piece.num_rows
             offset += len(frame)
@@ -154,9 +204,7 @@ def _split_table(name: str, path: Path, parts: Path, n_chunks: int, on_rows: Cal
     finally:
         for writer in writers.values():
             writer.close()
-    if unique_col and hashes:
-        _check_unique(name, unique_col, np.concatenate(hashes), folder)
-    return counts
+    return PartSplit(counts, np.concatenate(hashes) if hashes else None)
 
 
 def _check_unique(table: str, column: str, hashes: np.ndarray, folder: Path) -> None:
@@ -179,9 +227,9 @@ def _check_unique(table: str, column: str, hashes: np.ndarray, folder: Path) -> 
         raise _rule_error(table, column, "unique", dup[_ROW].tolist(), dup[column].tolist())
 
 
-def _read_piece(parts: Path, name: str, chunk: int, columns: list[str] | None = None) -> pd.DataFrame | None:
-    path = piece_path(parts / name, chunk)
-    return read_piece(path, columns).to_pandas() if path.exists() else None
+def _read_chunk(parts: Path, name: str, chunk: int, columns: list[str] | None = None) -> pd.DataFrame | None:
+    table = read_chunk(parts / name, chunk, columns)
+    return table.to_pandas() if table is not None else None
 
 
 def _ids(table: pa.Table) -> pa.Array:
@@ -191,37 +239,39 @@ def _ids(table: pa.Table) -> pa.Array:
 _Problems = dict[tuple[str, str, str], list[tuple[int, Any]]]  # (table, column, rule) -> (row, value)
 
 
-def _chunk_key_problems(parts: Path, chunk: int, tables: Sequence[str], problems: _Problems) -> None:
+def chunk_key_problems(parts: Path, chunk: int, tables: Sequence[str]) -> _Problems:
     """What only a whole customer's rows can show: one usage row per month, events of known customers."""
-    customers = piece_path(parts / "customers", chunk)
-    known = _ids(read_piece(customers, ["customer_id"])) if customers.exists() else pa.array([], pa.string())
-    usage = _read_piece(parts, "usage", chunk, ["customer_id", "month", _ROW]) if "usage" in tables else None
-    if usage is not None:
+    problems: _Problems = {}
+    customers = read_chunk(parts / "customers", chunk, ["customer_id"])
+    known = _ids(customers) if customers is not None else pa.array([], pa.string())
+    usage = _read_chunk(parts, "usage", chunk, ["customer_id", "month", _ROW]) if "usage" in tables else None
+    if usage is not None:  # pandas' hash look-up: Arrow's group_by is ten times slower here
         bad = usage[usage.duplicated(["customer_id", "month"], keep=False)]
-        problems.setdefault(("usage", "customer_id, month", "unique"), []).extend(
-            (row, f"{c}, {m:%Y-%m-%d}") for row, c, m in zip(bad[_ROW], bad["customer_id"], bad["month"], strict=True)
-        )
+        if len(bad):
+            rows = zip(bad[_ROW], bad["customer_id"], bad["month"], strict=True)
+            problems[("usage", "customer_id, month", "unique")] = [(r, f"{c}, {m:%Y-%m-%d}") for r, c, m in rows]
     for name in TABLES[1:]:
-        path = piece_path(parts / name, chunk)
-        if name not in tables or not path.exists():
+        events = read_chunk(parts / name, chunk, ["customer_id", _ROW]) if name in tables else None
+        if events is None:
             continue
-        events = read_piece(path, ["customer_id", _ROW])
         # Arrow's hash look-up: pandas' `isin` on Arrow strings loops in Python.
         unknown = events.filter(pc.invert(pc.is_in(_ids(events), value_set=known)))
-        problems.setdefault((name, "customer_id", "exists in customers"), []).extend(
-            zip(unknown.column(_ROW).to_pylist(), unknown.column("customer_id").to_pylist(), strict=True)
-        )
+        if unknown.num_rows:
+            problems[(name, "customer_id", "exists in customers")] = list(
+                zip(unknown.column(_ROW).to_pylist(), unknown.column("customer_id").to_pylist(), strict=True)
+            )
+    return problems
 
 
-def _check_keys(parts: Path, n_chunks: int, tables: Sequence[str]) -> None:
-    """`_chunk_key_problems` over every chunk; the first table (in the contract's order) with any fails."""
+def _raise_key_problems(found_per_chunk: Sequence[_Problems]) -> None:
+    """The first table (in the contract's order) with any problem fails, naming rows across chunks."""
     problems: _Problems = {}
-    for chunk in range(n_chunks):
-        _chunk_key_problems(parts, chunk, tables, problems)
-    for (table, column, rule), found in sorted(problems.items(), key=lambda kv: TABLES.index(kv[0][0])):
-        if found:
-            found.sort()
-            raise _rule_error(table, column, rule, [r for r, _ in found], [v for _, v in found])
+    for found in found_per_chunk:
+        for key, rows in found.items():
+            problems.setdefault(key, []).extend(rows)
+    for (table, column, rule), rows in sorted(problems.items(), key=lambda kv: TABLES.index(kv[0][0])):
+        rows.sort()
+        raise _rule_error(table, column, rule, [r for r, _ in rows], [v for _, v in rows])
 
 
 @dataclass(frozen=True)
@@ -237,7 +287,7 @@ def split_tables(
     files: Mapping[str, Path], work: Path, chunk_size: int, progress: Progress | None = None, workers: int = 1
 ) -> Split:
     """Stage 1 (see the module docstring); resumable: done once per work folder. With `workers` > 1
-    the tables are split side by side in that many processes."""
+    the parts are split, and the chunks' keys checked, side by side in that many processes."""
     marker = work / "parts" / _DONE
     if marker.exists():
         saved = json.loads(marker.read_text())
@@ -254,65 +304,93 @@ def split_tables(
         if progress is not None and task is not None:
             progress.advance(task, rows)
 
-    workers = max(1, min(workers, len(files)))
-    if workers == 1:
-        counts = {name: _split_table(name, path, parts, n_chunks, advance) for name, path in files.items()}
+    pieces = [part for name, path in files.items() for part in table_parts(name, path)]
+    tables = tuple(files)
+    if workers <= 1:
+        splits = [split_part(part, parts, n_chunks, advance) for part in pieces]
+        counts = _check_tables(files, pieces, splits, parts)
+        _raise_key_problems([chunk_key_problems(parts, k, tables) for k in range(n_chunks)])
     else:
-        counts = _split_in_processes(files, parts, n_chunks, advance, workers, sizes)
-    for name in files:
-        check_required_rows(name, int(counts[name].sum()))
-    customers = counts["customers"]  # a required table: `table_files` has made sure it is there
-    _check_keys(parts, n_chunks, tuple(files))
+        with _Workers(workers, advance) as pool:
+            tasks = [(_split_held_part, (part, parts, n_chunks)) for part in pieces]
+            splits = pool.run(tasks, [part.weight for part in pieces])
+            counts = _check_tables(files, pieces, splits, parts)
+            _raise_key_problems(pool.run([(chunk_key_problems, (parts, k, tables)) for k in range(n_chunks)]))
     if progress is not None and task is not None:
         progress.update(task, completed=total, visible=False)
-    split = Split(n_chunks, tuple(int(c) for c in customers), tuple(files))
+    customers = counts["customers"]  # a required table: `table_files` has made sure it is there
+    split = Split(n_chunks, tuple(int(c) for c in customers), tables)
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(json.dumps({"n_chunks": split.n_chunks, "customers": split.customers, "tables": split.tables}))
     os.replace(tmp, marker)
     return split
 
 
-def _split_in_processes(
-    files: Mapping[str, Path],
-    parts: Path,
-    n_chunks: int,
-    advance: Callable[[int], None],
-    workers: int,
-    sizes: Mapping[str, int],
+def _check_tables(
+    files: Mapping[str, Path], pieces: Sequence[Part], splits: Sequence[PartSplit], parts: Path
 ) -> dict[str, np.ndarray]:
-    """`_split_table` of each table in `workers` processes (each table writes its own files)."""
-    rows = multiprocessing.get_context("spawn").Queue()  # rows read, for the progress bar
+    """Unique ids across each whole file, then the rows every table needs; rows per chunk, per table."""
+    counts: dict[str, np.ndarray] = {}
+    for name in files:
+        mine = [split for part, split in zip(pieces, splits, strict=True) if part.table == name]
+        counts[name] = np.sum([split.counts for split in mine], axis=0)
+        hashes = [split.hashes for split in mine if split.hashes is not None]
+        if name in _UNIQUE_IDS and hashes:
+            _check_unique(name, _UNIQUE_IDS[name], np.concatenate(hashes), parts / name)
+    for name in files:
+        check_required_rows(name, int(counts[name].sum()))
+    return counts
 
-    def report() -> None:
+
+class _Workers:
+    """Spawned processes for the split's tasks, reporting rows read to `advance` (the progress bar)."""
+
+    def __init__(self, workers: int, advance: Callable[[int], None]) -> None:
+        self._rows = multiprocessing.get_context("spawn").Queue()
+        self._pool = worker_pool(workers, rows=self._rows)
+        self._advance = advance
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(cancel_futures=True)
+        self._report()
+
+    def _report(self) -> None:
         while True:
             try:
-                advance(rows.get_nowait())
+                self._advance(self._rows.get_nowait())
             except queue.Empty:
                 return
 
-    with worker_pool(workers, rows=rows) as pool:
-        # The largest tables first, so that the processes finish close together.
-        by_size = sorted(files, key=lambda name: -sizes[name])
-        futures = {name: pool.submit(_split_held_table, name, files[name], parts, n_chunks) for name in by_size}
-        pending: set[Future[Any]] = set(futures.values())
+    def run(self, tasks: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], sizes: Sequence[int] = ()) -> list[Any]:
+        """Each task's result, in the tasks' order; the largest `sizes` are started first, so that
+        the processes finish close together. The first failure (in the tasks' order, among those
+        that ran) is raised, so bad input gets the same message as in one process; the tasks not
+        started by then are cancelled (no need to read the rest)."""
+        futures: list[Future[Any]] = [Future()] * len(tasks)
+        for i in sorted(range(len(tasks)), key=lambda i: -sizes[i] if sizes else 0):
+            fn, args = tasks[i]
+            futures[i] = self._pool.submit(fn, *args)
+        pending: set[Future[Any]] = set(futures)
         try:
             while pending:
                 finished, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                report()
+                self._report()
                 if any(f.exception() is not None for f in finished):
-                    break  # bad input: no need to read the other tables
+                    break
         except BaseException:
-            cancel(list(futures.values()))
+            cancel(futures)
             raise
         cancel(list(pending))
-    report()
-    # Errors in the tables' own order, so the same bad input gets the same message as in one process.
-    for name in files:
-        future = futures[name]
-        error = None if future.cancelled() else future.exception()
-        if error is not None:
-            raise error
-    return {name: futures[name].result() for name in files}
+        wait(pending)
+        self._report()
+        for future in futures:
+            error = None if future.cancelled() else future.exception()
+            if error is not None:
+                raise error
+        return [future.result() for future in futures]
 
 
 def load_chunk_world(work: Path, chunk: int) -> World:
@@ -320,7 +398,7 @@ def load_chunk_world(work: Path, chunk: int) -> World:
     parts = work / "parts"
     tables: dict[str, pd.DataFrame] = {}
     for name in TABLES:
-        frame = _read_piece(parts, name, chunk)
+        frame = _read_chunk(parts, name, chunk)
         if frame is None:
             tables[name] = empty_table(name)
         else:
@@ -328,6 +406,6 @@ def load_chunk_world(work: Path, chunk: int) -> World:
     return World(**tables)
 
 
-def _split_held_table(name: str, path: Path, parts: Path, n_chunks: int) -> np.ndarray:
-    """`_split_table` in a worker process, reporting rows read through the queue it was sent."""
-    return _split_table(name, path, parts, n_chunks, held("rows").put)
+def _split_held_part(part: Part, parts: Path, n_chunks: int) -> PartSplit:
+    """`split_part` in a worker process, reporting rows read through the queue it was sent."""
+    return split_part(part, parts, n_chunks, held("rows").put)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -398,13 +400,8 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert not (tmp_path / "store").exists()
 
 
-@pytest.mark.slow
-def test_tables_checked_in_worker_processes_fail_as_in_one(trained_home: TrainedHome, tmp_path: Path) -> None:
-    """With --workers 2 the tables are read and checked side by side in other processes: bad input
-    must still stop the run with the same message, and leave nothing behind."""
-    data = _bad_sample(
-        tmp_path, "asks", lambda f: f.assign(ask_id=f["ask_id"].where(f.index != 9, f["ask_id"].iloc[40]))
-    )
+def _refusal_in_one_and_two_workers(trained_home: TrainedHome, tmp_path: Path, data: Path) -> str:
+    """The job's refusal of bad `data`, the same in one process as in two; nothing is left behind."""
     messages = []
     for workers in (1, 2):
         out = tmp_path / f"out-{workers}" / "scores.parquet"
@@ -415,7 +412,73 @@ def test_tables_checked_in_worker_processes_fail_as_in_one(trained_home: Trained
         messages.append(str(caught.value))
         assert not out.parent.exists()
     assert messages[0] == messages[1]
-    assert "table 'asks': column 'ask_id': rule 'unique'" in messages[0]
+    return messages[0]
+
+
+@pytest.mark.slow
+def test_tables_checked_in_worker_processes_fail_as_in_one(trained_home: TrainedHome, tmp_path: Path) -> None:
+    """With --workers 2 the tables are read and checked side by side in other processes: bad input
+    must still stop the run with the same message, and leave nothing behind."""
+    data = _bad_sample(
+        tmp_path, "asks", lambda f: f.assign(ask_id=f["ask_id"].where(f.index != 9, f["ask_id"].iloc[40]))
+    )
+    found = _refusal_in_one_and_two_workers(trained_home, tmp_path, data)
+    assert "table 'asks': column 'ask_id': rule 'unique'" in found, found
+
+
+def _sample_in_row_groups(tmp_path: Path, rows: int, change: dict[str, Any] | None = None) -> Path:
+    """The sample as Parquet files of `rows`-row row groups (as big exports come), `change`d per table."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in SAMPLE.glob("*.parquet"):
+        frame = pd.read_parquet(path)
+        if change and path.stem in change:
+            frame = change[path.stem](frame)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), data / path.name, row_group_size=rows)
+    return data
+
+
+@pytest.mark.slow
+def test_big_files_split_in_parts_give_the_same_bytes(
+    clean: batch.BatchResult, trained_home: TrainedHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Parquet file is split in parts of whole row groups, side by side: the same output as whole files."""
+    data = _sample_in_row_groups(tmp_path, 1000)
+    monkeypatch.setattr(batch.tables, "PART_ROWS", 3000)
+    parts = batch.tables.table_parts("usage", data / "usage.parquet")
+    assert len(parts) == 19 and [p.offset for p in parts[:3]] == [0, 3000, 6000]
+    out = tmp_path / "scores.parquet"
+    settings = _settings(trained_home, tmp_path / "store")
+    result = batch.run_batch(settings, data, out, as_of=AS_OF, chunk_size=CHUNK, workers=2, snapshot=False, track=False)
+    assert filecmp.cmp(result.out, clean.out, shallow=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"usage": lambda f: f.assign(health_score=f["health_score"].where(f.index != 45_001, 250.0))},
+            "table 'usage': column 'health_score': rule 'in_range(0.0, 100.0)' failed for 1 rows, e.g. row 45001",
+        ),
+        (
+            {"asks": lambda f: f.assign(ask_id=f["ask_id"].where(f.index != 5_500, f["ask_id"].iloc[9]))},
+            "table 'asks': column 'ask_id': rule 'unique' failed for 2 rows, e.g. row 9",
+        ),
+        (
+            {"usage": lambda f: pd.concat([f, f.iloc[[7]]], ignore_index=True)},
+            "table 'usage': column 'customer_id, month': rule 'unique' failed for 2 rows, e.g. row 7",
+        ),
+    ],
+    ids=["value-in-a-later-part", "id-repeated-across-parts", "usage-month-repeated-across-parts"],
+)
+def test_bad_rows_in_parts_are_named_by_their_row_in_the_file(
+    trained_home: TrainedHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Any, message: str
+) -> None:
+    data = _sample_in_row_groups(tmp_path, 1000, change)
+    monkeypatch.setattr(batch.tables, "PART_ROWS", 3000)
+    found = _refusal_in_one_and_two_workers(trained_home, tmp_path, data)
+    assert message in found, found
 
 
 # ---- fast reasons ------------------------------------------------------------------------------
