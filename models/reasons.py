@@ -21,7 +21,7 @@ Row = Mapping[str, Any]
 _EFFORT = {a.name: a.effort_label for a in ASK_TYPES}
 
 
-def _missing(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
@@ -50,7 +50,7 @@ def _date_back(as_of: pd.Timestamp, days: float) -> str:
 
 def _nps_last(v: float, row: Row, as_of: pd.Timestamp) -> str:
     days = row.get("nps_days_since")
-    when = "" if days is None or _missing(days) else f" on {_date_back(as_of, float(days))}"
+    when = "" if days is None or is_missing(days) else f" on {_date_back(as_of, float(days))}"
     return f"Gave NPS {v:.0f}{when}"
 
 
@@ -149,9 +149,19 @@ _WHEN_MISSING: dict[str, str] = {
 assert set(_PHRASES) == set(FEATURES_BY_NAME), "every feature needs a phrase"
 
 
+# The phrases that read more than their own value: the row's other signals, or `as_of`.
+_READS_CONTEXT = frozenset({"nps_last"})
+
+
+def worded_by_value(feature: str) -> bool:
+    """Whether a reason about `feature` is worded from its value and direction alone, so that rows
+    with the same value share the words (a batch words each distinct value once)."""
+    return feature not in _READS_CONTEXT
+
+
 def describe(feature: str, value: Any, row: Row, as_of: pd.Timestamp) -> str:
     """The signal and its value in plain words."""
-    if _missing(value):
+    if is_missing(value):
         return _WHEN_MISSING.get(feature, f"{FEATURES_BY_NAME[feature].label.capitalize()} unknown")
     return _PHRASES[feature](value, row, as_of)
 
@@ -167,7 +177,7 @@ def reason(feature: str, value: Any, contribution: float, row: Row, as_of: pd.Ti
     return {
         "feature": feature,
         "text": reason_text(feature, value, contribution, row, as_of),
-        "value": None if _missing(value) else value,
+        "value": None if is_missing(value) else value,
         "contribution": float(contribution),
         "direction": direction,
         "actionable": FEATURES_BY_NAME[feature].actionable,

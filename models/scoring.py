@@ -7,6 +7,7 @@ same arrays, so the API and the batch job cannot disagree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,7 +23,7 @@ from features.spec import FEATURE_NAMES
 from models.asks import re_engage
 from models.bundle import Bundle, acceptance_matrix
 from models.guardrails import binding_blocks
-from models.reasons import reason, reason_text, signed_top, signed_tops, top_indices
+from models.reasons import is_missing, reason, reason_text, signed_top, signed_tops, top_indices, worded_by_value
 from models.tiers import COMMITTED, TIER_ORDER, is_committed, tier_rank
 
 Values = Mapping[str, Any]  # column -> array-like: a DataFrame or a dict of arrays
@@ -210,8 +211,19 @@ class Scores:
             at = order[a:b]
             name = FEATURE_NAMES[int(columns[at[0]])]
             column = self.values[name]
+            # Equal values (counts, categories, missing) are worded once, where the words allow it.
+            memo: dict[tuple[Any, float, bool], str] | None = {} if worded_by_value(name) else None
             for k, i in zip(at.tolist(), rows[at].tolist(), strict=True):
-                out[k] = reason_text(name, _item(column, i), contributions[k], self._row(i), self._timestamp(i))
+                value = _item(column, i)
+                # The sign too: -0.0 == 0.0, but "-0.00" is not "+0.00".
+                sign = math.copysign(1.0, value) if isinstance(value, float) else 1.0
+                key = (None if is_missing(value) else value, sign, contributions[k] > 0)
+                text = memo.get(key) if memo is not None else None
+                if text is None:
+                    text = reason_text(name, value, contributions[k], self._row(i), self._timestamp(i))
+                    if memo is not None:
+                        memo[key] = text
+                out[k] = text
         return out
 
     def _worded_reasons(self) -> tuple[list[list[str]], dict[int, list[str]]]:

@@ -32,7 +32,7 @@ from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.drift import drift_counts, drift_from_counts
 from models.explain_fast import PatternTreeShap
 from models.guardrails import GuardrailConfig, blocked_asks
-from models.reasons import signed_top, signed_tops, top_indices
+from models.reasons import reason_text, signed_top, signed_tops, top_indices, worded_by_value
 from models.registry import load_champion
 from models.scoring import Blocked, score
 from storage.files import write_tables
@@ -482,6 +482,21 @@ def test_bad_rows_in_parts_are_named_by_their_row_in_the_file(
 
 
 # ---- fast reasons ------------------------------------------------------------------------------
+
+
+def test_words_a_batch_shares_between_equal_values_depend_on_nothing_else(world: Any) -> None:
+    """A batch words each distinct value of most features once (`worded_by_value`): those words
+    must not change with the rest of the row or with `as_of`, for any value the sample has."""
+    as_ofs = (AS_OF - pd.Timedelta(days=400), AS_OF)
+    frames = [build_features(world, active_points(world, t)).sample(200, random_state=1) for t in as_ofs]
+    contexts = [(row.to_dict(), t) for frame in frames for _, row in frame.iloc[[0, -1]].iterrows() for t in as_ofs]
+    for name in filter(worded_by_value, FEATURE_NAMES):
+        for value in frames[1][name]:
+            words = {reason_text(name, value, 1.0, row, t) for row, t in contexts}
+            assert len(words) == 1, (name, value, words)
+    # The check can fail: the last NPS answer is dated from as_of, so it is worded row by row.
+    assert not worded_by_value("nps_last")
+    assert len({reason_text("nps_last", 9.0, 1.0, {"nps_days_since": 10.0}, t) for t in as_ofs}) == 2
 
 
 @pytest.mark.slow
