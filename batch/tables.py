@@ -342,6 +342,11 @@ def _check_tables(
     return counts
 
 
+def _heaviest_first(tasks: Sequence[Any], sizes: Sequence[int]) -> list[tuple[int, Any]]:
+    """(position, task) of each task, the largest `sizes` first (ties, and no sizes: in order)."""
+    return sorted(enumerate(tasks), key=lambda item: -sizes[item[0]] if sizes else 0)
+
+
 class _Workers:
     """Spawned processes for the split's tasks, reporting rows read to `advance` (the progress bar)."""
 
@@ -369,10 +374,8 @@ class _Workers:
         the processes finish close together. The first failure (in the tasks' order, among those
         that ran) is raised, so bad input gets the same message as in one process; the tasks not
         started by then are cancelled (no need to read the rest)."""
-        futures: list[Future[Any]] = [Future()] * len(tasks)
-        for i in sorted(range(len(tasks)), key=lambda i: -sizes[i] if sizes else 0):
-            fn, args = tasks[i]
-            futures[i] = self._pool.submit(fn, *args)
+        started = {i: self._pool.submit(fn, *args) for i, (fn, args) in _heaviest_first(tasks, sizes)}
+        futures = [started[i] for i in range(len(tasks))]
         pending: set[Future[Any]] = set(futures)
         try:
             while pending:
