@@ -22,7 +22,8 @@ def piece_path(folder: Path, chunk: int, part: int) -> Path:
 
 def read_chunk(folder: Path, chunk: int, columns: Sequence[str] | None = None) -> pa.Table | None:
     """A chunk's pieces in part order, as one table; None if it has none."""
-    tables = [read_piece(path, columns) for path in sorted(folder.glob(f"{chunk:05d}.*{SUFFIX}"))]
+    paths = sorted(folder.glob(f"{chunk:05d}.*{SUFFIX}"), key=lambda path: int(path.name.split(".")[1]))
+    tables = [read_piece(path, columns) for path in paths]
     if not tables:
         return None
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)

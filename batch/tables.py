@@ -10,6 +10,10 @@ The work is cut into parts: a CSV file is one, a Parquet file one per run of row
 `PART_ROWS` rows, so that with more than one worker a big table is split by all of them at once (at
 1M customers usage alone is half of the rows). Each part writes its own piece of each chunk; a
 chunk's pieces, read in part order, hold its rows in the file's order.
+
+Bad input is reported in one order, with one worker or many: the first bad batch (tables in the
+contract's order, each from its first row), then ids repeated across a file, then tables without
+rows, then keys across tables (usage months, events of unknown customers).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import queue
 import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from concurrent.futures import FIRST_EXCEPTION, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -371,28 +375,29 @@ class _Workers:
 
     def run(self, tasks: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], sizes: Sequence[int] = ()) -> list[Any]:
         """Each task's result, in the tasks' order; the largest `sizes` are started first, so that
-        the processes finish close together. The first failure (in the tasks' order, among those
-        that ran) is raised, so bad input gets the same message as in one process; the tasks not
-        started by then are cancelled (no need to read the rest)."""
+        the processes finish close together.
+
+        A failure raises what one process, running the tasks in order, would have raised: once task
+        j fails, the tasks after j are cancelled (no need to read the rest) and those before it are
+        waited for, the earliest failure among them taking j's place."""
         started = {i: self._pool.submit(fn, *args) for i, (fn, args) in _heaviest_first(tasks, sizes)}
         futures = [started[i] for i in range(len(tasks))]
-        pending: set[Future[Any]] = set(futures)
+        failed = len(futures)  # the earliest failed task so far (none: past the end)
         try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+            while pending := {f for f in futures[:failed] if not f.done()}:
+                wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
                 self._report()
-                if any(f.exception() is not None for f in finished):
-                    break
+                failures = [j for j, f in enumerate(futures[:failed]) if f.done() and f.exception() is not None]
+                if failures:
+                    failed = failures[0]
+                    cancel(futures[failed + 1 :])
         except BaseException:
             cancel(futures)
             raise
-        cancel(list(pending))
-        wait(pending)
         self._report()
-        for future in futures:
-            error = None if future.cancelled() else future.exception()
-            if error is not None:
-                raise error
+        error = futures[failed].exception() if failed < len(futures) else None
+        if error is not None:
+            raise error
         return [future.result() for future in futures]
 
 

@@ -469,8 +469,25 @@ def test_big_files_split_in_parts_give_the_same_bytes(
             {"usage": lambda f: pd.concat([f, f.iloc[[7]]], ignore_index=True)},
             "table 'usage': column 'customer_id, month': rule 'unique' failed for 2 rows, e.g. row 7",
         ),
+        (  # every part fails: the first one's rows are named, as one process reading in order does
+            {"usage": lambda f: f.assign(health_score=f["health_score"] * 10 + 101)},
+            "table 'usage': column 'health_score': rule 'in_range(0.0, 100.0)' failed for 3000 rows, e.g. row 0 (",
+        ),
+        (  # the first table in the contract's order is named, however light its part
+            {
+                "customers": lambda f: f.assign(segment=f["segment"].where(f.index != 5, "giant")),
+                "usage": lambda f: f.assign(health_score=f["health_score"] * 10 + 101),
+            },
+            "table 'customers': column 'segment': rule 'isin",
+        ),
     ],
-    ids=["value-in-a-later-part", "id-repeated-across-parts", "usage-month-repeated-across-parts"],
+    ids=[
+        "value-in-a-later-part",
+        "id-repeated-across-parts",
+        "usage-month-repeated-across-parts",
+        "value-wrong-in-every-part",
+        "two-tables-wrong",
+    ],
 )
 def test_bad_rows_in_parts_are_named_by_their_row_in_the_file(
     trained_home: TrainedHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Any, message: str
