@@ -211,18 +211,16 @@ class Scores:
             at = order[a:b]
             name = FEATURE_NAMES[int(columns[at[0]])]
             column = self.values[name]
-            # Equal values (counts, categories, missing) are worded once, where the words allow it.
-            memo: dict[tuple[Any, float, bool], str] | None = {} if worded_by_value(name) else None
+            # Equal values (counts, categories, missing) are worded once where the words read nothing
+            # else; otherwise each row is its own key (a pair is worded once anyway).
+            by_value = worded_by_value(name)
+            memo: dict[tuple[Any, ...], str] = {}
             for k, i in zip(at.tolist(), rows[at].tolist(), strict=True):
                 value = _item(column, i)
-                # The sign too: -0.0 == 0.0, but "-0.00" is not "+0.00".
-                sign = math.copysign(1.0, value) if isinstance(value, float) else 1.0
-                key = (None if is_missing(value) else value, sign, contributions[k] > 0)
-                text = memo.get(key) if memo is not None else None
+                key = _wording_key(value, contributions[k]) if by_value else (i,)
+                text = memo.get(key)
                 if text is None:
-                    text = reason_text(name, value, contributions[k], self._row(i), self._timestamp(i))
-                    if memo is not None:
-                        memo[key] = text
+                    text = memo[key] = reason_text(name, value, contributions[k], self._row(i), self._timestamp(i))
                 out[k] = text
         return out
 
@@ -397,6 +395,13 @@ _FEATURE_SET = frozenset(FEATURE_NAMES)
 
 def _direction(gap: int) -> str:
     return "higher" if gap > 0 else "lower"
+
+
+def _wording_key(value: Any, contribution: float) -> tuple[Any, ...]:
+    """What a reason's words depend on for a feature `worded_by_value`: the value (missing as one),
+    the sign of a float (-0.0 == 0.0, but "-0.00" is not "+0.00") and the direction."""
+    sign = math.copysign(1.0, value) if isinstance(value, float) else 1.0
+    return (None if is_missing(value) else value, sign, contribution > 0)
 
 
 def _item(values: Any, i: int) -> Any:
