@@ -15,18 +15,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from features.catalog import ASK_TYPE_NAMES, OUTCOMES, SEGMENTS
 from features.contracts import YEARS
-from features.spec import FEATURES
-from models.planner import DEFAULT_CONFIDENCE, MAX_NEED
+from features.spec import FEATURES, Feature
 from models.references import MAX_K
 from models.tiers import TIER_ORDER
+from usecases.plans import DEFAULT_CONFIDENCE, MAX_NEED
 
 MAX_IDS = 1000
 MAX_RECORDS = 1000
 MAX_ASKS = 10_000
-# Timestamps a caller sends fall in these years (within a day of them in UTC): every date derived from
-# them (a day count back, a cooldown ahead) stays inside pandas' nanosecond range (1677-2262) and
-# Python's (1-9999).
-MAX_DAYS = 36_500  # day-count features: a century, so `as_of` minus it stays in YEARS' margin
 
 # Surrounding whitespace is stripped before the length is checked; the pattern tells the OpenAPI
 # spec what that means (at least one other character), without changing what is accepted.
@@ -34,6 +30,9 @@ Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_l
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")]
 
 
+# Timestamps a caller sends fall in these years (within a day of them in UTC): every date derived from
+# them (a day count back, a cooldown ahead) stays inside pandas' nanosecond range (1677-2262) and
+# Python's (1-9999).
 def _plausible(value: datetime) -> datetime:
     if not YEARS[0] <= value.year <= YEARS[1]:
         raise ValueError(f"must fall in the years {YEARS[0]} to {YEARS[1]}")
@@ -162,86 +161,19 @@ class AsksRequest(StrictBody):
     asks: list[AskRow] = Field(min_length=1, max_length=MAX_ASKS)
 
 
-# Ranges of what each feature can be; a value outside is a caller's mistake (400), not a score.
-_BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "nps_last": (0, 10),
-    "nps_mean_12m": (0, 10),
-    "nps_mean_all": (0, 10),
-    "nps_trend": (-10, 10),
-    "nps_promoter": (0, 1),
-    "adoption": (0, 1),
-    "adoption_trend_3m": (-1, 1),
-    "seat_utilisation": (0, None),
-    "active_users_trend_3m": (-1, None),
-    "health_score": (0, 100),
-    "health_mean_6m": (0, 100),
-    "health_mean_all": (0, 100),
-    "health_trend_3m": (-100, 100),
-    "ticket_sentiment_90d": (-1, 1),
-    "ticket_sentiment_12m": (-1, 1),
-    "social_sentiment_12m": (-1, 1),
-    "social_sentiment_all": (-1, 1),
-    "ticket_sentiment_all": (-1, 1),
-    "csat_mean_all": (1, 5),
-    "unanswered_rate": (0, 1),
-    "csat_mean_12m": (1, 5),
-    "acceptance_rate": (0, 1),
-    "baseline_points": (0, 100),
-    "log_arr": (0, 50),  # reasons show it as an amount (expm1), which overflows past about 709
-    "nps_days_since": (0, MAX_DAYS),
-    "days_since_last_ask": (0, MAX_DAYS),
-    "days_since_last_activity": (0, MAX_DAYS),
-    "days_since_last_accept": (0, MAX_DAYS),
-}
-_NON_NEGATIVE = (
-    "tenure_months",
-    "log_arr",
-    "nps_days_since",
-    "nps_responses_12m",
-    "logins",
-    "usage_months",
-    "tickets_90d",
-    "urgent_tickets_90d",
-    "urgent_tickets_open",
-    "tickets_12m",
-    "social_positive_12m",
-    "social_negative_12m",
-    "asks_total",
-    "accepts_total",
-    "declines_total",
-    "days_since_last_ask",
-    "asks_90d",
-    "reference_calls_quarter",
-    "decline_streak",
-    "days_since_last_activity",
-    "activities_12m",
-    "activities_total",
-    "activities_90d",
-    "organic_activities_12m",
-    "accepted_not_delivered",
-    "days_since_last_accept",
-    "nps_responses_per_month",
-    "social_positive_per_month",
-    "organic_activities_total",
-    "organic_activities_per_month",
-    "social_mentions_per_month",
-    "tickets_per_month",
-)
-
-
-def _feature_field(name: str, kind: str, label: str) -> tuple[Any, Any]:
+def _feature_field(feature: Feature) -> tuple[Any, Any]:
     """(type, Field) of one feature in a record: required, null meaning unknown."""
-    if kind == "categorical":
-        if name == "segment":
-            return Literal[SEGMENTS] | None, Field(description=label)
-        return Annotated[str, StringConstraints(max_length=200)] | None, Field(description=label)
-    low, high = _BOUNDS.get(name, (0 if name in _NON_NEGATIVE else None, None))
-    number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=low, le=high)]
-    return number | None, Field(description=label)
+    if feature.kind == "categorical":
+        if feature.name == "segment":
+            return Literal[SEGMENTS] | None, Field(description=feature.label)
+        return Annotated[str, StringConstraints(max_length=200)] | None, Field(description=feature.label)
+    # A value outside the feature's range is a caller's mistake (400), not something to score.
+    number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=feature.low, le=feature.high)]
+    return number | None, Field(description=feature.label)
 
 
 def _feature_record_model() -> type[BaseModel]:
-    fields: dict[str, Any] = {f.name: _feature_field(f.name, f.kind, f.label) for f in FEATURES}
+    fields: dict[str, Any] = {f.name: _feature_field(f) for f in FEATURES}
     fields["customer_id"] = (Id | None, Field(default=None, description="optional; echoed in the result"))
     fields["as_of"] = (
         Timestamp | None,
