@@ -27,6 +27,8 @@ YEARS = (1900, 2199)  # every timestamp the product reads or is sent falls in th
 # difference between machines, is a mistake (a wrong year, a unit, a time zone), not a plan.
 CLOCK_SKEW = pd.Timedelta(minutes=5)
 NAT_MICROS = np.iinfo(np.int64).min  # numpy's NaT as int64; never a real microsecond count
+NEVER_MICROS = np.iinfo(np.int64).max  # later than every real microsecond count: a moment that never comes
+DAY_MICROS = 86_400 * 1_000_000
 _MAX_EXAMPLES = 5
 
 
@@ -40,6 +42,11 @@ def as_utc(value: Any) -> pd.Timestamp:
 def to_micros(values: Any) -> np.ndarray:
     """Microseconds since the epoch (UTC) as int64, NaT as `NAT_MICROS`; naive values are read as UTC."""
     return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("us").asi8
+
+
+def timestamp_micros(ts: pd.Timestamp) -> int:
+    """Microseconds since the epoch of one UTC timestamp: `to_micros` of a scalar, without an array round trip."""
+    return int(ts.value // 1_000)
 
 
 def from_micros(micros: np.ndarray) -> pd.Series:

@@ -25,7 +25,10 @@ from models.calibration import Calibrator
 from models.encoding import FeatureEncoder
 from models.tiers import Tiers
 
-BUNDLE_FORMAT = 1
+# The layout of bundle.json. Loading reads every field as this code saves it and fills nothing in,
+# so any change to what is saved bumps this number, and a bundle of another format is refused with
+# a line saying to retrain. (Format 1 gained fields without a bump, so it does not say which it has.)
+BUNDLE_FORMAT = 2
 
 
 @dataclass
@@ -125,8 +128,7 @@ class Bundle:
     def load(cls, directory: Path | str, model_version: str = "unregistered") -> Bundle:
         directory = Path(directory)
         meta = json.loads((directory / "bundle.json").read_text())
-        if meta.get("format") != BUNDLE_FORMAT:
-            raise ValueError(f"unsupported bundle format {meta.get('format')!r} in {directory}")
+        check_format(meta.get("format"), BUNDLE_FORMAT, directory, "advocacy train")
         if meta["feature_version"] != FEATURE_VERSION:
             raise ValueError(
                 f"bundle was trained on feature version {meta['feature_version']}, "
@@ -134,9 +136,9 @@ class Bundle:
             )
         targets = {
             name: TargetModel(
-                lgb.Booster(model_str=_checked_booster_text(directory, name, meta[name].get("sha256"))),
+                lgb.Booster(model_str=_checked_booster_text(directory, name, meta[name]["sha256"])),
                 Calibrator.from_dict(meta[name]["calibrator"]),
-                meta[name].get("group_column"),
+                meta[name]["group_column"],
             )
             for name in ("propensity", "acceptance")
         }
@@ -147,7 +149,7 @@ class Bundle:
             tiers=Tiers.from_dict(meta["tiers"]),
             ask_values=meta["ask_values"],
             guardrails=meta["guardrails"],
-            lapse_days=int(meta.get("lapse_days", COMMITMENT_LAPSE_DAYS)),
+            lapse_days=int(meta["lapse_days"]),
             drift_reference=meta["drift_reference"],
             metrics=meta["metrics"],
             feature_version=meta["feature_version"],
@@ -157,13 +159,36 @@ class Bundle:
         )
 
 
-def _checked_booster_text(directory: Path, name: str, expected: str | None) -> str:
+def check_format(saved: object, current: int, directory: Path, retrain: str) -> None:
+    """Refuse a saved model whose format number is not `current`, in one line that says what to do.
+
+    `saved` is None for a model saved before its format was numbered, which is older than any number.
+    """
+    number = saved if isinstance(saved, int) and not isinstance(saved, bool) else None
+    if number == current:
+        return
+    if number is not None and number > current:
+        raise ValueError(
+            f"model bundle format {number} in {directory} is newer than this code's {current}: "
+            "load it with the code that saved it"
+        )
+    if number is None and saved is not None:
+        raise ValueError(
+            f"model bundle format {saved!r} in {directory} is not a format number: retrain with `{retrain}`"
+        )
+    shown = "(none)" if number is None else number
+    raise ValueError(
+        f"model bundle format {shown} in {directory} is older than this code's {current}: retrain with `{retrain}`"
+    )
+
+
+def _checked_booster_text(directory: Path, name: str, expected: str) -> str:
     """A booster file's text, refused unless it is byte for byte what was saved.
 
     LightGBM does not survive every damaged model string (a truncated file can read past its end and
     abort the process), so a file whose checksum differs from the one saved with the model never reaches it.
     """
     data = (directory / f"{name}.txt").read_bytes()
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+    if hashlib.sha256(data).hexdigest() != expected:
         raise ValueError(f"{directory / name}.txt is damaged: its SHA-256 differs from the one saved with the model")
     return data.decode()

@@ -98,9 +98,14 @@ class Calibrator:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
-        offsets, slopes = tuple(data.get("offsets", ())), tuple(data.get("slopes", ()))
-        centre, se = float(data.get("centre", 0.0)), tuple(data.get("level_se", ()))
-        return cls(data["method"], tuple(data["params"]), offsets, slopes, centre, se)
+        return cls(
+            data["method"],
+            tuple(data["params"]),
+            tuple(data["offsets"]),
+            tuple(data["slopes"]),
+            float(data["centre"]),
+            tuple(data["level_se"]),
+        )
 
 
 def _shrunk_offsets(

@@ -68,15 +68,6 @@ class FeatureEncoder:
                     row[i] = float(value)
         return out
 
-    def unknown_levels(self, frame: pd.DataFrame) -> pd.Series:
-        """Per row, True where a categorical value is present but was never seen in training."""
-        unknown = pd.Series(False, index=frame.index)
-        for col, lv in self.levels.items():
-            if col in frame.columns:
-                values = frame[col]
-                unknown |= values.notna() & ~values.astype("str").isin(lv)
-        return unknown
-
     def to_dict(self) -> dict[str, Any]:
         return {"columns": list(self.columns), "levels": {k: list(v) for k, v in self.levels.items()}}
 

@@ -18,7 +18,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.catalog import ANSWERS, ASK_TYPE_NAMES
-from features.contracts import NAT_MICROS, TIMESTAMP, answer_known_at, as_utc, from_micros, to_micros
+from features.contracts import (
+    DAY_MICROS,
+    NAT_MICROS,
+    NEVER_MICROS,
+    TIMESTAMP,
+    answer_known_at,
+    as_utc,
+    from_micros,
+    to_micros,
+)
 
 GUARDRAILS: tuple[str, ...] = (
     "reference_call_per_quarter",
@@ -31,7 +40,6 @@ BLOCK_COLUMNS: tuple[str, ...] = ("customer_id", "ask_type", "guardrail", "reaso
 SIGNAL_COLUMNS: tuple[str, ...] = ("customer_id", "health_score", "last_urgent_ticket_at")
 ASK_COLUMNS: tuple[str, ...] = ("customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 
-_US_PER_DAY = 86_400 * 1_000_000
 _ALL_TYPES = np.arange(len(ASK_TYPE_NAMES))
 _REFERENCE_CALL = ASK_TYPE_NAMES.index("reference_call")
 
@@ -268,18 +276,18 @@ def blocked_asks(
     )
 
     has_ask = s.last_ask_at != NAT_MICROS
-    cooldown_until = np.where(has_ask, s.last_ask_at + config.min_days_between_asks * _US_PER_DAY, NAT_MICROS)
+    cooldown_until = np.where(has_ask, s.last_ask_at + config.min_days_between_asks * DAY_MICROS, NAT_MICROS)
     blocks.add(
         "ask_cooldown",
         has_ask & (cooldown_until > now_us),
         cooldown_until,
         _ALL_TYPES,
-        (now_us - s.last_ask_at) // _US_PER_DAY,
+        (now_us - s.last_ask_at) // DAY_MICROS,
         lambda d: f"Asked {_days(d)}; wait {config.min_days_between_asks} days between asks",
     )
 
     has_pause = s.pause_from != NAT_MICROS
-    pause_until = np.where(has_pause, s.pause_from + config.pause_days_after_declines * _US_PER_DAY, NAT_MICROS)
+    pause_until = np.where(has_pause, s.pause_from + config.pause_days_after_declines * DAY_MICROS, NAT_MICROS)
     blocks.add(
         "decline_pause",
         has_pause & (pause_until > now_us),
@@ -299,13 +307,13 @@ def _add_signal_blocks(blocks: _Blocks, signals: pd.DataFrame, now_us: int, conf
     # A ticket opened after `now` is not known at `now`, so it blocks nothing.
     urgent_at = to_micros(signals["last_urgent_ticket_at"])
     has_urgent = (urgent_at != NAT_MICROS) & (urgent_at <= now_us)
-    urgent_until = np.where(has_urgent, urgent_at + config.urgent_ticket_open_days * _US_PER_DAY, NAT_MICROS)
+    urgent_until = np.where(has_urgent, urgent_at + config.urgent_ticket_open_days * DAY_MICROS, NAT_MICROS)
     blocks.add(
         "urgent_ticket",
         has_urgent & (urgent_until > now_us),
         urgent_until,
         _ALL_TYPES,
-        (now_us - urgent_at) // _US_PER_DAY,
+        (now_us - urgent_at) // DAY_MICROS,
         lambda d: f"Urgent ticket opened {_days(d)}; no asks for {config.urgent_ticket_open_days} days after one",
     )
 
@@ -334,7 +342,7 @@ def binding_blocks(blocks: pd.DataFrame) -> pd.DataFrame:
     pair = cust.astype(np.int64) * len(ASK_TYPE_NAMES) + _vocabulary_codes(blocks["ask_type"], ASK_TYPE_NAMES)
     rails = _vocabulary_codes(blocks["guardrail"], GUARDRAILS)
     until = to_micros(blocks["until"])
-    lifts = np.where(until == NAT_MICROS, np.iinfo(np.int64).max, until)
+    lifts = np.where(until == NAT_MICROS, NEVER_MICROS, until)
     # Sorted so the last row of each (customer, type) is the latest-lifting, first-listed guardrail.
     order = np.lexsort((-rails, lifts, pair))
     pair = pair[order]

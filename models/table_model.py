@@ -22,11 +22,16 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from models.bundle import check_format
 from models.calibration import Calibrator
 from models.encoding import FeatureEncoder
 from models.reasons import top_indices
 
 TABLE_ARTIFACT = "table_model"
+# The layout of table_model.json. Loading reads every field as this code saves it and fills nothing
+# in, so any change to what is saved bumps this number, and a model of another format is refused with
+# a line saying to retrain.
+TABLE_FORMAT = 1
 MISSING_CODE = -1.0  # a categorical code the encoder left missing (or unseen): a level of its own
 
 
@@ -130,6 +135,7 @@ class TableBundle:
         if self.booster is not None:
             (directory / "booster.txt").write_text(self.booster.model_to_string())
         meta = {
+            "format": TABLE_FORMAT,
             "label": self.label,
             "encoder": self.encoder.to_dict(),
             "calibrator": self.calibrator.to_dict(),
@@ -142,11 +148,11 @@ class TableBundle:
 
     @classmethod
     def load(cls, directory: Path | str) -> TableBundle:
-        """Versions saved before the regression existed hold a booster alone (no `linear`, weight 1)."""
         directory = Path(directory)
         meta = json.loads((directory / "table_model.json").read_text())
+        check_format(meta.get("format"), TABLE_FORMAT, directory, "advocacy train --table")
         booster_file = directory / "booster.txt"
-        linear = meta.get("linear")
+        linear = meta["linear"]
         return cls(
             meta["label"],
             FeatureEncoder.from_dict(meta["encoder"]),
@@ -154,7 +160,7 @@ class TableBundle:
             Calibrator.from_dict(meta["calibrator"]),
             meta["metrics"],
             LinearScore.from_dict(linear) if linear is not None else None,
-            float(meta.get("tree_weight", 1.0)),
+            float(meta["tree_weight"]),
         )
 
 

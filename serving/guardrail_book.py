@@ -16,17 +16,10 @@ import numpy as np
 import pandas as pd
 
 from features.context import RECENT_REFERENCE_DAYS
-from features.contracts import NAT_MICROS, empty_table, to_micros
+from features.contracts import DAY_MICROS, NAT_MICROS, NEVER_MICROS, empty_table, timestamp_micros, to_micros
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.scoring import Blocked
-from serving.store import (
-    _NEVER,
-    _US_PER_DAY,
-    ASK_TABLE_COLUMNS,
-    FeatureStore,
-    UnknownCustomersError,
-    _us,
-)
+from serving.store import ASK_TABLE_COLUMNS, FeatureStore, UnknownCustomersError
 from storage.asklog import AskLog
 
 # Up to this many customers, their snapshot asks are gathered by index ranges; beyond, by one mask.
@@ -166,8 +159,8 @@ class GuardrailBook:
         self._reference_blocked[rows] = [("reference_call" in self._entries.get(r, ())) for r in rows.tolist()]
 
         # Valid until the first moment anything can change: a block lifts, or an ask or answer becomes known.
-        now_us = _us(now)
-        valid = np.full(len(rows), _NEVER, dtype=np.int64)
+        now_us = timestamp_micros(now)
+        valid = np.full(len(rows), NEVER_MICROS, dtype=np.int64)
         local = pd.Index(ids[rows])
         if len(blocks):
             until = to_micros(blocks["until"])
@@ -191,7 +184,7 @@ class GuardrailBook:
         for anchor in (last_ask, urgent):
             counts = has_block & (anchor != NAT_MICROS) & (anchor <= now_us)
             since = np.where(counts, anchor, now_us)  # no int64 overflow on NaT
-            boundary = since + ((now_us - since) // _US_PER_DAY + 1) * _US_PER_DAY
+            boundary = since + ((now_us - since) // DAY_MICROS + 1) * DAY_MICROS
             valid = np.where(counts, np.minimum(valid, boundary), valid)
         self._valid_until[rows] = valid
 
@@ -199,7 +192,7 @@ class GuardrailBook:
         """The guardrail blocks of these customers at `now`."""
         with self._lock:
             self._sync_log()
-            stale = rows[self._valid_until[rows] <= _us(now)]
+            stale = rows[self._valid_until[rows] <= timestamp_micros(now)]
             if len(stale):
                 self._refresh(np.unique(stale), now)
             ids, entries = self._store.ids, self._entries
@@ -209,7 +202,7 @@ class GuardrailBook:
         """Boolean per store row: a guardrail blocks a reference call now."""
         with self._lock:
             self._sync_log()
-            stale = np.flatnonzero(self._valid_until <= _us(now))
+            stale = np.flatnonzero(self._valid_until <= timestamp_micros(now))
             if len(stale):
                 self._refresh(stale, now)
             return self._reference_blocked.copy()
@@ -221,12 +214,12 @@ class GuardrailBook:
         counts = self._store.recent_reference_calls.copy()
         if len(logged):
             asked = to_micros(logged["asked_at"])
-            now_us = _us(now)
+            now_us = timestamp_micros(now)
             new = (
                 (code >= 0)
                 & (logged["ask_type"] == "reference_call").to_numpy(dtype=bool)
                 & posted
-                & (asked >= now_us - RECENT_REFERENCE_DAYS * _US_PER_DAY)
+                & (asked >= now_us - RECENT_REFERENCE_DAYS * DAY_MICROS)
                 & (asked < now_us)
             )
             counts += np.bincount(code[new], minlength=len(counts))
@@ -246,6 +239,10 @@ class GuardrailBook:
             }
             for at, kind, outcome in zip(mine["asked_at"], mine["ask_type"], mine["outcome"], strict=True)
         ]
+
+    def last_write(self) -> int:
+        """The ask log's latest write number (`AskLog.last_write`)."""
+        return self._log.last_write()
 
     # ---- recording ---------------------------------------------------------------------------------
     def record(self, asks: pd.DataFrame) -> int:

@@ -22,15 +22,12 @@ from features.context import Snapshot
 from features.contracts import from_micros, to_micros
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURE_VERSION, KEYS
 from models.bundle import Bundle, acceptance_matrix
-from models.guardrails import GuardrailConfig, blocked_asks
 from models.references import SIMILARITY_WEIGHTS
 from models.scoring import Blocked, Scores, cold_start, score
 from models.tiers import is_committed
 
 ASK_TABLE_COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 CONTEXT_COLUMNS: tuple[str, ...] = ("name", "last_urgent_ticket_at", "recent_reference_calls")
-_NEVER = np.iinfo(np.int64).max
-_US_PER_DAY = 86_400 * 1_000_000
 RESULT_CACHE_ROWS = 20_000  # about 6 kB each: about 120 MB per worker when full
 
 
@@ -50,16 +47,11 @@ class IncompatibleStateError(ValueError):
     """The snapshot and the model do not fit together (or this code): serving them would be garbage."""
 
 
-def _us(ts: pd.Timestamp) -> int:
-    """Microseconds since the epoch of a UTC timestamp (cheap: no array round trip)."""
-    return int(ts.value // 1_000)
-
-
 def now_utc() -> pd.Timestamp:
     return pd.Timestamp(time.time_ns() // 1_000, unit="us", tz="UTC")
 
 
-def _plain(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """A JSON-friendly Python value: numpy scalars unwrapped, NaN as None."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -180,18 +172,6 @@ class _HistoryIndex:
             {"at": when, "kind": self._kind[i], "detail": self._detail[i]}
             for when, i in zip(at, range(start, end), strict=True)
         ]
-
-
-def snapshot_blocked(
-    bundle: Bundle, store: FeatureStore, asks: pd.DataFrame, rows: np.ndarray, now: pd.Timestamp
-) -> Blocked:
-    """The stored rows' blocks at `now` from these asks, under the limits saved with the model.
-
-    What `GuardrailBook.blocked` answers when the ask log holds nothing beyond `asks` (the CLI's
-    `explain`, which reads the raw tables and no ask log).
-    """
-    config = GuardrailConfig.from_saved(bundle.guardrails)
-    return Blocked.from_frame(blocked_asks(asks, store.signals(rows), now, config))
 
 
 def score_stored(bundle: Bundle, store: FeatureStore, rows: np.ndarray, blocked: Blocked) -> Scores:

@@ -57,9 +57,10 @@ def test_calibration_never_reorders_within_a_group_and_round_trips() -> None:
             assert (np.diff(p) >= -1e-12).all() and ((p >= 0) & (p <= 1)).all()
         again = Calibrator.from_dict(cal.to_dict())
         assert np.array_equal(again(raw, groups), cal(raw, groups))
-    # Without groups the map is the pooled one, as a calibrator saved before offsets existed.
-    old = Calibrator.from_dict({"method": "platt", "params": [0.8, -1.0]})
-    assert np.allclose(old(raw), expit(0.8 * raw - 1.0))
+    # Without groups the map is the pooled one, and it round-trips as such.
+    pooled = Calibrator.from_dict(Calibrator("platt", (0.8, -1.0)).to_dict())
+    assert np.allclose(pooled(raw), expit(0.8 * raw - 1.0))
+    assert np.allclose(pooled(raw, groups), expit(0.8 * raw - 1.0))
 
 
 def test_a_group_whose_scores_are_overconfident_gets_a_flatter_slope() -> None:
