@@ -109,19 +109,7 @@ def parse_time(value: str | None, name: str = "--as-of") -> Any:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _settings() -> Any:
+def current_settings() -> Any:
     from storage.settings import get_settings
 
     return get_settings()
-
-
-def champion_bundle(settings: Any) -> tuple[Any, Any]:
-    """The registry's `@champion` (version, source) and its loaded bundle; a clear error if there is none."""
-    from models.pyfunc import load_bundle
-    from training import registry
-
-    registry.configure(settings)
-    current = registry.champion(settings.model_name)
-    if current is None:
-        raise ValueError("no @champion model yet: run `advocacy train` first")
-    return current, load_bundle(current.source, current.version)

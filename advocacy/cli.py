@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from advocacy import plan_commands, report_commands  # noqa: F401  (register advocacy plan and report)
-from advocacy.app import DataDir, _settings, app, champion_bundle, clear_errors, console, err_console, parse_time
+from advocacy.app import DataDir, app, clear_errors, console, current_settings, err_console, parse_time
 from advocacy.model_commands import print_train_result  # importing it registers the training commands
 
 __all__ = ["app", "clear_errors", "main", "parse_time"]
@@ -72,12 +72,12 @@ def features(
 
     Accepted asks stay pipeline for ADVOCACY_COMMITMENT_LAPSE_DAYS (a trained model keeps the lapse
     it was trained with, and scoring uses that one)."""
-    from features.io import read_world
-    from features.pointintime import active_points, build_features
     from storage.files import write_frame
+    from usecases import Sources, features_at
 
-    world = read_world(data)
-    frame = build_features(world, active_points(world, parse_time(as_of)), _settings().commitment_lapse_days)
+    settings = current_settings()
+    world = Sources.from_settings(settings, data).read().world
+    frame = features_at(world, parse_time(as_of), settings.commitment_lapse_days)
     write_frame(frame, out)
     console.print(f"Wrote {len(frame):,} feature rows x {frame.shape[1] - 2} features to {out}")
 
@@ -104,13 +104,12 @@ def baseline(
 ) -> None:
     """Print the points baseline's tier counts for every active customer."""
     from features.baseline import score_baseline
-    from features.io import read_world
-    from features.labels import observed_until
-    from features.pointintime import active_points, build_features
+    from usecases import Sources, features_at
 
-    world = read_world(data)
-    when = parse_time(as_of) or observed_until(world)
-    frame = build_features(world, active_points(world, when))
+    settings = current_settings()
+    read = Sources.from_settings(settings, data).read()
+    when = parse_time(as_of) or read.data_end
+    frame = features_at(read.world, when, settings.commitment_lapse_days)
     _print_baseline_summary(score_baseline(frame), f"Points baseline as of {when:%Y-%m-%d}, {len(frame):,} customers")
 
 
@@ -123,7 +122,7 @@ def backup_asks(
     from features.contracts import CONTRACTS
     from storage.asklog import AskLog
 
-    log = _settings().ask_log_path()
+    log = current_settings().ask_log_path()
     if not log.exists():
         raise FileNotFoundError(f"no ask log at {log} (ADVOCACY_ASK_LOG): nothing to back up")
     rows = AskLog(log, CONTRACTS["asks"]).backup(out)
@@ -139,22 +138,21 @@ def up(
 ) -> None:
     """Bring the product up on its embedded defaults: sample data, local MLflow, a champion, the service."""
     from features.baseline import score_baseline
-    from features.io import read_world
-    from features.labels import observed_until
-    from features.pointintime import active_points, build_features
+    from storage.reports import ReportStore
     from storage.settings import redact
     from storage.snapshots import current_snapshot_dir
-    from training import registry
+    from usecases import Sources, configure_tracking, features_at, find_champion, keep_for_the_page, make_report
 
-    settings = _settings()
+    settings = current_settings()
     data = settings.resolved_data_dir()
     console.print(f"Data: {data}\nMLflow: {redact(settings.tracking_uri())}")
-    world = read_world(data)
-    when = observed_until(world)
-    frame = build_features(world, active_points(world, when))
+    sources = Sources.from_settings(settings, data)
+    read = sources.read()
+    when = read.data_end
+    frame = features_at(read.world, when, settings.commitment_lapse_days)
     _print_baseline_summary(score_baseline(frame), f"Points baseline as of {when:%Y-%m-%d}, {len(frame):,} customers")
-    registry.configure(settings)
-    current = registry.champion(settings.model_name)
+    configure_tracking(settings)
+    current = find_champion(settings.model_name)
     if current is None:
         from training.pipeline import train as run_training
 
@@ -176,9 +174,10 @@ def up(
         console.print("Scoring every customer and writing the feature snapshot the service reads.")
         out = settings.state_dir() / "scores.parquet"
         run_batch(settings, data, out, as_of=when, explain=True, engine="local", scheduler=None, console=console)
-    if not settings.report_path().joinpath("report.json").exists():
+    reports = ReportStore(settings.report_path())
+    if reports.load() is None:
         console.print("Making the first program report for the page's Program report tab.")
-        report_commands.report(data)
+        keep_for_the_page(make_report(sources), reports)
     if serve_it:
         serve(host=host, port=port)
 
@@ -189,25 +188,19 @@ def explain(
     customer_id: Annotated[str, typer.Argument(help="The customer to explain.")],
     data: DataDir,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the end of the data.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as `POST /score` gives it.")] = False,
 ) -> None:
     """Explain one customer's scores in the terminal: reasons, points, disagreement, next ask."""
-    import pandas as pd
+    import json
 
-    from features.context import build_snapshot
-    from features.io import read_world
-    from features.labels import observed_until
-    from features.pointintime import build_features
-    from serving.store import FeatureStore, score_stored, snapshot_blocked
+    from usecases import Sources, explain_customer, load_champion
 
-    _, bundle = champion_bundle(_settings())
-    world = read_world(data)
-    when = parse_time(as_of) or observed_until(world)
-    frame = build_features(world, pd.DataFrame({"customer_id": [customer_id], "as_of": [when]}), bundle.lapse_days)
-    snap = build_snapshot(world, when, frame, bundle.lapse_days)
-    # The service's scoring path, with the guardrail limits saved with the model, at `when`.
-    store = FeatureStore(snap, bundle)
-    rows = store.rows([customer_id])
-    result = score_stored(bundle, store, rows, snapshot_blocked(bundle, store, snap.asks, rows, when)).result(0)
+    settings = current_settings()
+    _, bundle = load_champion(settings)
+    when, result = explain_customer(bundle, Sources.from_settings(settings, data), customer_id, parse_time(as_of))
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        return
     shown = "cold start: points rule" if result["cold_start"] else f"{result['propensity']:.0%}"
     console.print(
         f"[bold]{customer_id}[/] as of {when:%Y-%m-%d}: propensity {shown}, tier [bold]{result['tier']}[/]"
@@ -245,7 +238,7 @@ def serve(
     from serving.limits import server_environment
     from storage.snapshots import current_snapshot_dir
 
-    settings = _settings()
+    settings = current_settings()
     token = settings.api_token.get_secret_value() if settings.api_token else None
     host = "127.0.0.1" if host == "localhost" else host  # BentoML takes IP addresses only
     check_bind(host, token)
@@ -328,7 +321,7 @@ def score(
     if workers is not None and engine != "local":
         raise ValueError("--workers is for --engine local (a Dask cluster has its own workers)")
     run_batch(
-        _settings(),
+        current_settings(),
         data,
         out,
         as_of=when,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from advocacy.app import _settings, app, clear_errors, console
+from advocacy.app import app, clear_errors, console, current_settings
 
 PANEL = "Training and the registry"
 
@@ -43,7 +43,7 @@ def train(
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (with --engine dask).")] = None,
 ) -> None:
     """Train both models, evaluate beside the points rule, log to MLflow, and promote if the gate passes."""
-    settings = _settings()
+    settings = current_settings()
     if table is not None:
         from training.byof import train_table
 
@@ -75,7 +75,7 @@ def promote(version: Annotated[str, typer.Argument(help="Registered model versio
     """Move @champion to VERSION by hand."""
     from training import registry
 
-    settings = _settings()
+    settings = current_settings()
     registry.configure(settings)
     registry.promote(settings.model_name, version)
     console.print(f"@champion -> version {version}")
@@ -87,7 +87,7 @@ def rollback() -> None:
     """Move @champion back to the previous champion."""
     from training import registry
 
-    settings = _settings()
+    settings = current_settings()
     registry.configure(settings)
     console.print(f"@champion -> version {registry.rollback(settings.model_name)}")
 
@@ -101,4 +101,4 @@ def recalibrate(
     """Recalibrate @champion on the newest answered asks (its trees stay), register, promote if the gate passes."""
     from training.recalibrate import recalibrate as run_recalibration
 
-    print_train_result(run_recalibration(_settings(), data, experiment=experiment, progress=console.log))
+    print_train_result(run_recalibration(current_settings(), data, experiment=experiment, progress=console.log))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from advocacy.app import DataDir, _settings, app, champion_bundle, clear_errors, console, parse_time
+from advocacy.app import DataDir, app, clear_errors, console, current_settings, parse_time
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,34 +30,19 @@ def plan(
     out: Annotated[Path | None, typer.Option(help="Also write the plan (.csv or .parquet), atomically.")] = None,
 ) -> None:
     """Plan whom to ask for what: per ask type the shortest list reaching the confidence, one ask per customer."""
-    from features.labels import observed_until
-    from models.planner import (
-        PlanRequest,
-        acceptance_reasons,
-        candidates_at,
-        make_plan,
-        parse_need,
-        plan_record,
-        plan_table,
-    )
     from storage.files import write_frame
-    from storage.plans import PlanStore
-    from training.pipeline import load_training_world
+    from usecases import PlanJob, PlanRequest, Sources, load_champion, parse_need, plan_from_sources
 
     request = PlanRequest.from_options(parse_need(need), confidence, segment, industry, region, use_case)
-    settings = _settings()
-    current, bundle = champion_bundle(settings)
-    world = load_training_world(data, settings).world  # the asks posted to the service count for the guardrails
-    when = parse_time(as_of) or observed_until(world)
-    with console.status(f"Scoring the base as of {when:%Y-%m-%d} and planning"):
-        cands, features = candidates_at(bundle, world, when)
-        made = make_plan(cands, request, when)
-        table = plan_table(made, acceptance_reasons(bundle, made, features.iloc[made.asks["row"]]))
-    PlanStore(settings.plans_path()).save(made.plan_id, table, plan_record(made, request, current.version))
-    _print_plan(made.plan_id, made.summary, table)
+    settings = current_settings()
+    current, bundle = load_champion(settings)
+    job = PlanJob(request, parse_time(as_of))
+    with console.status("Scoring the base and planning"):
+        made = plan_from_sources(bundle, current, Sources.from_settings(settings, data), job)
+    _print_plan(made.plan.plan_id, made.plan.summary, made.table)
     if out is not None:
-        write_frame(table, out)
-        console.print(f"Wrote {len(table):,} planned asks to {out}")
+        write_frame(made.table, out)
+        console.print(f"Wrote {len(made.table):,} planned asks to {out}")
 
 
 def _print_plan(plan_id: str, summary: dict[str, dict[str, Any]], table: pd.DataFrame) -> None:

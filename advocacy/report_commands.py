@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from advocacy.app import DataDir, _settings, app, clear_errors, console, parse_time
+from advocacy.app import DataDir, app, clear_errors, console, current_settings, parse_time
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from models.program import ProgramReport
     from storage.settings import Settings
+    from usecases import MadeReport, ProgramReport
 
 PANEL = "Planning"
 
@@ -35,55 +35,21 @@ def report(
 ) -> None:
     """The program report: asks, acceptance and delivery by ask type and month; planned asks' promise
     against what happened; yeses per ask against the points rule. Logged to MLflow with its charts."""
-    from features.io import read_world
-    from models.program import program_report
-    from models.program_plots import figure_png, report_figures
+    from storage.reports import ReportStore
+    from usecases import Sources, keep_for_the_page, make_report
 
     when = parse_time(since, "--since")
-    settings = _settings()
-    world = read_world(data)
-    logged, links = _ask_log(settings)
+    settings = current_settings()
     with console.status("Counting asks and scoring the points rule as of each ask"):
-        made = program_report(world, logged, links, _stored_plans(settings, links), since=when)
-    _print_report(made)
-    figures = report_figures(made)
-    charts = {name: figure_png(fig) for name, fig in figures.items()}  # rendered once, written twice
-    metrics = {k: v for k, v in made.metrics().items() if math.isfinite(v)}
-    kept = _keep_for_the_page(settings, made, charts, metrics)
+        made = make_report(Sources.from_settings(settings, data), when)
+    _print_report(made.report)
+    kept = keep_for_the_page(made, ReportStore(settings.report_path()))
     console.print(f"The CSM page's Program report tab now shows this report ({kept})")
     if out is not None:
-        _write_report(made, charts, out)
-        console.print(f"Wrote {len(made.tables())} tables and {len(charts)} charts to {out}")
-    run_id = _log_report(settings, made, figures, metrics, experiment or f"{settings.experiment}-report", data)
+        _write_report(made.report, made.charts, out)
+        console.print(f"Wrote {len(made.report.tables())} tables and {len(made.charts)} charts to {out}")
+    run_id = _log_report(settings, made, experiment or f"{settings.experiment}-report", data)
     console.print(f"MLflow run {run_id}")
-
-
-def _ask_log(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The asks posted to the service and their plan links; none if there is no log yet (not created)."""
-    import pandas as pd
-
-    from features.contracts import CONTRACTS
-    from storage.asklog import AskLog
-
-    path = settings.ask_log_path()
-    if not path.exists():
-        return CONTRACTS["asks"].empty(), pd.DataFrame({"ask_id": [], "plan_id": []}, dtype="str")
-    log = AskLog(path, CONTRACTS["asks"])
-    return log.read(), log.plan_links()
-
-
-def _stored_plans(settings: Settings, links: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The stored rows of each plan the links name; a plan no longer stored is left out (its asks
-    are then off plan)."""
-    from storage.plans import PlanStore
-
-    store, plans = PlanStore(settings.plans_path()), {}
-    for plan_id in sorted(set(links["plan_id"])):
-        try:
-            plans[plan_id] = store.load(plan_id)[0]
-        except (KeyError, ValueError, OSError):
-            continue
-    return plans
 
 
 def _fmt(value: Any, kind: str = "") -> str:
@@ -131,22 +97,6 @@ def _print_report(made: ProgramReport) -> None:
         console.print(f"[yellow]Left out: {count:,} {what}[/]")
 
 
-def _keep_for_the_page(
-    settings: Settings, made: ProgramReport, charts: dict[str, bytes], metrics: dict[str, float]
-) -> Path:
-    """The aggregate tables and the charts (PNG), where the service reads them (`storage.reports`)."""
-    from storage.reports import ReportStore
-
-    tables = {name: frame for name, frame in made.tables().items() if name != "planned_asks"}  # one row per ask
-    meta = {
-        "since": None if made.since is None else made.since.isoformat(),
-        "until": made.until.isoformat(),
-        "metrics": metrics,
-        "left_out": dict(made.left_out),
-    }
-    return ReportStore(settings.report_path()).save(tables, charts, meta)
-
-
 def _write_report(made: ProgramReport, charts: dict[str, bytes], out: Path) -> None:
     """Each table as `NAME.csv` and each chart (PNG) in `out`, every file whole or not at all."""
     from storage.files import atomic_path, write_frame
@@ -161,28 +111,22 @@ def _write_report(made: ProgramReport, charts: dict[str, bytes], out: Path) -> N
             tmp.write_bytes(png)
 
 
-def _log_report(
-    settings: Settings,
-    made: ProgramReport,
-    figures: dict[str, Any],
-    metrics: dict[str, float],
-    experiment: str,
-    data: Path,
-) -> str:
+def _log_report(settings: Settings, made: MadeReport, experiment: str, data: Path) -> str:
     """One MLflow run holding the charts, the tables (CSV) and the headline figures; its id."""
     import mlflow
 
     from storage.files import spreadsheet_safe
-    from training import registry
+    from storage.tracking import configure
 
-    registry.configure(settings, experiment)
+    report = made.report
+    configure(settings, experiment)
     with mlflow.start_run(run_name="program report") as run:
         mlflow.set_tag("kind", "program_report")
-        since = "" if made.since is None else made.since.isoformat()
-        mlflow.log_params({"data": str(data), "since": since, "until": made.until.isoformat()})
-        mlflow.log_metrics(metrics)
-        for name, fig in figures.items():
+        since = "" if report.since is None else report.since.isoformat()
+        mlflow.log_params({"data": str(data), "since": since, "until": report.until.isoformat()})
+        mlflow.log_metrics(made.metrics)
+        for name, fig in made.figures.items():
             mlflow.log_figure(fig, name)
-        for name, frame in made.tables().items():
+        for name, frame in report.tables().items():
             mlflow.log_text(spreadsheet_safe(frame).to_csv(index=False), f"tables/{name}.csv")
         return str(run.info.run_id)

@@ -1,7 +1,8 @@
 """Stage 2 of the batch job: score one chunk of customers, exactly as the API would.
 
-Per chunk: the point-in-time features, the feature-store rows, the guardrails and
-`models.scoring.score` (the function the API calls), with reasons from `PatternTreeShap`. A chunk is
+Per chunk: the scoring recipe (`usecases.recipe.score_world`: point-in-time features, the
+feature-store rows, the guardrails and `models.scoring.score`, the function the API calls), with
+reasons from `PatternTreeShap`. A chunk is
 written to a temporary folder and renamed: it is complete or absent, so a killed run resumes from
 the chunks it finished.
 """
@@ -23,15 +24,10 @@ import pyarrow as pa
 
 from batch.scratch import SUFFIX, write_piece
 from batch.tables import load_chunk_world
-from features.commitments import COMMITMENT_COLUMNS
-from features.context import build_snapshot, guardrail_signals
-from features.pointintime import active_points, build_features
-from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.bundle import Bundle
 from models.drift import drift_counts
 from models.explain_fast import ExplainStats, PatternTreeShap
-from models.guardrails import GuardrailConfig, blocked_asks
-from models.scoring import Blocked, score
+from usecases.recipe import score_world
 
 TOP_DISAGREEMENTS = 10
 
@@ -41,16 +37,11 @@ class Scorer:
     """What every chunk needs from the model; sent to each Dask worker once."""
 
     bundle: Bundle
-    guardrails: GuardrailConfig
     explainer: PatternTreeShap | None
 
     @classmethod
     def for_bundle(cls, bundle: Bundle, explain: bool) -> Scorer:
-        return cls(
-            bundle,
-            GuardrailConfig.from_saved(bundle.guardrails),
-            PatternTreeShap(bundle.propensity.booster) if explain else None,
-        )
+        return cls(bundle, PatternTreeShap(bundle.propensity.booster) if explain else None)
 
 
 _STRING = pa.string()
@@ -75,21 +66,6 @@ def result_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False).replace_schema_metadata(None)
 
 
-def score_inputs(features: pd.DataFrame) -> dict[str, Any]:
-    """Feature rows as `score` reads them: the API's types, as lists (the reasons index them per row),
-    with the open accepted ask a committed result names."""
-    values: dict[str, Any] = {"customer_id": features["customer_id"].to_numpy(dtype=object)}
-    values["as_of"] = features["as_of"].to_numpy()
-    for name in COMMITMENT_COLUMNS:
-        values[name] = features[name].to_numpy(dtype=object)
-    for name in FEATURE_NAMES:
-        column = features[name]
-        values[name] = (
-            column.to_numpy(dtype=object) if name in CATEGORICAL_FEATURES else column.to_numpy(float)
-        ).tolist()
-    return values
-
-
 def _top_disagreements(result: pd.DataFrame, gap: np.ndarray, k: int = TOP_DISAGREEMENTS) -> pd.DataFrame:
     """The largest tier gaps (`Scores.tier_gaps`: none on cold start or for committed pipeline)."""
     frame = result.assign(gap=gap)[gap != 0]
@@ -108,16 +84,9 @@ def score_chunk(work: Path, chunk: int, scorer: Scorer, as_of: pd.Timestamp, num
     started = time.perf_counter()
     bundle = scorer.bundle
     world = load_chunk_world(work, chunk)
-    points = active_points(world, as_of)
-    features = build_features(world, points, bundle.lapse_days, threads=num_threads, commitments=True)
-    snapshot = build_snapshot(world, as_of, features, bundle.lapse_days)
-    blocks = blocked_asks(snapshot.asks, guardrail_signals(snapshot.features), as_of, scorer.guardrails)
-    matrix = bundle.encoder.transform(features)
-    blocked = Blocked.from_frame(blocks)
     # The reasons come from the fast explainer (exact for the top 3), not from `score`'s own TreeSHAP.
-    scores = score(
-        bundle, score_inputs(snapshot.features), matrix=matrix, blocked=blocked, explain=False, num_threads=num_threads
-    )
+    scored = score_world(bundle, world, as_of, explain=False, num_threads=num_threads)
+    scores, snapshot, features, matrix = scored.scores, scored.snapshot, scored.features, scored.matrix
     explain = ExplainStats()
     if scorer.explainer is not None:
         scores.contributions, explain = scorer.explainer.contributions(matrix)

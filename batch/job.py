@@ -3,7 +3,8 @@
 `run_batch` is a short pipeline over a work folder beside the output, named by a hash of what
 decides the output (the data's content, `as_of`, the model version, `explain`, the chunk size):
 
-1. split (`batch.tables`): the raw tables, read in batches and checked, filed by customer chunk;
+1. split (`batch.tables`): the raw tables, read in batches and checked, filed by customer chunk,
+   with the asks recorded through the API (`usecases.sources`), which count as the table's do;
    bad input stops here and the work folder is removed;
 2. score (`batch.chunk`, run by an engine of `batch.engines`): each chunk as the API would score it,
    written whole or not at all, so a killed run resumes from the chunks it finished;
@@ -34,7 +35,7 @@ from batch.assemble import Totals, assemble_output, drift_path, write_snapshot_f
 from batch.chunk import Scorer
 from batch.engines import ENGINES, default_workers, run_dask, run_local
 from batch.report import log_to_mlflow, make_progress, print_summary
-from batch.tables import Split, count_rows, data_fingerprint, split_tables
+from batch.tables import Split, count_rows, data_fingerprint, file_logged_asks, frame_digest, split_tables
 from features.contracts import DataContractError, as_utc
 from features.io import table_files
 from features.spec import FEATURE_VERSION
@@ -44,12 +45,13 @@ from models.registry import load_champion
 from storage.files import write_frame
 from storage.settings import Settings
 from storage.snapshots import check_base
+from usecases.sources import Sources
 
 # Customers per chunk. At 1M customers on 2 cores, 15,000 peaks at 1,444-1,467 MB for the whole job
 # (each chunk process about 530 MB) and 20,000 at 1,543-1,563 MB, 6 s faster (80 s against 86 s).
 DEFAULT_CHUNK_SIZE = 15_000
 OUTPUT_SUFFIXES = (".parquet", ".csv")
-_FORMAT = 3  # bump when the work folder's layout or the output's bytes change (3: a piece per part of a table)
+_FORMAT = 4  # bump when the work folder's layout or the output's bytes change (4: the ask log's asks per chunk)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class RunKey:
     """Everything that decides the output's bytes; its digest names the work folder."""
 
     data: str
+    asks_logged: str  # a digest of the ask log's asks: they count as the asks table's do
     as_of: str
     model_name: str
     model_version: str
@@ -142,6 +145,7 @@ class _Run:
     data_dir: Path
     out: Path
     files: dict[str, Path]
+    logged: pd.DataFrame  # the asks recorded through the API, read once at the start
     key: RunKey
     as_of: pd.Timestamp
     model_version: str
@@ -245,8 +249,10 @@ def _plan_run(
     _check_arguments(out, engine, chunk_size, workers)
     files = table_files(data_dir)
     champion, bundle = load_champion(settings)
+    logged = Sources.from_settings(settings, data_dir).logged_asks()
     key = RunKey(
         data=data_fingerprint(files),
+        asks_logged=frame_digest(logged),
         as_of="",
         model_name=champion.name,
         model_version=champion.version,
@@ -268,7 +274,7 @@ def _plan_run(
     )
     scorer = Scorer.for_bundle(bundle, explain)
     n_workers = workers or default_workers(count_rows("customers", files["customers"]))
-    return _Run(settings, data_dir, out, files, key, as_of, champion.version, scorer, engine, n_workers)
+    return _Run(settings, data_dir, out, files, logged, key, as_of, champion.version, scorer, engine, n_workers)
 
 
 def _split(run: _Run, progress: Progress) -> Split:
@@ -279,7 +285,9 @@ def _split(run: _Run, progress: Progress) -> Split:
     work.mkdir(parents=True, exist_ok=True)
     (work / "key.json").write_text(json.dumps(run.key.__dict__, sort_keys=True))
     try:
-        return split_tables(run.files, work, run.key.chunk_size, progress, run.workers if run.engine == "local" else 1)
+        split = split_tables(run.files, work, run.key.chunk_size, progress, run.workers if run.engine == "local" else 1)
+        file_logged_asks(run.logged, work, split.n_chunks)
+        return split
     except DataContractError:
         if fresh:
             shutil.rmtree(work, ignore_errors=True)

@@ -401,8 +401,33 @@ class _Workers:
         return [future.result() for future in futures]
 
 
+def frame_digest(frame: pd.DataFrame) -> str:
+    """A digest of a frame's columns and values (row order included)."""
+    digest = hashlib.blake2b(",".join(frame.columns).encode(), digest_size=16)
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _logged_path(work: Path, chunk: int) -> Path:
+    return work / "asklog" / f"{chunk:05d}.parquet"
+
+
+def file_logged_asks(logged: pd.DataFrame, work: Path, n_chunks: int) -> None:
+    """The ask log's asks filed by their customer's chunk, as the tables' rows are (once per run)."""
+    folder = work / "asklog"
+    if (folder / _DONE).exists():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    chunks = chunk_of(logged["customer_id"], n_chunks) if len(logged) else np.zeros(0, dtype=np.int64)
+    for chunk in np.unique(chunks).tolist():
+        logged[chunks == chunk].reset_index(drop=True).to_parquet(_logged_path(work, chunk))
+    (folder / _DONE).write_text("")
+
+
 def load_chunk_world(work: Path, chunk: int) -> World:
-    """The validated tables of one chunk's customers, as `read_world` would give them."""
+    """The validated tables of one chunk's customers, as `usecases.sources` would give them: the
+    asks recorded through the API merged into the table's (`World.with_logged_asks`)."""
     parts = work / "parts"
     tables: dict[str, pd.DataFrame] = {}
     for name in TABLES:
@@ -411,7 +436,11 @@ def load_chunk_world(work: Path, chunk: int) -> World:
             tables[name] = empty_table(name)
         else:
             tables[name] = frame.drop(columns=[_ROW]).reset_index(drop=True)
-    return World(**tables)
+    world = World(**tables)
+    logged = _logged_path(work, chunk)
+    if logged.exists():
+        world, _ = world.with_logged_asks(pd.read_parquet(logged).astype(tables["asks"].dtypes.to_dict()))
+    return world
 
 
 def _split_held_part(part: Part, parts: Path, n_chunks: int) -> PartSplit:

@@ -377,26 +377,14 @@ def profile_chunk(work: Path, chunk: int, bundle: Any, scorer: Any) -> tuple[dic
     """Seconds per stage of `batch.chunk.score_chunk`, done step by step."""
     import batch
     from batch.job import Stages
-    from features.context import build_snapshot, guardrail_signals
-    from features.pointintime import active_points, build_features
-    from models.guardrails import blocked_asks
-    from models.scoring import Blocked, score
+    from usecases import score_world
 
     as_of = pd.Timestamp(AS_OF, tz="UTC")
     clock = Stages()
     world = batch.load_chunk_world(work, chunk)
     clock.lap("load chunk")
-    features = build_features(world, active_points(world, as_of), bundle.lapse_days, THREADS, commitments=True)
-    clock.lap("point-in-time features")
-    snap = build_snapshot(world, as_of, features, bundle.lapse_days)
-    clock.lap("feature-store rows")
-    blocked = Blocked.from_frame(blocked_asks(snap.asks, guardrail_signals(snap.features), as_of, scorer.guardrails))
-    clock.lap("guardrails")
-    matrix = bundle.encoder.transform(features)
-    values = batch.chunk.score_inputs(snap.features)
-    clock.lap("encode")
-    scores = score(bundle, values, matrix=matrix, blocked=blocked, explain=False, num_threads=THREADS)
-    clock.lap("score(): both models, tiers, next ask")
+    scored = score_world(bundle, world, as_of, num_threads=THREADS, on_stage=clock.lap)
+    scores, matrix = scored.scores, scored.matrix
     bundle.propensity.proba(matrix, THREADS)
     clock.lap("  (for scale: propensity predict alone)")
     scores.contributions, _ = scorer.explainer.contributions(matrix)

@@ -37,11 +37,12 @@ from features.baseline import rule_points
 from features.catalog import ASK_TYPE_NAMES
 from features.io import world_from_tables
 from features.synthetic import DRIFTING, STATIONARY, generate_world
-from models.planner import Candidates, Plan, PlanRequest, candidates_at, make_plan, shortest_prefix
-from training.datasets import build_training_data, leave_out_future
+from models.planner import Candidates, Plan, PlanRequest, make_plan, shortest_prefix
+from training.datasets import build_training_data
 from training.evaluate import truth_chance
 from training.fit import TrainConfig, fit_bundle
 from training.recalibrate import GROUP_COLUMN, recalibrated
+from usecases import base_from_world, leave_out_future, plan_candidates
 
 NEED = {"reference_call": 40, "review": 120, "case_study": 15}
 DATES = ("2026-10-01", "2026-07-01")
@@ -152,7 +153,7 @@ def main() -> None:
                         _, fitted = recalibrated(getattr(bundle, name), mats[name], column)
                         setattr(bundle, name, fitted)
                 start = time.perf_counter()
-                cands, features = candidates_at(bundle, then, as_of)
+                cands, features = plan_candidates(bundle, base_from_world(bundle, then, as_of))
                 plan = make_plan(cands, PlanRequest(NEED, 0.9), as_of)
                 seconds = time.perf_counter() - start
                 p_true = true_acceptance(generated.truth["acceptance_by_type"], cands, as_of)

@@ -8,7 +8,7 @@ never see half-valid data. Writing tables is `storage.files`' job.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -22,10 +22,17 @@ from features.contracts import (
     validate_table,
 )
 
+# An ask's customer, type and time are what it is; only its answer may change later (spec section 7).
+FIXED_ASK_FIELDS = ("customer_id", "ask_type", "asked_at")
+
 
 @dataclass(frozen=True)
 class World:
-    """The seven validated raw tables of one customer base."""
+    """The seven validated raw tables of one customer base.
+
+    `data_end` is the end of the observed period when it was fixed before asks recorded through the
+    API were merged in (`with_logged_asks`): the log is always ahead of the data export, so its
+    asks must not move the period the data tables cover (`features.labels.observed_until`)."""
 
     customers: pd.DataFrame
     usage: pd.DataFrame
@@ -34,6 +41,7 @@ class World:
     social: pd.DataFrame
     asks: pd.DataFrame
     activities: pd.DataFrame
+    data_end: pd.Timestamp | None = field(default=None, compare=False)
 
     def table(self, name: str) -> pd.DataFrame:
         frame: pd.DataFrame = getattr(self, name)
@@ -42,19 +50,52 @@ class World:
     def as_dict(self) -> dict[str, pd.DataFrame]:
         return {name: self.table(name) for name in TABLES}
 
-    def with_asks(self, extra: pd.DataFrame) -> World:
-        """A copy whose ask log also holds `extra` rows (a later row wins on the same `ask_id`)."""
-        asks = pd.concat([self.asks, extra.loc[:, list(self.asks.columns)]], ignore_index=True)
-        asks = asks.drop_duplicates("ask_id", keep="last").reset_index(drop=True)
-        return World(**{**self.as_dict(), "asks": asks})
-
-    def with_logged_asks(self, logged: pd.DataFrame) -> tuple[World, int]:
-        """A copy whose asks include the ask log's (`with_asks`: a logged ask replaces the data's
-        one of the same `ask_id`), and how many logged asks were left out because the data holds
-        no such customer."""
+    def with_logged_asks(self, logged: pd.DataFrame, data_end: pd.Timestamp | None = None) -> tuple[World, int]:
+        """A copy whose asks also hold the ask log's (`merge_asks`), and how many logged asks were
+        left out because the data holds no such customer. `data_end` (the data tables' end, which
+        the caller computes before merging) is kept with the copy."""
         known = logged["customer_id"].isin(set(self.customers["customer_id"])).to_numpy()
-        kept = logged[known]
-        return (self.with_asks(kept) if len(kept) else self), int((~known).sum())
+        asks = merge_asks(self.asks, logged[known]) if known.any() else self.asks
+        end = self.data_end if data_end is None else data_end
+        return World(**{**self.as_dict(), "asks": asks}, data_end=end), int((~known).sum())
+
+
+def merge_asks(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
+    """The asks of the data table and of the ask log as one table: one row per `ask_id` (spec 7).
+
+    An ask in both is one ask: the later answer wins (an answered version over an unanswered one,
+    then the later `responded_at`; the log's on a tie, as it was recorded last), and its fixed
+    fields (`FIXED_ASK_FIELDS`) must agree, or the `DataContractError` names the `ask_id`. Rows keep
+    the table's order, then the log's."""
+    columns = list(table.columns)
+    logged = logged.loc[:, columns]
+    if logged.empty:
+        return table
+    ids = table["ask_id"].astype("str")
+    log_ids = logged["ask_id"].astype("str")
+    in_both = log_ids.isin(set(ids)).to_numpy()
+    if not in_both.any():
+        return pd.concat([table, logged], ignore_index=True)
+    ours = table.set_index(ids).loc[log_ids[in_both].to_numpy()]
+    theirs = logged[in_both].set_index(log_ids[in_both].to_numpy())
+    for name in FIXED_ASK_FIELDS:
+        differ = (ours[name].astype("object") != theirs[name].astype("object")).to_numpy()
+        if differ.any():
+            ask_id = str(ours.index[differ][0])
+            raise DataContractError(
+                "asks",
+                [
+                    f"ask_id {ask_id!r}: {name} is {ours[name].iloc[differ.argmax()]} in the asks table but "
+                    f"{theirs[name].iloc[differ.argmax()]} in the ask log (an ask's {', '.join(FIXED_ASK_FIELDS)} "
+                    f"are fixed; only its answer may change) ({int(differ.sum())} such asks)"
+                ],
+            )
+    mine, other = ours["responded_at"], theirs["responded_at"]
+    table_later = (mine.notna() & (other.isna() | (mine > other))).to_numpy()
+    beaten = set(ours.index[~table_later])  # the log's version replaces the table's
+    stale = set(theirs.index[table_later])  # the table's answer is the later one
+    keep_log = ~log_ids.isin(stale).to_numpy()
+    return pd.concat([table[~ids.isin(beaten).to_numpy()], logged[keep_log]], ignore_index=True)
 
 
 def unreadable(name: str, path: Path, err: Exception) -> DataContractError:

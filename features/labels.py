@@ -35,7 +35,11 @@ ANSWER_HORIZON = pd.Timedelta(days=30)
 
 
 def observed_until(world: World) -> pd.Timestamp:
-    """The end of the observed period: the latest moment any table speaks of."""
+    """The end of the observed period: the latest moment any data table speaks of. Asks recorded
+    through the API since the export do not move it: a world they were merged into carries the
+    end its data tables gave (`World.data_end`)."""
+    if world.data_end is not None:
+        return world.data_end
     moments = [
         world.usage["month"].max() + pd.offsets.MonthBegin(1) if len(world.usage) else pd.NaT,
         world.nps["responded_at"].max(),

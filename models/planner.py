@@ -34,14 +34,9 @@ from scipy import sparse, special
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from features.catalog import ASK_TYPE_NAMES
-from features.context import build_snapshot, guardrail_signals
-from features.io import World
-from features.pointintime import active_points, build_features
 from features.spec import FEATURE_NAMES
 from models.bundle import Bundle, ask_rows_matrix
-from models.guardrails import GuardrailConfig, blocked_asks
 from models.reasons import reason, top_indices
-from models.scoring import Blocked, score
 
 FILTERS: tuple[str, ...] = ("segment", "industry", "region", "use_case")
 DEFAULT_CONFIDENCE = 0.9
@@ -356,33 +351,6 @@ def plannable(cold_start: np.ndarray, committed: np.ndarray) -> np.ndarray:
     return ~np.asarray(cold_start, dtype=bool) & ~np.asarray(committed, dtype=bool)
 
 
-def candidates_at(
-    bundle: Bundle, world: World, as_of: pd.Timestamp, num_threads: int = 2
-) -> tuple[Candidates, pd.DataFrame]:
-    """Every active customer at `as_of`, scored, with the guardrails saved with the model applied
-    there; and the feature rows (for the reasons). Cold-start customers (no usage yet, or a segment
-    the model never saw) are left out: the model does not speak for them. So is committed pipeline:
-    a customer who has accepted an ask and not delivered it yet is not asked for more."""
-    features = build_features(world, active_points(world, as_of), bundle.lapse_days)
-    snapshot = build_snapshot(world, as_of, features, bundle.lapse_days)
-    config = GuardrailConfig.from_saved(bundle.guardrails)
-    blocked = Blocked.from_frame(blocked_asks(snapshot.asks, guardrail_signals(snapshot.features), as_of, config))
-    scores = score(bundle, features, blocked=blocked, explain=False, num_threads=num_threads)
-    keep = plannable(scores.cold_start, scores.committed)
-    ids = features["customer_id"].to_numpy(dtype=object)
-    last = snapshot.asks.groupby("customer_id")["asked_at"].max()
-    frame = snapshot.features
-    cands = Candidates(
-        customer_id=ids[keep],
-        acceptance=scores.acceptance[keep],
-        blocked=blocked.matrix(list(ids))[keep],
-        last_asked_at=pd.DatetimeIndex(pd.Series(ids[keep]).map(last)).tz_convert("UTC"),
-        attributes=frame.loc[keep, ["name", *FILTERS]].reset_index(drop=True),
-        level_sd=acceptance_level_sd(bundle),
-    )
-    return cands, features[keep].reset_index(drop=True)
-
-
 def acceptance_reasons(bundle: Bundle, plan: Plan, picked: pd.DataFrame, k: int = 3) -> pd.DataFrame:
     """`reason_1` .. `reason_k` per planned ask: the acceptance model's strongest SHAP contributions
     for that customer and that ask type, in a CSM's words. `picked` holds the feature row of each
@@ -459,7 +427,6 @@ __all__ = [
     "PlanRequest",
     "acceptance_reasons",
     "at_least",
-    "candidates_at",
     "make_plan",
     "parse_need",
     "plan_record",

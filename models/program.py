@@ -64,7 +64,6 @@ PLAN_SUMMARY_COLUMNS: tuple[str, ...] = (
 VERSUS_COLUMNS: tuple[str, ...] = ("ask_type", "picked_by", "asks", "yeses", "yeses_per_ask")
 PLANNED, POINTS_RULE, ALL_TYPES = "plan", "points rule", "all"
 RELIABILITY_BINS = 10
-UNKNOWN_CUSTOMERS = "logged asks for customers not in the data"
 
 
 @dataclass(frozen=True)
@@ -273,19 +272,19 @@ def versus_points_rule(
 
 def program_report(
     world: World,
-    logged: pd.DataFrame,
     links: pd.DataFrame,
     plans: Mapping[str, pd.DataFrame],
     since: pd.Timestamp | None = None,
+    left_out: Mapping[str, int] | None = None,
 ) -> ProgramReport:
     """The program report of the asks made at or after `since` (all asks without it).
 
-    `world`: the data directory's validated tables; `logged`: the ask log's asks (`AskLog.read()`),
-    which replace the data's asks of the same `ask_id`; `links`: the log's ask_id -> plan_id
-    (`AskLog.plan_links()`); `plans`: plan_id -> the stored plan's rows (`PlanStore.load`), for
-    the plans the links name that are stored.
+    `world`: the validated tables, the ask log's asks merged in (`usecases.sources`); `links`: the
+    log's ask_id -> plan_id (`AskLog.plan_links()`); `plans`: plan_id -> the stored plan's rows
+    (`PlanStore.load`), for the plans the links name that are stored; `left_out`: what the reader
+    could not use (what -> rows), reported as it is.
     """
-    merged, unknown = world.with_logged_asks(logged)
+    merged = world
     since = None if since is None else as_utc(since)
     asks = merged.asks if since is None else merged.asks[(merged.asks["asked_at"] >= since).to_numpy()]
     asks = asks.sort_values(["asked_at", "ask_id"], kind="stable").reset_index(drop=True)
@@ -303,7 +302,7 @@ def program_report(
         plans=plan_summary(planned, plans),
         versus_rule=versus,
         compared_from=compared_from,
-        left_out={UNKNOWN_CUSTOMERS: unknown} if unknown else {},
+        left_out=dict(left_out or {}),
     )
 
 

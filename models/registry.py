@@ -7,9 +7,7 @@ also moves the alias) all ask here. Promoting or rolling back a model (`advocacy
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.bundle import Bundle
@@ -45,17 +43,12 @@ class ChampionRef:
 
 def _configure(settings: Settings) -> str:
     """Point MLflow at the configured store without creating one (a service must not invent a registry)."""
-    import mlflow
+    from storage.tracking import configure
 
-    uri = settings.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if not db.exists():
-            raise ChampionUnavailableError(f"no MLflow store at {db}: run `advocacy train` (or `advocacy up`) first")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri
+    try:
+        return configure(settings, create=False)
+    except FileNotFoundError as err:
+        raise ChampionUnavailableError(str(err)) from None
 
 
 def resolve_champion(settings: Settings) -> ChampionRef:
@@ -85,6 +78,21 @@ def resolve_champion(settings: Settings) -> ChampionRef:
 def champion_version(client: MlflowClient, model_name: str) -> ModelVersion:
     """The model version `@champion` names; MLflow's `MlflowException` if there is none."""
     return client.get_model_version_by_alias(model_name, CHAMPION)
+
+
+def find_champion(model_name: str) -> ChampionRef | None:
+    """The version `@champion` of `model_name` names in the registry MLflow is pointed at (by
+    `storage.tracking.configure`), or None if there is none yet."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        mv = champion_version(MlflowClient(), model_name)
+    except MlflowException:
+        return None
+    version = str(mv.version)
+    return ChampionRef(model_name, version, f"models:/{model_name}/{version}", redact(mlflow.get_tracking_uri()))
 
 
 def _connection_failed(err: BaseException) -> bool:

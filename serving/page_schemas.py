@@ -45,11 +45,14 @@ class WorklistResponse(BaseModel):
 
 
 class ReportRequest(StrictBody):
-    """`POST /report`: the latest program report `advocacy report` made (no fields)."""
+    """`POST /report`: the latest program report; the service remakes it when the ask log or the
+    champion has changed since, and at once with `refresh`."""
+
+    refresh: bool = Field(default=False, description="remake the report from the data and the ask log now")
 
 
 class ReportResponse(BaseModel):
-    available: bool = Field(description="false until `advocacy report` has been run for this service's home")
+    available: bool = Field(description="false until a report has been made (`advocacy report`, or by the service)")
     message: str
     written_at: str | None = None
     since: str | None = None

@@ -28,7 +28,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from features.contracts import DataContractError
-from models.planner import DEFAULT_CONFIDENCE, PlanRequest
 from models.registry import ChampionUnavailableError, load_champion, resolve_champion
 from serving import patches
 from serving.auth import OPEN_PATHS, BearerAuth, bound_host, check_bind
@@ -59,6 +58,7 @@ from serving.state import ServingState, load_state
 from serving.store import IncompatibleStateError, UnknownCustomersError
 from storage.settings import Settings, get_settings
 from storage.snapshots import SnapshotRefusedError, base_refusal, current_snapshot_dir, read_meta
+from usecases.plans import DEFAULT_CONFIDENCE, PlanRequest
 
 STATIC = Path(__file__).parent / "static"
 INLINE_IDS = 8  # /score requests up to this many ids run on the event loop
@@ -133,6 +133,17 @@ class StateHolder:
             delay = min(delay * 2, RETRY_SECONDS[1])
         while not self._stop.wait(self.settings.reload_seconds):
             self._refresh()
+            self._refresh_report()
+
+    def _refresh_report(self) -> None:
+        """Remake the program report if the ask log or the champion moved since it was made."""
+        state = self.state
+        if state is None:
+            return
+        try:
+            state.refresh_report(force=False)
+        except Exception as err:  # the data directory may be out of reach: keep the report there is
+            log.warning("advocacy: could not remake the program report: %s", err)
 
     def _refresh(self) -> None:
         """Swap in a newer snapshot or champion; on any trouble keep serving what is loaded."""
@@ -319,9 +330,9 @@ class Advocacy:
         return self._answer(lambda s: WorklistResponse.model_validate(s.worklist(limit)))
 
     @bentoml.api(route="/report", input_spec=ReportRequest, output_spec=ReportResponse)
-    def report(self) -> Any:
-        """The latest program report (`advocacy report`): its aggregate tables and charts, for the page's tab."""
-        return self._answer(lambda s: ReportResponse.model_validate(s.report()))
+    def report(self, refresh: bool = False) -> Any:
+        """The latest program report's tables and charts, for the page's tab (remade first with `refresh`)."""
+        return self._answer(lambda s: ReportResponse.model_validate(s.report(refresh)))
 
     @bentoml.api(route="/plan", input_spec=PlanRequestBody, output_spec=PlanResponse)
     def plan(

@@ -23,17 +23,6 @@ from features.contracts import CONTRACTS, TIMESTAMP, as_utc, empty_table
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.bundle import Bundle
 from models.guardrails import GuardrailConfig, blocked_asks
-from models.planner import (
-    Candidates,
-    PlanRequest,
-    acceptance_level_sd,
-    acceptance_reasons,
-    make_plan,
-    parse_need,
-    plan_record,
-    plan_table,
-    plannable,
-)
 from models.reasons import describe, reason
 from models.references import Prospect, rank_references
 from models.registry import ChampionRef
@@ -42,9 +31,8 @@ from serving.guardrail_book import GuardrailBook
 from serving.results import ResultCache
 from serving.schemas import NextBestAsk
 from serving.store import (
-    ASK_TABLE_COLUMNS,
     FeatureStore,
-    _plain,
+    json_value,
     now_utc,
     score_stored,
 )
@@ -53,6 +41,10 @@ from storage.plans import PlanStore
 from storage.reports import ReportStore
 from storage.settings import Settings
 from storage.snapshots import current_snapshot_dir, read_snapshot
+from usecases.asks import record_asks
+from usecases.plans import FILTERS, PlanJob, PlanRequest, ScoredBase, make_and_store, parse_need, plannable
+from usecases.reports import keep_for_the_page, make_report
+from usecases.sources import Sources
 
 
 @dataclass
@@ -109,7 +101,8 @@ class ServingState:
     snapshot_dir: Path
     plans: PlanStore | None = None  # where `POST /plan` stores its plans (none: not stored)
     default_need: Mapping[str, int] = field(default_factory=dict)  # the worklist's plan until a CSM edits it
-    reports: ReportStore | None = None  # where `advocacy report` keeps the latest program report
+    reports: ReportStore | None = None  # where the latest program report is kept for the page
+    sources: Sources | None = None  # what a program report is made from (none: never remade here)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     results: ResultCache = field(init=False)
 
@@ -117,6 +110,7 @@ class ServingState:
         self.results = ResultCache(self.bundle, self.store)
         self._overview: Overview | None = None
         self._overview_lock = threading.Lock()
+        self._report_lock = threading.Lock()
 
     def overview(self) -> Overview:
         """Every stored customer's tier, propensity and points (computed once per state, vectorised)."""
@@ -137,7 +131,7 @@ class ServingState:
                 "customer_id": str(self.store.ids[r]),
                 "name": view.name[r],
                 "tier": str(view.tier[r]),
-                "propensity": _plain(view.propensity[r]),
+                "propensity": json_value(view.propensity[r]),
             }
             for r in rows.tolist()
         ]
@@ -167,7 +161,7 @@ class ServingState:
                     "tier": str(view.tier[r]),
                     "baseline_tier": str(view.baseline_tier[r]),
                     "baseline_points": int(view.baseline_points[r]),
-                    "propensity": _plain(view.propensity[r]),
+                    "propensity": json_value(view.propensity[r]),
                     "gap": int(view.gap[r]),
                     "text": (result.get("disagreement") or {}).get("text", ""),
                 }
@@ -192,11 +186,6 @@ class ServingState:
             ask_json = NextBestAsk.model_validate(ask).model_dump_json().encode()
             parts.append(body + b',"next_best_ask":' + ask_json + b"}")
         return b'{"results":[' + b",".join(parts) + b"]}"
-
-    def score_ids(self, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """The same results as dicts (for callers in this process)."""
-        results: list[dict[str, Any]] = json.loads(self.score_ids_json(customer_ids))["results"]
-        return results
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Results for feature rows sent by the caller; a known customer_id also brings its guardrails."""
@@ -253,7 +242,7 @@ class ServingState:
         result = scores.result(0)
         assert scores.contributions is not None
         contrib = scores.contributions[0]
-        row = {name: _plain(values[name][0]) for name in FEATURE_NAMES}
+        row = {name: json_value(values[name][0]) for name in FEATURE_NAMES}
         as_of = pd.Timestamp(values["as_of"][0])
         order = np.argsort(-np.abs(contrib[:-1]), kind="stable")
         contributions = []
@@ -291,32 +280,27 @@ class ServingState:
             could_match |= (column == getattr(prospect, attr).strip().casefold()).fillna(False).to_numpy(dtype=bool)
         customers = self.store.customers.loc[could_match]
         top = rank_references(prospect, customers, self.store.reference_acceptance, blocks, recent, k)
-        return [{key: _plain(v) for key, v in row.items()} for row in top.to_dict(orient="records")]
+        return [{key: json_value(v) for key, v in row.items()} for row in top.to_dict(orient="records")]
 
     def plan(self, request: PlanRequest, keep_it: bool = True) -> dict[str, Any]:
         """`POST /plan`: the ask plan over every stored customer the model speaks for, guardrails
         at the present, stored under its plan_id (unless `keep_it` is false: a look, not a plan to
-        record asks against); the same planner as `advocacy plan`."""
-        store, keep = self.store, np.flatnonzero(plannable(self.store.cold_start, self.store.committed))
-        blocked = self.book.blocked(keep, self.now()).matrix(list(store.ids[keep]))
-        days = store.columns["days_since_last_ask"][keep]
-        last = pd.DatetimeIndex(store.as_of - pd.to_timedelta(days, unit="D"))
-        cands = Candidates(
-            store.ids[keep],
-            store.acceptance[keep],
-            blocked,
-            last,
-            store.customers.iloc[keep].reset_index(drop=True),
-            acceptance_level_sd(self.bundle),
-        )
-        made = make_plan(cands, request, store.as_of)
-        planned = keep[made.asks["row"].to_numpy()]
-        picked = pd.DataFrame({name: store.columns[name][planned] for name in ("customer_id", "as_of", *FEATURE_NAMES)})
-        table = plan_table(made, acceptance_reasons(self.bundle, made, picked))
-        if self.plans is not None and keep_it:
-            self.plans.save(made.plan_id, table, plan_record(made, request, self.champion.version))
-        asks = [{k: None if v is pd.NaT else _plain(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
-        return {"plan_id": made.plan_id, "asks": asks, "summary": made.summary}
+        record asks against); the same use case as `advocacy plan`."""
+        store = self.store
+        frame = pd.DataFrame({name: store.columns[name] for name in ("customer_id", "as_of", *FEATURE_NAMES)})
+        for name in ("name", *FILTERS):
+            frame[name] = store.customers[name].to_numpy()
+        keep = plannable(store.cold_start, store.committed)
+        rows = np.flatnonzero(keep)
+        blocked = np.zeros(store.acceptance.shape, dtype=bool)  # only the plannable rows are looked at
+        blocked[rows] = self.book.blocked(rows, self.now()).matrix(list(store.ids[rows]))
+        base = ScoredBase(store.as_of, frame, store.acceptance, blocked, keep)
+        made = make_and_store(self.bundle, self.champion, base, PlanJob(request, store=keep_it), self.plans)
+        asks = [
+            {k: None if v is pd.NaT else json_value(v) for k, v in r.items()}
+            for r in made.table.to_dict(orient="records")
+        ]
+        return {"plan_id": made.plan.plan_id, "asks": asks, "summary": made.plan.summary}
 
     def worklist(self, limit: int) -> dict[str, Any]:
         """What the CSM page opens on, besides the plan: deliveries due from committed customers (the
@@ -332,8 +316,8 @@ class ServingState:
                 "customer_id": str(store.ids[r]),
                 "name": view.name[r],
                 "segment": view.segment[r],
-                "ask_id": _plain(store.columns["committed_ask_id"][r]),
-                "ask_type": _plain(store.columns["committed_ask_type"][r]),
+                "ask_id": json_value(store.columns["committed_ask_id"][r]),
+                "ask_type": json_value(store.columns["committed_ask_type"][r]),
                 "accepted_at": None if pd.isna(at) else at.isoformat(),
                 "lapses_at": None if pd.isna(at) else (at + lapse).isoformat(),
             }
@@ -348,8 +332,8 @@ class ServingState:
                 "name": view.name[r],
                 "segment": view.segment[r],
                 "tier": str(view.tier[r]),
-                "propensity": _plain(view.propensity[r]),
-                "days_since_last_activity": _plain(quiet[r]),
+                "propensity": json_value(view.propensity[r]),
+                "days_since_last_activity": json_value(quiet[r]),
             }
             for r in cold.tolist()
         ]
@@ -362,33 +346,40 @@ class ServingState:
             "going_cold": going_cold,
         }
 
-    def report(self) -> dict[str, Any]:
-        """`POST /report`: the latest program report, read afresh (`advocacy report` replaces it whole)."""
+    def report_stamp(self) -> dict[str, Any]:
+        """What a program report made now would be made from: the ask log's last write, the champion."""
+        return {"ask_log_write": self.book.last_write(), "model_version": self.champion.version}
+
+    def refresh_report(self, force: bool) -> bool:
+        """Remake and keep the program report (`usecases.reports`) if forced, if there is none, or if
+        the ask log or the champion changed since it was made; whether it was remade."""
+        if self.reports is None or self.sources is None:
+            return False
+        with self._report_lock:
+            stamp = self.report_stamp()
+            kept = self.reports.load()
+            if not force and kept is not None and kept.get("made_from") == stamp:
+                return False
+            keep_for_the_page(make_report(self.sources), self.reports, stamp)
+            return True
+
+    def report(self, refresh: bool = False) -> dict[str, Any]:
+        """`POST /report`: the latest program report, read afresh (remade first with `refresh`)."""
+        if refresh:
+            self.refresh_report(force=True)
         made = self.reports.load() if self.reports is not None else None
         if made is None:
-            return {"available": False, "message": "No program report yet: run `advocacy report --data DIR`."}
+            return {
+                "available": False,
+                "message": "No program report yet: run `advocacy report --data DIR`, or ask for a refresh.",
+            }
         period = f"asks from {(made.get('since') or 'the start')[:10]} to {str(made.get('until'))[:10]}"
         return {"available": True, "message": f"Program report of {period}.", **made}
 
     def record_asks(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Store asks through the data contract; unknown customers, and plans never made, are refused
-        (nothing stored)."""
-        frame = pd.DataFrame(
-            {
-                col: [
-                    pd.Timestamp(r[col]) if col.endswith("_at") and r.get(col) is not None else r.get(col) for r in rows
-                ]
-                for col in (*ASK_TABLE_COLUMNS, "plan_id")
-            }
-        )
-        named = sorted(set(frame["plan_id"].dropna()))
-        known = set(self.plans.ids()) if named and self.plans is not None else set()  # listed only when needed
-        unknown = [p for p in named if p not in known]
-        if unknown:
-            raise ValueError(f"plan_id: no plan {unknown[0]!r} was made here (POST /plan makes one)")
-        for col in ("asked_at", "responded_at"):
-            frame[col] = pd.to_datetime(frame[col], utc=True)
-        return self.book.record(frame)
+        """Store asks through the data contract (`usecases.asks`); unknown customers, and plans never
+        made, are refused (nothing stored)."""
+        return record_asks(rows, self.book.record, self.plans)
 
     def close(self) -> None:
         self.book.close()
@@ -426,6 +417,7 @@ def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> Ser
         PlanStore(settings.plans_path()),
         default_need(settings.worklist_need),
         ReportStore(settings.report_path()),
+        Sources.from_settings(settings),
     )
     # Results for (up to the cache's capacity of) stored customers before the first request needs them.
     state.results.warm()

@@ -250,6 +250,11 @@ class AskLog:
             rows = int(copy.execute("SELECT COUNT(*) FROM asks").fetchone()[0])
         return rows
 
+    def last_write(self) -> int:
+        """The number of the latest write (0 for an empty log): it changes whenever an ask is stored."""
+        with self._connect() as conn:
+            return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM asks").fetchone()[0])
+
     def __len__(self) -> int:
         with self._connect() as conn:
             return int(conn.execute("SELECT COUNT(*) FROM asks").fetchone()[0])

@@ -23,6 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 import batch
+from batch.tables import frame_digest
 from features.catalog import ASK_TYPE_NAMES
 from features.context import Snapshot, build_snapshot, guardrail_signals
 from features.contracts import DataContractError
@@ -39,6 +40,7 @@ from storage.files import write_tables
 from storage.settings import Settings
 from storage.snapshots import read_snapshot
 from tests.conftest import SAMPLE, TrainedHome
+from usecases import Sources
 
 AS_OF = pd.Timestamp("2026-10-01", tz="UTC")
 CHUNK = 250  # 12 chunks on the 3,000-customer sample
@@ -265,13 +267,14 @@ def test_resumes_from_finished_chunks(clean: batch.BatchResult, trained_home: Tr
     champion, bundle = load_champion(settings)
     files = batch.table_files(SAMPLE)
     key = batch.RunKey(
-        batch.data_fingerprint(files),
-        AS_OF.isoformat(),
-        champion.name,
-        champion.version,
-        bundle.trained_at,
-        True,
-        CHUNK,
+        data=batch.data_fingerprint(files),
+        asks_logged=frame_digest(Sources.from_settings(settings, SAMPLE).logged_asks()),  # no log: no asks
+        as_of=AS_OF.isoformat(),
+        model_name=champion.name,
+        model_version=champion.version,
+        trained_at=bundle.trained_at,
+        explain=True,
+        chunk_size=CHUNK,
     )
     work = batch.work_dir(out, key)
     split = batch.split_tables(files, work, CHUNK)
@@ -336,7 +339,7 @@ def test_killed_run_resumes_to_the_same_bytes(
 def cli(trained_home: TrainedHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     from advocacy import cli as cli_module
 
-    monkeypatch.setattr(cli_module, "_settings", lambda: _settings(trained_home, tmp_path / "store"))
+    monkeypatch.setattr(cli_module, "current_settings", lambda: _settings(trained_home, tmp_path / "store"))
     runner = CliRunner()
 
     def invoke(*args: str) -> Any:

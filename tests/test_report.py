@@ -23,12 +23,13 @@ from advocacy.cli import app
 from features.contracts import CONTRACTS
 from features.io import World, world_from_tables
 from models.planner import PLAN_COLUMNS
-from models.program import ProgramReport, program_report
+from models.program import ProgramReport
 from models.program_plots import FIGURES, calibration_chart, figure_png, report_figures
 from storage.asklog import AskLog
 from storage.files import write_tables
 from storage.plans import PlanStore
 from storage.settings import Settings
+from usecases import Sources, make_report
 
 P1, P2, P3 = "1" * 32, "2" * 32, "3" * 32  # P3 is named by an ask but was never stored
 PROFILES = {  # customer: (feature_adoption, health_score, [(NPS responded_at, score)])
@@ -128,18 +129,10 @@ class Program:
     data: Path
     settings: Settings
 
-    def inputs(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
-        """What `advocacy report` reads: the log's asks, its plan links, the stored plans they name."""
-        log = AskLog(self.settings.ask_log_path(), CONTRACTS["asks"])
-        links = log.plan_links()
-        store = PlanStore(self.settings.plans_path())
-        return log.read(), links, {p: store.load(p)[0] for p in set(links["plan_id"]) if p in store.ids()}
-
     def report(self, since: str | None = None) -> ProgramReport:
-        logged, links, plans = self.inputs()
-        return program_report(
-            self.world, logged, links, plans, None if since is None else pd.Timestamp(since, tz="UTC")
-        )
+        """What `advocacy report` makes: the report use case on the data, the ask log and the plans."""
+        sources = Sources.from_settings(self.settings, self.data)
+        return make_report(sources, None if since is None else pd.Timestamp(since, tz="UTC")).report
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def _cli(home: Path, *args: str) -> str:
 def test_explain_command_uses_the_guardrail_limits_saved_with_the_model(
     trained_home: TrainedHome, champion: Bundle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`advocacy explain` scores through the service's path, with the limits the model was saved with."""
+    """`advocacy explain` scores through the recipe, with the limits the model was saved with."""
     # C0001194 was last asked on 2026-10-19, 12 days before the end of the sample data.
     args = ("explain", "C0001194", "--data", str(SAMPLE))
     shown = " ".join(_cli(trained_home.settings.home, *args).split())
@@ -163,7 +163,7 @@ def test_explain_command_uses_the_guardrail_limits_saved_with_the_model(
     assert "Asked 12 days ago; wait 30 days between asks" in shown  # nothing saved: the defaults
 
     stricter = replace(champion, guardrails={"min_days_between_asks": 400})
-    monkeypatch.setattr("models.pyfunc.load_bundle", lambda *_: stricter)
+    monkeypatch.setattr("models.pyfunc.load_bundle", lambda *_, **__: stricter)
     shown = " ".join(_cli(trained_home.settings.home, *args).split())
     assert "Asked 12 days ago; wait 400 days between asks (until 2027-11-23T10:00:58Z)" in shown
     assert "wait 30 days" not in shown

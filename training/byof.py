@@ -35,6 +35,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from models.calibration import Calibrator
 from models.encoding import FeatureEncoder
+from models.registry import ChampionRef
 from models.table_model import MISSING_CODE, TABLE_ARTIFACT, LinearScore, TableBundle, TablePyfunc, load_table_bundle
 from storage.settings import Settings
 from training import registry
@@ -330,7 +331,7 @@ def _gate(
     model: TableBundle,
     proba: np.ndarray,
     best: tuple[str, np.ndarray],
-    current: registry.Champion | None,
+    current: ChampionRef | None,
     test_frame: pd.DataFrame,
     y_test: np.ndarray,
 ) -> GateDecision:
@@ -338,7 +339,7 @@ def _gate(
     champion = None
     if current is not None:
         try:
-            champion = (current.version, load_table_bundle(current.source).proba(test_frame))
+            champion = (current.version, load_table_bundle(current.uri).proba(test_frame))
         except (MlflowException, KeyError, ValueError, OSError) as err:
             return GateDecision(True, f"promoted: champion v{current.version} cannot score this table ({err})")
     groups = np.arange(len(y_test))

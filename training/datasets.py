@@ -9,7 +9,6 @@ from typing import Any
 import pandas as pd
 
 from features.commitments import COMMITMENT_LAPSE_DAYS
-from features.contracts import CONTRACTS
 from features.io import World
 from features.labels import (
     ANSWER_HORIZON,
@@ -21,6 +20,7 @@ from features.labels import (
     propensity_dataset,
     time_split,
 )
+from usecases.sources import LEFT_OUT
 
 
 @dataclass
@@ -35,39 +35,6 @@ class TrainingData:
     def part(self, target: str, split: str) -> pd.DataFrame:
         frame: pd.DataFrame = getattr(self, target)
         return frame[frame["split"] == split].reset_index(drop=True)
-
-
-LEFT_OUT = "left_out."  # fingerprint keys: rows training could not use, `left_out.<table>.<why>` -> count
-
-
-def leave_out_future(world: World, now: pd.Timestamp) -> tuple[World, dict[str, int]]:
-    """`world` without the event rows dated after `now` (beyond clock skew), and how many each table lost.
-
-    Such a row cannot have happened yet: a wrong year or unit that still passed the contract's
-    1900-2199 bounds, or an ask log written before asks from the future were refused. Kept, one
-    row in 2100 would stretch the monthly snapshots over 900 years. Customers are kept: a contract
-    that starts later is a customer who is not live yet.
-    """
-    tables = world.as_dict()
-    counts: dict[str, int] = {}
-    for name, frame in tables.items():
-        if name == "customers":
-            continue
-        late = CONTRACTS[name].dated_after(frame, now)
-        if late.any():
-            counts[f"{LEFT_OUT}{name}.dated_in_the_future"] = int(late.sum())
-            tables[name] = frame[~late.to_numpy()].reset_index(drop=True)
-    return (World(**tables) if counts else world), counts
-
-
-def describe_left_out(fingerprint: dict[str, Any]) -> list[str]:
-    """One line per kind of row training left out, e.g. "asks: 3 rows dated in the future"."""
-    lines = []
-    for key, count in fingerprint.items():
-        if key.startswith(LEFT_OUT):
-            table, _, why = key.removeprefix(LEFT_OUT).partition(".")
-            lines.append(f"{table}: {count:,} rows {why.replace('_', ' ')}")
-    return lines
 
 
 def fingerprint(world: World) -> dict[str, Any]:

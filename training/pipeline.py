@@ -12,19 +12,19 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.contracts import CONTRACTS
-from features.io import World, read_world
+from features.io import World
 from models.bundle import Bundle
 from models.pyfunc import BUNDLE_ARTIFACT, AdvocacyModel, load_bundle
-from storage.asklog import AskLog
+from models.registry import ChampionRef
 from storage.settings import Settings
 from training import registry
 from training.backtest import WINDOW_MONTHS, WINDOWS, backtest, backtest_metrics
-from training.datasets import LEFT_OUT, TrainingData, build_training_data, describe_left_out, leave_out_future
+from training.datasets import TrainingData, build_training_data
 from training.evaluate import acceptance_everyone_metrics, evaluate_acceptance, evaluate_propensity, truth_metrics
 from training.fit import Matrices, TrainConfig, fit_booster, fit_bundle
 from training.gate import GateDecision, decide
 from training.report import backtest_plot, calibration_plot, gain_plot, model_card, per_ask_type_plot, shap_beeswarm
+from usecases.sources import Sources, describe_left_out
 
 Progress = Callable[[str], None]
 PIP_REQUIREMENTS = ["lightgbm==4.7.0", "scikit-learn==1.9.1", "pandas==3.1.1", "numpy==2.4.6", "mlflow==3.17.2"]
@@ -42,37 +42,12 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)  # drift found in the held-out window, with figures
 
 
-@dataclass
-class LoadedWorld:
-    """The world training reads, and how many rows of each kind it had to leave out."""
-
-    world: World
-    left_out: dict[str, int]
-
-
-def load_training_world(data_dir: Path, settings: Settings, now: pd.Timestamp | None = None) -> LoadedWorld:
-    """The raw tables plus every ask recorded through the API since (the loop closes here).
-
-    Rows training cannot use are left out and counted (`LEFT_OUT` keys): logged asks for customers
-    the data does not hold, and events dated after `now` (the wall clock) beyond clock skew.
-    """
-    world = read_world(data_dir)
-    left_out: dict[str, int] = {}
-    log_path = settings.ask_log_path()
-    if log_path.exists():
-        world, unknown = world.with_logged_asks(AskLog(log_path, CONTRACTS["asks"]).read())
-        if unknown:
-            left_out[f"{LEFT_OUT}ask_log.for_customers_not_in_the_data"] = unknown
-    world, future = leave_out_future(world, pd.Timestamp.now(tz="UTC") if now is None else now)
-    return LoadedWorld(world, left_out | future)
-
-
 def gate(
     settings: Settings,
     metrics: dict[str, float],
     mats: dict[str, Matrices],
     prop: dict[str, np.ndarray],
-    current: registry.Champion | None,
+    current: ChampionRef | None,
 ) -> tuple[GateDecision, dict[str, float]]:
     """`training.gate.decide` on the held-out propensity rows (`prop`: labels, the new model's and the
     points rule's scores), the champion re-scored on the same rows."""
@@ -80,7 +55,7 @@ def gate(
     champion = None
     if current is not None:
         try:
-            champ = load_bundle(current.source)
+            champ = load_bundle(current.uri)
             champion = (current.version, champ.propensity.proba(champ.encoder.transform(frame), num_threads=2))
         except (ValueError, KeyError, OSError) as err:
             decision = GateDecision(True, f"promoted: champion v{current.version} cannot score this data ({err})")
@@ -143,7 +118,7 @@ def train(
     """Train both models, evaluate on the held-out window, log and register, then apply the gate."""
     data_dir = Path(data_dir or settings.resolved_data_dir())
     progress("reading data")
-    loaded = load_training_world(data_dir, settings)
+    loaded = Sources.from_settings(settings, data_dir).read()  # the asks posted to the service count too
     world = loaded.world
     progress("building point-in-time training sets")
     data = data or build_training_data(world, left_out=loaded.left_out, lapse_days=settings.commitment_lapse_days)

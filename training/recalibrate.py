@@ -24,10 +24,11 @@ from models.bundle import ACCEPTANCE_CATEGORICAL_INDEX, TargetModel
 from models.pyfunc import load_bundle
 from storage.settings import Settings
 from training import registry
-from training.datasets import build_training_data, describe_left_out
+from training.datasets import build_training_data
 from training.fit import Matrices, calibrate, encode, fit_tiers
 from training.gate import HeldOut, decide_recalibration
-from training.pipeline import TrainResult, load_training_world, register
+from training.pipeline import TrainResult, register
+from usecases.sources import Sources, describe_left_out
 
 GROUP_COLUMN = {"propensity": None, "acceptance": ACCEPTANCE_CATEGORICAL_INDEX}
 
@@ -45,9 +46,9 @@ def recalibrate(
     current = registry.champion(settings.model_name)
     if current is None:
         raise ValueError(f"no @champion of {settings.model_name} to recalibrate: run `advocacy train` first")
-    champion = load_bundle(current.source, current.version)
+    champion = load_bundle(current.uri, current.version)
     progress(f"recalibrating champion v{current.version} (its trees stay as they are)")
-    loaded = load_training_world(data_dir, settings)
+    loaded = Sources.from_settings(settings, data_dir).read()
     data = build_training_data(loaded.world, left_out=loaded.left_out, lapse_days=champion.lapse_days)
     for line in describe_left_out(data.fingerprint):
         progress(f"left out: {line}")

@@ -3,50 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
 
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from models.registry import CHAMPION, champion_version
+from models.registry import CHAMPION, ChampionRef, find_champion
 from storage.settings import Settings
+from storage.tracking import configure as configure_tracking
 
 _HISTORY_TAG = "champion_history"
 
 
 def configure(settings: Settings, experiment: str | None = None) -> str:
-    """Point MLflow at the configured store; create the experiment (local artifacts under the project)."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = settings.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        settings.state_dir().mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    name = experiment or settings.experiment
-    if mlflow.get_experiment_by_name(name) is None:
-        location = settings.artifact_root().resolve().as_uri() if uri.startswith("sqlite:") else None
-        mlflow.create_experiment(name, artifact_location=location)
-    mlflow.set_experiment(name)
-    return uri
+    """Point MLflow at the configured store, creating it and the experiment if missing."""
+    return configure_tracking(settings, experiment)
 
 
-@dataclass(frozen=True)
-class Champion:
-    version: str
-    run_id: str
-    source: str
-
-
-def champion(model_name: str) -> Champion | None:
-    """The version that `@champion` names, or None if there is none yet."""
-    client = MlflowClient()
-    try:
-        mv = champion_version(client, model_name)
-    except MlflowException:
-        return None
-    return Champion(str(mv.version), str(mv.run_id), f"models:/{model_name}/{mv.version}")
+def champion(model_name: str) -> ChampionRef | None:
+    """The version `@champion` names, or None if there is none yet."""
+    return find_champion(model_name)
 
 
 def _history(client: MlflowClient, model_name: str) -> list[str]:

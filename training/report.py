@@ -16,8 +16,8 @@ from sklearn.calibration import calibration_curve
 from features.catalog import ASK_TYPE_NAMES
 from features.spec import FEATURE_NAMES
 from models.bundle import Bundle
-from training.datasets import describe_left_out
 from training.evaluate import gain_curve
+from usecases.sources import describe_left_out
 
 
 def shap_beeswarm(bundle: Bundle, x: np.ndarray, max_rows: int = 1000, seed: int = 0) -> Figure:

@@ -1,0 +1,181 @@
+"""One road per job (issue 29): an ask recorded through the API counts wherever an ask of the table
+counts, every door gives one customer the same answer, and the log never moves the end of the data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from advocacy.cli import app
+from features.catalog import ASK_TYPE_NAMES
+from features.contracts import CONTRACTS, DataContractError
+from features.io import read_world
+from features.labels import observed_until
+from storage.asklog import AskLog
+from storage.settings import Settings, get_settings
+from tests.conftest import SAMPLE, TrainedHome
+from tests.serverkit import Server
+from training.datasets import build_training_data
+from usecases import Sources
+
+# Active customers with long ask histories in the sample's asks table.
+BUSY, QUIET = "C0000350", "C0000886"
+NEED = {"review": 20, "reference_call": 5}
+
+
+def _logged_asks(world_asks: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Asks for the log: one of BUSY's table asks sent again (one ask, in both), a decline of BUSY's
+    five days ago (which blocks every ask for a while), and an old acceptance of QUIET's that only
+    the log knows (delivered long ago: an acceptance feature, not a commitment)."""
+    again = world_asks[world_asks["customer_id"] == BUSY].tail(1)
+    fresh = pd.DataFrame(
+        {
+            "ask_id": ["log-busy-1", "log-quiet-1"],
+            "customer_id": [BUSY, QUIET],
+            "ask_type": ["review", "case_study"],
+            "asked_at": [as_of - pd.Timedelta(days=5), as_of - pd.Timedelta(days=200)],
+            "outcome": ["declined", "declined"],
+            "responded_at": [as_of - pd.Timedelta(days=4), as_of - pd.Timedelta(days=199)],
+        }
+    )
+    return pd.concat([again.loc[:, list(fresh.columns)], fresh], ignore_index=True)
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, list(args), env={**env, "COLUMNS": "300"})
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _blocked_from_text(text: str | None) -> list[tuple[str, str]]:
+    """(ask type, guardrail) of the batch column `blocked_asks` ("type: guardrail until time; ...")."""
+    pieces = [p for p in (text or "").split("; ") if p]
+    return [(p.split(": ", 1)[0], p.split(": ", 1)[1].split(" until ")[0]) for p in pieces]
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_every_door_gives_one_customer_the_same_answer(trained_home: TrainedHome, tmp_path: Path) -> None:
+    as_of = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(seconds=5)
+    store, log_path = tmp_path / "store", tmp_path / "asks.sqlite"
+    env = {
+        "ADVOCACY_HOME": str(trained_home.settings.home),
+        "MLFLOW_TRACKING_URI": trained_home.settings.tracking_uri(),
+        "ADVOCACY_FEATURE_STORE": str(store),
+        "ADVOCACY_ASK_LOG": str(log_path),
+    }
+    table = read_world(SAMPLE).asks
+    AskLog(log_path, CONTRACTS["asks"]).record(_logged_asks(table, as_of))
+    when = as_of.isoformat()
+
+    # The batch job (which also writes the snapshot the service serves), explain, and the plan.
+    out = tmp_path / "scores.parquet"
+    _cli(env, "score", "--data", str(SAMPLE), "--out", str(out), "--as-of", when)
+    batch = pd.read_parquet(out).set_index("customer_id")
+    explained = {
+        c: json.loads(_cli(env, "explain", c, "--data", str(SAMPLE), "--as-of", when, "--json")) for c in (BUSY, QUIET)
+    }
+    plan_file = tmp_path / "plan.csv"
+    needs = [arg for name, n in NEED.items() for arg in ("--need", f"{name}={n}")]
+    _cli(env, "plan", "--data", str(SAMPLE), *needs, "--as-of", when, "--out", str(plan_file))
+    cli_plan = pd.read_csv(plan_file)
+
+    server = Server(
+        env=trained_home.env(**{k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}),
+        log=tmp_path / "server.log",
+    )
+    with server.running():
+        scored = server.post("/score", {"customer_ids": [BUSY, QUIET]})
+        planned = server.post("/plan", {"need": NEED, "store": False})
+    assert scored.status_code == 200, scored.text
+    assert planned.status_code == 200, planned.text
+    served = {r["customer_id"]: r for r in scored.json()["results"]}
+
+    for customer in (BUSY, QUIET):
+        api, cli, row = served[customer], explained[customer], batch.loc[customer]
+        for ask_type in ASK_TYPE_NAMES:
+            p = api["acceptance"][ask_type]
+            assert cli["acceptance"][ask_type] == pytest.approx(p, abs=1e-9), (customer, ask_type)
+            assert row[f"acceptance_{ask_type}"] == pytest.approx(p, abs=1e-9), (customer, ask_type)
+        nba = api["next_best_ask"]
+        assert cli["next_best_ask"] == nba
+        assert (row["next_best_ask"] or None) == nba["ask_type"]
+        blocked = [(b["ask_type"], b["guardrail"]) for b in nba["blocked"]]
+        assert sorted(_blocked_from_text(row["blocked_asks"])) == sorted(blocked)
+        assert api["committed"] == cli["committed"]
+        assert (api["committed"] is None) == (not row["committed"])
+    # The decline logged five days ago holds every ask of BUSY back, at every door.
+    assert {b["ask_type"] for b in served[BUSY]["next_best_ask"]["blocked"]} == set(ASK_TYPE_NAMES)
+
+    api_plan = pd.DataFrame(planned.json()["asks"])
+    columns = ["ask_type", "rank", "customer_id"]
+    assert len(api_plan) == len(cli_plan) > 0
+    assert api_plan[columns].to_dict("records") == cli_plan[columns].to_dict("records")
+    assert np.allclose(api_plan["acceptance"], cli_plan["acceptance"])
+    assert BUSY not in set(api_plan["customer_id"])  # blocked by the logged decline
+
+
+def test_an_ask_logged_now_moves_no_window_label_or_default_as_of(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, data_dir=SAMPLE)
+    before = Sources.from_settings(settings).read()
+    end = observed_until(read_world(SAMPLE))
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    posted = pd.DataFrame(
+        {
+            "ask_id": ["posted-now"],
+            "customer_id": [BUSY],
+            "ask_type": ["review"],
+            "asked_at": [now],
+            "outcome": ["no_response"],
+            "responded_at": [pd.NaT],
+        }
+    )
+    AskLog(settings.ask_log_path(), CONTRACTS["asks"]).record(posted)
+    after = Sources.from_settings(settings).read()
+    assert "posted-now" in set(after.world.asks["ask_id"])  # it counts ...
+    assert before.data_end == after.data_end == end < now  # ... and the data still ends where it did
+
+    first, second = build_training_data(before.world), build_training_data(after.world)
+    for target in ("propensity", "acceptance"):
+        old, new = getattr(first, target), getattr(second, target)
+        assert old[["as_of", "split", "label"]].equals(new[["as_of", "split", "label"]]), target
+    assert first.fingerprint["data_end"] == second.fingerprint["data_end"]
+
+
+def test_an_ask_in_the_table_and_the_log_is_one_ask_whose_later_answer_wins(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, data_dir=SAMPLE)
+    table = read_world(SAMPLE).asks
+    unanswered = table[table["outcome"] == "no_response"].iloc[0]
+    answered = table[table["outcome"] == "declined"].iloc[0]
+    log = AskLog(settings.ask_log_path(), CONTRACTS["asks"])
+    later = answered["responded_at"] - pd.Timedelta(days=1)  # an older answer than the table's
+    log.record(
+        pd.DataFrame(
+            [
+                {
+                    **unanswered.to_dict(),
+                    "outcome": "accepted",
+                    "responded_at": unanswered["asked_at"] + pd.Timedelta(days=2),
+                },
+                {**answered.to_dict(), "outcome": "accepted", "responded_at": later},
+            ]
+        )
+    )
+    asks = Sources.from_settings(settings).read().world.asks.set_index("ask_id")
+    assert len(asks) == len(table)  # one ask each, never two
+    assert asks.loc[unanswered["ask_id"], "outcome"] == "accepted"  # the log's answer is the later one
+    assert asks.loc[answered["ask_id"], "outcome"] == "declined"  # the table's answer is the later one
+
+    moved = {**answered.to_dict(), "ask_id": answered["ask_id"], "customer_id": QUIET}
+    if moved["customer_id"] == answered["customer_id"]:
+        moved["customer_id"] = BUSY
+    log.record(pd.DataFrame([moved]))
+    with pytest.raises(DataContractError, match=f"ask_id '{answered['ask_id']}': customer_id is"):
+        Sources.from_settings(settings).read()

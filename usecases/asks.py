@@ -1,0 +1,39 @@
+"""Recording asks (spec sections 5 and 7, `POST /asks`): the loop closes here.
+
+Asks are stored in the ask log through the asks table's data contract, so every job reads them
+back as asks of the table (`usecases.sources`). An ask may name the plan it was made from; a plan
+never made here is refused, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from storage.plans import PlanStore
+
+ASK_COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
+
+
+def asks_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows of the asks table (as the API receives them) as a frame, times in UTC."""
+    frame = pd.DataFrame({col: [r.get(col) for r in rows] for col in (*ASK_COLUMNS, "plan_id")})
+    for col in ("asked_at", "responded_at"):
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    return frame
+
+
+def record_asks(
+    rows: Sequence[Mapping[str, Any]], store: Callable[[pd.DataFrame], int], plans: PlanStore | None
+) -> int:
+    """Store the asks with `store` (the ask log's writer, which checks the contract and the
+    customers) and return how many; a `plan_id` no plan in `plans` has is refused first."""
+    frame = asks_frame(rows)
+    named = sorted(set(frame["plan_id"].dropna()))
+    known = set(plans.ids()) if named and plans is not None else set()  # listed only when needed
+    unknown = [p for p in named if p not in known]
+    if unknown:
+        raise ValueError(f"plan_id: no plan {unknown[0]!r} was made here (POST /plan makes one)")
+    return store(frame)

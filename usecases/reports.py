@@ -1,0 +1,60 @@
+"""The program report (spec section 7): what was asked, what came of it, and whether the plans kept
+their promise; made from the sources and kept where the CSM page shows it.
+
+One road for `advocacy report` and the service, which remakes it when the ask log or the champion
+has changed since it was made, or on `POST /report` with a refresh.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from models.program import ProgramReport, program_report
+from models.program_plots import figure_png, report_figures
+from storage.reports import ReportStore
+from usecases.sources import Sources, left_out_words
+
+
+@dataclass
+class MadeReport:
+    report: ProgramReport
+    figures: dict[str, Any]  # matplotlib figures, for MLflow
+    charts: dict[str, bytes]  # the same, rendered once as PNG
+    metrics: dict[str, float]  # the finite headline figures
+    kept_at: Path | None = None
+
+
+def make_report(sources: Sources, since: pd.Timestamp | None = None) -> MadeReport:
+    """The program report of the asks made at or after `since` (all without it), the ask log's
+    included, with its charts and headline figures."""
+    read = sources.read()
+    links = sources.plan_links()
+    plans = sources.stored_plans(set(links["plan_id"]))
+    made = program_report(read.world, links, plans, since, left_out_words(read.left_out))
+    figures = report_figures(made)
+    charts = {name: figure_png(fig) for name, fig in figures.items()}
+    metrics = {k: v for k, v in made.metrics().items() if math.isfinite(v)}
+    return MadeReport(made, figures, charts, metrics)
+
+
+def keep_for_the_page(made: MadeReport, store: ReportStore, stamp: dict[str, Any] | None = None) -> Path:
+    """The aggregate tables and the charts where the service reads them (`storage.reports`).
+
+    `stamp` says what the report was made from (the ask log's last write, the champion), so that the
+    service can tell when it is stale."""
+    report = made.report
+    tables = {name: frame for name, frame in report.tables().items() if name != "planned_asks"}  # a row per ask
+    meta = {
+        "since": None if report.since is None else report.since.isoformat(),
+        "until": report.until.isoformat(),
+        "metrics": made.metrics,
+        "left_out": dict(report.left_out),
+        "made_from": stamp or {},
+    }
+    made.kept_at = store.save(tables, made.charts, meta)
+    return made.kept_at

@@ -1,0 +1,145 @@
+"""The sources every job reads, read one way everywhere: the raw tables, the ask log, stored plans.
+
+Which asks count is one rule, whatever the door: the data directory's `asks` table and every ask
+recorded through `POST /asks` since (the ask log) are one table (`features.io.merge_asks`: an ask
+in both is one ask, the later answer wins, fixed fields that disagree are a contract error naming
+the `ask_id`). The end of the observed period comes from the data tables alone: the log is always
+ahead of the export, and an ask posted now must not move training's windows or a default `as_of`.
+Rows that cannot have happened yet (dated after the wall clock, beyond clock skew) are left out
+and counted, so that one mistyped year cannot stretch the period either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.contracts import CONTRACTS
+from features.io import World, read_world
+from features.labels import observed_until
+from storage.asklog import AskLog
+from storage.plans import PlanStore
+from storage.settings import Settings
+
+LEFT_OUT = "left_out."  # prefix of the counts of rows a job could not use, by table and reason
+
+
+def leave_out_future(world: World, now: pd.Timestamp) -> tuple[World, dict[str, int]]:
+    """`world` without the event rows dated after `now` (beyond clock skew), and how many each table lost.
+
+    Such a row cannot have happened yet: a wrong year or unit that still passed the contract's
+    bounds. Kept, one row in 2150 would stretch the monthly snapshots over a century and date every
+    command's default `as_of` there. Customers are kept: a contract that starts later is a customer
+    who is not live yet.
+    """
+    tables = world.as_dict()
+    counts: dict[str, int] = {}
+    for name, frame in tables.items():
+        if name == "customers":
+            continue
+        late = CONTRACTS[name].dated_after(frame, now)
+        if late.any():
+            counts[f"{LEFT_OUT}{name}.dated_in_the_future"] = int(late.sum())
+            tables[name] = frame[~late.to_numpy()].reset_index(drop=True)
+    return (World(**tables, data_end=world.data_end) if counts else world), counts
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    table, _, why = key.removeprefix(LEFT_OUT).partition(".")
+    return table, why.replace("_", " ")
+
+
+def left_out_words(counts: Mapping[str, Any]) -> dict[str, int]:
+    """Each kind of row left out in words -> rows, e.g. "nps rows dated in the future" -> 3."""
+    words = {}
+    for key, count in counts.items():
+        if key.startswith(LEFT_OUT):
+            table, why = _split_key(key)
+            words[f"{'logged asks' if table == 'ask_log' else f'{table} rows'} {why}"] = int(count)
+    return words
+
+
+def describe_left_out(counts: Mapping[str, Any]) -> list[str]:
+    """One line per kind of row left out, e.g. "asks: 3 rows dated in the future"."""
+    lines = []
+    for key, count in counts.items():
+        if key.startswith(LEFT_OUT):
+            table, why = _split_key(key)
+            lines.append(f"{table}: {count:,} rows {why}")
+    return lines
+
+
+@dataclass
+class Read:
+    """What a job reads: the world with the logged asks merged in, and the rows it had to leave out."""
+
+    world: World
+    left_out: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def data_end(self) -> pd.Timestamp:
+        """The end of the period the data tables cover (the default `as_of` of every job)."""
+        return observed_until(self.world)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a job's inputs live: a data directory, the ask log and the stored plans."""
+
+    data_dir: Path
+    ask_log_path: Path
+    plans_path: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings, data_dir: Path | None = None) -> Sources:
+        return cls(Path(data_dir or settings.resolved_data_dir()), settings.ask_log_path(), settings.plans_path())
+
+    def ask_log(self) -> AskLog | None:
+        """The ask log, or None where nothing was ever recorded (reading must not create one)."""
+        return AskLog(self.ask_log_path, CONTRACTS["asks"]) if self.ask_log_path.exists() else None
+
+    def logged_asks(self) -> pd.DataFrame:
+        """Every ask recorded through the API, as the canonical asks table."""
+        log = self.ask_log()
+        return CONTRACTS["asks"].empty() if log is None else log.read()
+
+    def plan_links(self) -> pd.DataFrame:
+        """`ask_id` -> `plan_id` of the recorded asks made from a plan."""
+        log = self.ask_log()
+        if log is None:
+            return pd.DataFrame({"ask_id": pd.Series([], dtype="str"), "plan_id": pd.Series([], dtype="str")})
+        return log.plan_links()
+
+    def plans(self) -> PlanStore:
+        return PlanStore(self.plans_path)
+
+    def stored_plans(self, plan_ids: set[str]) -> dict[str, pd.DataFrame]:
+        """The stored rows of each named plan; a plan no longer stored is left out (its asks are then
+        off plan)."""
+        store, found = self.plans(), {}
+        for plan_id in sorted(plan_ids):
+            try:
+                found[plan_id] = store.load(plan_id)[0]
+            except (KeyError, ValueError, OSError):
+                continue
+        return found
+
+    def read(self, now: pd.Timestamp | None = None) -> Read:
+        """The validated tables with the logged asks merged in (see the module docstring)."""
+        now = now or pd.Timestamp.now(tz="UTC")
+        world, left_out = leave_out_future(read_world(self.data_dir), now)
+        end = observed_until(world)
+        logged = self.logged_asks()
+        late = CONTRACTS["asks"].dated_after(logged, now).to_numpy()  # a log written before they were refused
+        if late.any():
+            key = f"{LEFT_OUT}asks.dated_in_the_future"
+            left_out[key] = left_out.get(key, 0) + int(late.sum())
+            logged = logged[~late].reset_index(drop=True)
+        world, unknown = world.with_logged_asks(logged, data_end=end)
+        if unknown:
+            left_out[f"{LEFT_OUT}ask_log.for_customers_not_in_the_data"] = unknown
+        return Read(world, left_out)
