@@ -106,7 +106,7 @@ def test_every_door_gives_one_customer_the_same_answer(trained_home: TrainedHome
             assert row[f"acceptance_{ask_type}"] == pytest.approx(p, abs=1e-9), (customer, ask_type)
         nba = api["next_best_ask"]
         assert cli["next_best_ask"] == nba
-        assert (row["next_best_ask"] or None) == nba["ask_type"]
+        assert (None if pd.isna(row["next_best_ask"]) else row["next_best_ask"]) == nba["ask_type"]
         blocked = [(b["ask_type"], b["guardrail"]) for b in nba["blocked"]]
         assert sorted(_blocked_from_text(row["blocked_asks"])) == sorted(blocked)
         assert api["committed"] == cli["committed"]

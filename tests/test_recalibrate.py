@@ -58,7 +58,7 @@ def test_recalibration_fixes_faded_acceptance_without_touching_the_trees(tmp_pat
     registry.configure(settings)
     champion = registry.champion(settings.model_name)
     assert champion is not None and champion.version != first.version
-    old, new = load_bundle(f"models:/{settings.model_name}/{first.version}"), load_bundle(champion.source)
+    old, new = load_bundle(f"models:/{settings.model_name}/{first.version}"), load_bundle(champion.uri)
     for target in ("propensity", "acceptance"):  # the same trees, new calibrators
         assert getattr(new, target).booster.model_to_string() == getattr(old, target).booster.model_to_string()
     assert new.acceptance.calibrator != old.acceptance.calibrator
