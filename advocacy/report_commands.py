@@ -36,14 +36,18 @@ def report(
     """The program report: asks, acceptance and delivery by ask type and month; planned asks' promise
     against what happened; yeses per ask against the points rule. Logged to MLflow with its charts."""
     from storage.reports import ReportStore
-    from usecases import Sources, keep_for_the_page, make_report
+    from usecases import Sources, configure_tracking, find_champion, keep_for_the_page, make_report, report_stamp
 
     when = parse_time(since, "--since")
     settings = current_settings()
+    sources = Sources.from_settings(settings, data)
     with console.status("Counting asks and scoring the points rule as of each ask"):
-        made = make_report(Sources.from_settings(settings, data), when)
+        made = make_report(sources, when)
     _print_report(made.report)
-    kept = keep_for_the_page(made, ReportStore(settings.report_path()))
+    configure_tracking(settings, experiment or f"{settings.experiment}-report")
+    champion = find_champion(settings.model_name)
+    stamp = report_stamp(sources, None if champion is None else champion.version)
+    kept = keep_for_the_page(made, ReportStore(settings.report_path()), stamp)
     console.print(f"The CSM page's Program report tab now shows this report ({kept})")
     if out is not None:
         _write_report(made.report, made.charts, out)

@@ -240,10 +240,6 @@ class GuardrailBook:
             for at, kind, outcome in zip(mine["asked_at"], mine["ask_type"], mine["outcome"], strict=True)
         ]
 
-    def last_write(self) -> int:
-        """The ask log's latest write number (`AskLog.last_write`)."""
-        return self._log.last_write()
-
     # ---- recording ---------------------------------------------------------------------------------
     def record(self, asks: pd.DataFrame) -> int:
         """Store asks durably (validated, idempotent on ask_id); the guardrails see them before this returns."""

@@ -43,7 +43,7 @@ from storage.settings import Settings
 from storage.snapshots import current_snapshot_dir, read_snapshot
 from usecases.asks import record_asks
 from usecases.plans import FILTERS, PlanJob, PlanRequest, ScoredBase, make_and_store, parse_need, plannable
-from usecases.reports import keep_for_the_page, make_report
+from usecases.reports import keep_for_the_page, make_report, report_stamp
 from usecases.sources import Sources
 
 
@@ -346,21 +346,19 @@ class ServingState:
             "going_cold": going_cold,
         }
 
-    def report_stamp(self) -> dict[str, Any]:
-        """What a program report made now would be made from: the ask log's last write, the champion."""
-        return {"ask_log_write": self.book.last_write(), "model_version": self.champion.version}
-
     def refresh_report(self, force: bool) -> bool:
-        """Remake and keep the program report (`usecases.reports`) if forced, if there is none, or if
-        the ask log or the champion changed since it was made; whether it was remade."""
+        """Remake and keep the program report (`usecases.reports`, over the period the kept one
+        covered) if forced, if there is none, or if the ask log or the champion changed since it was
+        made; whether it was remade."""
         if self.reports is None or self.sources is None:
             return False
         with self._report_lock:
-            stamp = self.report_stamp()
+            stamp = report_stamp(self.sources, self.champion.version)
             kept = self.reports.load()
             if not force and kept is not None and kept.get("made_from") == stamp:
                 return False
-            keep_for_the_page(make_report(self.sources), self.reports, stamp)
+            since = None if kept is None or not kept.get("since") else pd.Timestamp(kept["since"])
+            keep_for_the_page(make_report(self.sources, since), self.reports, stamp)
             return True
 
     def report(self, refresh: bool = False) -> dict[str, Any]:

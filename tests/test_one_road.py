@@ -13,11 +13,15 @@ from typer.testing import CliRunner
 
 from advocacy.cli import app
 from features.catalog import ASK_TYPE_NAMES
+from features.context import Snapshot
 from features.contracts import CONTRACTS, DataContractError
 from features.io import read_world
 from features.labels import observed_until
+from models.registry import load_champion
+from serving.state import load_state
 from storage.asklog import AskLog
 from storage.settings import Settings, get_settings
+from storage.snapshots import write_snapshot
 from tests.conftest import SAMPLE, TrainedHome
 from tests.serverkit import Server
 from training.datasets import build_training_data
@@ -179,3 +183,25 @@ def test_an_ask_in_the_table_and_the_log_is_one_ask_whose_later_answer_wins(tmp_
     log.record(pd.DataFrame([moved]))
     with pytest.raises(DataContractError, match=f"ask_id '{answered['ask_id']}': customer_id is"):
         Sources.from_settings(settings).read()
+
+
+@pytest.mark.slow
+def test_the_service_remakes_the_report_when_the_ask_log_moves(
+    trained_home: TrainedHome, served_snapshot: Snapshot, tmp_path: Path
+) -> None:
+    """The page's report tab is never older than the reload interval: a recorded ask remakes it."""
+    settings = Settings(home=tmp_path, data_dir=SAMPLE, mlflow_tracking_uri=trained_home.settings.tracking_uri())
+    write_snapshot(served_snapshot.tables(), served_snapshot.meta, settings.feature_store_path())
+    state = load_state(settings, *load_champion(settings))
+    try:
+        assert not state.report()["available"]
+        assert state.refresh_report(force=False)  # none kept yet
+        first = state.report()
+        assert first["available"] and not state.refresh_report(force=False)  # nothing moved since
+        asked = served_snapshot.as_of - pd.Timedelta(days=3)
+        row = {"ask_id": "posted-1", "customer_id": BUSY, "ask_type": "review", "asked_at": asked.isoformat()}
+        assert state.record_asks([{**row, "outcome": "no_response", "responded_at": None}]) == 1
+        assert state.refresh_report(force=False)
+        assert state.report()["metrics"]["asks"] == first["metrics"]["asks"] + 1
+    finally:
+        state.close()

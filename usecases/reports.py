@@ -42,6 +42,12 @@ def make_report(sources: Sources, since: pd.Timestamp | None = None) -> MadeRepo
     return MadeReport(made, figures, charts, metrics)
 
 
+def report_stamp(sources: Sources, model_version: str | None) -> dict[str, Any]:
+    """What a report made now is made from: the ask log's last write and the champion's version."""
+    log = sources.ask_log()
+    return {"ask_log_write": 0 if log is None else log.last_write(), "model_version": model_version}
+
+
 def keep_for_the_page(made: MadeReport, store: ReportStore, stamp: dict[str, Any] | None = None) -> Path:
     """The aggregate tables and the charts where the service reads them (`storage.reports`).
 
