@@ -141,7 +141,15 @@ def up(
     from storage.reports import ReportStore
     from storage.settings import redact
     from storage.snapshots import current_snapshot_dir
-    from usecases import Sources, configure_tracking, features_at, find_champion, keep_for_the_page, make_report
+    from usecases import (
+        Sources,
+        configure_tracking,
+        features_at,
+        find_champion,
+        keep_for_the_page,
+        make_report,
+        report_stamp,
+    )
 
     settings = current_settings()
     data = settings.resolved_data_dir()
@@ -177,7 +185,9 @@ def up(
     reports = ReportStore(settings.report_path())
     if reports.load() is None:
         console.print("Making the first program report for the page's Program report tab.")
-        keep_for_the_page(make_report(sources), reports)
+        champion = find_champion(settings.model_name)
+        stamp = report_stamp(sources, None if champion is None else champion.version)
+        keep_for_the_page(make_report(sources), reports, stamp)
     if serve_it:
         serve(host=host, port=port)
 

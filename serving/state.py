@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -287,14 +287,13 @@ class ServingState:
         at the present, stored under its plan_id (unless `keep_it` is false: a look, not a plan to
         record asks against); the same use case as `advocacy plan`."""
         store = self.store
-        frame = pd.DataFrame({name: store.columns[name] for name in ("customer_id", "as_of", *FEATURE_NAMES)})
+        # Only the rows the model speaks for are handed over: the others are never candidates.
+        rows = np.flatnonzero(plannable(store.cold_start, store.committed))
+        frame = pd.DataFrame({name: store.columns[name][rows] for name in ("customer_id", "as_of", *FEATURE_NAMES)})
         for name in ("name", *FILTERS):
-            frame[name] = store.customers[name].to_numpy()
-        keep = plannable(store.cold_start, store.committed)
-        rows = np.flatnonzero(keep)
-        blocked = np.zeros(store.acceptance.shape, dtype=bool)  # only the plannable rows are looked at
-        blocked[rows] = self.book.blocked(rows, self.now()).matrix(list(store.ids[rows]))
-        base = ScoredBase(store.as_of, frame, store.acceptance, blocked, keep)
+            frame[name] = store.customers[name].to_numpy()[rows]
+        blocked = self.book.blocked(rows, self.now()).matrix(list(store.ids[rows]))
+        base = ScoredBase(store.as_of, frame, store.acceptance[rows], blocked, np.ones(len(rows), dtype=bool))
         made = make_and_store(self.bundle, self.champion, base, PlanJob(request, store=keep_it), self.plans)
         asks = [
             {k: None if v is pd.NaT else json_value(v) for k, v in r.items()}
@@ -347,8 +346,8 @@ class ServingState:
         }
 
     def refresh_report(self, force: bool) -> bool:
-        """Remake and keep the program report (`usecases.reports`, over the period the kept one
-        covered) if forced, if there is none, or if the ask log or the champion changed since it was
+        """Remake and keep the program report (`usecases.reports`, over the period and from the data
+        directory of the kept one) if forced, if there is none, or if the ask log or the champion changed since it was
         made; whether it was remade."""
         if self.reports is None or self.sources is None:
             return False
@@ -358,7 +357,8 @@ class ServingState:
             if not force and kept is not None and kept.get("made_from") == stamp:
                 return False
             since = None if kept is None or not kept.get("since") else pd.Timestamp(kept["since"])
-            keep_for_the_page(make_report(self.sources, since), self.reports, stamp)
+            data_dir = Path(kept["data_dir"]) if kept is not None and kept.get("data_dir") else self.sources.data_dir
+            keep_for_the_page(make_report(replace(self.sources, data_dir=data_dir), since), self.reports, stamp)
             return True
 
     def report(self, refresh: bool = False) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from storage.snapshots import write_snapshot
 from tests.conftest import SAMPLE, TrainedHome
 from tests.serverkit import Server
 from training.datasets import build_training_data
-from usecases import Sources
+from usecases import Sources, keep_for_the_page, make_report
 
 # Active customers with long ask histories in the sample's asks table.
 BUSY, QUIET = "C0000350", "C0000886"
@@ -189,15 +189,19 @@ def test_an_ask_in_the_table_and_the_log_is_one_ask_whose_later_answer_wins(tmp_
 def test_the_service_remakes_the_report_when_the_ask_log_moves(
     trained_home: TrainedHome, served_snapshot: Snapshot, tmp_path: Path
 ) -> None:
-    """The page's report tab is never older than the reload interval: a recorded ask remakes it."""
-    settings = Settings(home=tmp_path, data_dir=SAMPLE, mlflow_tracking_uri=trained_home.settings.tracking_uri())
+    """The page's report tab is never older than the reload interval: a recorded ask remakes it, from
+    the data the kept report was made from (not the service's own default, here a folder not there)."""
+    elsewhere = tmp_path / "not-the-data"
+    settings = Settings(home=tmp_path, data_dir=elsewhere, mlflow_tracking_uri=trained_home.settings.tracking_uri())
     write_snapshot(served_snapshot.tables(), served_snapshot.meta, settings.feature_store_path())
     state = load_state(settings, *load_champion(settings))
     try:
         assert not state.report()["available"]
-        assert state.refresh_report(force=False)  # none kept yet
+        assert state.reports is not None
+        keep_for_the_page(make_report(Sources.from_settings(settings, SAMPLE)), state.reports)  # `advocacy report`
+        assert state.refresh_report(force=False)  # kept without saying what it was made from
         first = state.report()
-        assert first["available"] and not state.refresh_report(force=False)  # nothing moved since
+        assert first["data_dir"] == str(SAMPLE) and not state.refresh_report(force=False)  # nothing moved since
         asked = served_snapshot.as_of - pd.Timedelta(days=3)
         row = {"ask_id": "posted-1", "customer_id": BUSY, "ask_type": "review", "asked_at": asked.isoformat()}
         assert state.record_asks([{**row, "outcome": "no_response", "responded_at": None}]) == 1

@@ -12,14 +12,13 @@ from typing import Any
 
 import pandas as pd
 
+from features.contracts import CONTRACTS
 from storage.plans import PlanStore
-
-ASK_COLUMNS: tuple[str, ...] = ("ask_id", "customer_id", "ask_type", "asked_at", "outcome", "responded_at")
 
 
 def asks_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Rows of the asks table (as the API receives them) as a frame, times in UTC."""
-    frame = pd.DataFrame({col: [r.get(col) for r in rows] for col in (*ASK_COLUMNS, "plan_id")})
+    frame = pd.DataFrame({col: [r.get(col) for r in rows] for col in (*CONTRACTS["asks"].columns, "plan_id")})
     for col in ("asked_at", "responded_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     return frame

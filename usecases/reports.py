@@ -26,6 +26,7 @@ class MadeReport:
     figures: dict[str, Any]  # matplotlib figures, for MLflow
     charts: dict[str, bytes]  # the same, rendered once as PNG
     metrics: dict[str, float]  # the finite headline figures
+    data_dir: Path  # the data directory it was made from
     kept_at: Path | None = None
 
 
@@ -39,7 +40,7 @@ def make_report(sources: Sources, since: pd.Timestamp | None = None) -> MadeRepo
     figures = report_figures(made)
     charts = {name: figure_png(fig) for name, fig in figures.items()}
     metrics = {k: v for k, v in made.metrics().items() if math.isfinite(v)}
-    return MadeReport(made, figures, charts, metrics)
+    return MadeReport(made, figures, charts, metrics, sources.data_dir)
 
 
 def report_stamp(sources: Sources, model_version: str | None) -> dict[str, Any]:
@@ -52,7 +53,8 @@ def keep_for_the_page(made: MadeReport, store: ReportStore, stamp: dict[str, Any
     """The aggregate tables and the charts where the service reads them (`storage.reports`).
 
     `stamp` says what the report was made from (the ask log's last write, the champion), so that the
-    service can tell when it is stale."""
+    service can tell when it is stale; the data directory is kept too, so that the service remakes
+    it from the same data, not from its own default."""
     report = made.report
     tables = {name: frame for name, frame in report.tables().items() if name != "planned_asks"}  # a row per ask
     meta = {
@@ -60,6 +62,7 @@ def keep_for_the_page(made: MadeReport, store: ReportStore, stamp: dict[str, Any
         "until": report.until.isoformat(),
         "metrics": made.metrics,
         "left_out": dict(report.left_out),
+        "data_dir": str(made.data_dir),
         "made_from": stamp or {},
     }
     made.kept_at = store.save(tables, made.charts, meta)
