@@ -45,8 +45,8 @@ class WorklistResponse(BaseModel):
 
 
 class ReportRequest(StrictBody):
-    """`POST /report`: the latest program report; the service remakes it when the ask log or the
-    champion has changed since, and at once with `refresh`."""
+    """`POST /report`: the latest program report; the service remakes a kept one when the ask log or
+    the champion has changed since, and makes or remakes it at once with `refresh`."""
 
     refresh: bool = Field(default=False, description="remake the report from the data and the ask log now")
 

@@ -136,7 +136,7 @@ class StateHolder:
             self._refresh_report()
 
     def _refresh_report(self) -> None:
-        """Remake the program report if the ask log or the champion moved since it was made."""
+        """Remake the kept program report if the ask log or the champion moved since it was made."""
         state = self.state
         if state is None:
             return

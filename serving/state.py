@@ -7,8 +7,10 @@ batch job agree.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +45,7 @@ from storage.settings import Settings
 from storage.snapshots import current_snapshot_dir, read_snapshot
 from usecases.asks import record_asks
 from usecases.plans import FILTERS, PlanJob, PlanRequest, ScoredBase, make_and_store, parse_need, plannable
-from usecases.reports import keep_for_the_page, make_report, report_stamp
+from usecases.reports import remake_and_keep, report_stamp
 from usecases.sources import Sources
 
 
@@ -347,18 +349,22 @@ class ServingState:
 
     def refresh_report(self, force: bool) -> bool:
         """Remake and keep the program report (`usecases.reports`, over the period and from the data
-        directory of the kept one) if forced, if there is none, or if the ask log or the champion changed since it was
-        made; whether it was remade."""
+        directory of the kept one) if forced, or if the ask log or the champion changed since the kept
+        one was made; whether it was remade. Without `force` a service never makes the first report
+        (`advocacy report` and `advocacy up` do). The work runs in a spawned process: the data, the
+        features as of each ask and the charts cost the service no memory once it is done."""
         if self.reports is None or self.sources is None:
             return False
         with self._report_lock:
             stamp = report_stamp(self.sources, self.champion.version)
             kept = self.reports.load()
-            if not force and kept is not None and kept.get("made_from") == stamp:
+            if not force and (kept is None or kept.get("made_from") == stamp):
                 return False
             since = None if kept is None or not kept.get("since") else pd.Timestamp(kept["since"])
             data_dir = Path(kept["data_dir"]) if kept is not None and kept.get("data_dir") else self.sources.data_dir
-            keep_for_the_page(make_report(replace(self.sources, data_dir=data_dir), since), self.reports, stamp)
+            sources = replace(self.sources, data_dir=data_dir)
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+                child.submit(remake_and_keep, sources, since, self.reports, stamp).result()
             return True
 
     def report(self, refresh: bool = False) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from usecases.plans import (
     plan_from_sources,
 )
 from usecases.recipe import Scored, features_at, score_inputs, score_world
-from usecases.reports import MadeReport, keep_for_the_page, make_report, report_stamp
+from usecases.reports import MadeReport, keep_for_the_page, make_report, remake_and_keep, report_stamp
 from usecases.sources import LEFT_OUT, Read, Sources, describe_left_out, leave_out_future, left_out_words
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "plan_candidates",
     "plan_from_sources",
     "record_asks",
+    "remake_and_keep",
     "report_stamp",
     "score_inputs",
     "score_world",

@@ -1,8 +1,8 @@
 """The program report (spec section 7): what was asked, what came of it, and whether the plans kept
 their promise; made from the sources and kept where the CSM page shows it.
 
-One road for `advocacy report` and the service, which remakes it when the ask log or the champion
-has changed since it was made, or on `POST /report` with a refresh.
+One road for `advocacy report` and the service, which remakes a kept report when the ask log or the
+champion has changed since it was made, or makes one on `POST /report` with a refresh.
 """
 
 from __future__ import annotations
@@ -67,3 +67,10 @@ def keep_for_the_page(made: MadeReport, store: ReportStore, stamp: dict[str, Any
     }
     made.kept_at = store.save(tables, made.charts, meta)
     return made.kept_at
+
+
+def remake_and_keep(sources: Sources, since: pd.Timestamp | None, store: ReportStore, stamp: dict[str, Any]) -> Path:
+    """`make_report` then `keep_for_the_page`, with nothing kept in between: a long-lived process
+    (the service) runs this in a child process of its own, so that the report's data and charts
+    never stay in its memory."""
+    return keep_for_the_page(make_report(sources, since), store, stamp)
