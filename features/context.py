@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.commitments import COMMITMENT_COLUMNS, COMMITMENT_LAPSE_DAYS, open_commitments
+from features.commitments import COMMITMENT_COLUMNS, COMMITMENT_LAPSE_DAYS, delivered_at, open_commitments
 from features.contracts import TIMESTAMP, answer_known_at
 from features.io import World
 from features.pointintime import active_points, build_features
@@ -156,6 +156,9 @@ def build_snapshot(
     later = known_at.notna() & (known_at >= as_of)
     asks.loc[later, "outcome"] = "no_response"
     asks.loc[later, "responded_at"] = pd.NaT
+    # When each was delivered, if before as_of: what the service needs to restate a customer's
+    # commitments when an ask is recorded after this snapshot (`features.pointintime.restate_ask_history`).
+    asks["delivered_at"] = delivered_at(asks, world.activities[world.activities["occurred_at"] < as_of])
     meta = snapshot_meta(as_of, customers=len(frame), asks=len(asks))
     return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history_table(world, as_of), meta)
 

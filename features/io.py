@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features.catalog import REQUIRED_TABLES, TABLES
@@ -60,6 +61,13 @@ class World:
         return World(**{**self.as_dict(), "asks": asks}, data_end=end), int((~known).sum())
 
 
+def table_answer_later(table: pd.Series, logged: pd.Series) -> np.ndarray:
+    """Per pair of versions of one ask (`responded_at` in the table, in the log): whether the table's
+    answer is the one that counts (answered over unanswered, then the later; the log's on a tie)."""
+    mine, other = table.reset_index(drop=True), logged.reset_index(drop=True)
+    return np.asarray((mine.notna() & (other.isna() | (mine > other))).to_numpy(), dtype=bool)
+
+
 def merge_asks(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
     """The asks of the data table and of the ask log as one table: one row per `ask_id` (spec 7).
 
@@ -90,8 +98,7 @@ def merge_asks(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
                     f"are fixed; only its answer may change) ({int(differ.sum())} such asks)"
                 ],
             )
-    mine, other = ours["responded_at"], theirs["responded_at"]
-    table_later = (mine.notna() & (other.isna() | (mine > other))).to_numpy()
+    table_later = table_answer_later(ours["responded_at"], theirs["responded_at"])
     beaten = set(ours.index[~table_later])  # the log's version replaces the table's
     stale = set(theirs.index[table_later])  # the table's answer is the later one
     keep_log = ~log_ids.isin(stale).to_numpy()

@@ -356,6 +356,52 @@ def _ask_features(q: LookBack, world: World) -> Columns:
     }
 
 
+# The features a customer's asks make (with the activities that deliver them): what an ask recorded
+# after a snapshot was written can change, so the service restates these alone (`restate_ask_history`).
+ASK_HISTORY_FEATURES: tuple[str, ...] = (
+    "days_since_last_accept",
+    "asks_total",
+    "accepts_total",
+    "declines_total",
+    "unanswered_rate",
+    "acceptance_rate",
+    "days_since_last_ask",
+    "asks_90d",
+    "reference_calls_quarter",
+    "decline_streak",
+    "accepted_not_delivered",
+)
+
+
+def restate_ask_history(
+    asks: pd.DataFrame, activities: pd.DataFrame, points: pd.DataFrame, lapse_days: int = COMMITMENT_LAPSE_DAYS
+) -> pd.DataFrame:
+    """`ASK_HISTORY_FEATURES` and the open accepted ask (`COMMITMENT_COLUMNS`) for each point
+    (`customer_id`, `as_of`), in the points' order: the same code as `build_features`, from the asks
+    and the activities naming them alone, the other tables untouched. `activities` needs
+    `customer_id`, `ask_id` and `occurred_at`."""
+    as_of = _as_of(points)
+    ids = points["customer_id"].astype("str").reset_index(drop=True)
+    customers = pd.DataFrame({"customer_id": pd.Series(ids.unique(), dtype="str")})
+    world = World(
+        customers=customers,
+        usage=pd.DataFrame(),
+        nps=pd.DataFrame(),
+        tickets=pd.DataFrame(),
+        social=pd.DataFrame(),
+        asks=asks,
+        activities=activities,
+    )
+    with open_lookback(world, customer_codes(world, ids), _times(as_of), threads=1) as q:
+        cols = _ask_features(q, world)
+    pending = open_commitments(asks, activities, points, lapse_days)
+    cols["accepted_not_delivered"] = pending["open_asks"].to_numpy()
+    out = pd.DataFrame({name: np.asarray(cols[name], dtype="float64") for name in ASK_HISTORY_FEATURES})
+    for column in COMMITMENT_COLUMNS:
+        out[column] = pending[column].to_numpy()
+    return out
+
+
 def _activity_features(q: LookBack, world: World) -> Columns:
     """Activity history (the accepted asks not yet delivered are `features.commitments`')."""
     q.table("activities", world.activities, "occurred_at", {"organic": "(r.ask_id IS NULL)::DOUBLE"})

@@ -16,11 +16,20 @@ import numpy as np
 import pandas as pd
 
 from features.context import RECENT_REFERENCE_DAYS
-from features.contracts import DAY_MICROS, NAT_MICROS, NEVER_MICROS, empty_table, timestamp_micros, to_micros
+from features.contracts import (
+    DAY_MICROS,
+    NAT_MICROS,
+    NEVER_MICROS,
+    empty_table,
+    from_micros,
+    timestamp_micros,
+    to_micros,
+)
+from features.io import FIXED_ASK_FIELDS, table_answer_later
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.scoring import Blocked
 from serving.store import ASK_TABLE_COLUMNS, FeatureStore, UnknownCustomersError
-from storage.asklog import AskLog
+from storage.asklog import AskLog, ConflictingAskError
 
 # Up to this many customers, their snapshot asks are gathered by index ranges; beyond, by one mask.
 _RANGE_GATHER_MAX = 64
@@ -64,9 +73,10 @@ class GuardrailBook:
         codes = pd.Index(store.ids).get_indexer(base["customer_id"])
         order = np.argsort(codes, kind="stable")
         self._base = base.iloc[order].reset_index(drop=True)
+        self._base_delivered = to_micros(snapshot_asks["delivered_at"])[order]
         self._base_code = codes[order]
         self._base_position = {a: k for k, a in enumerate(self._base["ask_id"].tolist())}
-        self._base_overridden = np.zeros(len(self._base), dtype=bool)  # the ask log has its own version
+        self._restate: set[int] = set()  # store rows whose asks the log changed, not yet restated
         self._base_span = (
             np.searchsorted(self._base_code, np.arange(n), side="left"),
             np.searchsorted(self._base_code, np.arange(n), side="right"),
@@ -114,7 +124,7 @@ class GuardrailBook:
         touched |= set(self._base["customer_id"].iloc[in_base])
         rows = [self._store.index[c] for c in touched if c in self._store.index]
         self._valid_until[rows] = NAT_MICROS
-        self._base_overridden[in_base] = True
+        self._restate.update(rows)
         kept = ~replaced
         parts = [self._logged.loc[kept]] if kept.any() else []
         self._logged = _compacted(pd.concat([*parts, changes.loc[:, list(ASK_TABLE_COLUMNS)]], ignore_index=True))
@@ -126,22 +136,72 @@ class GuardrailBook:
             [self._logged_new[kept], np.array([a not in self._base_position for a in ids], dtype=bool)]
         )
 
-    def _asks_for(self, rows: np.ndarray) -> pd.DataFrame:
-        """The snapshot's asks of these customers, with the ask log's version winning on the same ask_id."""
+    def _base_at(self, rows: np.ndarray) -> np.ndarray:
+        """Positions of these customers' asks in the snapshot's asks."""
         if len(rows) <= _RANGE_GATHER_MAX:
             starts, ends = self._base_span[0][rows], self._base_span[1][rows]
             spans = [np.arange(s, e, dtype=np.int64) for s, e in zip(starts, ends, strict=True)]
-            at = np.concatenate(spans) if spans else np.empty(0, np.int64)
+            return np.concatenate(spans) if spans else np.empty(0, np.int64)
+        wanted = np.zeros(len(self._store), dtype=bool)
+        wanted[rows] = True
+        return np.flatnonzero((self._base_code >= 0) & wanted[np.maximum(self._base_code, 0)])
+
+    def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+        """These customers' asks as one ask per `ask_id` (`features.io.merge_asks`' rule): positions in
+        the snapshot's asks, and the logged asks, each version that lost to the other left out."""
+        at = self._base_at(rows)
+        if len(rows) <= _RANGE_GATHER_MAX:
             logged = self._logged.iloc[np.flatnonzero(np.isin(self._logged_code, rows))]
         else:
             wanted = np.zeros(len(self._store), dtype=bool)
             wanted[rows] = True
-            at = np.flatnonzero((self._base_code >= 0) & wanted[np.maximum(self._base_code, 0)])
             logged = self._logged.loc[(self._logged_code >= 0) & wanted[np.maximum(self._logged_code, 0)]]
-        base = self._base.iloc[at[~self._base_overridden[at]]]
+        if not len(logged):
+            return at, logged
+        position = self._base_position
+        pos = np.array([position.get(a, -1) for a in logged["ask_id"].tolist()], dtype=np.int64)
+        both = pos >= 0
+        if not both.any():
+            return at, logged
+        table_wins = table_answer_later(self._base["responded_at"].iloc[pos[both]], logged["responded_at"][both])
+        keep_logged = np.ones(len(logged), dtype=bool)
+        keep_logged[np.flatnonzero(both)[table_wins]] = False
+        return at[~np.isin(at, pos[both][~table_wins])], logged.loc[keep_logged]
+
+    def _asks_for(self, rows: np.ndarray) -> pd.DataFrame:
+        """The asks of these customers: the snapshot's and the log's, one per `ask_id`."""
+        return self._frame(*self._gather(rows))
+
+    def _frame(self, at: np.ndarray, logged: pd.DataFrame) -> pd.DataFrame:
+        base = self._base.iloc[at]
         if not len(logged):
             return base
         return pd.concat([base, logged.loc[:, list(ASK_TABLE_COLUMNS)]], ignore_index=True)
+
+    def take_restatements(self) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+        """The store rows whose asks the log changed since the last call (the snapshot's features for
+        them are stale), with their asks (one per `ask_id`) and their deliveries known to the snapshot
+        (`customer_id`, `ask_id`, `occurred_at`): what `features.pointintime.restate_ask_history` needs.
+        An ask recorded after the snapshot is delivered, here, only from the next snapshot on."""
+        with self._lock:
+            self._sync_log()
+            if not self._restate:
+                return np.empty(0, np.int64), empty_table("asks"), empty_table("activities")
+            rows = np.array(sorted(self._restate), dtype=np.int64)
+            self._restate.clear()
+            asks = self._asks_for(rows)
+        # Deliveries name the ask, whichever version of it counts: every snapshot ask of theirs.
+        at = self._base_at(rows)
+        delivered = self._base_delivered[at]
+        done = delivered != NAT_MICROS
+        deliveries = pd.DataFrame(
+            {
+                "customer_id": self._base["customer_id"].iloc[at[done]].to_numpy(),
+                "ask_id": self._base["ask_id"].iloc[at[done]].to_numpy(),
+                "occurred_at": from_micros(delivered[done]),
+            }
+        )
+        return rows, asks, deliveries
 
     # ---- blocks ----------------------------------------------------------------------------------
     def _refresh(self, rows: np.ndarray, now: pd.Timestamp) -> None:
@@ -246,7 +306,24 @@ class GuardrailBook:
         unknown = [c for c in asks["customer_id"].astype("str") if c not in self.known_customers]
         if unknown:
             raise UnknownCustomersError(unknown)
+        self._refuse_conflicts(asks)
         stored = self._log.record(asks)
         with self._lock:
             self._sync_log()
         return stored
+
+    def _refuse_conflicts(self, asks: pd.DataFrame) -> None:
+        """`ConflictingAskError` if an ask of the snapshot is sent with another customer, type or time
+        (the log refuses the same against its own asks, in its write transaction)."""
+        ask_ids = asks["ask_id"].astype("str").tolist()
+        for i, ask_id in enumerate(ask_ids):
+            k = self._base_position.get(ask_id)
+            if k is None:
+                continue
+            for field in FIXED_ASK_FIELDS:
+                stored, sent = self._base[field].iloc[k], asks[field].iloc[i]
+                if pd.isna(sent):
+                    continue  # the data contract refuses it, naming the row
+                same = pd.Timestamp(sent) == stored if field == "asked_at" else str(sent) == str(stored)
+                if not same:
+                    raise ConflictingAskError(ask_id, field, stored, sent)

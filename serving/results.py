@@ -33,6 +33,7 @@ class ResultCache:
         self._capacity = capacity
         self._kept: OrderedDict[int, tuple[bytes, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        self._generation = 0  # moved by `forget`: results computed across it are not kept
 
     def warm(self, limit: int | None = None, chunk: int = 1000, num_threads: int = 2) -> int:
         """Compute the first `limit` customers' results ahead of requests (at load time); return how many."""
@@ -41,7 +42,15 @@ class ResultCache:
             self._compute(np.arange(start, min(n, start + chunk), dtype=np.int64), num_threads)
         return n
 
+    def forget(self, rows: np.ndarray) -> None:
+        """Drop the rows' results: their features were restated (`FeatureStore.restate`)."""
+        with self._lock:
+            self._generation += 1
+            for r in rows.tolist():
+                self._kept.pop(r, None)
+
     def _compute(self, rows: np.ndarray, num_threads: int = 1) -> dict[int, tuple[bytes, np.ndarray]]:
+        generation = self._generation
         values, matrix = self._store.values(rows), self._store.matrix[rows]
         scores = score(self._bundle, values, matrix=matrix, explain=True, num_threads=num_threads)
         made: dict[int, tuple[bytes, np.ndarray]] = {}
@@ -49,6 +58,8 @@ class ResultCache:
             body = Result.model_validate(scores.result(i)).model_dump_json(exclude={"next_best_ask"}).encode()
             made[r] = (body[:-1], scores.acceptance[i].copy())
         with self._lock:
+            if generation != self._generation:  # a row may have been restated while these were made
+                return made
             self._kept.update(made)
             while len(self._kept) > self._capacity:
                 self._kept.popitem(last=False)

@@ -56,6 +56,7 @@ from serving.schemas import (
 )
 from serving.state import ServingState, load_state
 from serving.store import IncompatibleStateError, UnknownCustomersError
+from storage.asklog import ConflictingAskError
 from storage.settings import Settings, get_settings
 from storage.snapshots import SnapshotRefusedError, base_refusal, current_snapshot_dir, read_meta
 from usecases.plans import DEFAULT_CONFIDENCE, PlanRequest
@@ -269,6 +270,8 @@ class Advocacy:
             return _error(404, str(err), customer_ids=err.ids)
         except DataContractError as err:
             return _error(400, str(err), detail=err.problems)
+        except ConflictingAskError as err:
+            return _error(409, str(err), ask_id=err.ask_id)
         except ValidationError:
             # Requests were validated before this point: a failure here is ours, not the caller's.
             log.exception("advocacy: response failed validation")

@@ -45,6 +45,7 @@ from storage.settings import Settings
 from storage.snapshots import current_snapshot_dir, read_snapshot
 from usecases.asks import record_asks
 from usecases.plans import FILTERS, PlanJob, PlanRequest, ScoredBase, make_and_store, parse_need, plannable
+from usecases.recipe import restate_asks
 from usecases.reports import remake_and_keep, report_stamp
 from usecases.sources import Sources
 
@@ -64,6 +65,13 @@ class Overview:
     propensity: np.ndarray
     gap: np.ndarray  # model tier rank - points tier rank (`Scores.tier_gaps`: 0 on cold start, committed)
     re_engage: np.ndarray  # a past advocate with no activity in 180 days
+
+    def update(self, bundle: Bundle, store: FeatureStore, rows: np.ndarray) -> None:
+        """Rescore the rows whose features were restated."""
+        made = score(bundle, store.values(rows), matrix=store.matrix[rows], explain=False)
+        self.tier[rows], self.gap[rows], self.propensity[rows] = made.tier, made.tier_gaps, made.propensity
+        self.baseline_tier[rows], self.baseline_points[rows] = made.baseline_tier, made.baseline_points
+        self.re_engage[rows] = made.re_engage
 
     @classmethod
     def build(cls, bundle: Bundle, store: FeatureStore, chunk: int = 100_000) -> Overview:
@@ -113,9 +121,29 @@ class ServingState:
         self._overview: Overview | None = None
         self._overview_lock = threading.Lock()
         self._report_lock = threading.Lock()
+        self._restate_lock = threading.Lock()
+
+    def catch_up(self) -> int:
+        """Restate the ask-history features (acceptance, the committed pipeline) of the customers whose
+        asks the ask log changed since the last look, in this or any worker, at the snapshot's as_of:
+        what `advocacy score` would now write for them. Every route that reads the store calls this
+        first, so an ask recorded through `POST /asks` counts at once. Returns how many were restated."""
+        with self._restate_lock:
+            rows, asks, deliveries = self.book.take_restatements()
+            if not len(rows):
+                return 0
+            store = self.store
+            restated = restate_asks(asks, deliveries, store.ids[rows].tolist(), store.as_of, self.bundle.lapse_days)
+            store.restate(rows, restated)
+            self.results.forget(rows)
+            with self._overview_lock:
+                if self._overview is not None:
+                    self._overview.update(self.bundle, store, rows)
+            return len(rows)
 
     def overview(self) -> Overview:
         """Every stored customer's tier, propensity and points (computed once per state, vectorised)."""
+        self.catch_up()
         with self._overview_lock:
             if self._overview is None:
                 self._overview = Overview.build(self.bundle, self.store)
@@ -176,6 +204,7 @@ class ServingState:
 
     def score_ids_json(self, customer_ids: Sequence[str]) -> bytes:
         """`{"results": [...]}` for stored customers, in the order asked (404 naming the unknown ones)."""
+        self.catch_up()
         rows = self.store.rows(customer_ids)
         blocked = self.book.blocked(rows, self.now())
         kept = self.results.get(rows)
@@ -237,6 +266,7 @@ class ServingState:
 
     def explain(self, customer_id: str) -> dict[str, Any]:
         """A result with every contribution, the base value, and the recent history."""
+        self.catch_up()
         rows = self.store.rows([customer_id])
         now = self.now()
         values = self.store.values(rows)
@@ -268,6 +298,7 @@ class ServingState:
 
     def references(self, industry: str, segment: str, use_case: str, k: int) -> list[dict[str, Any]]:
         """Reference candidates for a prospect, best first, skipping customers a guardrail protects."""
+        self.catch_up()
         now = self.now()
         prospect = Prospect(industry=industry, segment=segment, use_case=use_case)
         blocked = self.book.reference_blocked(now)
@@ -288,6 +319,7 @@ class ServingState:
         """`POST /plan`: the ask plan over every stored customer the model speaks for, guardrails
         at the present, stored under its plan_id (unless `keep_it` is false: a look, not a plan to
         record asks against); the same use case as `advocacy plan`."""
+        self.catch_up()
         store = self.store
         # Only the rows the model speaks for are handed over: the others are never candidates.
         rows = np.flatnonzero(plannable(store.cold_start, store.committed))

@@ -31,6 +31,14 @@ CONTEXT_COLUMNS: tuple[str, ...] = ("name", "last_urgent_ticket_at", "recent_ref
 RESULT_CACHE_ROWS = 20_000  # about 6 kB each: about 120 MB per worker when full
 
 
+_REFERENCE_CALL = ASK_TYPE_NAMES.index("reference_call")
+
+
+def _acceptance(bundle: Bundle, matrix: np.ndarray) -> np.ndarray:
+    """Acceptance per ask type (columns in `ASK_TYPE_NAMES` order) of encoded feature rows."""
+    return bundle.acceptance.proba(acceptance_matrix(matrix), 2).reshape(len(matrix), len(ASK_TYPE_NAMES))
+
+
 class UnknownCustomersError(KeyError):
     """Customer ids the service has no features for (a 404 naming them)."""
 
@@ -82,6 +90,11 @@ class FeatureStore:
                 f"the feature snapshot lacks column(s) {', '.join(missing[:8])}: it was written by other code; "
                 "write a new one (`advocacy score`)"
             )
+        if "delivered_at" not in snapshot.asks.columns:
+            raise IncompatibleStateError(
+                "the feature snapshot's asks lack delivered_at: it was written by older code; "
+                "write a new one (`advocacy score`)"
+            )
         ids = frame["customer_id"].astype("str")
         if ids.duplicated().any():
             raise IncompatibleStateError(f"the feature snapshot repeats customer_id {ids[ids.duplicated()].iloc[0]}")
@@ -90,11 +103,13 @@ class FeatureStore:
         self.index: dict[str, int] = {cid: i for i, cid in enumerate(self.ids.tolist())}
         self.matrix: np.ndarray = np.ascontiguousarray(bundle.encoder.transform(frame), dtype=np.float64)
         self.columns: dict[str, np.ndarray] = {"customer_id": self.ids, "as_of": frame["as_of"].to_numpy()}
+        # Copies, writable: a recorded ask restates a row's ask history in place (`restate`).
         for name in FEATURE_NAMES:
             col = frame[name]
-            self.columns[name] = col.to_numpy(dtype=object) if name in CATEGORICAL_FEATURES else col.to_numpy(float)
+            kind = object if name in CATEGORICAL_FEATURES else float
+            self.columns[name] = col.to_numpy(dtype=kind, copy=True)
         for name in COMMITMENT_COLUMNS:  # the open accepted ask each result names
-            self.columns[name] = frame[name].to_numpy(dtype=object)
+            self.columns[name] = frame[name].to_numpy(dtype=object, copy=True)
         self.health: np.ndarray = pd.to_numeric(frame["health_score"], errors="coerce").to_numpy(float)
         self.last_urgent_us: np.ndarray = to_micros(frame["last_urgent_ticket_at"])
         self.recent_reference_calls: np.ndarray = (
@@ -109,18 +124,29 @@ class FeatureStore:
         }
         # Reference matching and the planner rank everyone by acceptance of each ask type: computed
         # once (in slices, to bound the memory of the model's input), not per request.
-        n_types = len(ASK_TYPE_NAMES)
-        parts = [
-            bundle.acceptance.proba(acceptance_matrix(part), 2).reshape(len(part), n_types)
-            for part in np.array_split(self.matrix, max(1, len(frame) // 20_000))
-        ]
-        self.acceptance: np.ndarray = np.vstack(parts) if parts else np.zeros((0, n_types))
-        self.reference_acceptance = pd.Series(
-            self.acceptance[:, ASK_TYPE_NAMES.index("reference_call")], index=pd.Index(ids)
-        )
+        parts = [_acceptance(bundle, part) for part in np.array_split(self.matrix, max(1, len(frame) // 20_000))]
+        self.acceptance: np.ndarray = np.vstack(parts) if parts else np.zeros((0, len(ASK_TYPE_NAMES)))
+        self.reference_acceptance = pd.Series(self.acceptance[:, _REFERENCE_CALL].copy(), index=pd.Index(ids))
         self.cold_start: np.ndarray = cold_start(self.columns["usage_months"], self.matrix)
         self.committed: np.ndarray = is_committed(self.columns["accepted_not_delivered"])
         self._history = _HistoryIndex(snapshot.history)
+        self._bundle = bundle
+
+    def restate(self, rows: np.ndarray, restated: pd.DataFrame) -> None:
+        """Replace the rows' ask-history features and open accepted ask with `restated` (one row per
+        row, `features.pointintime.restate_ask_history`'s columns), and everything derived from them.
+
+        The caller serialises restatements and forgets the rows' kept results afterwards."""
+        for name in restated.columns:
+            values = restated[name].to_numpy(dtype=self.columns[name].dtype)
+            self.columns[name][rows] = values
+            if name in FEATURE_NAMES:  # numeric: encoded as themselves, in the encoder's column order
+                self.matrix[rows, FEATURE_NAMES.index(name)] = values
+        matrix = self.matrix[rows]
+        self.acceptance[rows] = _acceptance(self._bundle, matrix)
+        self.reference_acceptance.iloc[rows] = self.acceptance[rows, _REFERENCE_CALL]
+        self.cold_start[rows] = cold_start(self.columns["usage_months"][rows], matrix)
+        self.committed[rows] = is_committed(self.columns["accepted_not_delivered"][rows])
 
     def __len__(self) -> int:
         return len(self.ids)

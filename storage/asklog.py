@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -86,6 +86,21 @@ def _plan_links(asks: pd.DataFrame) -> list[tuple[str, str]]:
     return [(str(a), str(p)) for a, p in named.itertuples(index=False)]
 
 
+def _refuse_conflicts(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`ConflictingAskError` for the first row whose ask_id is stored with another customer, type or time."""
+    sent = {row[0]: row[1:4] for row in rows}
+    stored = conn.execute(
+        "SELECT ask_id, customer_id, ask_type, asked_at FROM asks WHERE ask_id IN (SELECT value FROM json_each(?))",
+        [json.dumps(list(sent))],
+    ).fetchall()
+    for ask_id, *fixed in stored:
+        for field, old, new in zip(("customer_id", "ask_type", "asked_at"), fixed, sent[ask_id], strict=True):
+            if old != new:
+                if field == "asked_at":
+                    old, new = _timestamps(np.array([old]))[0], _timestamps(np.array([new]))[0]
+                raise ConflictingAskError(ask_id, field, old, new)
+
+
 def _has_seq(conn: sqlite3.Connection) -> bool:
     return any(row[1] == "seq" for row in conn.execute("PRAGMA table_info(asks)"))
 
@@ -98,6 +113,18 @@ def _micros(s: pd.Series) -> list[int | None]:
 def _timestamps(values: np.ndarray) -> pd.Series:
     # NULL is read as _NAT, which numpy turns back into NaT.
     return pd.Series(values.astype(np.int64).astype("datetime64[us]")).dt.tz_localize("UTC")
+
+
+class ConflictingAskError(ValueError):
+    """An ask sent again with another customer, type or time: an ask's identity never changes, only
+    its answer may (spec section 7), so it is refused (a 409), and nothing of the request is stored."""
+
+    def __init__(self, ask_id: str, field: str, stored: object, sent: object) -> None:
+        super().__init__(
+            f"ask_id {ask_id!r} is already recorded with {field} {stored}, not {sent}: an ask's customer_id, "
+            "ask_type and asked_at never change (record a new ask with a new ask_id)"
+        )
+        self.ask_id = ask_id
 
 
 class AskContract(Protocol):
@@ -170,6 +197,7 @@ class AskLog:
             # file, and no other writer can take the same sequence number meanwhile.
             conn.execute("BEGIN IMMEDIATE")
             try:
+                _refuse_conflicts(conn, rows)
                 seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM asks").fetchone()[0])
                 conn.executemany(_UPSERT, [(*row, seq) for row in rows])
                 conn.executemany(_LINK, links)

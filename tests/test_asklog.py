@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from advocacy import cli
 from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
-from storage.asklog import AskLog
+from storage.asklog import AskLog, ConflictingAskError
 from storage.settings import get_settings
 from tests import synckit
 
@@ -98,6 +98,25 @@ def test_a_later_outcome_updates_the_ask(log: AskLog) -> None:
     row = log.read().set_index("ask_id").loc["a2"]
     assert row["outcome"] == "accepted"
     assert row["responded_at"] == pd.Timestamp("2026-01-05T09:30:00", tz="UTC")
+
+
+@pytest.mark.parametrize(
+    ("field", "row"),
+    [
+        ("customer_id", ("a2", "c9", "review", "2026-01-01T00:00:00.123456", "accepted", "2026-01-05")),
+        ("ask_type", ("a2", "c1", "case_study", "2026-01-01T00:00:00.123456", "accepted", "2026-01-05")),
+        ("asked_at", ("a2", "c1", "review", "2026-01-02", "accepted", "2026-01-05")),
+    ],
+)
+def test_re_sending_an_ask_with_another_identity_is_refused_and_nothing_is_stored(
+    log: AskLog, field: str, row: tuple[str, ...]
+) -> None:
+    log.record(FIRST)
+    before = log.read()
+    batch = asks(("a3", "c1", "review", "2026-02-01", "no_response", None), row)
+    with pytest.raises(ConflictingAskError, match=f"ask_id 'a2' is already recorded with {field}"):
+        log.record(batch)
+    pd.testing.assert_frame_equal(log.read(), before)
 
 
 def test_a_bad_row_stores_nothing(log: AskLog) -> None:
@@ -181,7 +200,7 @@ def test_an_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
         from pathlib import Path
         import pandas as pd
         from features.contracts import CONTRACTS
-        from storage.asklog import AskLog
+        from storage.asklog import AskLog, ConflictingAskError
 
         log = AskLog(Path({str(path)!r}), CONTRACTS["asks"])
         log.record(pd.DataFrame({{
@@ -367,7 +386,7 @@ def test_a_commit_makes_sqlite_ask_the_os_to_sync_the_wal(tmp_path: Path) -> Non
 
         synckit.install()
         from features.contracts import CONTRACTS
-        from storage.asklog import AskLog
+        from storage.asklog import AskLog, ConflictingAskError
         from tests.test_asklog import FIRST, syncing_at
 
         counted = {{}}

@@ -102,6 +102,10 @@ def aimed(body: Any, known: list[str], draw: Callable[[st.SearchStrategy[Any]], 
             out[key] = [draw(st.sampled_from(known)) for _ in value]
         elif key == "plan_id":
             out[key] = None  # a drawn id is never a plan this service made: an ask on the happy path names none
+        elif key == "ask_id" and isinstance(value, str):
+            # Drawn ids repeat ("0"), and an ask_id sent again for another customer is rightly a 409:
+            # an ask on the happy path is a new one.
+            out[key] = f"{value}-{draw(st.uuids()).hex[:12]}"
         elif key == "confidence" and isinstance(value, float):
             out[key] = draw(st.floats(0.05, 0.95))  # the bounds themselves are refused (exclusive)
         elif key == "need" and isinstance(value, dict):

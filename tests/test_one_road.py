@@ -13,10 +13,13 @@ from typer.testing import CliRunner
 
 from advocacy.cli import app
 from features.catalog import ASK_TYPE_NAMES
+from features.commitments import COMMITMENT_COLUMNS
 from features.context import Snapshot
 from features.contracts import CONTRACTS, DataContractError
 from features.io import read_world
 from features.labels import observed_until
+from features.pointintime import ASK_HISTORY_FEATURES, build_features, restate_ask_history
+from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.registry import load_champion
 from serving.state import load_state
 from storage.asklog import AskLog
@@ -25,7 +28,7 @@ from storage.snapshots import write_snapshot
 from tests.conftest import SAMPLE, TrainedHome
 from tests.serverkit import Server
 from training.datasets import build_training_data
-from usecases import Sources, keep_for_the_page, make_report
+from usecases import PlanRequest, Sources, keep_for_the_page, make_report, score_world
 
 # Active customers with long ask histories in the sample's asks table.
 BUSY, QUIET = "C0000350", "C0000886"
@@ -177,11 +180,12 @@ def test_an_ask_in_the_table_and_the_log_is_one_ask_whose_later_answer_wins(tmp_
     assert asks.loc[unanswered["ask_id"], "outcome"] == "accepted"  # the log's answer is the later one
     assert asks.loc[answered["ask_id"], "outcome"] == "declined"  # the table's answer is the later one
 
-    moved = {**answered.to_dict(), "ask_id": answered["ask_id"], "customer_id": QUIET}
-    if moved["customer_id"] == answered["customer_id"]:
-        moved["customer_id"] = BUSY
+    # The log refuses to move an ask it holds (`ConflictingAskError`); one only the table holds, it
+    # cannot know: that is caught where both are read.
+    other = table[table["outcome"] == "declined"].iloc[1]
+    moved = {**other.to_dict(), "customer_id": QUIET if other["customer_id"] != QUIET else BUSY}
     log.record(pd.DataFrame([moved]))
-    with pytest.raises(DataContractError, match=f"ask_id '{answered['ask_id']}': customer_id is"):
+    with pytest.raises(DataContractError, match=f"ask_id '{other['ask_id']}': customer_id is"):
         Sources.from_settings(settings).read()
 
 
@@ -209,3 +213,76 @@ def test_the_service_remakes_the_report_when_the_ask_log_moves(
         assert state.report()["metrics"]["asks"] == first["metrics"]["asks"] + 1
     finally:
         state.close()
+
+
+@pytest.mark.slow
+def test_an_ask_recorded_after_the_snapshot_counts_in_the_services_features_at_once(
+    trained_home: TrainedHome, served_snapshot: Snapshot, tmp_path: Path
+) -> None:
+    """The red team's case: an accepted case study recorded through the API (asked 45 days before the
+    snapshot, accepted 40) makes the customer committed pipeline on the next request, with the
+    acceptance and features that `advocacy score` would now write, and takes them off the plan."""
+    settings = Settings(home=tmp_path, data_dir=SAMPLE, mlflow_tracking_uri=trained_home.settings.tracking_uri())
+    write_snapshot(served_snapshot.tables(), served_snapshot.meta, settings.feature_store_path())
+    state = load_state(settings, *load_champion(settings))
+    as_of = served_snapshot.as_of
+    need = PlanRequest({"reference_call": 5})
+    try:
+        first = state.plan(need, keep_it=False)["asks"][0]["customer_id"]  # the likeliest speaker
+        before = json.loads(state.score_ids_json([first]))["results"][0]
+        assert before["committed"] is None
+        accepted = {
+            "ask_id": "posted-case-study",
+            "customer_id": first,
+            "ask_type": "case_study",
+            "asked_at": (as_of - pd.Timedelta(days=45)).isoformat(),
+            "outcome": "accepted",
+            "responded_at": (as_of - pd.Timedelta(days=40)).isoformat(),
+        }
+        assert state.record_asks([accepted]) == 1
+        after = json.loads(state.score_ids_json([first]))["results"][0]
+        planned = {a["customer_id"] for a in state.plan(need, keep_it=False)["asks"]}
+        due = {d["customer_id"]: d for d in state.worklist(limit=10_000)["deliveries_due"]}
+        row = state.store.rows([first])
+        served = {name: state.store.columns[name][row][0] for name in FEATURE_NAMES}
+    finally:
+        state.close()
+
+    # What a fresh snapshot would hold for them now: the recipe over the tables plus the ask log.
+    fresh = score_world(state.bundle, Sources.from_settings(settings).read().world, as_of, [first])
+    expected = fresh.features.iloc[0]
+    for name in FEATURE_NAMES:
+        assert (
+            served[name] == pytest.approx(expected[name], nan_ok=True)
+            if name not in CATEGORICAL_FEATURES
+            else (str(served[name]) == str(expected[name]))
+        ), name
+    assert after["committed"]["ask_id"] == "posted-case-study" == fresh.scores.commitment(0)["ask_id"]
+    for k, ask_type in enumerate(ASK_TYPE_NAMES):
+        assert after["acceptance"][ask_type] == pytest.approx(fresh.scores.acceptance[0, k], abs=1e-9), ask_type
+    assert after["tier"] == "committed"
+    assert first not in planned  # committed pipeline is never asked again until it delivers
+    assert due[first]["ask_id"] == "posted-case-study"
+
+
+def test_restating_a_customers_ask_history_gives_the_features_of_the_whole_recipe() -> None:
+    """`restate_ask_history` (what the service recomputes when an ask is recorded) is the whole
+    recipe's ask history, and an ask at or after as_of changes none of it."""
+    world = read_world(SAMPLE)
+    as_of = observed_until(world) - pd.Timedelta(days=30)
+    ids = world.asks["customer_id"].drop_duplicates().head(40).tolist()
+    points = pd.DataFrame({"customer_id": pd.Series(ids, dtype="str"), "as_of": as_of})
+    whole = build_features(world, points, commitments=True)
+    restated = restate_ask_history(world.asks, world.activities, points)
+    assert list(restated.columns) == [*ASK_HISTORY_FEATURES, *COMMITMENT_COLUMNS]
+    pd.testing.assert_frame_equal(restated, whole.loc[:, list(restated.columns)], check_dtype=False)
+
+    late = (
+        world.asks[world.asks["customer_id"].isin(ids)]
+        .head(40)
+        .assign(
+            ask_id=lambda f: "late-" + f["ask_id"].astype("str"), asked_at=as_of, outcome="accepted", responded_at=as_of
+        )
+    )
+    later = restate_ask_history(pd.concat([world.asks, late], ignore_index=True), world.activities, points)
+    pd.testing.assert_frame_equal(later, restated)

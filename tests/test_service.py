@@ -493,6 +493,30 @@ def test_re_posting_an_ask_updates_it_and_never_duplicates(servers: Servers, ask
     assert sum("recorded through the API" in e["detail"] for e in events) == 1
 
 
+def test_re_sending_an_ask_for_another_customer_is_a_409_and_changes_nothing(
+    servers: Servers, asked: dict[str, Any]
+) -> None:
+    """An ask_id names one ask for good: posting it again for another customer would rewrite someone
+    else's ask (and orphan its activity), whether the ask came with the snapshot or through the API."""
+    log = AskLog(servers.settings.ask_log_path(), CONTRACTS["asks"])
+    before = log.read()
+    other = next(c for c in snapshot_ids(servers, 5) if c != asked["customer_id"])
+    in_snapshot = servers.snapshot.asks.iloc[0]
+    snapshot_ask = {
+        "ask_id": in_snapshot["ask_id"],
+        "customer_id": next(c for c in snapshot_ids(servers, 5) if c != in_snapshot["customer_id"]),
+        "ask_type": in_snapshot["ask_type"],
+        "asked_at": in_snapshot["asked_at"].isoformat(),
+        "outcome": "accepted",
+        "responded_at": in_snapshot["asked_at"].isoformat(),
+    }
+    for moved in ({**asked, "customer_id": other}, snapshot_ask):
+        response = servers.open.post("/asks", {"asks": [moved]})
+        assert response.status_code == 409, response.text
+        assert response.json()["ask_id"] == moved["ask_id"] and "customer_id" in response.json()["error"]
+    pd.testing.assert_frame_equal(log.read(), before)
+
+
 def test_asks_for_unknown_customers_are_refused_and_nothing_is_stored(servers: Servers) -> None:
     log = AskLog(servers.settings.ask_log_path(), CONTRACTS["asks"])
     before = len(log)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from features.context import build_snapshot
-from features.contracts import CONTRACTS, empty_table, validate_table
+from features.contracts import CONTRACTS, TIMESTAMP, empty_table, validate_table
 from features.io import World
 from features.labels import observed_until
 from models.guardrails import GuardrailConfig, blocked_asks
@@ -70,7 +70,10 @@ def asks(*rows: dict) -> pd.DataFrame:
 
 
 def book(tmp_path: Path, s: Store, snapshot_asks: pd.DataFrame, now: pd.Timestamp = NOW) -> GuardrailBook:
-    return GuardrailBook(s, snapshot_asks, AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"]), GuardrailConfig(), now)
+    if "delivered_at" not in snapshot_asks.columns:  # as a snapshot keeps them: none delivered here
+        snapshot_asks = snapshot_asks.assign(delivered_at=pd.Series(pd.NaT, index=snapshot_asks.index, dtype=TIMESTAMP))
+    log = AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"])
+    return GuardrailBook(s, snapshot_asks, log, GuardrailConfig(), now)
 
 
 def rails(b: GuardrailBook, customer: str, now: pd.Timestamp) -> dict[str, tuple[str, str | None]]:
@@ -104,7 +107,21 @@ def test_an_ask_dated_in_the_future_blocks_from_its_date(tmp_path: Path) -> None
     assert rails(b, "c1", NOW + 3 * DAY)
 
 
-def test_the_logs_version_of_a_snapshot_ask_wins(tmp_path: Path) -> None:
+def test_the_snapshots_later_answer_beats_the_logs_older_one(tmp_path: Path) -> None:
+    """One ask in both: the later answer counts (`features.io.merge_asks`' rule, as in every job)."""
+    declines = asks(
+        ask("s1", "c1", NOW - 80 * DAY, "declined", NOW - 79 * DAY),
+        ask("s2", "c1", NOW - 40 * DAY, "declined", NOW - 38 * DAY),
+    )
+    b = book(tmp_path, store("c1"), declines)
+    assert {g for g, _ in rails(b, "c1", NOW).values()} == {"decline_pause"}
+    b.record(pd.DataFrame([ask("s2", "c1", NOW - 40 * DAY, "accepted", NOW - 39 * DAY)]))  # an older answer
+    assert {g for g, _ in rails(b, "c1", NOW).values()} == {"decline_pause"}
+    b.record(pd.DataFrame([ask("s2", "c1", NOW - 40 * DAY, "accepted", NOW - 37 * DAY)]))  # a later one
+    assert rails(b, "c1", NOW) == {}
+
+
+def test_the_logs_later_answer_to_a_snapshot_ask_wins(tmp_path: Path) -> None:
     snapshot = asks(ask("s1", "c1", NOW - 80 * DAY, "declined", NOW - 79 * DAY), ask("s2", "c1", NOW - 40 * DAY))
     b = book(tmp_path, store("c1"), snapshot)
     assert rails(b, "c1", NOW) == {}  # one decline, no recent ask

@@ -31,7 +31,7 @@ from usecases.plans import (
     plan_candidates,
     plan_from_sources,
 )
-from usecases.recipe import Scored, features_at, score_inputs, score_world
+from usecases.recipe import Scored, features_at, restate_asks, score_inputs, score_world
 from usecases.reports import MadeReport, keep_for_the_page, make_report, remake_and_keep, report_stamp
 from usecases.sources import LEFT_OUT, Read, Sources, describe_left_out, leave_out_future, left_out_words
 
@@ -69,6 +69,7 @@ __all__ = [
     "record_asks",
     "remake_and_keep",
     "report_stamp",
+    "restate_asks",
     "score_inputs",
     "score_world",
 ]

@@ -3,8 +3,9 @@
 Every job that scores customers from raw tables walks this road: a batch chunk, `advocacy plan`
 (the candidates), `advocacy explain` and the benchmarks. The service starts from the snapshot the
 batch job wrote with it, so its features are the recipe's, and it scores them with the same
-`models.scoring.score`; only its guardrails are kept up to date between snapshots
-(`serving.guardrail_book`), from the same `models.guardrails.blocked_asks`.
+`models.scoring.score`. Between snapshots it keeps its guardrails up to date
+(`serving.guardrail_book`, from the same `models.guardrails.blocked_asks`), and restates the
+ask-history features of customers whose asks were recorded since (`restate_asks`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 from features.commitments import COMMITMENT_COLUMNS
 from features.context import Snapshot, build_snapshot, guardrail_signals
 from features.io import World
-from features.pointintime import active_points, build_features
+from features.pointintime import active_points, build_features, restate_ask_history
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.bundle import Bundle
 from models.guardrails import GuardrailConfig, blocked_asks
@@ -99,3 +100,13 @@ def score_world(
     )
     on_stage("score(): both models, tiers, next ask")
     return Scored(as_of, snapshot, matrix, blocked, scores)
+
+
+def restate_asks(
+    asks: pd.DataFrame, deliveries: pd.DataFrame, customer_ids: Sequence[str], as_of: pd.Timestamp, lapse_days: int
+) -> pd.DataFrame:
+    """The ask-history features and open accepted ask of `customer_ids` at `as_of`, from their asks
+    (one per `ask_id`) and the activities that delivered them: the columns of a snapshot row that an
+    ask recorded after the snapshot can change, computed by the code that computed the rest."""
+    points = pd.DataFrame({"customer_id": pd.Series(list(customer_ids), dtype="str"), "as_of": as_of})
+    return restate_ask_history(asks, deliveries, points, lapse_days)
