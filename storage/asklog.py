@@ -61,7 +61,7 @@ _MIGRATE = ("ALTER TABLE asks ADD COLUMN seq INTEGER", "UPDATE asks SET seq = ro
 _SEQ_INDEX = "CREATE INDEX IF NOT EXISTS asks_by_seq ON asks (seq)"
 _LINK = """
 INSERT INTO plan_asks (ask_id, plan_id) VALUES (?, ?)
-ON CONFLICT (ask_id) DO UPDATE SET plan_id = excluded.plan_id
+ON CONFLICT (ask_id) DO NOTHING
 """
 
 _UPSERT = """
@@ -86,8 +86,18 @@ def _plan_links(asks: pd.DataFrame) -> list[tuple[str, str]]:
     return [(str(a), str(p)) for a, p in named.itertuples(index=False)]
 
 
-def _refuse_conflicts(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """`ConflictingAskError` for the first row whose ask_id is stored with another customer, type or time."""
+def _refuse_conflicts(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], links: list[tuple[str, str]]) -> None:
+    """`ConflictingAskError` for the first row whose ask_id is stored with another customer, type,
+    time or plan (an ask re-sent without its plan keeps it)."""
+    linked = conn.execute(
+        "SELECT a.ask_id, p.plan_id FROM asks a LEFT JOIN plan_asks p ON p.ask_id = a.ask_id "
+        "WHERE a.ask_id IN (SELECT value FROM json_each(?))",
+        [json.dumps([a for a, _ in links])],
+    ).fetchall()
+    named = dict(links)
+    for ask_id, plan_id in linked:  # asks already recorded that this request names a plan for
+        if named[ask_id] != plan_id:
+            raise ConflictingAskError(ask_id, "plan_id", plan_id or "none", named[ask_id])
     sent = {row[0]: row[1:4] for row in rows}
     stored = conn.execute(
         "SELECT ask_id, customer_id, ask_type, asked_at FROM asks WHERE ask_id IN (SELECT value FROM json_each(?))",
@@ -116,13 +126,13 @@ def _timestamps(values: np.ndarray) -> pd.Series:
 
 
 class ConflictingAskError(ValueError):
-    """An ask sent again with another customer, type or time: an ask's identity never changes, only
+    """An ask sent again with another customer, type, time or plan: an ask's identity never changes, only
     its answer may (spec section 7), so it is refused (a 409), and nothing of the request is stored."""
 
     def __init__(self, ask_id: str, field: str, stored: object, sent: object) -> None:
         super().__init__(
             f"ask_id {ask_id!r} is already recorded with {field} {stored}, not {sent}: an ask's customer_id, "
-            "ask_type and asked_at never change (record a new ask with a new ask_id)"
+            "ask_type, asked_at and plan_id never change, only its answer may (a new ask needs a new ask_id)"
         )
         self.ask_id = ask_id
 
@@ -197,7 +207,7 @@ class AskLog:
             # file, and no other writer can take the same sequence number meanwhile.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                _refuse_conflicts(conn, rows)
+                _refuse_conflicts(conn, rows, links)
                 seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM asks").fetchone()[0])
                 conn.executemany(_UPSERT, [(*row, seq) for row in rows])
                 conn.executemany(_LINK, links)

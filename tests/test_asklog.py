@@ -157,6 +157,18 @@ def test_an_ask_made_from_a_plan_keeps_its_plan(log: AskLog) -> None:
     assert log.plan_links()["ask_id"].tolist() == ["a2"]
 
 
+def test_an_asks_plan_is_fixed_once_recorded(log: AskLog) -> None:
+    """Re-sent without its plan an ask keeps it; naming another plan, or a plan for an ask recorded
+    without one, is a conflict naming plan_id, and nothing of the batch is stored."""
+    log.record(FIRST.assign(plan_id=["p" * 32, None]))
+    before = log.read()
+    for plan_ids in (["q" * 32, None], [None, "q" * 32]):
+        with pytest.raises(ConflictingAskError, match="plan_id"):
+            log.record(FIRST.assign(plan_id=plan_ids, outcome="accepted", responded_at="2026-01-03"))
+        pd.testing.assert_frame_equal(log.read(), before)
+    assert log.plan_links().values.tolist() == [["a2", "p" * 32]]
+
+
 def test_missing_column_is_named(log: AskLog) -> None:
     with pytest.raises(DataContractError, match="asked_at"):
         log.record(FIRST.drop(columns="asked_at"))
