@@ -37,6 +37,7 @@ from features.catalog import ASK_TYPE_NAMES
 from features.spec import FEATURE_NAMES
 from models.bundle import Bundle, ask_rows_matrix
 from models.reasons import reason, top_indices
+from models.references import check_segment, fold, folded
 
 FILTERS: tuple[str, ...] = ("segment", "industry", "region", "use_case")
 DEFAULT_CONFIDENCE = 0.9
@@ -81,8 +82,10 @@ class PlanRequest:
         for name, value in self.filters.items():
             if name not in FILTERS:
                 raise ValueError(f"{name}: not a filter (filters are {', '.join(FILTERS)})")
-            if not isinstance(value, str) or not value:
+            if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{name}: must be a non-empty string, got {value!r}")
+            if name == "segment":
+                check_segment(value)
 
     @classmethod
     def from_options(
@@ -123,7 +126,12 @@ class Candidates:
         """(customers x ask types): not blocked, within the filters, with a known acceptance."""
         ok = ~self.blocked & np.isfinite(self.acceptance) & (self.acceptance > 0)
         for name, value in request.filters.items():
-            ok &= (self.attributes[name].astype("str") == value).to_numpy()[:, None]
+            column = folded(self.attributes[name])
+            within = (column == fold(value)).to_numpy(dtype=bool)
+            if len(column) and not within.any():  # a misspelling, not a plan no one can meet
+                known = column.value_counts().index[:12].tolist()
+                raise ValueError(f"{name}: no customer has {value!r} (case aside); there are {', '.join(known)}")
+            ok &= within[:, None]
         return ok
 
 

@@ -34,8 +34,20 @@ REFERENCE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _norm(value: str) -> str:
+def fold(value: str) -> str:
+    """An attribute as customers are matched on it: surrounding spaces and case do not count."""
     return value.strip().casefold()
+
+
+def folded(column: pd.Series) -> pd.Series:
+    """`fold` of every value of a column of customer attributes (missing stays missing)."""
+    return column.astype("str").str.strip().str.casefold()
+
+
+def check_segment(value: str) -> None:
+    """A misspelt segment would silently match nobody: refuse it, naming the ones there are."""
+    if fold(value) not in SEGMENTS:
+        raise ValueError(f"segment must be one of {', '.join(SEGMENTS)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -47,18 +59,14 @@ class Prospect:
     use_case: str
 
     def __post_init__(self) -> None:
-        # A misspelt segment would silently match nobody: reject it instead.
-        if _norm(self.segment) not in SEGMENTS:
-            raise ValueError(f"segment must be one of {', '.join(SEGMENTS)}, got {self.segment!r}")
+        check_segment(self.segment)
 
 
 def similarity(prospect: Prospect, customers: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """Similarity in [0, 1] of each customer to the prospect, and which attributes matched (bool frame)."""
     matched = pd.DataFrame(
         {
-            attr: (customers[attr].astype("str").str.strip().str.casefold() == _norm(getattr(prospect, attr)))
-            .fillna(False)
-            .to_numpy(dtype=bool)
+            attr: (folded(customers[attr]) == fold(getattr(prospect, attr))).fillna(False).to_numpy(dtype=bool)
             for attr in SIMILARITY_WEIGHTS
         },
         index=customers.index,

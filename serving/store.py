@@ -22,7 +22,7 @@ from features.context import Snapshot
 from features.contracts import from_micros, to_micros
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURE_VERSION, KEYS
 from models.bundle import Bundle, acceptance_matrix
-from models.references import SIMILARITY_WEIGHTS
+from models.references import SIMILARITY_WEIGHTS, folded
 from models.scoring import Blocked, Scores, cold_start, score
 from models.tiers import is_committed
 
@@ -119,9 +119,7 @@ class FeatureStore:
             :, ["customer_id", "name", "industry", "segment", "region", "use_case"]
         ].assign(customer_id=ids)
         # Normalised as `models.references.similarity` compares them, to find who can match a prospect.
-        self.matchable: dict[str, pd.Series] = {
-            attr: self.customers[attr].astype("str").str.strip().str.casefold() for attr in SIMILARITY_WEIGHTS
-        }
+        self.matchable: dict[str, pd.Series] = {attr: folded(self.customers[attr]) for attr in SIMILARITY_WEIGHTS}
         # Reference matching and the planner rank everyone by acceptance of each ask type: computed
         # once (in slices, to bound the memory of the model's input), not per request.
         parts = [_acceptance(bundle, part) for part in np.array_split(self.matrix, max(1, len(frame) // 20_000))]

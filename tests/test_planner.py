@@ -213,8 +213,24 @@ def test_plans_are_stored_whole_and_ids_are_checked(tmp_path: Path) -> None:
         store.load("0" * 32)
 
 
-def test_filters_that_match_no_one_give_an_empty_plan_that_says_so() -> None:
-    plan = make_plan(_random_base(n=100), PlanRequest({"social_share": 1}, 0.05, {"segment": "nobody"}), AS_OF)
+def test_filters_match_as_references_do_and_a_value_no_customer_has_is_refused_naming_it() -> None:
+    """Case and surrounding spaces do not count ("SMB" is smb); a segment that does not exist, or a
+    value no customer has, is a misspelling: refused naming the filter, never an empty plan."""
+    base = _base(np.full((200, len(ASK_TYPE_NAMES)), 0.5))
+    lower = make_plan(base, PlanRequest({"review": 5}, 0.9, {"segment": "enterprise", "industry": "software"}), AS_OF)
+    upper = make_plan(base, PlanRequest({"review": 5}, 0.9, {"segment": " Enterprise", "industry": "SOFTWARE "}), AS_OF)
+    assert upper.asks["customer_id"].tolist() == lower.asks["customer_id"].tolist() and len(lower.asks) > 0
+    with pytest.raises(ValueError, match="segment must be one of smb, mid_market, enterprise, got 'nobody'"):
+        PlanRequest({"social_share": 1}, 0.05, {"segment": "nobody"})
+    with pytest.raises(ValueError, match=r"industry: no customer has 'Retail' .*; there are software"):
+        make_plan(base, PlanRequest({"review": 5}, 0.9, {"industry": "Retail"}), AS_OF)
+
+
+def test_filters_that_together_match_no_one_give_an_empty_plan_that_says_so() -> None:
+    base = _base(np.full((100, len(ASK_TYPE_NAMES)), 0.5))
+    base.attributes.loc[base.attributes["segment"] == "smb", "region"] = "apac"
+    request = PlanRequest({"social_share": 1}, 0.05, {"segment": "smb", "region": "emea"})
+    plan = make_plan(base, request, AS_OF)
     assert plan.asks.empty
     assert plan.summary["social_share"] == {
         "need": 1,
