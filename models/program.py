@@ -8,11 +8,13 @@ report speaks as of the data's end, when every answer it counts has its `respond
   when an activity names its `ask_id` (`features.commitments.delivered_at`, the rule the committed
   pipeline uses): matched ask by ask, never by counts, so one customer's review cannot deliver
   their case study.
-- Planned asks: asks recorded with a `plan_id` whose plan holds that (customer, ask type). Each
-  carries the acceptance the plan promised for it; binned, promised against realised is the
-  reliability table (the calibration chart), and per plan the promised expected yeses against the
-  yeses. An ask naming a plan that does not hold it (another type, another customer, a plan no
-  longer stored) is counted as off plan, never dropped unseen.
+- Planned asks: asks recorded with a `plan_id` whose plan holds that (customer, ask type), made at
+  or after the plan's `as_of`; the plan promised one ask per pair, so the first such ask is the one
+  on plan. Each carries the acceptance the plan promised for it; binned, promised against realised
+  is the reliability table (the calibration chart), and per plan the promised expected yeses
+  against the yeses. An ask naming a plan that does not hold it (another type, another customer, a
+  plan no longer stored), made before the plan, or a second ask of a planned pair is counted as off
+  plan, never dropped unseen.
 - Yeses per ask of the planned asks against the points rule's picks: the asks made over the same
   period (from the first planned ask on) and of the same ask types to customers the rule qualified
   (more than 60 points) on point-in-time features as of each ask's `asked_at`.
@@ -31,7 +33,7 @@ import pandas as pd
 from features.baseline import score_baseline
 from features.catalog import ASK_TYPE_NAMES, OUTCOMES
 from features.commitments import delivered_at
-from features.contracts import as_utc
+from features.contracts import TIMESTAMP, as_utc
 from features.io import World
 from features.labels import observed_until
 from features.pointintime import acceptance_features
@@ -147,10 +149,22 @@ def rollup(flags: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return out.loc[:, [*by, *counts, *RATES]].reset_index(drop=True)
 
 
-def _plan_rows(plans: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every stored plan's rows: plan_id, customer_id, ask_type, promised (its `acceptance`), rank."""
+@dataclass(frozen=True)
+class StoredPlan:
+    """A stored plan as the report reads it: its rows (`models.planner.plan_table`) and the time it
+    planned for (`as_of`): asks made before it were not made from it."""
+
+    rows: pd.DataFrame
+    as_of: pd.Timestamp
+
+
+def _plan_rows(plans: Mapping[str, StoredPlan]) -> pd.DataFrame:
+    """Every stored plan's rows: plan_id, customer_id, ask_type, promised (its `acceptance`), rank,
+    planned_at (the plan's as_of)."""
     frames = [
-        plan.loc[:, ["customer_id", "ask_type", "acceptance", "rank"]].assign(plan_id=str(plan_id))
+        plan.rows.loc[:, ["customer_id", "ask_type", "acceptance", "rank"]].assign(
+            plan_id=str(plan_id), planned_at=as_utc(plan.as_of)
+        )
         for plan_id, plan in plans.items()
     ]
     rows = (
@@ -159,27 +173,34 @@ def _plan_rows(plans: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         else pd.DataFrame(
             {c: pd.Series(dtype="str") for c in ("customer_id", "ask_type", "plan_id")}
             | {"acceptance": pd.Series(dtype="float64"), "rank": pd.Series(dtype="int64")}
+            | {"planned_at": pd.Series(dtype=TIMESTAMP)}
         )
     )
-    rows = rows.astype({"customer_id": "str", "ask_type": "str", "plan_id": "str", "acceptance": "float64"})
+    rows = rows.astype(
+        {"customer_id": "str", "ask_type": "str", "plan_id": "str", "acceptance": "float64", "planned_at": TIMESTAMP}
+    )
     # A plan asks each customer once; should a stored one hold a pair twice, its first (best) rank speaks.
     rows = rows.sort_values(["plan_id", "rank"], kind="stable").drop_duplicates(["plan_id", "customer_id", "ask_type"])
     return rows.rename(columns={"acceptance": "promised"})
 
 
-def planned_asks(asks: pd.DataFrame, links: pd.DataFrame, plans: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def planned_asks(asks: pd.DataFrame, links: pd.DataFrame, plans: Mapping[str, StoredPlan]) -> pd.DataFrame:
     """One row per ask of `asks` that `links` (ask_id -> plan_id) ties to a plan (PLANNED_COLUMNS):
-    `on_plan` where that plan (`plans`: plan_id -> its stored rows) holds the ask's customer and ask
-    type, with the acceptance it `promised` there and the `rank`; off plan, both are null."""
+    `on_plan` where that plan (`plans`: plan_id -> its stored plan) holds the ask's customer and ask
+    type and this is the first such ask made at or after the plan's as_of, with the acceptance it
+    `promised` there and the `rank`; off plan, both are null."""
     linked = asks.merge(links.loc[:, ["ask_id", "plan_id"]].astype("str"), on="ask_id", how="inner")
     out = linked.merge(
         _plan_rows(plans), on=["plan_id", "customer_id", "ask_type"], how="left", indicator="_found", validate="m:1"
     )
-    out["on_plan"] = (out["_found"] == "both").to_numpy()
+    out = out.sort_values(["asked_at", "ask_id"], kind="stable").reset_index(drop=True)
+    held = (out["_found"] == "both").to_numpy() & (out["asked_at"] >= out["planned_at"]).to_numpy(dtype=bool)
+    first = ~out.loc[:, ["plan_id", "customer_id", "ask_type"]].assign(held=held).duplicated(keep="first").to_numpy()
+    out["on_plan"] = held & first
+    out["promised"] = out["promised"].where(out["on_plan"])
+    out["rank"] = out["rank"].where(out["on_plan"]).astype("Int64")
     out["plan_stored"] = out["plan_id"].isin(set(plans)).to_numpy()
     out["accepted"] = (out["outcome"] == "accepted").to_numpy()
-    out["rank"] = out["rank"].astype("Int64")
-    out = out.sort_values(["asked_at", "ask_id"], kind="stable").reset_index(drop=True)
     return out.loc[:, list(PLANNED_COLUMNS)]
 
 
@@ -204,7 +225,7 @@ def reliability(planned: pd.DataFrame, bins: int = RELIABILITY_BINS) -> pd.DataF
     return out.astype({"asks": np.int64, "yeses": np.int64}).loc[:, list(RELIABILITY_COLUMNS)]
 
 
-def plan_summary(planned: pd.DataFrame, plans: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def plan_summary(planned: pd.DataFrame, plans: Mapping[str, StoredPlan]) -> pd.DataFrame:
     """Per plan named by an ask: whether it is stored, its planned asks, the asks made on it and off
     it, and its promised expected yeses (the sum of the on-plan asks' promises) against their yeses."""
     on = planned["on_plan"]
@@ -219,7 +240,7 @@ def plan_summary(planned: pd.DataFrame, plans: Mapping[str, pd.DataFrame]) -> pd
     )
     out = parts.groupby("plan_id", sort=True).sum().reset_index()
     out["stored"] = out["plan_id"].isin(set(plans))
-    out["planned"] = [len(plans[p]) if p in plans else 0 for p in out["plan_id"]]
+    out["planned"] = [len(plans[p].rows) if p in plans else 0 for p in out["plan_id"]]
     return out.astype({"planned": np.int64}).loc[:, list(PLAN_SUMMARY_COLUMNS)]
 
 
@@ -273,14 +294,14 @@ def versus_points_rule(
 def program_report(
     world: World,
     links: pd.DataFrame,
-    plans: Mapping[str, pd.DataFrame],
+    plans: Mapping[str, StoredPlan],
     since: pd.Timestamp | None = None,
     left_out: Mapping[str, int] | None = None,
 ) -> ProgramReport:
     """The program report of the asks made at or after `since` (all asks without it).
 
     `world`: the validated tables, the ask log's asks merged in (`usecases.sources`); `links`: the
-    log's ask_id -> plan_id (`AskLog.plan_links()`); `plans`: plan_id -> the stored plan's rows
+    log's ask_id -> plan_id (`AskLog.plan_links()`); `plans`: plan_id -> the stored plan
     (`PlanStore.load`), for the plans the links name that are stored; `left_out`: what the reader
     could not use (what -> rows), reported as it is.
     """
@@ -317,6 +338,7 @@ __all__ = [
     "RELIABILITY_COLUMNS",
     "VERSUS_COLUMNS",
     "ProgramReport",
+    "StoredPlan",
     "ask_flags",
     "plan_summary",
     "planned_asks",

@@ -32,6 +32,7 @@ from storage.settings import Settings
 from usecases import Sources, make_report
 
 P1, P2, P3 = "1" * 32, "2" * 32, "3" * 32  # P3 is named by an ask but was never stored
+PLANNED_AT = pd.Timestamp("2025-10-01", tz="UTC")  # every stored plan's as_of: before its asks
 PROFILES = {  # customer: (feature_adoption, health_score, [(NPS responded_at, score)])
     "q1": (0.9, 90.0, [("2024-06-15", 10)]),
     "q2": (0.9, 90.0, [("2024-06-15", 10)]),
@@ -144,7 +145,7 @@ def program(tmp_path: Path) -> Program:
     log.record(pd.DataFrame(LOGGED, columns=[*ASK_KEYS, "plan_id"]))
     store = PlanStore(settings.plans_path())
     for plan_id, rows in PLANS.items():
-        store.save(plan_id, _plan_frame(plan_id, rows), {"need": {}})
+        store.save(plan_id, _plan_frame(plan_id, rows), {"need": {}, "as_of": PLANNED_AT.isoformat()})
     return Program(world_from_tables(raw), tmp_path / "data", settings)
 
 
@@ -309,6 +310,28 @@ def test_asks_off_plan_are_counted_not_dropped(program: Program) -> None:
     assert made.metrics()["off_plan_asks"] == 3 and made.metrics()["planned_asks"] == 4
     assert made.reliability["bin"].tolist() == ["0.30-0.40", "0.40-0.50", "0.80-0.90"]  # l3 0.31 and l2 0.35 share one
     assert made.reliability["asks"].tolist() == [2, 1, 1] and made.reliability["yeses"].tolist() == [1, 0, 1]
+
+
+def test_one_ask_per_planned_pair_counts_and_none_made_before_the_plan(program: Program) -> None:
+    """A plan asks each (customer, type) once, from its as_of on: a second ask of the pair, or one made
+    before the plan (here one of 2023 carrying its plan_id), is off plan, and neither moves the report."""
+    before = program.report()
+    extra = [
+        ("e1", "q1", "review", "2025-11-20", "accepted", "2025-11-21", P1),  # q1's review again: d7 was first
+        ("e2", "r1", "review", "2023-06-01", "accepted", "2023-06-02", P1),  # two years before P1
+    ]
+    AskLog(program.settings.ask_log_path(), CONTRACTS["asks"]).record(
+        pd.DataFrame(extra, columns=[*ASK_KEYS, "plan_id"])
+    )
+    made = program.report()
+    planned = made.planned.set_index("ask_id")
+    assert not planned.loc[["e1", "e2"], "on_plan"].any()
+    assert planned.loc[["e1", "e2"], "promised"].isna().all()
+    mine, theirs = made.plans.set_index("plan_id").loc[P1], before.plans.set_index("plan_id").loc[P1]
+    assert mine[["asked", "yeses", "promised_yeses"]].tolist() == theirs[["asked", "yeses", "promised_yeses"]].tolist()
+    assert mine["off_plan"] == theirs["off_plan"] + 2
+    assert made.compared_from == before.compared_from == _ts("2025-10-20")
+    pd.testing.assert_frame_equal(made.reliability, before.reliability)
 
 
 @pytest.mark.parametrize("since", [None, "2025-10-26"])

@@ -21,6 +21,7 @@ import pandas as pd
 from features.contracts import CONTRACTS
 from features.io import World, read_world
 from features.labels import observed_until
+from models.program import StoredPlan
 from storage.asklog import AskLog
 from storage.plans import PlanStore
 from storage.settings import Settings
@@ -117,13 +118,14 @@ class Sources:
     def plans(self) -> PlanStore:
         return PlanStore(self.plans_path)
 
-    def stored_plans(self, plan_ids: set[str]) -> dict[str, pd.DataFrame]:
-        """The stored rows of each named plan; a plan no longer stored is left out (its asks are then
-        off plan)."""
+    def stored_plans(self, plan_ids: set[str]) -> dict[str, StoredPlan]:
+        """Each named plan as stored (its rows and the time it planned for); a plan no longer stored,
+        or unreadable, is left out (its asks are then off plan)."""
         store, found = self.plans(), {}
         for plan_id in sorted(plan_ids):
             try:
-                found[plan_id] = store.load(plan_id)[0]
+                rows, meta = store.load(plan_id)
+                found[plan_id] = StoredPlan(rows, pd.Timestamp(meta["as_of"]))
             except (KeyError, ValueError, OSError):
                 continue
         return found
