@@ -10,13 +10,16 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import click
 import typer
-from rich.console import Console
+from rich.text import Text
+
+from advocacy.present import PlainConsole, plain, styled
 
 app = typer.Typer(
     help="Advocacy propensity: features, models, batch scoring and the scoring service.", no_args_is_help=True
@@ -40,8 +43,8 @@ def _before_any_command(
     _debug = debug
 
 
-console = Console()
-err_console = Console(stderr=True)
+console = PlainConsole()
+err_console = PlainConsole(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,11 +53,22 @@ DataDir = Annotated[Path, typer.Option("--data", help="Directory of raw tables (
 
 # Disk full, file too large, quota, read-only or forbidden: the machine's problem, reported in one line.
 _STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+_SQLITE_STORAGE_ERRORS = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
 
 
 def _fail(message: object, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(styled("error:", "bold red"), " ", plain(message)), soft_wrap=True)
     return typer.Exit(code)
+
+
+def _storage_problem(err: Exception) -> str | None:
+    """What the machine refused, if `err` is a full disk, a file-size limit or a forbidden path (as
+    an OSError, or as SQLite's full-disk and I/O errors when it writes the ask log or a copy of it)."""
+    if isinstance(err, OSError) and err.errno in _STORAGE_ERRORS:
+        return (f" ({err.filename})" if err.filename else "") + f": {err.strerror}"
+    if isinstance(err, sqlite3.Error) and getattr(err, "sqlite_errorcode", 0) & 0xFF in _SQLITE_STORAGE_ERRORS:
+        return f": SQLite says {err} (the disk is full, a file-size limit was reached, or the file system refused)"
+    return None
 
 
 def clear_errors(fn: F) -> F:
@@ -79,10 +93,10 @@ def clear_errors(fn: F) -> F:
                 raise
             if isinstance(err, DataContractError | FileNotFoundError | ValueError | KeyError):
                 raise _fail(err.args[0] if isinstance(err, KeyError) and err.args else err, 2) from None
-            if isinstance(err, OSError) and err.errno in _STORAGE_ERRORS:
-                where = f" ({err.filename})" if err.filename else ""
+            storage = _storage_problem(err)
+            if storage is not None:
                 raise _fail(
-                    f"could not write{where}: {err.strerror}. Nothing was written at the output path; free some "
+                    f"could not write{storage}. Nothing was written at the output path; free some "
                     "space (or fix the permission) and run the same command again to resume.",
                     1,
                 ) from None

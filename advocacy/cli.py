@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from advocacy import plan_commands, report_commands  # noqa: F401  (register advocacy plan and report)
 from advocacy.app import DataDir, app, clear_errors, console, current_settings, err_console, parse_time
 from advocacy.model_commands import print_train_result  # importing it registers the training commands
+from advocacy.present import plain, styled
 
 __all__ = ["app", "clear_errors", "main", "parse_time"]
 
@@ -72,9 +74,10 @@ def features(
 
     Accepted asks stay pipeline for ADVOCACY_COMMITMENT_LAPSE_DAYS (a trained model keeps the lapse
     it was trained with, and scoring uses that one)."""
-    from storage.files import write_frame
+    from storage.files import check_frame_path, write_frame
     from usecases import Sources, features_at
 
+    check_frame_path(out)
     settings = current_settings()
     world = Sources.from_settings(settings, data).read().world
     frame = features_at(world, parse_time(as_of), settings.commitment_lapse_days)
@@ -213,18 +216,24 @@ def explain(
         return
     shown = "cold start: points rule" if result["cold_start"] else f"{result['propensity']:.0%}"
     console.print(
-        f"[bold]{customer_id}[/] as of {when:%Y-%m-%d}: propensity {shown}, tier [bold]{result['tier']}[/]"
-        f" (percentile {result['percentile']}), model v{result['model_version']}"
+        Text.assemble(
+            styled(customer_id, "bold"),
+            f" as of {when:%Y-%m-%d}: propensity {shown}, tier ",
+            styled(result["tier"], "bold"),
+            plain(f" (percentile {result['percentile']}), model v{result['model_version']}"),
+        )
     )
     for r in result["reasons"]:
-        console.print(f"  - {r['text']}" + ("  [green](actionable)[/]" if r["actionable"] else ""))
+        console.print(
+            Text.assemble(f"  - {plain(r['text'])}", styled("  (actionable)", "green") if r["actionable"] else "")
+        )
     base = result["baseline"]
     console.print(
         f"Points rule: {base['points']} points, tier {base['tier']}: "
         + ", ".join(f"{b['label']} {b['points']}/{b['max_points']}" for b in base["breakdown"])
     )
     if result["disagreement"]:
-        console.print(f"[yellow]{result['disagreement']['text']}[/]")
+        console.print(styled(result["disagreement"]["text"], "yellow"))
     nba = result["next_best_ask"]
     ask = f"{nba['ask_type']} ({nba['probability']:.0%})" if nba["ask_type"] else "none: every ask is blocked"
     console.print(f"Next best ask: {ask}")
@@ -261,7 +270,7 @@ def serve(
         example = str(ids["customer_id"].iloc[0]) if len(ids) else example
     except (OSError, ValueError, KeyError):  # only the example id is lost; the service reports the rest
         err_console.print(
-            "[yellow]No feature snapshot yet: /score stays not ready until `advocacy score` writes one.[/]"
+            styled("No feature snapshot yet: /score stays not ready until `advocacy score` writes one.", "yellow")
         )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}" if ":" not in shown else f"http://[{shown}]:{port}"

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from advocacy.app import app, clear_errors, console, current_settings
+from advocacy.present import styled
 
 PANEL = "Training and the registry"
 
@@ -24,7 +26,9 @@ def print_train_result(result: Any) -> None:
         table.add_row(metric, fmt(model), fmt(baseline))
     console.print(table)
     colour = "green" if result.promoted else "yellow"
-    console.print(f"[{colour}]{result.gate.reason}[/]  (MLflow run {result.run_id}, version {result.version})")
+    console.print(
+        Text.assemble(styled(result.gate.reason, colour), f"  (MLflow run {result.run_id}, version {result.version})")
+    )
 
 
 @app.command(rich_help_panel=PANEL)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from advocacy.app import DataDir, app, clear_errors, console, current_settings, parse_time
+from advocacy.present import styled
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,18 +31,21 @@ def plan(
     out: Annotated[Path | None, typer.Option(help="Also write the plan (.csv or .parquet), atomically.")] = None,
 ) -> None:
     """Plan whom to ask for what: per ask type the shortest list reaching the confidence, one ask per customer."""
-    from storage.files import write_frame
+    from storage.files import check_frame_path, write_frame
     from usecases import PlanJob, PlanRequest, Sources, load_champion, parse_need, plan_from_sources
 
     request = PlanRequest.from_options(parse_need(need), confidence, segment, industry, region, use_case)
+    if out is not None:
+        check_frame_path(out)  # before the plan is made and stored
     settings = current_settings()
     current, bundle = load_champion(settings)
     job = PlanJob(request, parse_time(as_of))
     with console.status("Scoring the base and planning"):
         made = plan_from_sources(bundle, current, Sources.from_settings(settings, data), job)
+    if out is not None:  # the file first: what is shown cannot cost what was asked for
+        write_frame(made.table, out)
     _print_plan(made.plan.plan_id, made.plan.summary, made.table)
     if out is not None:
-        write_frame(made.table, out)
         console.print(f"Wrote {len(made.table):,} planned asks to {out}")
 
 
@@ -50,7 +54,7 @@ def _print_plan(plan_id: str, summary: dict[str, dict[str, Any]], table: pd.Data
     for col in ("ask type", "need", "asks", "expected yeses", "P(at least need)", "met"):
         sums.add_column(col, justify="left" if col == "ask type" else "right")
     for name, s in summary.items():
-        met = "[green]yes[/]" if s["met"] else "[red]cannot be met[/]"
+        met = styled("yes", "green") if s["met"] else styled("cannot be met", "red")
         sums.add_row(
             name, str(s["need"]), str(s["asked"]), f"{s['expected_yes']:.1f}", f"{s['p_at_least_needed']:.2f}", met
         )

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from advocacy.app import DataDir, app, clear_errors, console, current_settings, parse_time
+from advocacy.present import styled
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,7 +99,7 @@ def _print_report(made: ProgramReport) -> None:
     start = f" from {made.compared_from:%Y-%m-%d}" if made.compared_from is not None else ""
     console.print(_table(f"Yeses per ask{start}: plans against the points rule's picks", made.versus_rule))
     for what, count in made.left_out.items():
-        console.print(f"[yellow]Left out: {count:,} {what}[/]")
+        console.print(styled(f"Left out: {count:,} {what}", "yellow"))
 
 
 def _write_report(made: ProgramReport, charts: dict[str, bytes], out: Path) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 from rich.progress import Progress
+from rich.text import Text
 
 from batch.assemble import Totals, assemble_output, drift_path, write_snapshot_from_chunks
 from batch.chunk import Scorer
@@ -42,7 +43,7 @@ from features.spec import FEATURE_VERSION
 from models.drift import drift_from_counts
 from models.explain_fast import ExplainStats
 from models.registry import load_champion
-from storage.files import write_frame
+from storage.files import check_frame_path, write_frame
 from storage.settings import Settings
 from storage.snapshots import check_base
 from usecases.sources import Sources
@@ -50,7 +51,6 @@ from usecases.sources import Sources
 # Customers per chunk. At 1M customers on 2 cores, 15,000 peaks at 1,444-1,467 MB for the whole job
 # (each chunk process about 530 MB) and 20,000 at 1,543-1,563 MB, 6 s faster (80 s against 86 s).
 DEFAULT_CHUNK_SIZE = 15_000
-OUTPUT_SUFFIXES = (".parquet", ".csv")
 _FORMAT = 4  # bump when the work folder's layout or the output's bytes change (4: the ask log's asks per chunk)
 
 
@@ -95,9 +95,8 @@ class Stages:
 
 
 def check_output(out: Path) -> None:
-    """A `ValueError` unless the output is a file type the job writes."""
-    if out.suffix not in OUTPUT_SUFFIXES:
-        raise ValueError(f"--out must end in .parquet or .csv, got: {out.name}")
+    """A `ValueError` unless the output is a file type the job writes (`storage.files.write_frame`'s)."""
+    check_frame_path(out)
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def run_batch(
     the same job) with the `@champion` model into `out`; see the module docstring."""
     started = time.perf_counter()
     clock = Stages()
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, markup=False, emoji=False)  # names are data, never markup
     run = _plan_run(settings, Path(data_dir), Path(out), as_of, explain, engine, chunk_size, workers, console)
     clock.lap("start")
     with make_progress(console) as progress:
@@ -329,4 +328,4 @@ def _track(run: _Run, result: BatchResult, console: Console) -> None:
     try:
         result.mlflow_run_id = log_to_mlflow(run.settings, result, run.key, run.data_dir, run.engine)
     except (MlflowException, OSError) as err:  # the scores are good: a tracking hiccup must not lose them
-        console.print(f"[yellow]warning:[/] could not log the run to MLflow: {err}")
+        console.print(Text.assemble(("warning:", "yellow"), f" could not log the run to MLflow: {err}"))

@@ -132,7 +132,7 @@ def print_summary(result: BatchResult, console: Console) -> None:
     drifted = result.drift[result.drift["drifted"]]
     if len(drifted):
         shown = ", ".join(f"{n} (PSI {p:.2f})" for n, p in zip(drifted["name"], drifted["psi"], strict=True))
-        console.print(f"[yellow]Drift against the training data:[/] {shown}")
+        console.print(Text.assemble(("Drift against the training data:", "yellow"), f" {shown}"))
     else:
         console.print("No feature or score drifted against the training data (PSI <= 0.25).")
     ex = result.explain

@@ -52,15 +52,28 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+FRAME_SUFFIXES: tuple[str, ...] = (".parquet", ".csv")
+
+
+def check_frame_path(target: Path | str) -> Path:
+    """`target` if `write_frame` can write there (a .parquet or .csv file, not a folder); a
+    `ValueError` naming it otherwise. Commands check their output before doing any work, so a bad
+    path never leaves a half-done job (a plan stored, its file not written)."""
+    target = Path(target)
+    if target.suffix not in FRAME_SUFFIXES:
+        raise ValueError(f"output must end in .parquet or .csv, got: {target.name}")
+    if target.is_dir():
+        raise ValueError(f"output must be a file, not a folder: {target.name}")
+    return target
+
+
 def write_frame(frame: pd.DataFrame, target: Path | str) -> Path:
     """Write a frame as Parquet or CSV (by suffix, CSV made `spreadsheet_safe`), atomically."""
-    target = Path(target)
+    target = check_frame_path(target)
     writers: dict[str, Callable[[Path], object]] = {
         ".parquet": lambda p: frame.to_parquet(p, index=False),
         ".csv": lambda p: spreadsheet_safe(frame).to_csv(p, index=False),
     }
-    if target.suffix not in writers:
-        raise ValueError(f"output must end in .parquet or .csv, got: {target.name}")
     with atomic_path(target) as tmp:
         writers[target.suffix](tmp)
     return target

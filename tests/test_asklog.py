@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -285,6 +286,26 @@ def test_the_backup_command_copies_the_configured_log(log: AskLog, tmp_path: Pat
     refused = CliRunner().invoke(cli.app, ["backup-asks", str(log.path)], env=env)
     get_settings.cache_clear()
     assert refused.exit_code == 2 and "somewhere else" in refused.output
+
+
+def test_a_full_disk_under_the_backup_is_one_line_that_blames_the_disk(log: AskLog, tmp_path: Path) -> None:
+    """SQLite reports a refused write as its own error ("disk I/O error"), not as an OSError: the
+    command says the disk refused (exit 1), not that the tool is at fault, and leaves no copy."""
+    n = 3000
+    many = asks(*[(f"a{i}", "c1", "review", "2026-01-01", "no_response", None) for i in range(n)])
+    log.record(many)
+    out = tmp_path / "copy.sqlite"
+    env = {**os.environ, "ADVOCACY_ASK_LOG": str(log.path), "ADVOCACY_HOME": str(tmp_path / "home")}
+
+    def cramped() -> None:  # in the child: no file may grow past 64 KiB (the log is several times that)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    args = [sys.executable, "-m", "advocacy", "backup-asks", str(out)]
+    failed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, preexec_fn=cramped)
+    assert failed.returncode == 1, failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "could not write" in lines[0] and "fault of the tool" not in lines[0], lines
+    assert list(tmp_path.glob("copy.sqlite*")) == [] and not out.exists()
 
 
 def test_read_changes_returns_each_write_once_whoever_made_it(log: AskLog) -> None:

@@ -360,7 +360,7 @@ def _bad_sample(tmp_path: Path, table: str, change: Any) -> Path:
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("suffix", "--out must end in .parquet or .csv"),
+        ("suffix", "output must end in .parquet or .csv"),
         ("as_of", "--as-of: not a date"),
         ("missing_dir", "data directory not found"),
         ("bad_value", "table 'customers': column 'segment': rule 'isin"),
