@@ -5,19 +5,14 @@ customers whose chance of giving at least N yeses (the Poisson-binomial of their
 acceptance) reaches the confidence; one ask per customer across the whole plan, no guardrail
 broken, optional filters on the customer's segment, industry, region and use case.
 
-The allocation is joint across types: a mixed-integer programme (`scipy.optimize.milp`, HiGHS)
-chooses the fewest asks such that each type's expected yeses reach a target, with every customer
-asked at most once. The target is then moved until each type's exact Poisson-binomial chance of
-reaching its need is at the confidence (the expected yeses a type needs depend on how uncertain
-its customers are), and each list is trimmed to its shortest prefix that still reaches it.
-The chance counts what the model does not know: each type's calibrated level is only known to
-within a standard error (`models.calibration`), an error all of that type's customers share, so
-the chance is the Poisson-binomial averaged over that shared log-odds shift (Gauss-Hermite
-quadrature), not the Poisson-binomial at the point estimate. A type calibrated on few answers
-gets a longer list for the same promise.
-A type whose eligible customers cannot reach the confidence even with every one of them asked is
-"not met": its list holds every eligible customer the met types left, and says how many yeses are
-likely. Ties go to the customer asked least recently (never asked first).
+Who is asked for what is `models.allocation`'s: a greedy floor every plan is at least as good as,
+a joint mixed-integer programme within a time budget, and the types that cannot be met sharing the
+customers left in proportion to their needs. The chance counts what the model does not know: each
+type's calibrated level is only known to within a standard error (`models.calibration`), an error
+all of that type's customers share, so the chance is the Poisson-binomial averaged over that
+shared log-odds shift, not the Poisson-binomial at the point estimate. A type calibrated on few
+answers gets a longer list for the same promise. A type that cannot be met says how many yeses are
+likely.
 """
 
 from __future__ import annotations
@@ -29,12 +24,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.polynomial.hermite_e import hermegauss
-from scipy import sparse, special
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from features.catalog import ASK_TYPE_NAMES
 from features.spec import FEATURE_NAMES
+from models.allocation import Problem, allocate, at_least, shortest_prefix
 from models.bundle import Bundle, ask_rows_matrix
 from models.reasons import reason, top_indices
 from models.references import check_segment, fold, folded
@@ -42,22 +35,6 @@ from models.references import check_segment, fold, folded
 FILTERS: tuple[str, ...] = ("segment", "industry", "region", "use_case")
 DEFAULT_CONFIDENCE = 0.9
 MAX_NEED = 10_000  # yeses of one type in one plan: beyond this it is not a plan but a campaign
-POOL_FACTOR = 3  # candidates kept per type: this many times the list it would need alone, plus POOL_EXTRA
-POOL_EXTRA = 50
-TARGET_ROUNDS = 12  # adjustments of the expected-yes targets before the best plan found is taken
-# The solver stops at a plan within 1% of the fewest asks, or after MILP_NODES branch-and-bound nodes
-# with the best it has: many customers of near-equal acceptance make proving the last fraction slow
-# (a 70k base hit a 10 s limit on 816 variables) while the plan it already holds is as good for the
-# need. A node limit, not a wall-clock one, so that the same request on the same base gives the same
-# plan however loaded the machine is (a 0.5 s limit gave the page and the API different plans under
-# CI load). MILP_SECONDS only guards against a pathological solve.
-MILP_GAP = 0.01
-MILP_NODES = 200
-MILP_SECONDS = 30.0
-SHARE_STEPS = 6  # bisection steps for the share of the targets a base too thin for all of them can give
-LEVEL_NODES = 9  # quadrature nodes over a type's shared level error
-_NODES, _WEIGHTS = hermegauss(LEVEL_NODES)  # for weight exp(-x^2 / 2): a standard normal once normalised
-_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 
 @dataclass(frozen=True)
@@ -154,172 +131,21 @@ def acceptance_level_sd(bundle: Bundle) -> np.ndarray | None:
     return np.asarray(se, dtype=float) if len(se) == len(ASK_TYPE_NAMES) else None
 
 
-def at_least(p: np.ndarray, n: int, level_sd: float = 0.0, stop_at: float | None = None) -> np.ndarray:
-    """For each prefix of `p` (Bernoulli chances, in order), P(at least n successes).
-
-    With `level_sd` > 0 the chances share an unknown shift of their log-odds, normal with that
-    standard deviation: the successes are independent given the shift, and the chance is averaged
-    over it. With `stop_at`, only the prefixes up to the first whose chance reaches it (the chance
-    only grows with the prefix: no later one is needed to find the shortest).
-    """
-    p = np.asarray(p, dtype=float)
-    if level_sd > 0.0:
-        weights = _WEIGHTS
-        z = special.logit(np.clip(p, 1e-9, 1.0 - 1e-9))
-        q_all = special.expit(z[None, :] + level_sd * _NODES[:, None])
-    else:
-        weights, q_all = np.ones(1), p[None, :]
-    dist = np.zeros((weights.size, n + 1))  # P(k successes) for k < n; dist[:, n] holds "n or more"
-    dist[:, 0] = 1.0
-    out = np.empty(p.size)
-    for i in range(p.size):
-        q = q_all[:, i]
-        top = dist[:, n] + dist[:, n - 1] * q
-        dist[:, 1:n] = dist[:, 1:n] * (1.0 - q)[:, None] + dist[:, : n - 1] * q[:, None]
-        dist[:, 0] *= 1.0 - q
-        dist[:, n] = top
-        out[i] = weights @ top
-        if stop_at is not None and out[i] >= stop_at:
-            return out[: i + 1]
-    return out
-
-
-def shortest_prefix(p: np.ndarray, n: int, confidence: float, level_sd: float = 0.0) -> int | None:
-    """Length of the shortest prefix of `p` whose chance of n or more successes reaches `confidence`."""
-    if p.size < n:
-        return None
-    reached = np.flatnonzero(at_least(p, n, level_sd, stop_at=confidence) >= confidence)
-    return int(reached[0]) + 1 if reached.size else None
-
-
-def _order(cands: Candidates, t: int, rows: np.ndarray) -> np.ndarray:
-    """`rows` by acceptance of type t, highest first; ties to the customer asked least recently."""
-    last = cands.last_asked_at[rows].asi8.astype(np.float64)
-    last[cands.last_asked_at[rows].isna()] = -np.inf  # never asked: first among equals
-    return rows[np.lexsort((cands.customer_id[rows].astype(str), last, -cands.acceptance[rows, t]))]
-
-
-def _pools(cands: Candidates, request: PlanRequest, eligible: np.ndarray) -> dict[int, tuple[np.ndarray, bool]]:
-    """Per needed type: its candidate rows, best first, and whether they could meet the need alone."""
-    pools = {}
-    for name, n in request.need.items():
-        t = ASK_TYPE_NAMES.index(name)
-        rows = _order(cands, t, np.flatnonzero(eligible[:, t]))
-        alone = shortest_prefix(cands.acceptance[rows, t], n, request.confidence, cands.sd(t))
-        pools[t] = (rows if alone is None else rows[: POOL_FACTOR * alone + POOL_EXTRA], alone is not None)
-    return pools
-
-
-def _solve(
-    cands: Candidates, pools: dict[int, tuple[np.ndarray, bool]], targets: dict[int, float]
-) -> dict[int, np.ndarray]:
-    """The fewest asks whose expected yeses reach `targets` per type, one ask per customer.
-
-    Among as few asks, the solver prefers higher acceptance (a small reward per expected yes).
-    Types without a target take every candidate the others leave (asked last, in `_allocate`).
-    """
-    pairs = [(t, pools[t][0]) for t in pools if t in targets]
-    if not pairs:
-        return {}
-    types = np.concatenate([np.full(rows.size, t) for t, rows in pairs])
-    rows = np.concatenate([r for _, r in pairs])
-    p = cands.acceptance[rows, types]
-    customers, col = np.unique(rows, return_inverse=True)
-    n_var = rows.size
-    per_type = np.array([t for t, _ in pairs])
-    type_index = {t: i for i, t in enumerate(per_type)}
-    yes = sparse.csr_array((p, ([type_index[t] for t in types], np.arange(n_var))), shape=(len(pairs), n_var))
-    once = sparse.csr_array((np.ones(n_var), (col, np.arange(n_var))), shape=(customers.size, n_var))
-    lower = np.array([targets[t] for t in per_type])
-    result = milp(
-        c=1.0 - 1e-3 * p,
-        integrality=np.ones(n_var),
-        bounds=Bounds(0, 1),
-        constraints=[LinearConstraint(yes, lb=lower, ub=np.inf), LinearConstraint(once, lb=0, ub=1)],
-        options={"node_limit": MILP_NODES, "time_limit": MILP_SECONDS, "mip_rel_gap": MILP_GAP},
-    )
-    if result.x is None:
-        return {}
-    chosen = result.x > 0.5
-    return {t: rows[chosen & (types == t)] for t, _ in pairs}
-
-
-def _largest_share(
-    cands: Candidates, pools: dict[int, tuple[np.ndarray, bool]], targets: dict[int, float]
-) -> dict[int, np.ndarray]:
-    """When no plan gives every type its target together, the plan for the largest common share of
-    the targets that one does (bisection): each type then falls short alike, instead of one type
-    taking the base and the others none."""
-    low, high, best = 0.0, 1.0, {}
-    for _ in range(SHARE_STEPS):
-        share = (low + high) / 2.0
-        attempt = _solve(cands, pools, {t: share * v for t, v in targets.items()})
-        if attempt:
-            low, best = share, attempt
-        else:
-            high = share
-    return best
-
-
-def _allocate(cands: Candidates, request: PlanRequest) -> tuple[dict[int, np.ndarray], set[int]]:
-    """Rows per needed type, best first, and the types that cannot be met."""
-    eligible = cands.eligible(request)
-    pools = _pools(cands, request, eligible)
-    need = {ASK_TYPE_NAMES.index(name): n for name, n in request.need.items()}
-    met = {t for t, (_, can) in pools.items() if can}
-    # Start each target at the expected yeses of the list that would meet the need alone.
-    targets: dict[int, float] = {}
-    for t in met:
-        rows = pools[t][0]
-        k = shortest_prefix(cands.acceptance[rows, t], need[t], request.confidence, cands.sd(t)) or rows.size
-        targets[t] = float(cands.acceptance[rows[:k], t].sum())
-    solved: dict[int, np.ndarray] = {}
-    for _ in range(TARGET_ROUNDS):
-        attempt = _solve(cands, pools, targets)
-        if not attempt:  # the targets outgrew what the pools can give together: keep the best plan found
-            solved = solved or _largest_share(cands, pools, targets)
-            break
-        solved = attempt
-        short = [t for t in met if _chance(cands, t, solved.get(t), need[t]) < request.confidence]
-        if not short:
-            break
-        for t in short:  # a type short of its confidence needs more expected yeses
-            targets[t] += max(0.5, 0.1 * need[t] ** 0.5)
-    taken = np.zeros(cands.customer_id.size, dtype=bool)
-    for rows in solved.values():
-        taken[rows] = True
-    out = {}
-    for t, rows in solved.items():
-        # As many asks as the solver gave the type, from the top of its best-first pool among the
-        # customers no other type has: never a lower acceptance, and ties go as they should.
-        taken[rows] = False
-        pool = pools[t][0]
-        out[t] = _trim(cands, t, pool[~taken[pool]][: rows.size], need[t], request.confidence)
-        taken[out[t]] = True
-    for t in sorted(need):  # a type that cannot be met asks every eligible customer the others left
-        if t not in out:
-            left = pools[t][0][~taken[pools[t][0]]]
-            out[t] = left
-            taken[left] = True
-    return out, set(need) - met
-
-
-def _chance(cands: Candidates, t: int, rows: np.ndarray | None, n: int) -> float:
-    """P(at least n yeses of type t) when asking `rows`."""
-    if rows is None or rows.size < n:
-        return 0.0
-    return float(at_least(cands.acceptance[rows, t], n, cands.sd(t))[-1])
-
-
-def _trim(cands: Candidates, t: int, rows: np.ndarray, n: int, confidence: float) -> np.ndarray:
-    """The shortest best-first prefix of `rows` that still reaches the confidence."""
-    k = shortest_prefix(cands.acceptance[rows, t], n, confidence, cands.sd(t))
-    return rows if k is None else rows[:k]
-
-
 def make_plan(cands: Candidates, request: PlanRequest, as_of: pd.Timestamp, plan_id: str | None = None) -> Plan:
     """The plan for `request` from the scored base `cands` (see the module docstring)."""
-    allocation, unmet = _allocate(cands, request)
+    need = {ASK_TYPE_NAMES.index(name): n for name, n in request.need.items()}
+    level_sd = cands.level_sd if cands.level_sd is not None else np.zeros(len(ASK_TYPE_NAMES))
+    problem = Problem(
+        cands.customer_id,
+        cands.acceptance,
+        cands.eligible(request),
+        cands.last_asked_at,
+        level_sd,
+        need,
+        request.confidence,
+    )
+    allocated = allocate(problem)
+    allocation, unmet = allocated.rows, set(need) - allocated.met
     frames, summary = [], {}
     for name, n in request.need.items():
         t = ASK_TYPE_NAMES.index(name)

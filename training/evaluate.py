@@ -18,7 +18,7 @@ from features.io import World
 from features.labels import observed_until
 from features.pointintime import active_points, build_features
 from models.bundle import Bundle, acceptance_matrix
-from models.planner import at_least
+from models.allocation import at_least
 from training.fit import Matrices
 
 TOP_SHARES = {"champion": 0.03, "advocate_or_better": 0.15}

@@ -1,0 +1,276 @@
+"""Who is asked for what: the planner's allocation of customers to ask types, one ask per customer.
+
+For each needed type the list must be the shortest whose chance of at least N yeses (the
+Poisson-binomial of the calibrated acceptance, averaged over the type's shared level error) reaches
+the confidence. Three steps, each bounded:
+
+1. **The greedy floor.** Each type in turn takes the shortest best-first list of the customers the
+   earlier types left. Three orders are tried (the scarcest type first, the largest need first,
+   the request's order) and the best kept: more types met, then fewer asks. Every plan returned is
+   at least this good.
+2. **The joint programme.** A mixed-integer programme (`scipy.optimize.milp`, HiGHS) chooses the
+   fewest asks such that each type's expected yeses reach a target, every customer asked at most
+   once; the targets start at the greedy plan's (so the first solve is feasible) and move until
+   each type's exact chance is at the confidence; each list is then trimmed to its shortest
+   best-first prefix that still reaches it. Each solve is limited in branch-and-bound nodes (the
+   same request on the same base gives the same plan however loaded the machine is) and the whole
+   step by a wall-clock budget, after which the best plan found so far stands; it replaces the
+   greedy plan only when it is better.
+3. **The types that cannot be met** share every eligible customer the met types left, each next
+   customer going to the type furthest behind in expected yeses as a share of its need: together
+   beyond the base, the types fall short alike, and no eligible customer is left unasked.
+
+Ties go to the customer asked least recently (never asked first), then by id.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.polynomial.hermite_e import hermegauss
+from scipy import sparse, special
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+POOL_FACTOR = 3  # joint candidates kept per type: this many times the list it would need alone, plus POOL_EXTRA
+POOL_EXTRA = 50
+TARGET_ROUNDS = 12  # adjustments of the expected-yes targets before the best plan found is taken
+# Each solve stops at a plan within 1% of the fewest asks, or after MILP_NODES branch-and-bound nodes
+# with the best it has: many customers of near-equal acceptance make proving the last fraction slow,
+# while the plan it already holds is as good for the need.
+MILP_GAP = 0.01
+MILP_NODES = 200
+JOINT_SECONDS = 1.0  # the joint step's wall-clock budget: past it, the best plan so far stands
+LEVEL_NODES = 9  # quadrature nodes over a type's shared level error
+_NODES, _WEIGHTS = hermegauss(LEVEL_NODES)  # for weight exp(-x^2 / 2): a standard normal once normalised
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+def at_least(p: np.ndarray, n: int, level_sd: float = 0.0, stop_at: float | None = None) -> np.ndarray:
+    """For each prefix of `p` (Bernoulli chances, in order), P(at least n successes).
+
+    With `level_sd` > 0 the chances share an unknown shift of their log-odds, normal with that
+    standard deviation: the successes are independent given the shift, and the chance is averaged
+    over it. With `stop_at`, only the prefixes up to the first whose chance reaches it (the chance
+    only grows with the prefix: no later one is needed to find the shortest).
+    """
+    p = np.asarray(p, dtype=float)
+    if level_sd > 0.0:
+        weights = _WEIGHTS
+        z = special.logit(np.clip(p, 1e-9, 1.0 - 1e-9))
+        q_all = special.expit(z[None, :] + level_sd * _NODES[:, None])
+    else:
+        weights, q_all = np.ones(1), p[None, :]
+    dist = np.zeros((weights.size, n + 1))  # P(k successes) for k < n; dist[:, n] holds "n or more"
+    dist[:, 0] = 1.0
+    out = np.empty(p.size)
+    for i in range(p.size):
+        q = q_all[:, i]
+        top = dist[:, n] + dist[:, n - 1] * q
+        dist[:, 1:n] = dist[:, 1:n] * (1.0 - q)[:, None] + dist[:, : n - 1] * q[:, None]
+        dist[:, 0] *= 1.0 - q
+        dist[:, n] = top
+        out[i] = weights @ top
+        if stop_at is not None and out[i] >= stop_at:
+            return out[: i + 1]
+    return out
+
+
+def shortest_prefix(p: np.ndarray, n: int, confidence: float, level_sd: float = 0.0) -> int | None:
+    """Length of the shortest prefix of `p` whose chance of n or more successes reaches `confidence`."""
+    if p.size < n:
+        return None
+    reached = np.flatnonzero(at_least(p, n, level_sd, stop_at=confidence) >= confidence)
+    return int(reached[0]) + 1 if reached.size else None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One allocation: `acceptance` and `eligible` are (customers x catalog types); `need` maps a
+    catalog type's column to its yeses; `level_sd` per catalog type (zeros: acceptance taken as exact)."""
+
+    customer_id: np.ndarray
+    acceptance: np.ndarray
+    eligible: np.ndarray
+    last_asked_at: pd.DatetimeIndex
+    level_sd: np.ndarray
+    need: Mapping[int, int]
+    confidence: float
+
+    def order(self, t: int) -> np.ndarray:
+        """Type t's eligible rows by acceptance, highest first; ties to the customer asked least recently."""
+        rows = np.flatnonzero(self.eligible[:, t])
+        last = self.last_asked_at[rows].asi8.astype(np.float64)
+        last[self.last_asked_at[rows].isna()] = -np.inf  # never asked: first among equals
+        return rows[np.lexsort((self.customer_id[rows].astype(str), last, -self.acceptance[rows, t]))]
+
+    def shortest(self, t: int, rows: np.ndarray) -> int | None:
+        return shortest_prefix(self.acceptance[rows, t], self.need[t], self.confidence, float(self.level_sd[t]))
+
+    def chance(self, t: int, rows: np.ndarray | None) -> float:
+        """P(at least the need of type t) when asking `rows`."""
+        if rows is None or rows.size < self.need[t]:
+            return 0.0
+        return float(at_least(self.acceptance[rows, t], self.need[t], float(self.level_sd[t]))[-1])
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Rows per type, best first; `met`: the types whose list reaches the confidence."""
+
+    rows: dict[int, np.ndarray]
+    met: frozenset[int]
+
+    def key(self) -> tuple[int, int]:
+        """Better is larger: more types met, then fewer asks for them."""
+        return len(self.met), -sum(self.rows[t].size for t in self.met)
+
+
+def allocate(problem: Problem, budget_seconds: float = JOINT_SECONDS) -> Allocation:
+    """Rows per needed type, best first (see the module docstring), and the types met."""
+    ordered = {t: problem.order(t) for t in problem.need}
+    best = max((_greedy(problem, ordered, order) for order in _orders(problem, ordered)), key=Allocation.key)
+    if len(problem.need) > 1:
+        joint = _joint(problem, ordered, best, time.monotonic() + budget_seconds)
+        if joint is not None and joint.key() > best.key():
+            best = joint
+    return _share_the_rest(problem, ordered, best)
+
+
+def _orders(problem: Problem, ordered: dict[int, np.ndarray]) -> list[list[int]]:
+    """The type orders the greedy floor tries: scarcest first (the largest need against the expected
+    yeses all its eligible customers hold), largest need first, and the request's order."""
+    scarce = {t: problem.need[t] / max(float(problem.acceptance[rows, t].sum()), 1e-9) for t, rows in ordered.items()}
+    given = list(problem.need)
+    orders = [sorted(given, key=lambda t: -scarce[t]), sorted(given, key=lambda t: -problem.need[t]), given]
+    return [list(o) for o in dict.fromkeys(tuple(o) for o in orders)]
+
+
+def _greedy(problem: Problem, ordered: dict[int, np.ndarray], order: list[int]) -> Allocation:
+    """Each type in `order` takes the shortest best-first list among the customers left."""
+    taken = np.zeros(problem.customer_id.size, dtype=bool)
+    rows: dict[int, np.ndarray] = {}
+    for t in order:
+        left = ordered[t][~taken[ordered[t]]]
+        k = problem.shortest(t, left)
+        if k is not None:
+            rows[t] = left[:k]
+            taken[rows[t]] = True
+    return Allocation(rows, frozenset(rows))
+
+
+def _joint(problem: Problem, ordered: dict[int, np.ndarray], floor: Allocation, deadline: float) -> Allocation | None:
+    """The joint programme over the types that could be met alone (see the module docstring); None
+    if there is nothing to gain or no solve finished in time."""
+    alone = {t: problem.shortest(t, ordered[t]) for t in problem.need}
+    types = sorted(t for t, k in alone.items() if k is not None)
+    if len(types) < 2 or len(floor.met) == len(problem.need) == 1:
+        return None
+    pools, targets = {}, {}
+    for t in types:  # each type's best candidates, enough for its list alone several times over, and the floor's
+        keep = np.zeros(ordered[t].size, dtype=bool)
+        keep[: POOL_FACTOR * int(alone[t] or 0) + POOL_EXTRA] = True
+        if t in floor.met:
+            keep |= np.isin(ordered[t], floor.rows[t])
+        pools[t] = ordered[t][keep]
+        # The floor's lists reach their expected yeses, so the first solve is feasible when the floor
+        # meets every such type; a type it does not meet starts at its list alone.
+        mine = floor.rows[t] if t in floor.met else ordered[t][: alone[t]]
+        targets[t] = float(problem.acceptance[mine, t].sum())
+    solved: dict[int, np.ndarray] | None = None
+    step = {t: max(0.5, 0.1 * problem.need[t] ** 0.5) for t in types}
+    for _ in range(TARGET_ROUNDS):
+        attempt = _solve(problem, pools, targets, deadline)
+        if attempt is None:
+            break
+        solved = attempt
+        short = [t for t in types if problem.chance(t, solved[t]) < problem.confidence]
+        if not short:
+            break
+        for t in short:  # a type short of its confidence needs more expected yeses
+            targets[t] += step[t]
+    if solved is None:
+        return None
+    return _trimmed(problem, pools, solved)
+
+
+def _solve(
+    problem: Problem, pools: dict[int, np.ndarray], targets: dict[int, float], deadline: float
+) -> dict[int, np.ndarray] | None:
+    """The fewest asks whose expected yeses reach `targets` per type, one ask per customer; among
+    as few, higher acceptance (a small reward per expected yes). None: infeasible, or out of time."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return None
+    pairs = list(pools.items())
+    types = np.concatenate([np.full(rows.size, t) for t, rows in pairs])
+    rows = np.concatenate([r for _, r in pairs])
+    p = problem.acceptance[rows, types]
+    customers, col = np.unique(rows, return_inverse=True)
+    n_var = rows.size
+    index = {t: i for i, (t, _) in enumerate(pairs)}
+    yes = sparse.csr_array((p, ([index[t] for t in types], np.arange(n_var))), shape=(len(pairs), n_var))
+    once = sparse.csr_array((np.ones(n_var), (col, np.arange(n_var))), shape=(customers.size, n_var))
+    lower = np.array([targets[t] for t, _ in pairs])
+    result = milp(
+        c=1.0 - 1e-3 * p,
+        integrality=np.ones(n_var),
+        bounds=Bounds(0, 1),
+        constraints=[LinearConstraint(yes, lb=lower, ub=np.inf), LinearConstraint(once, lb=0, ub=1)],
+        options={"node_limit": MILP_NODES, "time_limit": left, "mip_rel_gap": MILP_GAP},
+    )
+    if result.x is None:
+        return None
+    chosen = result.x > 0.5
+    return {t: rows[chosen & (types == t)] for t, _ in pairs}
+
+
+def _trimmed(problem: Problem, pools: dict[int, np.ndarray], solved: dict[int, np.ndarray]) -> Allocation:
+    """As many asks per type as the solver gave it, from the top of its best-first pool among the
+    customers no other type has (never a lower acceptance; ties go as they should), then the
+    shortest prefix that still reaches the confidence."""
+    taken = np.zeros(problem.customer_id.size, dtype=bool)
+    for rows in solved.values():
+        taken[rows] = True
+    out = {}
+    for t, rows in solved.items():
+        taken[rows] = False
+        pool = pools[t]
+        mine = pool[~taken[pool]][: rows.size]
+        k = problem.shortest(t, mine)
+        out[t] = mine if k is None else mine[:k]
+        taken[out[t]] = True
+    met = frozenset(t for t, rows in out.items() if problem.chance(t, rows) >= problem.confidence)
+    return Allocation({t: out[t] for t in met}, met)
+
+
+def _share_the_rest(problem: Problem, ordered: dict[int, np.ndarray], plan: Allocation) -> Allocation:
+    """The met types' lists, and every eligible customer they left shared among the other types:
+    each next customer goes to the type furthest behind in expected yeses as a share of its need."""
+    taken = np.zeros(problem.customer_id.size, dtype=bool)
+    for rows in plan.rows.values():
+        taken[rows] = True
+    unmet = [t for t in problem.need if t not in plan.met]
+    got: dict[int, list[int]] = {t: [] for t in unmet}
+    at = dict.fromkeys(unmet, 0)
+    heap = [(0.0, i, t) for i, t in enumerate(unmet)]
+    expected = dict.fromkeys(unmet, 0.0)
+    while heap:
+        _, i, t = heapq.heappop(heap)
+        rows = ordered[t]
+        while at[t] < rows.size and taken[rows[at[t]]]:
+            at[t] += 1
+        if at[t] == rows.size:
+            continue  # nobody left for this type
+        r = int(rows[at[t]])
+        taken[r] = True
+        got[t].append(r)
+        expected[t] += float(problem.acceptance[r, t])
+        heapq.heappush(heap, (expected[t] / problem.need[t], i, t))
+    out = dict(plan.rows)
+    out.update({t: np.asarray(got[t], dtype=np.int64) for t in unmet})
+    return Allocation(out, plan.met)
