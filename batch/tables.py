@@ -13,7 +13,8 @@ chunk's pieces, read in part order, hold its rows in the file's order.
 
 Bad input is reported in one order, with one worker or many: the first bad batch (tables in the
 contract's order, each from its first row), then ids repeated across a file, then tables without
-rows, then keys across tables (usage months, events of unknown customers).
+rows, then keys across tables (usage months, events of unknown customers), then activities against
+the asks they name, the ask log's included (once those are filed: `file_logged_asks`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ from rich.progress import Progress
 from batch.pool import cancel, held, worker_pool
 from batch.scratch import SUFFIX, PieceWriter, piece_path, read_chunk, read_piece
 from features.catalog import TABLES
-from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
+from features.contracts import (
+    ACTIVITY_ASK_RULES,
+    CONTRACTS,
+    DataContractError,
+    activity_ask_failures,
+    empty_table,
+    validate_table,
+)
 from features.io import World, check_required_rows, unreadable
 
 READ_BATCH_ROWS = 200_000  # raw rows read and validated at a time (usage at 1M: 582 MB peak, not 793 at 500k)
@@ -413,7 +421,9 @@ def _logged_path(work: Path, chunk: int) -> Path:
 
 
 def file_logged_asks(logged: pd.DataFrame, work: Path, n_chunks: int) -> None:
-    """The ask log's asks filed by their customer's chunk, as the tables' rows are (once per run)."""
+    """The ask log's asks filed by their customer's chunk, as the tables' rows are (once per run);
+    then each chunk's activities checked against its final asks (`_check_chunk_activities`), so that
+    bad input stops the split, before any chunk is scored."""
     folder = work / "asklog"
     if (folder / _DONE).exists():
         return
@@ -422,25 +432,53 @@ def file_logged_asks(logged: pd.DataFrame, work: Path, n_chunks: int) -> None:
     chunks = chunk_of(logged["customer_id"], n_chunks) if len(logged) else np.zeros(0, dtype=np.int64)
     for chunk in np.unique(chunks).tolist():
         logged[chunks == chunk].reset_index(drop=True).to_parquet(_logged_path(work, chunk))
+    _check_chunk_activities(work, n_chunks)
     (folder / _DONE).write_text("")
+
+
+def _chunk_tables(work: Path, chunk: int, names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """The chunk's rows of the tables `names` (empty tables for the others), `_ROW` kept."""
+    frames = {name: _read_chunk(work / "parts", name, chunk) if name in names else None for name in TABLES}
+    return {name: empty_table(name) if frame is None else frame for name, frame in frames.items()}
+
+
+def _with_chunk_log(tables: Mapping[str, pd.DataFrame], work: Path, chunk: int) -> World:
+    """A `World` of the chunk's `tables` (`_ROW` left out), the asks recorded through the API merged in
+    (`World.with_logged_asks`), as `usecases.sources` would give them."""
+    world = World(**{name: frame.drop(columns=[_ROW], errors="ignore") for name, frame in tables.items()})
+    logged = _logged_path(work, chunk)
+    if logged.exists():
+        world, _ = world.with_logged_asks(pd.read_parquet(logged).astype(world.asks.dtypes.to_dict()))
+    return world
 
 
 def load_chunk_world(work: Path, chunk: int) -> World:
     """The validated tables of one chunk's customers, as `usecases.sources` would give them: the
-    asks recorded through the API merged into the table's (`World.with_logged_asks`)."""
-    parts = work / "parts"
-    tables: dict[str, pd.DataFrame] = {}
-    for name in TABLES:
-        frame = _read_chunk(parts, name, chunk)
-        if frame is None:
-            tables[name] = empty_table(name)
-        else:
-            tables[name] = frame.drop(columns=[_ROW]).reset_index(drop=True)
-    world = World(**tables)
-    logged = _logged_path(work, chunk)
-    if logged.exists():
-        world, _ = world.with_logged_asks(pd.read_parquet(logged).astype(tables["asks"].dtypes.to_dict()))
-    return world
+    asks recorded through the API merged into the table's (`World.with_logged_asks`); its activities
+    were checked against those asks when the run was split (`file_logged_asks`)."""
+    return _with_chunk_log(_chunk_tables(work, chunk, TABLES), work, chunk)
+
+
+def _check_chunk_activities(work: Path, n_chunks: int) -> None:
+    """`features.contracts.check_activity_asks` over the whole activities table, chunk by chunk (a
+    customer's activities and asks share a chunk), rows named as in the file: the error a reader of
+    the whole table (`usecases.sources`) gives."""
+    failed: dict[tuple[str, str], list[tuple[int, Any]]] = {}
+    for chunk in range(n_chunks):
+        tables = _chunk_tables(work, chunk, ("customers", "asks", "activities"))
+        activities = tables["activities"]
+        if not activities["ask_id"].notna().any():
+            continue
+        asks = _with_chunk_log(tables, work, chunk).asks
+        for column, rule, bad in activity_ask_failures(activities.set_index(_ROW), asks):
+            found = zip(bad.index[bad].tolist(), activities.loc[bad.to_numpy(), column].tolist(), strict=True)
+            failed.setdefault((column, rule), []).extend(found)
+    problems: list[str] = []
+    for column, rule in (key for key in ACTIVITY_ASK_RULES if key in failed):
+        rows, values = zip(*sorted(failed[(column, rule)], key=lambda pair: pair[0]), strict=True)
+        problems.extend(_rule_error("activities", column, rule, rows, values).problems)
+    if problems:
+        raise DataContractError("activities", problems)
 
 
 def _split_held_part(part: Part, parts: Path, n_chunks: int) -> PartSplit:

@@ -3,7 +3,9 @@
 `validate_table` turns a raw frame (from CSV or Parquet) into the canonical typed frame, or
 raises `DataContractError` naming the table, the column, the rule and a few offending rows.
 Canonical types: ids and free text are `str`, timestamps are `datetime64[us, UTC]` (naive
-input is read as UTC, aware input converted), counts are int64, `csat` is nullable Int64.
+input is read as UTC, aware input converted), counts are int64, `csat` is nullable Int64. Rules
+across tables are `check_foreign_keys` and, once the ask log's asks are merged in, `check_activity_asks`;
+the API reads its times with `read_timestamp` and caps its ids at `MAX_ID_LENGTH`, as the tables do.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import copy
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,7 @@ CLOCK_SKEW = pd.Timedelta(minutes=5)
 NAT_MICROS = np.iinfo(np.int64).min  # numpy's NaT as int64; never a real microsecond count
 NEVER_MICROS = np.iinfo(np.int64).max  # later than every real microsecond count: a moment that never comes
 DAY_MICROS = 86_400 * 1_000_000
+MAX_ID_LENGTH = 200  # the longest id a table or a request may carry (the API's `Id` reads it)
 _MAX_EXAMPLES = 5
 
 
@@ -78,9 +82,13 @@ class TableContract:
     # (column, rule, bad-row mask) checked across columns after parsing
     row_rules: tuple[tuple[str, str, Callable[[pd.DataFrame], pd.Series]], ...] = ()
     columns: tuple[str, ...] = field(default=())
+    integers: tuple[str, ...] = field(default=())  # the columns of an integer type (see `_integer_problems`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(self.schema.columns))
+        dtypes = {name: column.dtype for name, column in self.schema.columns.items()}
+        ints = tuple(c for c, t in dtypes.items() if t is not None and pd.api.types.is_integer_dtype(str(t)))
+        object.__setattr__(self, "integers", ints)
 
     def validate(self, raw: pd.DataFrame, received_at: pd.Timestamp | None = None) -> pd.DataFrame:
         """`validate_table` of this table."""
@@ -122,7 +130,13 @@ def _text(nullable: bool = False) -> pa.Column:
     return pa.Column(nullable=nullable)
 
 
-_ID = pa.Check.str_length(min_value=1)
+# Every id column (`*_id`): what the API's `Id` lets through, so that an id a table holds can be asked
+# for: not empty, at most `MAX_ID_LENGTH` characters, no surrounding spaces (the API strips them).
+_ID = [
+    pa.Check.str_length(min_value=1),
+    pa.Check(lambda s: s.str.len() <= MAX_ID_LENGTH, name=f"at most {MAX_ID_LENGTH} characters"),
+    pa.Check(lambda s: s == s.str.strip(), name="no surrounding spaces"),
+]
 _UNIT = pa.Check.in_range(-1.0, 1.0)
 _NON_NEG = pa.Check.ge(0)
 # `ge(0)` lets +inf through; the API refuses non-finite numbers, and so does the contract.
@@ -133,7 +147,7 @@ CONTRACTS: dict[str, TableContract] = {
         "customers",
         pa.DataFrameSchema(
             {
-                "customer_id": pa.Column(checks=[_ID]),
+                "customer_id": pa.Column(checks=_ID),
                 "name": _text(nullable=True),
                 "industry": _text(nullable=True),
                 "segment": pa.Column(checks=[pa.Check.isin(SEGMENTS)]),
@@ -157,12 +171,13 @@ CONTRACTS: dict[str, TableContract] = {
         timestamps=("contract_start",),
         nullable_timestamps=("churned_at",),
         unique=("customer_id",),
+        row_rules=(("churned_at", "not before contract_start", lambda df: df["churned_at"] < df["contract_start"]),),
     ),
     "usage": TableContract(
         "usage",
         pa.DataFrameSchema(
             {
-                "customer_id": pa.Column(checks=[_ID]),
+                "customer_id": pa.Column(checks=_ID),
                 "month": pa.Column(
                     checks=[pa.Check(_first_of_month, name="first_day_of_month", error="first_day_of_month")]
                 ),
@@ -181,7 +196,7 @@ CONTRACTS: dict[str, TableContract] = {
         "nps",
         pa.DataFrameSchema(
             {
-                "customer_id": pa.Column(checks=[_ID]),
+                "customer_id": pa.Column(checks=_ID),
                 "responded_at": _ts(),
                 "score": _col("int64", pa.Check.in_range(0, 10)),
             }
@@ -193,7 +208,7 @@ CONTRACTS: dict[str, TableContract] = {
         "tickets",
         pa.DataFrameSchema(
             {
-                "customer_id": pa.Column(checks=[_ID]),
+                "customer_id": pa.Column(checks=_ID),
                 "opened_at": _ts(),
                 "priority": pa.Column(checks=[pa.Check.isin(PRIORITIES)]),
                 "sentiment": _col("float64", _UNIT),
@@ -207,7 +222,7 @@ CONTRACTS: dict[str, TableContract] = {
         "social",
         pa.DataFrameSchema(
             {
-                "customer_id": pa.Column(checks=[_ID]),
+                "customer_id": pa.Column(checks=_ID),
                 "mentioned_at": _ts(),
                 "sentiment": _col("float64", _UNIT),
                 "channel": _text(nullable=True),
@@ -220,8 +235,8 @@ CONTRACTS: dict[str, TableContract] = {
         "asks",
         pa.DataFrameSchema(
             {
-                "ask_id": pa.Column(checks=[_ID]),
-                "customer_id": pa.Column(checks=[_ID]),
+                "ask_id": pa.Column(checks=_ID),
+                "customer_id": pa.Column(checks=_ID),
                 "ask_type": pa.Column(checks=[pa.Check.isin(ASK_TYPE_NAMES)]),
                 "asked_at": _ts(),
                 "outcome": pa.Column(checks=[pa.Check.isin(OUTCOMES)]),
@@ -246,11 +261,11 @@ CONTRACTS: dict[str, TableContract] = {
         "activities",
         pa.DataFrameSchema(
             {
-                "activity_id": pa.Column(checks=[_ID]),
-                "customer_id": pa.Column(checks=[_ID]),
+                "activity_id": pa.Column(checks=_ID),
+                "customer_id": pa.Column(checks=_ID),
                 "activity_type": pa.Column(checks=[pa.Check.isin(ASK_TYPE_NAMES)]),
                 "occurred_at": _ts(),
-                "ask_id": _text(nullable=True),
+                "ask_id": pa.Column(checks=_ID, nullable=True),
             }
         ),
         strings=("activity_id", "customer_id", "activity_type", "ask_id"),
@@ -274,37 +289,66 @@ def _rule_problem(name: str, rule: str, s: pd.Series, bad: pd.Series) -> str:
     )
 
 
-def _parse_timestamps(name: str, s: pd.Series, nullable: bool, problems: list[str]) -> pd.Series:
-    """Timestamps as the contract reads them: typed ones as they are, text only as ISO 8601 (never
-    guessed row by row: `12/02/2016` is refused, not read day- or month-first), numbers never (epoch
-    seconds would read as 1970), and every value in the years `YEARS`."""
+def _timestamps(s: pd.Series, nullable: bool) -> tuple[pd.Series, list[tuple[str, pd.Series]]]:
+    """Timestamps as the contract reads them, and the (rule, bad rows) that failed: typed ones as they
+    are, text only as ISO 8601 (never guessed row by row: `12/02/2016` is refused, not read day- or
+    month-first), numbers and booleans never (epoch seconds would read as 1970), blank text as
+    missing, and every value in the years `YEARS`."""
+    failed: list[tuple[str, pd.Series]] = []
+    missing = s.isna()
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         parsed = s.dt.tz_convert("UTC")
     elif pd.api.types.is_datetime64_dtype(s.dtype):
         parsed = s.dt.tz_localize("UTC")
-    elif pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
-        bad = s.notna()
-        if bad.any():
-            problems.append(_rule_problem(name, "ISO 8601 timestamp, not a number", s, bad))
+    elif pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+        failed.append(("ISO 8601 timestamp, not a number", s.notna()))
         parsed = pd.Series(pd.NaT, index=s.index, dtype=TIMESTAMP)
     else:
         parsed = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
-        bad = parsed.isna() & s.notna() & (s.astype("str").str.strip() != "")
-        if bad.any():
-            problems.append(_rule_problem(name, "ISO 8601 timestamp", s, bad))
+        missing |= s.astype("str").str.strip() == ""
+        failed.append(("ISO 8601 timestamp", parsed.isna() & ~missing))
     years = parsed.dt.year
     outside = parsed.notna() & ((years < YEARS[0]) | (years > YEARS[1]))
-    if outside.any():
-        problems.append(_rule_problem(name, f"year {YEARS[0]} to {YEARS[1]}", s, outside))
-        parsed = parsed.where(~outside)
-    parsed = parsed.astype(TIMESTAMP)
-    if not nullable and (s.isna().any()):
-        bad = s.isna()
-        problems.append(
-            f"column '{name}': rule 'not null' failed for {int(bad.sum())} rows, "
-            f"e.g. {_examples(s.index[bad].to_series(), s[bad])}"
-        )
+    failed.append((f"year {YEARS[0]} to {YEARS[1]}", outside))
+    if not nullable:
+        failed.append(("not null", missing))
+    bad = [(rule, rows.fillna(False).astype(bool)) for rule, rows in failed]
+    return parsed.where(~outside).astype(TIMESTAMP), [(rule, rows) for rule, rows in bad if rows.any()]
+
+
+def _parse_timestamps(name: str, s: pd.Series, nullable: bool, problems: list[str]) -> pd.Series:
+    """`_timestamps` of column `name`, its failed rules added to `problems`."""
+    parsed, failed = _timestamps(s, nullable)
+    problems.extend(_rule_problem(name, rule, s, bad) for rule, bad in failed)
     return parsed
+
+
+def read_timestamp(name: str, value: Any) -> pd.Timestamp:
+    """One timestamp (a request's `name`) read by the tables' rule (`_parse_timestamps`): ISO 8601 text
+    (naive read as UTC) or a typed time, never a number; a `ValueError` in the contract's words."""
+    if value is not None and not isinstance(value, str | datetime | int | float | np.number | np.bool_):
+        raise ValueError(f"column '{name}': rule 'ISO 8601 timestamp' failed ({value!r})")
+    parsed, failed = _timestamps(pd.Series([value]), nullable=False)
+    if failed:
+        raise ValueError("; ".join(f"column '{name}': rule '{rule}' failed ({value!r})" for rule, _ in failed))
+    return pd.Timestamp(parsed.iloc[0])
+
+
+def _integer_problems(name: str, s: pd.Series) -> list[str]:
+    """An integer column holds whole numbers: coercion would read 7.5 as 7 and True as 1, so both are
+    refused here, before it."""
+    if pd.api.types.is_integer_dtype(s.dtype):
+        return []
+    if pd.api.types.is_bool_dtype(s.dtype):
+        flags = s.notna()
+    elif s.dtype == object:
+        flags = s.map(lambda v: isinstance(v, bool | np.bool_)).astype(bool)
+    else:
+        flags = pd.Series(False, index=s.index)
+    numbers = pd.to_numeric(s.where(~flags), errors="coerce")
+    fraction = (numbers.notna() & np.isfinite(numbers) & (numbers % 1 != 0)).astype(bool)
+    rules = (("integer, not a boolean", flags), ("integer, not a fraction", fraction))
+    return [_rule_problem(name, rule, s, bad) for rule, bad in rules if bad.any()]
 
 
 def _as_text(s: pd.Series) -> pd.Series:
@@ -338,31 +382,27 @@ def validate_table(
         df[col] = _parse_timestamps(col, df[col], nullable=False, problems=problems)
     for col in contract.nullable_timestamps:
         df[col] = _parse_timestamps(col, df[col], nullable=True, problems=problems)
+    for col in contract.integers:
+        problems.extend(_integer_problems(col, df[col]))
     if received_at is not None and not problems:
         limit = received_at + CLOCK_SKEW
         for col in (*contract.timestamps, *contract.nullable_timestamps):
             late = (df[col] > limit).fillna(False).astype(bool)
             if late.any():
-                problems.append(
-                    f"column '{col}': rule 'not in the future (at most {limit:%Y-%m-%d %H:%M} UTC, now plus "
-                    f"{CLOCK_SKEW.seconds // 60} minutes of clock skew)' failed for {int(late.sum())} rows, "
-                    f"e.g. {_examples(df.index[late].to_series(), df.loc[late, col].astype(str))}"
+                rule = (
+                    f"not in the future (at most {limit:%Y-%m-%d %H:%M} UTC, now plus "
+                    f"{CLOCK_SKEW.seconds // 60} minutes of clock skew)"
                 )
+                problems.append(_rule_problem(col, rule, df[col].astype(str), late))
     for col in contract.unique if keys else ():
         dup = df[col].duplicated(keep=False) & df[col].notna()
         if dup.any():
-            problems.append(
-                f"column '{col}': rule 'unique' failed for {int(dup.sum())} rows, "
-                f"e.g. {_examples(df.index[dup].to_series(), df.loc[dup, col])}"
-            )
+            problems.append(_rule_problem(col, "unique", df[col], dup))
     if not problems:
         for col, rule, bad_rows in contract.row_rules:
             bad = bad_rows(df).fillna(False).astype(bool)
             if bad.any():
-                problems.append(
-                    f"column '{col}': rule '{rule}' failed for {int(bad.sum())} rows, "
-                    f"e.g. {_examples(df.index[bad].to_series(), df.loc[bad, col])}"
-                )
+                problems.append(_rule_problem(col, rule, df[col], bad))
     if problems:
         raise DataContractError(name, problems)
     try:
@@ -423,9 +463,31 @@ def check_foreign_keys(tables: Mapping[str, pd.DataFrame]) -> None:
         unknown = ~frame["customer_id"].isin(known)
         if unknown.any():
             raise DataContractError(
-                name,
-                [
-                    f"column 'customer_id': rule 'exists in customers' failed for {int(unknown.sum())} rows, "
-                    f"e.g. {_examples(frame.index[unknown].to_series(), frame.loc[unknown, 'customer_id'])}"
-                ],
+                name, [_rule_problem("customer_id", "exists in customers", frame["customer_id"], unknown)]
             )
+
+
+# An activity that names an ask delivers it (spec section 5): the ask must be its own customer's, and
+# made before: else another customer's ask, or one asked later, would count as delivered.
+ACTIVITY_ASK_RULES = ("ask_id", "an ask of the same customer"), ("occurred_at", "not before its ask's asked_at")
+
+
+def activity_ask_failures(activities: pd.DataFrame, asks: pd.DataFrame) -> list[tuple[str, str, pd.Series]]:
+    """(column, rule, bad rows) of the `activities` whose `ask_id` breaks `ACTIVITY_ASK_RULES`;
+    `asks` are the final ones (the table's and the ask log's, `features.io.merge_asks`)."""
+    asks = asks.drop_duplicates("ask_id", keep="last")
+    at = pd.Index(asks["ask_id"].astype("str")).get_indexer(activities["ask_id"].astype("str"))
+    own = activities["ask_id"].notna().to_numpy() & (at >= 0)
+    own[own] = asks["customer_id"].to_numpy()[at[own]] == activities["customer_id"].to_numpy()[own]
+    early = own.copy()
+    early[own] = to_micros(activities["occurred_at"])[own] < to_micros(asks["asked_at"])[at[own]]
+    masks = (activities["ask_id"].notna().to_numpy() & ~own, early)
+    rules = zip(ACTIVITY_ASK_RULES, masks, strict=True)
+    return [(col, rule, pd.Series(bad, index=activities.index)) for (col, rule), bad in rules if bad.any()]
+
+
+def check_activity_asks(activities: pd.DataFrame, asks: pd.DataFrame) -> None:
+    """A `DataContractError` naming the rows of `activity_ask_failures`; run where the final asks are known."""
+    failed = activity_ask_failures(activities, asks)
+    if failed:
+        raise DataContractError("activities", [_rule_problem(c, r, activities[c], bad) for c, r, bad in failed])

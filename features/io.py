@@ -136,14 +136,19 @@ def world_from_tables(raw: Mapping[str, pd.DataFrame]) -> World:
 
 
 def table_files(data_dir: Path) -> dict[str, Path]:
-    """The file of each table present in `data_dir`, `NAME.parquet` before `NAME.csv`; a
-    `DataContractError` if a required table has neither, or if a table's file is there but cannot be
-    read (a broken link, a folder, a name in other letter case): never silently taken as absent."""
+    """The file of each table present in `data_dir`, `NAME.parquet` or `NAME.csv`; a
+    `DataContractError` if a required table has neither, if a table has both (one would be silently
+    ignored), or if a table's file is there but cannot be read (a broken link, a folder, a name in
+    other letter case): never silently taken as absent. Every reader (`read_world`, the batch job)
+    finds its files here."""
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data directory not found: {data_dir}")
     entries = {entry.name: entry for entry in data_dir.iterdir()}
     found: dict[str, Path] = {}
     for name in TABLES:
+        both = [f"{name}{suffix}" for suffix in (".parquet", ".csv") if f"{name}{suffix}" in entries]
+        if len(both) > 1:
+            raise DataContractError(name, [f"rule 'one file per table' failed: found both {both[0]} and {both[1]}"])
         for suffix in (".parquet", ".csv"):
             path = entries.get(f"{name}{suffix}")
             if path is not None:

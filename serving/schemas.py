@@ -11,10 +11,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
 from features.catalog import ASK_TYPE_NAMES, OUTCOMES, SEGMENTS
-from features.contracts import YEARS
+from features.contracts import MAX_ID_LENGTH, YEARS, read_timestamp
 from features.spec import FEATURES, Feature
 from models.references import MAX_K
 from models.tiers import TIER_ORDER
@@ -26,7 +36,7 @@ MAX_ASKS = 10_000
 
 # Surrounding whitespace is stripped before the length is checked; the pattern tells the OpenAPI
 # spec what that means (at least one other character), without changing what is accepted.
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")]
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH, pattern=r"\S")]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")]
 
 
@@ -39,7 +49,13 @@ def _plausible(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[datetime, AfterValidator(_plausible)]
+def _read_by_the_contract(value: Any, info: ValidationInfo) -> datetime:
+    # The tables' rule, not pydantic's: ISO 8601 text only (pydantic reads 0, "86400" or milliseconds
+    # as epoch times, 1970), naive read as UTC.
+    return read_timestamp(info.field_name or "timestamp", value).to_pydatetime()
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_read_by_the_contract), AfterValidator(_plausible)]
 
 # ---------------------------------------------------------------------------------------------
 # Requests

@@ -63,7 +63,7 @@ LOGGED = [  # rows of the asks table and the plan_id they were recorded with
 ]
 ACTIVITIES = [  # activity_id, customer_id, activity_type, occurred_at, ask_id
     ("v1", "q1", "review", "2025-03-25", "d1"),
-    ("v2", "q2", "reference_call", "2025-04-01", "d2"),  # names another ask: does not deliver q2's d3
+    ("v2", "q2", "reference_call", "2025-04-01", None),  # unsolicited: does not deliver q2's d3
     ("v3", "q2", "reference_call", "2025-04-05", None),  # unsolicited: delivers nothing either
     ("v4", "n1", "review", "2025-11-20", "l3"),
     ("v5", "q1", "review", "2025-11-01", "d7"),  # d7 is accepted in the log only
@@ -238,7 +238,7 @@ def test_asks_acceptance_and_delivery_by_type_and_month_match_the_hand_count(
 def test_delivery_is_matched_on_ask_id_never_by_counts(program: Program) -> None:
     made = program.report()
     calls = made.by_type.set_index("ask_type").loc["reference_call"]
-    # q2 accepted d3 and did two reference calls, but one names d2 and one names no ask: d3 is not delivered.
+    # q2 accepted d3 and did two reference calls, but neither names it: d3 is not delivered.
     assert (calls["accepted"], calls["delivered"]) == (1, 0)
     march = made.by_month.set_index(["ask_type", "month"])
     assert (march.loc[("review", "2025-03"), "delivered"], march.loc[("reference_call", "2025-03"), "delivered"]) == (

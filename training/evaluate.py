@@ -17,8 +17,8 @@ from features.catalog import ASK_TYPE_NAMES, SEGMENTS
 from features.io import World
 from features.labels import observed_until
 from features.pointintime import active_points, build_features
-from models.bundle import Bundle, acceptance_matrix
 from models.allocation import at_least
+from models.bundle import Bundle, acceptance_matrix
 from training.fit import Matrices
 
 TOP_SHARES = {"champion": 0.03, "advocate_or_better": 0.15}

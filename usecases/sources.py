@@ -6,7 +6,9 @@ in both is one ask, the later answer wins, fixed fields that disagree are a cont
 the `ask_id`). The end of the observed period comes from the data tables alone: the log is always
 ahead of the export, and an ask posted now must not move training's windows or a default `as_of`.
 Rows that cannot have happened yet (dated after the wall clock, beyond clock skew) are left out
-and counted, so that one mistyped year cannot stretch the period either.
+and counted, so that one mistyped year cannot stretch the period either. Activities are checked
+against the final asks (`features.contracts.check_activity_asks`): an ask recorded only in the log
+may be delivered too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from features.contracts import CONTRACTS
+from features.contracts import CONTRACTS, check_activity_asks
 from features.io import World, read_world
 from features.labels import observed_until
 from models.program import StoredPlan
@@ -144,4 +146,5 @@ class Sources:
         world, unknown = world.with_logged_asks(logged, data_end=end)
         if unknown:
             left_out[f"{LEFT_OUT}ask_log.for_customers_not_in_the_data"] = unknown
+        check_activity_asks(world.activities, world.asks)  # against the final asks: the log's count too
         return Read(world, left_out)
