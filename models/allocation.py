@@ -36,6 +36,8 @@ from numpy.polynomial.hermite_e import hermegauss
 from scipy import sparse, special
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from models.campaign import Outlook
+
 POOL_FACTOR = 3  # joint candidates kept per type: this many times the list it would need alone, plus POOL_EXTRA
 POOL_EXTRA = 50
 TARGET_ROUNDS = 12  # adjustments of the expected-yes targets before the best plan found is taken
@@ -100,6 +102,9 @@ class Problem:
     level_sd: np.ndarray
     need: Mapping[int, int]
     confidence: float
+    # A campaign's wave (`models.campaign`): per type, the yeses so far, the pending asks and the
+    # deadline, under which a list's chance is reckoned; None: a one-shot plan.
+    outlooks: Mapping[int, Outlook] | None = None
 
     def order(self, t: int) -> np.ndarray:
         """Type t's eligible rows by acceptance, highest first; ties to the customer asked least recently."""
@@ -109,10 +114,19 @@ class Problem:
         return rows[np.lexsort((self.customer_id[rows].astype(str), last, -self.acceptance[rows, t]))]
 
     def shortest(self, t: int, rows: np.ndarray) -> int | None:
-        return shortest_prefix(self.acceptance[rows, t], self.need[t], self.confidence, float(self.level_sd[t]))
+        """The shortest prefix of `rows` whose chance of type t's need reaches the confidence; None if none does."""
+        if self.outlooks is None:
+            return shortest_prefix(self.acceptance[rows, t], self.need[t], self.confidence, float(self.level_sd[t]))
+        seen = self.outlooks[t]
+        if seen.chance(np.zeros(0))[0] >= self.confidence:
+            return 0  # what is already out is enough
+        reached = np.flatnonzero(seen.chance(self.acceptance[rows, t], stop_at=self.confidence) >= self.confidence)
+        return int(reached[0]) + 1 if reached.size else None
 
     def chance(self, t: int, rows: np.ndarray | None) -> float:
-        """P(at least the need of type t) when asking `rows`."""
+        """P(at least the need of type t) when asking `rows` (by the deadline, in a campaign)."""
+        if self.outlooks is not None:
+            return float(self.outlooks[t].chance(self.acceptance[rows, t] if rows is not None else np.zeros(0))[-1])
         if rows is None or rows.size < self.need[t]:
             return 0.0
         return float(at_least(self.acceptance[rows, t], self.need[t], float(self.level_sd[t]))[-1])
@@ -209,6 +223,8 @@ def _solve(
     pairs = list(pools.items())
     types = np.concatenate([np.full(rows.size, t) for t, rows in pairs])
     rows = np.concatenate([r for _, r in pairs])
+    if not rows.size:
+        return None  # nobody to choose from: nothing to improve on
     p = problem.acceptance[rows, types]
     customers, col = np.unique(rows, return_inverse=True)
     n_var = rows.size

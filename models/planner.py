@@ -29,6 +29,7 @@ from features.catalog import ASK_TYPE_NAMES
 from features.spec import FEATURE_NAMES
 from models.allocation import Problem, allocate, at_least, shortest_prefix
 from models.bundle import Bundle, ask_rows_matrix
+from models.campaign import Outlook
 from models.reasons import reason, top_indices
 from models.references import check_segment, fold, folded
 
@@ -112,6 +113,17 @@ class Candidates:
         return ok
 
 
+@dataclass(frozen=True)
+class Wave:
+    """A campaign's wave as the planner needs it: per needed type (catalog column) what the campaign
+    already has (`models.campaign.Outlook`), the chance each list must reach by the deadline
+    (`models.campaign.wave_target`), and the customers it may not ask (already in the campaign)."""
+
+    outlooks: Mapping[int, Outlook]
+    target: float
+    exclude: np.ndarray
+
+
 @dataclass
 class Plan:
     """A plan: one row per planned ask (spec section 7 columns), and a summary per ask type."""
@@ -122,6 +134,9 @@ class Plan:
     asks: pd.DataFrame
     summary: dict[str, dict[str, Any]]
     filters: dict[str, str] = field(default_factory=dict)
+    wave: int = 1  # which wave of its campaign (a one-shot plan is a campaign of one wave)
+    # A campaign's calendar (`waves`, `wave_days`, `deadline`, `wave`); None for a one-shot plan.
+    campaign: dict[str, Any] | None = None
 
 
 def acceptance_level_sd(bundle: Bundle) -> np.ndarray | None:
@@ -131,18 +146,27 @@ def acceptance_level_sd(bundle: Bundle) -> np.ndarray | None:
     return np.asarray(se, dtype=float) if len(se) == len(ASK_TYPE_NAMES) else None
 
 
-def make_plan(cands: Candidates, request: PlanRequest, as_of: pd.Timestamp, plan_id: str | None = None) -> Plan:
-    """The plan for `request` from the scored base `cands` (see the module docstring)."""
+def make_plan(
+    cands: Candidates,
+    request: PlanRequest,
+    as_of: pd.Timestamp,
+    plan_id: str | None = None,
+    wave: Wave | None = None,
+) -> Plan:
+    """The plan for `request` from the scored base `cands` (see the module docstring); with `wave`,
+    one wave of a campaign: each type's list reaches the wave's target by the deadline, counting
+    what the campaign already has (`models.campaign.Outlook`)."""
     need = {ASK_TYPE_NAMES.index(name): n for name, n in request.need.items()}
     level_sd = cands.level_sd if cands.level_sd is not None else np.zeros(len(ASK_TYPE_NAMES))
     problem = Problem(
         cands.customer_id,
         cands.acceptance,
-        cands.eligible(request),
+        cands.eligible(request) & (True if wave is None else ~wave.exclude[:, None]),
         cands.last_asked_at,
         level_sd,
         need,
-        request.confidence,
+        request.confidence if wave is None else wave.target,
+        None if wave is None else wave.outlooks,
     )
     allocated = allocate(problem)
     allocation, unmet = allocated.rows, set(need) - allocated.met
@@ -151,7 +175,10 @@ def make_plan(cands: Candidates, request: PlanRequest, as_of: pd.Timestamp, plan
         t = ASK_TYPE_NAMES.index(name)
         rows = allocation[t]
         p = cands.acceptance[rows, t]
-        chance = at_least(p, n, cands.sd(t)) if rows.size else np.zeros(0)
+        if wave is not None:  # by the deadline, counting what is out, this wave down to the row
+            chance = wave.outlooks[t].chance(p) if rows.size else np.zeros(0)
+        else:
+            chance = at_least(p, n, cands.sd(t)) if rows.size else np.zeros(0)
         frames.append(
             pd.DataFrame(
                 {
@@ -209,6 +236,7 @@ def acceptance_reasons(bundle: Bundle, plan: Plan, picked: pd.DataFrame, k: int 
 
 PLAN_COLUMNS: tuple[str, ...] = (
     "plan_id",
+    "wave",
     "ask_type",
     "rank",
     "customer_id",
@@ -227,6 +255,7 @@ def plan_table(plan: Plan, reasons: pd.DataFrame) -> pd.DataFrame:
     """One row per planned ask in the spec's columns (`advocacy plan --out`, `POST /plan`)."""
     table = pd.concat([plan.asks.reset_index(drop=True), reasons.reset_index(drop=True)], axis=1)
     table.insert(0, "plan_id", plan.plan_id)
+    table["wave"] = plan.wave
     return table.loc[:, list(PLAN_COLUMNS)]
 
 
@@ -259,6 +288,7 @@ __all__ = [
     "Candidates",
     "Plan",
     "PlanRequest",
+    "Wave",
     "acceptance_reasons",
     "at_least",
     "make_plan",

@@ -113,6 +113,7 @@ def _plan_frame(plan_id: str, rows: list[tuple[str, str, float, int]]) -> pd.Dat
     """A stored plan's rows in the planner's columns (only customer, type, acceptance and rank matter here)."""
     frame = pd.DataFrame(rows, columns=["customer_id", "ask_type", "acceptance", "rank"])
     frame["plan_id"] = plan_id
+    frame["wave"] = 1
     frame["name"] = "Customer " + frame["customer_id"]
     frame["expected_yes"] = frame.groupby("ask_type")["acceptance"].cumsum()
     frame["p_at_least_needed"] = 0.9

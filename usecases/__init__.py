@@ -16,6 +16,7 @@ from models.program import ProgramReport
 from models.registry import ChampionRef, ChampionUnavailableError, find_champion, load_champion
 from storage.tracking import configure as configure_tracking
 from usecases.asks import record_asks
+from usecases.campaigns import load_campaign
 from usecases.explain import explain_customer
 from usecases.plans import (
     DEFAULT_CONFIDENCE,
@@ -23,9 +24,11 @@ from usecases.plans import (
     MadePlan,
     PlanJob,
     PlanRequest,
+    Schedule,
     ScoredBase,
     base_from_sources,
     base_from_world,
+    continue_campaign,
     make_and_store,
     parse_need,
     plan_candidates,
@@ -47,12 +50,14 @@ __all__ = [
     "PlanRequest",
     "ProgramReport",
     "Read",
+    "Schedule",
     "Scored",
     "ScoredBase",
     "Sources",
     "base_from_sources",
     "base_from_world",
     "configure_tracking",
+    "continue_campaign",
     "describe_left_out",
     "explain_customer",
     "features_at",
@@ -60,6 +65,7 @@ __all__ = [
     "keep_for_the_page",
     "leave_out_future",
     "left_out_words",
+    "load_campaign",
     "load_champion",
     "make_and_store",
     "make_report",

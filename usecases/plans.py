@@ -9,7 +9,8 @@ service hands over the snapshot it serves, which the same recipe wrote.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ import pandas as pd
 from features.io import World
 from features.spec import FEATURE_NAMES
 from models.bundle import Bundle
+from models.campaign import Pace, Schedule
 from models.planner import (
     DEFAULT_CONFIDENCE,
     FILTERS,
@@ -24,6 +26,7 @@ from models.planner import (
     Candidates,
     Plan,
     PlanRequest,
+    Wave,
     acceptance_level_sd,
     acceptance_reasons,
     make_plan,
@@ -34,6 +37,7 @@ from models.planner import (
 )
 from models.registry import ChampionRef
 from storage.plans import PlanStore
+from usecases.campaigns import campaign_record, campaign_state, campaign_summary, load_campaign, wave_for
 from usecases.recipe import score_world
 from usecases.sources import Sources
 
@@ -45,9 +49,11 @@ __all__ = [
     "MadePlan",
     "PlanJob",
     "PlanRequest",
+    "Schedule",
     "ScoredBase",
     "base_from_sources",
     "base_from_world",
+    "continue_campaign",
     "make_and_store",
     "parse_need",
     "plan_candidates",
@@ -65,6 +71,7 @@ class PlanJob:
     request: PlanRequest
     as_of: pd.Timestamp | None = None
     store: bool = True
+    schedule: Schedule = field(default_factory=Schedule)  # more than one wave: a campaign (spec 5a)
 
 
 @dataclass
@@ -84,6 +91,8 @@ class ScoredBase:
     acceptance: np.ndarray
     blocked: np.ndarray
     plannable: np.ndarray
+    asks: pd.DataFrame | None = None  # the asks known at as_of: how long answers take, for a campaign
+    data_dir: str | None = None  # where the base was read from (a campaign's next wave reads it again)
 
 
 def plan_candidates(bundle: Bundle, base: ScoredBase) -> tuple[Candidates, pd.DataFrame]:
@@ -106,18 +115,85 @@ def plan_candidates(bundle: Bundle, base: ScoredBase) -> tuple[Candidates, pd.Da
 def make_and_store(
     bundle: Bundle, champion: ChampionRef, base: ScoredBase, job: PlanJob, plans: PlanStore | None
 ) -> MadePlan:
-    """The plan for `job` over `base`, with each planned ask's acceptance reasons, stored under its
-    `plan_id` when `job.store` and a store is given."""
+    """The plan for `job` over `base` (wave 1 of a campaign when its schedule has more waves), with
+    each planned ask's acceptance reasons, stored under its `plan_id` when `job.store` and a store
+    is given."""
     cands, frame = plan_candidates(bundle, base)
-    made = make_plan(cands, job.request, base.as_of)
-    picked = frame.iloc[made.asks["row"].to_numpy()]
-    table = plan_table(made, acceptance_reasons(bundle, made, picked.loc[:, ["customer_id", "as_of", *FEATURE_NAMES]]))
+    if job.schedule.waves == 1:
+        made = make_plan(cands, job.request, base.as_of)
+        record = plan_record(made, job.request, champion.version)
+    else:
+        deadline = base.as_of + pd.Timedelta(days=job.schedule.waves * job.schedule.wave_days)
+        asks = base.asks if base.asks is not None else pd.DataFrame(columns=["asked_at"])
+        wave, times = wave_for(bundle, cands, job.request, job.schedule, 1, base.as_of, deadline, asks)
+        made = make_plan(cands, job.request, base.as_of, wave=wave)
+        pace = Pace(1, job.schedule.waves, float(job.schedule.wave_days))
+        made.summary = campaign_summary(bundle, cands, job.request, wave, times, pace, _rows_by_type(made), None)
+        record = plan_record(made, job.request, champion.version)
+        record["campaign"] = campaign_record(job.schedule, base.as_of, base.data_dir)
+        made.campaign = _calendar(record, 1)
+    table = _table(bundle, made, frame)
     if plans is not None and job.store:
-        plans.save(made.plan_id, table, plan_record(made, job.request, champion.version))
+        plans.save(made.plan_id, table, record)
     return MadePlan(made, table)
 
 
-def base_from_world(bundle: Bundle, world: World, as_of: pd.Timestamp) -> ScoredBase:
+def continue_campaign(
+    bundle: Bundle, champion: ChampionRef, sources: Sources, plan_id: str, as_of: pd.Timestamp | None
+) -> MadePlan:
+    """The next wave of a stored campaign (spec 5a), at `as_of` (default: the last wave's date plus
+    wave_days), from the campaign's own answers; stored with the campaign. After the last wave, or
+    when every need is met, the wave is empty: nothing more to ask."""
+    plans = sources.plans()
+    rows, record = load_campaign(plans, plan_id)
+    read = sources.read()
+    state = campaign_state(plan_id, rows, record, read.world.asks, sources.plan_links(), as_of)
+    schedule, request = state.schedule, state.request
+    base = base_from_world(bundle, read.world, state.as_of, str(sources.data_dir))
+    cands, frame = plan_candidates(bundle, base)
+    wave, times = wave_for(
+        bundle, cands, request, schedule, state.wave, state.as_of, state.deadline, read.world.asks, state
+    )
+    if state.wave > schedule.waves or state.as_of >= state.deadline:
+        wave = Wave(wave.outlooks, wave.target, np.ones(cands.customer_id.size, dtype=bool))  # asks no one
+    made = make_plan(cands, request, state.as_of, plan_id=plan_id, wave=wave)
+    made.wave = state.wave
+    pace = Pace(min(state.wave, schedule.waves), schedule.waves, float(schedule.wave_days))
+    made.summary = campaign_summary(bundle, cands, request, wave, times, pace, _rows_by_type(made), state)
+    table = _table(bundle, made, frame)
+    record = {**record, "summary": made.summary}
+    record["campaign"] = {
+        **record["campaign"],
+        "wave_dates": [*record["campaign"]["wave_dates"], state.as_of.isoformat()],
+    }
+    made.campaign = _calendar(record, state.wave)
+    if not table.empty or state.wave <= schedule.waves:
+        plans.save(plan_id, pd.concat([rows, table], ignore_index=True), record)
+    return MadePlan(made, table)
+
+
+def _rows_by_type(plan: Plan) -> dict[str, np.ndarray]:
+    asks = plan.asks
+    return {name: asks.loc[asks["ask_type"] == name, "row"].to_numpy() for name in plan.summary}
+
+
+def _calendar(record: dict[str, Any], wave: int) -> dict[str, Any]:
+    calendar = record["campaign"]
+    return {
+        "wave": wave,
+        "waves": calendar["waves"],
+        "wave_days": calendar["wave_days"],
+        "deadline": calendar["deadline"],
+    }
+
+
+def _table(bundle: Bundle, made: Plan, frame: pd.DataFrame) -> pd.DataFrame:
+    """The spec's table of a plan, each planned ask with its acceptance reasons."""
+    picked = frame.iloc[made.asks["row"].to_numpy()]
+    return plan_table(made, acceptance_reasons(bundle, made, picked.loc[:, ["customer_id", "as_of", *FEATURE_NAMES]]))
+
+
+def base_from_world(bundle: Bundle, world: World, as_of: pd.Timestamp, data_dir: str | None = None) -> ScoredBase:
     """Every customer of `world` active at `as_of`, scored by the recipe, guardrails at `as_of`."""
     scored = score_world(bundle, world, as_of)
     ids = list(scored.features["customer_id"].astype("str"))
@@ -127,6 +203,8 @@ def base_from_world(bundle: Bundle, world: World, as_of: pd.Timestamp) -> Scored
         scored.scores.acceptance,
         scored.blocked.matrix(ids),
         plannable(scored.scores.cold_start, scored.scores.committed),
+        world.asks[world.asks["asked_at"] < as_of],
+        data_dir,
     )
 
 
@@ -134,7 +212,7 @@ def base_from_sources(bundle: Bundle, sources: Sources, as_of: pd.Timestamp | No
     """`base_from_world` on the sources (the ask log's asks included) at `as_of`, by default the
     end of the data."""
     read = sources.read()
-    return base_from_world(bundle, read.world, as_of if as_of is not None else read.data_end)
+    return base_from_world(bundle, read.world, as_of if as_of is not None else read.data_end, str(sources.data_dir))
 
 
 def plan_from_sources(bundle: Bundle, champion: ChampionRef, sources: Sources, job: PlanJob) -> MadePlan:

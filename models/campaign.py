@@ -1,0 +1,361 @@
+"""Campaigns in waves (spec 5a): what a campaign knows between waves, and the chance it reaches its
+need by the deadline.
+
+A campaign asks in waves; between them its own answers teach it two things the model could not
+know when it planned wave 1:
+
+- **How long answers take** (`AnswerTimes`), per ask type, from the data's settled asks: the days
+  from asking to a yes, to a no, and the share of asks never answered. Yeses and noes need not come
+  back equally fast, so an ask still unanswered after some days is evidence in itself.
+- **Where the type's acceptance level really is** (`LevelPosterior`): the model's calibrated level
+  is known to within a standard error shared by all of the type's customers (`models.calibration`);
+  the campaign's asks, chosen by the plan and not by anyone's rapport, measure it. The posterior is
+  on a grid of shifts of the log-odds: the prior is normal (the calibrated level, its standard
+  error); each answered ask multiplies in its chance of that answer, each pending one its chance of
+  no answer yet (a censored likelihood).
+
+`Outlook` turns both into the chance of at least the need by the deadline: the yeses so far, each
+pending ask's chance of still answering yes in time, and each new ask's chance of answering yes
+before the deadline, mixed over the posterior's shifts (`at_least_mixed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from features.catalog import ASK_TYPE_NAMES
+from features.contracts import answer_known_at
+
+SETTLE_DAYS = 90  # an ask this old with no answer is taken as never answered (for learning answer times)
+MIN_ANSWERS = 20  # fewer yeses (or noes) of a type than this: its answer times are learnt from all types
+GRID = 41  # shifts of the level over which the posterior is kept (0.3 prior sd apart)
+GRID_SDS = 6.0  # the grid spans the prior's mean plus and minus this many standard deviations
+MAX_WAVES = 12
+MAX_WAVE_DAYS = 90
+
+
+def _sorted_days(delta: pd.Series) -> np.ndarray:
+    return np.sort(delta.dt.total_seconds().to_numpy(dtype=float) / 86_400.0)
+
+
+@dataclass(frozen=True)
+class AnswerTimes:
+    """Per catalog ask type (column index): sorted days from asking to a yes and to a no, and the
+    share of settled asks that were never answered."""
+
+    yes_days: Mapping[int, np.ndarray]
+    no_days: Mapping[int, np.ndarray]
+    silent_share: Mapping[int, float]
+
+    @classmethod
+    def learn(cls, asks: pd.DataFrame, now: pd.Timestamp, settle_days: int = SETTLE_DAYS) -> AnswerTimes:
+        """From the asks made at least `settle_days` before `now` (their answers are in), answers
+        known before `now` only."""
+        settled = asks[asks["asked_at"] < now - pd.Timedelta(days=settle_days)]
+        known = answer_known_at(settled)
+        answered = known.notna() & (known < now) & settled["outcome"].isin(["accepted", "declined"])
+        delay = known - settled["asked_at"]
+        kinds = settled["ask_type"].astype("str")
+        pooled_yes = _sorted_days(delay[answered & (settled["outcome"] == "accepted")])
+        pooled_no = _sorted_days(delay[answered & (settled["outcome"] == "declined")])
+        pooled_silent = float((~answered).mean()) if len(settled) else 0.0
+        yes, no, silent = {}, {}, {}
+        for t, name in enumerate(ASK_TYPE_NAMES):
+            mine = (kinds == name).to_numpy()
+            y = _sorted_days(delay[answered & mine & (settled["outcome"] == "accepted")])
+            n = _sorted_days(delay[answered & mine & (settled["outcome"] == "declined")])
+            yes[t] = y if y.size >= MIN_ANSWERS else pooled_yes
+            no[t] = n if n.size >= MIN_ANSWERS else pooled_no
+            silent[t] = float((~answered[mine]).mean()) if mine.sum() >= MIN_ANSWERS else pooled_silent
+        return cls(yes, no, silent)
+
+    def yes_within(self, t: int, days: np.ndarray | float) -> np.ndarray:
+        """P(a yes arrives within `days` of the ask | the answer is yes)."""
+        d = self.yes_days[t]
+        days = np.asarray(days, dtype=float)
+        if not d.size:
+            return np.ones_like(days)
+        return np.searchsorted(d, days, side="right") / d.size
+
+    def no_after(self, t: int, days: np.ndarray | float) -> np.ndarray:
+        """P(no answer yet `days` after the ask | the answer is not yes): a decline to come, or never one."""
+        d = self.no_days[t]
+        days = np.asarray(days, dtype=float)
+        silent = self.silent_share[t]
+        later = 1.0 - np.searchsorted(d, days, side="right") / d.size if d.size else np.zeros_like(days)
+        # The settled asks that are not yeses: declines (a share 1 - silent of them, by delay) and silent ones.
+        return silent + (1.0 - silent) * later
+
+
+@dataclass(frozen=True)
+class LevelPosterior:
+    """A type's shift of its calibrated log-odds level, on a grid, with posterior weights."""
+
+    shifts: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def prior(cls, level_sd: float) -> LevelPosterior:
+        if level_sd <= 0.0:
+            return cls(np.zeros(1), np.ones(1))
+        shifts = np.linspace(-GRID_SDS * level_sd, GRID_SDS * level_sd, GRID)
+        w = stats.norm.pdf(shifts, scale=level_sd)
+        return cls(shifts, w / w.sum())
+
+    def shifted(self, p: np.ndarray) -> np.ndarray:
+        """(shifts x asks): each acceptance under each shift of the level."""
+        z = special.logit(np.clip(np.asarray(p, dtype=float), 1e-9, 1.0 - 1e-9))
+        return special.expit(z[None, :] + self.shifts[:, None])
+
+    def update(self, times: AnswerTimes, t: int, answers: Answers) -> LevelPosterior:
+        """After the campaign's asks of type t: yeses and noes (their chance of that answer), and the
+        pending ones (their chance of no answer after the days elapsed)."""
+        if self.shifts.size == 1:
+            return self
+        log_w = np.log(self.weights)
+        if answers.yes.size:
+            log_w += np.log(self.shifted(answers.yes)).sum(axis=1)
+        if answers.no.size:
+            log_w += np.log1p(-self.shifted(answers.no)).sum(axis=1)
+        if answers.pending.size:
+            q = self.shifted(answers.pending)
+            wait = (
+                q * (1.0 - times.yes_within(t, answers.elapsed))[None, :]
+                + (1.0 - q) * times.no_after(t, answers.elapsed)[None, :]
+            )
+            log_w += np.log(np.clip(wait, 1e-300, None)).sum(axis=1)
+        w = np.exp(log_w - log_w.max())
+        return LevelPosterior(self.shifts, w / w.sum())
+
+    def mean_shift(self) -> float:
+        return float(self.weights @ self.shifts)
+
+
+@dataclass(frozen=True)
+class Answers:
+    """One type's campaign asks so far, by their model acceptance: answered yes, answered no, and
+    pending (with the days elapsed since asked)."""
+
+    yes: np.ndarray
+    no: np.ndarray
+    pending: np.ndarray
+    elapsed: np.ndarray
+
+    @classmethod
+    def none(cls) -> Answers:
+        empty = np.zeros(0)
+        return cls(empty, empty, empty, empty)
+
+
+def at_least_mixed(
+    q: np.ndarray, weights: np.ndarray, n: int, start: int = 0, stop_at: float | None = None
+) -> np.ndarray:
+    """`q` (shifts x asks): each ask's chance of a success under each shift. For each prefix of the
+    asks that ends at or after `start`, P(at least n successes in the prefix), averaged over the
+    shifts with `weights`; with `stop_at`, only up to the first prefix that reaches it. With
+    `start` = the number of asks, one value: the chance of all of them. n <= 0: certain."""
+    m = q.shape[1]
+    if n <= 0:
+        return np.ones(max(m - start, 1))
+    dist = np.zeros((weights.size, n + 1))  # P(k successes) for k < n; dist[:, n] holds "n or more"
+    dist[:, 0] = 1.0
+    out = np.empty(max(m - start, 0))
+    for i in range(m):
+        qi = q[:, i]
+        top = dist[:, n] + dist[:, n - 1] * qi
+        dist[:, 1:n] = dist[:, 1:n] * (1.0 - qi)[:, None] + dist[:, : n - 1] * qi[:, None]
+        dist[:, 0] *= 1.0 - qi
+        dist[:, n] = top
+        if i >= start:
+            out[i - start] = weights @ top
+            if stop_at is not None and out[i - start] >= stop_at:
+                return out[: i - start + 1]
+    if start == m:  # no new asks: the chance of what is already out
+        return np.array([weights @ dist[:, n]])
+    return out
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """One type at one wave: what counts toward its need by the deadline before this wave's asks."""
+
+    need: int
+    yeses: int
+    posterior: LevelPosterior
+    pending_q: np.ndarray  # (shifts x pending asks): each pending ask's chance of a yes still in time
+    yes_in_time: float  # P(a yes to an ask made at this wave arrives before the deadline | yes)
+
+    @property
+    def left(self) -> int:
+        return max(self.need - self.yeses, 0)
+
+    def chance(self, p: np.ndarray, stop_at: float | None = None) -> np.ndarray:
+        """For each prefix of new asks with acceptance `p` (in order), P(the need by the deadline);
+        one value (the chance without new asks) when `p` is empty."""
+        new = self.posterior.shifted(p) * self.yes_in_time
+        q = np.concatenate([self.pending_q, new], axis=1)
+        start = self.pending_q.shape[1]
+        return at_least_mixed(q, self.posterior.weights, self.left, start if p.size else q.shape[1], stop_at)
+
+    def expected_yes(self, p: np.ndarray) -> float:
+        """Expected yeses by the deadline: so far, pending in time, and from new asks `p`."""
+        w = self.posterior.weights
+        new = float(w @ self.posterior.shifted(p).sum(axis=1)) * self.yes_in_time if p.size else 0.0
+        return self.yeses + float(w @ self.pending_q.sum(axis=1)) + new
+
+
+def outlook(
+    need: int,
+    yeses: int,
+    answers: Answers,
+    level_sd: float,
+    times: AnswerTimes,
+    t: int,
+    days_to_deadline: float,
+) -> Outlook:
+    """The type's outlook at a wave `days_to_deadline` before the deadline (see `Outlook`)."""
+    posterior = LevelPosterior.prior(level_sd).update(times, t, answers)
+    q = posterior.shifted(answers.pending)
+    if answers.pending.size:
+        e = answers.elapsed
+        yes_left = times.yes_within(t, e + days_to_deadline) - times.yes_within(t, e)  # a yes still to come, in time
+        waiting = q * (1.0 - times.yes_within(t, e))[None, :] + (1.0 - q) * times.no_after(t, e)[None, :]
+        pending_q = q * yes_left[None, :] / np.clip(waiting, 1e-300, None)
+    else:
+        pending_q = np.zeros((posterior.shifts.size, 0))
+    in_time = float(times.yes_within(t, days_to_deadline))
+    return Outlook(need, yeses, posterior, pending_q, in_time)
+
+
+def wave_target(confidence: float, wave: int, waves: int) -> float:
+    """The chance a wave's list aims at, counting what is out and this wave only: the confidence at
+    the last wave, less before it (rising from 0.5 in equal steps), so that early waves do not
+    carry the whole margin: later waves top up once the campaign's own answers have shown where
+    the level is."""
+    if wave >= waves:
+        return confidence
+    return 0.5 + (confidence - 0.5) * wave / waves
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """One type's campaign under its policy, by simulation: the chance of the need by the deadline,
+    the asks in all waves, and the yeses beyond the need, on average."""
+
+    chance: float
+    asks: float
+    overshoot: float
+
+
+@dataclass(frozen=True)
+class Pace:
+    """The campaign's calendar from this wave: its number, how many waves, the days between them."""
+
+    wave: int
+    waves: int
+    wave_days: float
+
+    @property
+    def days_left(self) -> float:
+        return (self.waves - self.wave + 1) * self.wave_days
+
+
+def forecast(
+    need: int,
+    yeses: int,
+    answers: Answers,
+    level_sd: float,
+    times: AnswerTimes,
+    t: int,
+    pace: Pace,
+    confidence: float,
+    this_wave: np.ndarray,
+    later: np.ndarray,
+    draws: int = 100,
+    seed: int = 0,
+) -> Forecast:
+    """Simulate the rest of the campaign for one type: the level drawn from the posterior; every ask
+    out (pending, and this wave's with acceptance `this_wave`) answered at a drawn time; each later
+    wave sized by the policy (`wave_target`) from the answers back by its date, through `outlook`
+    as the real wave would be, from the type's next customers (`later`, best first). A forecast per
+    type: the other types' later waves are not simulated."""
+    rng = np.random.default_rng(seed)
+    now = outlook(need, yeses, answers, level_sd, times, t, pace.days_left)
+    reached = asks = over = 0.0
+    for _ in range(draws):
+        shift = now.posterior.shifts[rng.choice(now.posterior.shifts.size, p=now.posterior.weights)]
+        p = np.concatenate([answers.pending, this_wave])
+        day = np.concatenate([-answers.elapsed, np.zeros(this_wave.size)])
+        yes, delay = _outcomes(rng, p, shift, times, t, np.concatenate([answers.elapsed, np.zeros(this_wave.size)]))
+        taken = 0
+        for v in range(pace.wave + 1, pace.waves + 1):
+            at = (v - pace.wave) * pace.wave_days
+            back = day + delay <= at
+            seen = Answers(
+                np.concatenate([answers.yes, p[yes & back]]),
+                np.concatenate([answers.no, p[~yes & back]]),
+                p[~back],
+                (at - day)[~back],
+            )
+            look = outlook(
+                need, yeses + int((yes & back[: yes.size]).sum()), seen, level_sd, times, t, pace.days_left - at
+            )
+            target = wave_target(confidence, v, pace.waves)
+            pool = later[taken:]
+            if look.chance(np.zeros(0))[0] >= target:
+                n_new = 0
+            else:
+                hit = np.flatnonzero(look.chance(pool, stop_at=target) >= target)
+                n_new = int(hit[0]) + 1 if hit.size else pool.size
+            new = pool[:n_new]
+            taken += n_new
+            more_yes, more_delay = _outcomes(rng, new, shift, times, t, np.zeros(new.size))
+            p, day = np.concatenate([p, new]), np.concatenate([day, np.full(new.size, at)])
+            yes, delay = np.concatenate([yes, more_yes]), np.concatenate([delay, more_delay])
+        total = yeses + int((yes & (day + delay <= pace.days_left)).sum())
+        reached += total >= need
+        asks += this_wave.size + taken
+        over += max(total - need, 0)
+    return Forecast(reached / draws, asks / draws, over / draws)
+
+
+def _outcomes(
+    rng: np.random.Generator, p: np.ndarray, shift: float, times: AnswerTimes, t: int, waited: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drawn answers to asks of acceptance `p` (the level shifted by `shift`) that have had no
+    answer for `waited` days: yes or not, and the days from the ask to the answer (inf: never)."""
+    q = special.expit(special.logit(np.clip(p, 1e-9, 1 - 1e-9)) + shift)
+    wait_yes = 1.0 - times.yes_within(t, waited)
+    wait_no = times.no_after(t, waited)
+    chance = q * wait_yes / np.clip(q * wait_yes + (1 - q) * wait_no, 1e-300, None)
+    yes = rng.random(p.size) < chance
+    delay = np.full(p.size, np.inf)
+    for i in range(p.size):
+        pool = times.yes_days[t] if yes[i] else times.no_days[t]
+        later = pool[pool > waited[i]] if pool.size else pool
+        if not yes[i]:  # a no that has not come yet: silent for good, or a decline still to come
+            silent = times.silent_share[t]
+            still = (1 - silent) * later.size / max(pool.size, 1)
+            if not later.size or rng.random() * (silent + still) < silent:
+                continue
+        if later.size:
+            delay[i] = later[rng.integers(later.size)]
+    return yes, delay
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a campaign asks: `waves` rounds `wave_days` apart (1 wave: a one-shot plan)."""
+
+    waves: int = 1
+    wave_days: int = 14
+
+    def __post_init__(self) -> None:
+        for name, value, top in (("waves", self.waves, MAX_WAVES), ("wave_days", self.wave_days, MAX_WAVE_DAYS)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(f"{name}: must be a whole number from 1 to {top}, got {value!r}")

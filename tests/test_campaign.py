@@ -1,0 +1,189 @@
+"""Campaigns in waves (spec 5a): what a campaign learns between waves, and its waves through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special, stats
+from typer.testing import CliRunner
+
+from advocacy.cli import app
+from features.catalog import ASK_TYPE_NAMES
+from features.contracts import CONTRACTS
+from models.campaign import (
+    Answers,
+    AnswerTimes,
+    LevelPosterior,
+    Schedule,
+    at_least_mixed,
+    outlook,
+    wave_target,
+)
+from storage.asklog import AskLog
+from storage.plans import PlanStore
+from storage.settings import get_settings
+from tests.conftest import SAMPLE, TrainedHome
+
+T = ASK_TYPE_NAMES.index("review")
+NOW = pd.Timestamp("2026-06-01", tz="UTC")
+
+
+def _times(yes_days: float = 5.0, no_days: float = 10.0, silent: float = 0.2) -> AnswerTimes:
+    """Answer times with every yes after `yes_days`, every decline after `no_days`, a share silent."""
+    yes = {t: np.full(100, yes_days) for t in range(len(ASK_TYPE_NAMES))}
+    no = {t: np.full(100, no_days) for t in range(len(ASK_TYPE_NAMES))}
+    return AnswerTimes(yes, no, dict.fromkeys(range(len(ASK_TYPE_NAMES)), silent))
+
+
+def test_the_chance_over_one_level_is_the_poisson_binomial() -> None:
+    p = np.random.default_rng(1).uniform(0.05, 0.9, 40)
+    got = at_least_mixed(p[None, :], np.ones(1), 12)
+    want = [stats.poisson_binom(p[: i + 1]).sf(11) for i in range(p.size)]
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert at_least_mixed(p[None, :], np.ones(1), 0).tolist() == [1.0] * p.size  # nothing needed: certain
+
+
+def test_answer_times_are_learnt_per_type_from_settled_asks() -> None:
+    asked = NOW - pd.to_timedelta(np.arange(200, 400), unit="D")
+    rng = np.random.default_rng(0)
+    outcome = rng.choice(["accepted", "declined", "no_response"], 200, p=[0.4, 0.4, 0.2])
+    delay = np.where(outcome == "accepted", 3, 12)
+    asks = pd.DataFrame(
+        {
+            "ask_id": [f"a{i}" for i in range(200)],
+            "customer_id": "c1",
+            "ask_type": "review",
+            "asked_at": asked,
+            "outcome": outcome,
+            "responded_at": pd.Series(asked + pd.to_timedelta(delay, unit="D")).where(outcome != "no_response"),
+        }
+    )
+    times = AnswerTimes.learn(asks, NOW)
+    assert times.yes_within(T, 2.0) == 0.0 and times.yes_within(T, 3.0) == 1.0
+    assert times.silent_share[T] == pytest.approx((outcome == "no_response").mean())
+    assert float(times.no_after(T, 100.0)) == pytest.approx(times.silent_share[T])
+    assert float(times.no_after(T, 1.0)) == 1.0  # no decline comes that soon
+
+
+def test_the_level_posterior_finds_the_shift_the_answers_were_drawn_with() -> None:
+    """The model's level is off by +0.6 in log-odds; 800 answered asks put the posterior there."""
+    rng = np.random.default_rng(7)
+    p = rng.uniform(0.1, 0.6, 800)
+    truth = special.expit(special.logit(p) + 0.6)
+    yes = rng.random(800) < truth
+    answers = Answers(p[yes], p[~yes], np.zeros(0), np.zeros(0))
+    posterior = LevelPosterior.prior(0.5).update(_times(), T, answers)
+    assert posterior.mean_shift() == pytest.approx(0.6, abs=0.15)
+    assert LevelPosterior.prior(0.5).mean_shift() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_asks_long_unanswered_are_evidence_against_a_yes() -> None:
+    """Yeses come back within 5 days; an ask still silent at 30 days is likelier a no: a censored
+    likelihood moves the level down, where dropping the pending asks would not."""
+    p = np.full(200, 0.5)
+    pending = Answers(np.zeros(0), np.zeros(0), p, np.full(200, 30.0))
+    moved = LevelPosterior.prior(0.5).update(_times(yes_days=5.0), T, pending)
+    assert moved.mean_shift() < -0.3
+    fresh = Answers(np.zeros(0), np.zeros(0), p, np.full(200, 1.0))  # a day old: nothing to learn yet
+    assert LevelPosterior.prior(0.5).update(_times(yes_days=5.0), T, fresh).mean_shift() == pytest.approx(0, abs=1e-6)
+
+
+def test_the_outlook_counts_yeses_pending_asks_and_time_left() -> None:
+    times = _times(yes_days=20.0)
+    done = outlook(5, 5, Answers.none(), 0.3, times, T, 30.0)
+    assert done.chance(np.zeros(0))[0] == 1.0  # the need is met already
+    # Yeses take 20 days: with 10 days left a new ask can bring none in time.
+    late = outlook(2, 0, Answers.none(), 0.0, times, T, 10.0)
+    assert late.chance(np.full(50, 0.9))[-1] == 0.0
+    # Two asks pending for 5 days, each sure to say yes (in 15 more days): in time with 30 days left.
+    sure = Answers(np.zeros(0), np.zeros(0), np.full(2, 1 - 1e-9), np.full(2, 5.0))
+    assert outlook(2, 0, sure, 0.0, times, T, 30.0).chance(np.zeros(0))[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_waves_aim_lower_early_and_at_the_confidence_last() -> None:
+    targets = [wave_target(0.9, w, 3) for w in (1, 2, 3)]
+    assert targets[0] < targets[1] < targets[2] == 0.9
+    assert wave_target(0.9, 1, 1) == 0.9  # one wave: the one-shot plan's promise
+
+
+@pytest.mark.parametrize(("waves", "days", "field"), [(0, 14, "waves"), (3, 0, "wave_days"), (True, 14, "waves")])
+def test_a_bad_schedule_names_the_field(waves: object, days: object, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        Schedule(waves, days)  # type: ignore[arg-type]
+
+
+# ---- a whole campaign through the command line -------------------------------------------------------
+
+
+def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, list(args), env=env)
+    get_settings.cache_clear()
+    return result.exit_code, result.output
+
+
+def _answer(log: AskLog, wave: pd.DataFrame, asked: pd.Timestamp, seed: int) -> None:
+    """Every planned ask made a day after its wave; answered (yes by its acceptance) within 8 days."""
+    rng = np.random.default_rng(seed)
+    n = len(wave)
+    yes = rng.random(n) < wave["acceptance"].to_numpy()
+    at = asked + pd.Timedelta(days=1)
+    responded = at + pd.to_timedelta(rng.integers(1, 9, n), unit="D")
+    now = pd.Timestamp.now(tz="UTC")
+    log.record(
+        pd.DataFrame(
+            {
+                "ask_id": [
+                    f"{p[:8]}-{w}-{c}" for p, w, c in wave[["plan_id", "wave", "customer_id"]].itertuples(False)
+                ],
+                "customer_id": wave["customer_id"].to_numpy(),
+                "ask_type": wave["ask_type"].to_numpy(),
+                "asked_at": at,
+                "outcome": np.where(responded < now, np.where(yes, "accepted", "declined"), "no_response"),
+                "responded_at": pd.Series(responded).where(pd.Series(responded) < now),
+                "plan_id": wave["plan_id"].to_numpy(),
+            }
+        )
+    )
+
+
+@pytest.mark.slow
+def test_a_campaign_runs_its_waves_through_the_command_line(trained_home: TrainedHome, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"ADVOCACY_HOME": str(home), "MLFLOW_TRACKING_URI": trained_home.settings.tracking_uri(), "COLUMNS": "200"}
+    need = ["--need", "reference_call=8", "--need", "review=25", "--need", "case_study=3"]
+    first = tmp_path / "wave1.csv"
+    code, out = _cli(env, "plan", "--data", str(SAMPLE), *need, "--waves", "3", "--out", str(first))
+    assert code == 0, out
+    wave1 = pd.read_csv(first)
+    plan_id = wave1["plan_id"].iloc[0]
+    assert set(wave1["wave"]) == {1} and f"Campaign {plan_id}: wave 1 of 3" in out
+    _, record = PlanStore(home / ".advocacy" / "plans").load(plan_id)
+    start = pd.Timestamp(record["campaign"]["wave_dates"][0])
+    assert pd.Timestamp(record["campaign"]["deadline"]) == start + pd.Timedelta(days=42)
+    log = AskLog(home / ".advocacy" / "asks.sqlite", CONTRACTS["asks"])
+    _answer(log, wave1, start, seed=1)
+
+    second = tmp_path / "wave2.csv"
+    code, out = _cli(env, "plan", "--continue", plan_id, "--out", str(second))  # the data folder wave 1 used
+    assert code == 0, out
+    wave2 = pd.read_csv(second)
+    summary = PlanStore(home / ".advocacy" / "plans").load(plan_id)[1]["summary"]
+    accepted = log.read()["outcome"].eq("accepted")
+    assert sum(s["yeses_so_far"] for s in summary.values()) == int(accepted.sum())
+    assert set(wave2["wave"]) <= {2} and not set(wave2["customer_id"]) & set(wave1["customer_id"])
+    for name, s in summary.items():  # a type whose yeses reach the need asks no more
+        assert not s["met"] or (wave2["ask_type"] != name).all()
+    _answer(log, wave2, start + pd.Timedelta(days=14), seed=2)
+
+    code, out = _cli(env, "plan", "--continue", plan_id, "--out", str(tmp_path / "wave3.csv"))
+    assert code == 0, out
+    rows, record = PlanStore(home / ".advocacy" / "plans").load(plan_id)
+    assert len(record["campaign"]["wave_dates"]) == 3 and rows["customer_id"].is_unique  # never asked twice
+    code, out = _cli(env, "plan", "--continue", plan_id)
+    assert code == 0 and "Nothing more to ask" in out, out  # after the last wave
+    code, out = _cli(env, "plan", "--continue", plan_id, "--need", "review=3")
+    assert code == 2 and "come from the stored campaign" in out

@@ -1,0 +1,185 @@
+"""Campaigns in waves (spec 5a): wave 1 sized for the waves left, and each next wave from the
+campaign's own answers.
+
+A campaign is a stored plan whose record says how many waves, how many days apart, its deadline
+(fixed at wave 1: its date plus waves x wave_days) and the date of each wave planned so far; its
+rows carry their `wave`. The answers are the asks recorded with its `plan_id` (the ask log's
+links) that name a customer and type it planned, asked at or after that wave's date. At each wave,
+per type (`models.campaign`): how long answers take, learnt from the data's settled asks; the
+yeses so far; the pending asks and their chance of still answering yes in time; the type's level,
+a posterior from the campaign's answers; then the fewest more asks that bring the chance of the
+need by the deadline to the wave's target (`wave_target`), and a forecast of the whole campaign
+under that policy for the summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import ASK_TYPE_NAMES
+from models.bundle import Bundle
+from models.campaign import Answers, AnswerTimes, Pace, Schedule, forecast, outlook, wave_target
+from models.planner import Candidates, PlanRequest, Wave, acceptance_level_sd
+from storage.plans import PlanStore
+
+FORECAST_DRAWS = 100  # simulated campaigns per type behind each summary's chance
+
+
+@dataclass(frozen=True)
+class CampaignState:
+    """A stored campaign at a wave's date: its record and rows, and what its answers say per type."""
+
+    plan_id: str
+    record: dict[str, Any]
+    rows: pd.DataFrame
+    wave: int
+    as_of: pd.Timestamp
+    deadline: pd.Timestamp
+    yeses: dict[int, int]
+    answers: dict[int, Answers]
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(int(self.record["campaign"]["waves"]), int(self.record["campaign"]["wave_days"]))
+
+    @property
+    def request(self) -> PlanRequest:
+        return PlanRequest(dict(self.record["need"]), float(self.record["confidence"]), dict(self.record["filters"]))
+
+
+def campaign_record(schedule: Schedule, as_of: pd.Timestamp, data_dir: str | None) -> dict[str, Any]:
+    """What a new campaign stores beside its plan record: its calendar, its waves so far, its data."""
+    deadline = as_of + pd.Timedelta(days=schedule.waves * schedule.wave_days)
+    return {
+        "waves": schedule.waves,
+        "wave_days": schedule.wave_days,
+        "deadline": deadline.isoformat(),
+        "wave_dates": [as_of.isoformat()],
+        "data_dir": data_dir,
+    }
+
+
+def load_campaign(plans: PlanStore, plan_id: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A stored campaign's rows and record; a plan that is not a campaign, or unknown, is refused."""
+    try:
+        rows, record = plans.load(plan_id)
+    except KeyError:
+        raise ValueError(f"--continue: no plan {plan_id!r} was made here") from None
+    if "campaign" not in record:
+        raise ValueError(f"--continue: plan {plan_id} is a one-shot plan, not a campaign (plan with --waves)")
+    return rows, record
+
+
+def campaign_state(
+    plan_id: str,
+    rows: pd.DataFrame,
+    record: dict[str, Any],
+    asks: pd.DataFrame,
+    links: pd.DataFrame,
+    as_of: pd.Timestamp | None,
+) -> CampaignState:
+    """The campaign at its next wave (`as_of`, by default the last wave's date plus wave_days): the
+    yeses, noes and pending asks of each type, from the asks recorded with its plan_id."""
+    calendar = record["campaign"]
+    dates = [pd.Timestamp(d) for d in calendar["wave_dates"]]
+    when = as_of if as_of is not None else dates[-1] + pd.Timedelta(days=int(calendar["wave_days"]))
+    if when <= dates[-1]:
+        raise ValueError(f"--as-of: the next wave must come after wave {len(dates)} ({dates[-1]:%Y-%m-%d})")
+    mine = asks.merge(links[links["plan_id"] == plan_id].loc[:, ["ask_id"]], on="ask_id", how="inner")
+    planned = rows.loc[:, ["customer_id", "ask_type", "wave", "acceptance"]].astype({"customer_id": "str"})
+    planned["wave_at"] = [dates[int(w) - 1] for w in planned["wave"]]
+    made = mine.astype({"customer_id": "str"}).merge(planned, on=["customer_id", "ask_type"], how="inner")
+    made = made[(made["asked_at"] >= made["wave_at"]) & (made["asked_at"] < when)]
+    made = made.sort_values(["asked_at", "ask_id"], kind="stable").drop_duplicates(["customer_id", "ask_type"])
+    known = made["responded_at"].notna() & (made["responded_at"] < when)
+    yes = known & (made["outcome"] == "accepted")
+    no = known & (made["outcome"] == "declined")
+    waiting = ~(yes | no)
+    elapsed = (when - made["asked_at"]).dt.total_seconds().to_numpy() / 86_400.0
+    yeses, answers = {}, {}
+    for name in record["need"]:
+        t = ASK_TYPE_NAMES.index(name)
+        of = (made["ask_type"] == name).to_numpy()
+        p = made["acceptance"].to_numpy(dtype=float)
+        yeses[t] = int((yes.to_numpy() & of).sum())
+        answers[t] = Answers(
+            p[yes.to_numpy() & of], p[no.to_numpy() & of], p[waiting.to_numpy() & of], elapsed[waiting.to_numpy() & of]
+        )
+    return CampaignState(
+        plan_id, record, rows, len(dates) + 1, when, pd.Timestamp(calendar["deadline"]), yeses, answers
+    )
+
+
+def wave_for(
+    bundle: Bundle,
+    cands: Candidates,
+    request: PlanRequest,
+    schedule: Schedule,
+    wave: int,
+    as_of: pd.Timestamp,
+    deadline: pd.Timestamp,
+    asks: pd.DataFrame,
+    state: CampaignState | None = None,
+) -> tuple[Wave, AnswerTimes]:
+    """The planner's view of wave `wave` (`models.planner.Wave`): each type's outlook at `as_of`,
+    the wave's target, and the customers the campaign already planned (never asked twice)."""
+    times = AnswerTimes.learn(asks, as_of)
+    level_sd = acceptance_level_sd(bundle)
+    days_left = (deadline - as_of).total_seconds() / 86_400.0
+    outlooks = {}
+    for name, n in request.need.items():
+        t = ASK_TYPE_NAMES.index(name)
+        answers = state.answers[t] if state is not None else Answers.none()
+        yeses = state.yeses[t] if state is not None else 0
+        sd = float(level_sd[t]) if level_sd is not None else 0.0
+        outlooks[t] = outlook(n, yeses, answers, sd, times, t, days_left)
+    planned = set(state.rows["customer_id"].astype("str")) if state is not None else set()
+    exclude = np.array([c in planned for c in cands.customer_id.astype(str)], dtype=bool)
+    return Wave(outlooks, wave_target(request.confidence, wave, schedule.waves), exclude), times
+
+
+def campaign_summary(
+    bundle: Bundle,
+    cands: Candidates,
+    request: PlanRequest,
+    wave: Wave,
+    times: AnswerTimes,
+    pace: Pace,
+    allocation: dict[str, np.ndarray],
+    state: CampaignState | None,
+) -> dict[str, dict[str, Any]]:
+    """Per type the spec's campaign summary: so far, this wave, and the forecast to the deadline
+    under the policy (`models.campaign.forecast`)."""
+    level_sd = acceptance_level_sd(bundle)
+    taken = np.zeros(cands.customer_id.size, dtype=bool)
+    for rows in allocation.values():
+        taken[rows] = True
+    eligible = cands.eligible(request) & ~wave.exclude[:, None] & ~taken[:, None]
+    out = {}
+    for name, n in request.need.items():
+        t = ASK_TYPE_NAMES.index(name)
+        rows = allocation[name]
+        later = np.sort(cands.acceptance[eligible[:, t], t])[::-1][:5000]
+        answers = state.answers[t] if state is not None else Answers.none()
+        yeses = state.yeses[t] if state is not None else 0
+        sd = float(level_sd[t]) if level_sd is not None else 0.0
+        this = cands.acceptance[rows, t]
+        seen = forecast(n, yeses, answers, sd, times, t, pace, request.confidence, this, later, FORECAST_DRAWS)
+        before = int(answers.yes.size + answers.no.size + answers.pending.size)
+        out[name] = {
+            "need": n,
+            "yeses_so_far": yeses,
+            "pending": int(answers.pending.size),
+            "asked": int(rows.size),
+            "expected_yes": float(wave.outlooks[t].expected_yes(this)),
+            "p_at_least_needed": seen.chance,
+            "expected_asks": before + seen.asks,
+            "expected_overshoot": seen.overshoot,
+            "met": yeses >= n,
+            "acceptance_level_sd": sd,
+        }
+    return out
