@@ -1,0 +1,215 @@
+"""Campaigns in waves replayed with answers drawn from the generator's truth (issue 30).
+
+On generated worlds (stationary and drifting) at each date: both models trained on the world as it
+was then, then the campaign (default: 40 reference calls, 120 reviews, 15 case studies at 0.9,
+3 waves 14 days apart) run `--replications` times. Each wave is planned by the product's own code
+(`models.planner.make_plan` with the wave's `models.campaign` outlooks, from the answers back by
+the wave's date); every ask is answered by a draw from the truth's acceptance for that customer and
+type, after a delay drawn from how long the world's settled asks took to be answered (some never).
+Per type it prints: the realised share of campaigns reaching the need by the deadline, the true
+chance (the yeses before the last wave plus the Poisson-binomial of the last wave's true chance of
+a yes in time), mean asks and mean yeses beyond the need; beside them today's one-shot plan (asks,
+true chance), the fewest asks reaching 0.9 on the truth (one-shot, the scarcer type first), and the
+points rule asking in the same waves with the campaign's wave sizes (share reaching the need).
+
+    uv run python benchmarks/campaign.py [--customers 3000] [--seeds 21] [--replications 200] [--worlds ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # see benchmarks/features.py
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.plan import true_acceptance
+from features.baseline import rule_points
+from features.catalog import ASK_TYPE_NAMES
+from features.io import world_from_tables
+from features.synthetic import DRIFTING, STATIONARY, generate_world
+from models.campaign import Answers, AnswerTimes, outlook, wave_target
+from models.planner import Candidates, PlanRequest, Wave, make_plan, shortest_prefix
+from training.datasets import build_training_data
+from training.evaluate import truth_chance
+from training.fit import TrainConfig, fit_bundle
+from usecases import base_from_world, leave_out_future, plan_candidates
+
+NEED = {"reference_call": 40, "review": 120, "case_study": 15}
+DATES = ("2026-10-01", "2026-07-01")
+WAVES, WAVE_DAYS = 3, 14
+
+
+def fewest_by_truth(cands: Candidates, p_true: np.ndarray, confidence: float = 0.9) -> dict[str, int]:
+    """Per type, the asks of the one-shot list by truth: customers in the truth's order until the
+    true chance of the need reaches `confidence`, the scarcer type first (the larger need against
+    the expected yeses its eligible customers hold), one ask per customer."""
+    p = np.nan_to_num(p_true)
+    scarce = {
+        n: k / max(p[~cands.blocked[:, ASK_TYPE_NAMES.index(n)], ASK_TYPE_NAMES.index(n)].sum(), 1e-9)
+        for n, k in NEED.items()
+    }
+    taken = np.zeros(p.shape[0], dtype=bool)
+    out = {}
+    for name in sorted(NEED, key=lambda n: -scarce[n]):
+        j = ASK_TYPE_NAMES.index(name)
+        order = np.argsort(-p[:, j], kind="stable")
+        order = order[~taken[order] & ~cands.blocked[order, j]]
+        k = shortest_prefix(p[order, j], NEED[name], confidence) or order.size
+        taken[order[:k]] = True
+        out[name] = int(k)
+    return out
+
+
+def _delays(rng: np.random.Generator, yes: np.ndarray, times: AnswerTimes, t: int) -> np.ndarray:
+    """Days from an ask to its answer (inf: never), drawn from the world's settled asks."""
+    out = np.full(yes.size, np.inf)
+    yes_days, no_days = times.yes_days[t], times.no_days[t]
+    if yes_days.size:
+        out[yes] = rng.choice(yes_days, int(yes.sum()))
+    declines = ~yes & (rng.random(yes.size) >= times.silent_share[t])
+    if no_days.size:
+        out[declines] = rng.choice(no_days, int(declines.sum()))
+    return out
+
+
+def run_campaign(
+    cands: Candidates,
+    p_true: np.ndarray,
+    times: AnswerTimes,
+    as_of: pd.Timestamp,
+    rng: np.random.Generator,
+    order: np.ndarray | None = None,
+    sizes: dict[int, list[int]] | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[int, list[int]]]:
+    """One campaign, answers drawn from the truth. `order` (customers, best first) and `sizes` (per
+    type, asks per wave) replay another picker in the same waves, e.g. the points rule."""
+    request = PlanRequest(NEED, 0.9)
+    days_left = WAVES * WAVE_DAYS
+    asked = np.zeros(cands.customer_id.size, dtype=bool)
+    log: dict[int, list[tuple[np.ndarray, float, np.ndarray, np.ndarray]]] = {ASK_TYPE_NAMES.index(n): [] for n in NEED}
+    made: dict[int, list[int]] = {t: [] for t in log}
+    for wave in range(1, WAVES + 1):
+        day = (wave - 1) * WAVE_DAYS
+        if order is None:
+            outlooks = {}
+            for name, n in NEED.items():
+                t = ASK_TYPE_NAMES.index(name)
+                rows = [(r, d, y, w) for r, d, y, w in log[t]]
+                p = np.concatenate([cands.acceptance[r, t] for r, _, _, _ in rows]) if rows else np.zeros(0)
+                at = np.concatenate([np.full(r.size, d) for r, d, _, _ in rows]) if rows else np.zeros(0)
+                yes = np.concatenate([y for _, _, y, _ in rows]) if rows else np.zeros(0, bool)
+                when = np.concatenate([w for _, _, _, w in rows]) if rows else np.zeros(0)
+                back = at + when <= day
+                answers = Answers(p[yes & back], p[~yes & back], p[~back], day - at[~back])
+                sd = cands.sd(t)
+                outlooks[t] = outlook(n, int((yes & back).sum()), answers, sd, times, t, days_left - day)
+            wave_plan = Wave(outlooks, wave_target(0.9, wave, WAVES), asked.copy())
+            plan = make_plan(cands, request, as_of, wave=wave_plan)
+            picked = {
+                ASK_TYPE_NAMES.index(n): plan.asks.loc[plan.asks["ask_type"] == n, "row"].to_numpy() for n in NEED
+            }
+        else:
+            picked = {}
+            for t in log:
+                free = order[~asked[order] & ~cands.blocked[order, t]]
+                picked[t] = free[: sizes[t][wave - 1]] if sizes else free[:0]
+                asked[picked[t]] = True
+        for t, rows in picked.items():
+            asked[rows] = True
+            yes = rng.random(rows.size) < np.nan_to_num(p_true[rows, t])
+            log[t].append((rows, float(day), yes, _delays(rng, yes, times, t)))
+            made[t].append(int(rows.size))
+    out = {}
+    for name, n in NEED.items():
+        t = ASK_TYPE_NAMES.index(name)
+        total = sum(int((y & (d + w <= days_left)).sum()) for _, d, y, w in log[t])
+        before_last = sum(int((y & (d + w <= days_left)).sum()) for _, d, y, w in log[t][:-1])
+        last_rows = log[t][-1][0]
+        in_time = float(times.yes_within(t, WAVE_DAYS))
+        chance = truth_chance(np.nan_to_num(p_true[last_rows, t]) * in_time, n - before_last)
+        out[name] = {
+            "reached": float(total >= n),
+            "true_chance": chance if n > before_last else 1.0,
+            "asks": float(sum(r.size for r, _, _, _ in log[t])),
+            "overshoot": float(max(total - n, 0)),
+        }
+    return out, made
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[21])
+    parser.add_argument("--replications", type=int, default=200)
+    parser.add_argument("--worlds", nargs="+", default=["stationary", "drifting"], choices=["drifting", "stationary"])
+    parser.add_argument("--dates", nargs="+", default=list(DATES))
+    args = parser.parse_args()
+    table = Table(title=f"Campaigns of {WAVES} waves {WAVE_DAYS} days apart, answers from the truth: {NEED} at 0.9")
+    cols = ("world", "seed", "as of", "type", "reached", "true chance", "asks", "overshoot")
+    cols += ("one-shot asks", "one-shot true", "points rule reached")
+    for col in cols:
+        table.add_column(col, justify="right")
+    fewest_lines = []
+    for world_name in args.worlds:
+        for seed in args.seeds:
+            drift = DRIFTING if world_name == "drifting" else STATIONARY
+            generated = generate_world(n_customers=args.customers, months=30, seed=seed, drift=drift)
+            world = world_from_tables(generated.tables)
+            for date in args.dates:
+                as_of = pd.Timestamp(date, tz="UTC")
+                then, _ = leave_out_future(world, as_of)
+                bundle, _ = fit_bundle(then, build_training_data(then), TrainConfig())
+                cands, features = plan_candidates(bundle, base_from_world(bundle, then, as_of))
+                p_true = true_acceptance(generated.truth["acceptance_by_type"], cands, as_of)
+                times = AnswerTimes.learn(then.asks, as_of)
+                one_shot = make_plan(cands, PlanRequest(NEED, 0.9), as_of)
+                points_order = np.argsort(-rule_points(features).sum(axis=1), kind="stable")
+                rng = np.random.default_rng(seed)
+                started = time.perf_counter()
+                runs, rule_runs = [], []
+                for _ in range(args.replications):
+                    result, sizes = run_campaign(cands, p_true, times, as_of, rng)
+                    runs.append(result)
+                    rule_runs.append(run_campaign(cands, p_true, times, as_of, rng, points_order, sizes)[0])
+                seconds = time.perf_counter() - started
+                for name, n in NEED.items():
+                    mine = (one_shot.asks["ask_type"] == name).to_numpy()
+                    rows = one_shot.asks.loc[mine, "row"].to_numpy()
+                    t = ASK_TYPE_NAMES.index(name)
+                    table.add_row(
+                        world_name,
+                        str(seed),
+                        date,
+                        name,
+                        f"{np.mean([r[name]['reached'] for r in runs]):.3f}",
+                        f"{np.mean([r[name]['true_chance'] for r in runs]):.3f}",
+                        f"{np.mean([r[name]['asks'] for r in runs]):.1f}",
+                        f"{np.mean([r[name]['overshoot'] for r in runs]):.1f}",
+                        str(int(mine.sum())),
+                        f"{truth_chance(np.nan_to_num(p_true[rows, t]), n):.3f}",
+                        f"{np.mean([r[name]['reached'] for r in rule_runs]):.3f}",
+                    )
+                campaign_rc = np.mean([r["reference_call"]["asks"] + r["case_study"]["asks"] for r in runs])
+                fewest = fewest_by_truth(cands, p_true)
+                truth_rc = fewest["reference_call"] + fewest["case_study"]
+                fewest_lines.append(
+                    f"{world_name} seed {seed} {date}: reference calls + case studies: campaign {campaign_rc:.1f} asks,"
+                    f" one-shot by truth {truth_rc} ({campaign_rc / truth_rc:.2f} x); per type {fewest};"
+                    f" {args.replications} replications in {seconds:.0f} s"
+                )
+    console = Console(width=220)
+    console.print(table)
+    for line in fewest_lines:
+        console.print(line)
+
+
+if __name__ == "__main__":
+    main()
