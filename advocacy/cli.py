@@ -18,7 +18,7 @@ from rich.text import Text
 from advocacy import plan_commands, report_commands  # noqa: F401  (register advocacy plan and report)
 from advocacy.app import DataDir, app, clear_errors, console, current_settings, err_console, parse_time
 from advocacy.model_commands import print_train_result  # importing it registers the training commands
-from advocacy.present import plain, styled
+from advocacy.present import plain, show_left_out, styled
 
 __all__ = ["app", "clear_errors", "main", "parse_time"]
 
@@ -210,7 +210,9 @@ def explain(
 
     settings = current_settings()
     _, bundle = load_champion(settings)
-    when, result = explain_customer(bundle, Sources.from_settings(settings, data), customer_id, parse_time(as_of))
+    when, result, left_out = explain_customer(
+        bundle, Sources.from_settings(settings, data), customer_id, parse_time(as_of)
+    )
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
         return
@@ -239,6 +241,7 @@ def explain(
     console.print(f"Next best ask: {ask}")
     for b in nba["blocked"]:
         console.print(f"  blocked {b['ask_type']}: {b['reason']} (until {b['until'] or 'it clears'})")
+    show_left_out(console, left_out)
 
 
 @app.command()

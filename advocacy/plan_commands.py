@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from advocacy.app import app, clear_errors, console, current_settings, parse_time
-from advocacy.present import styled
+from advocacy.present import show_left_out, styled
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,6 +95,7 @@ def plan(
     if out is not None:  # the file first: what is shown cannot cost what was asked for
         write_frame(made.table, out)
     _print_plan(made.plan.plan_id, made.plan.summary, made.table, made.plan.campaign)
+    show_left_out(console, made.left_out)
     if out is not None:
         console.print(f"Wrote {len(made.table):,} planned asks to {out}")
 

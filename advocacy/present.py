@@ -47,3 +47,10 @@ class PlainConsole(Console):
         kwargs["markup"] = False
         kwargs["emoji"] = False
         return super().render_str(plain(text), **kwargs)
+
+
+def show_left_out(console: Console, left_out: dict[str, int]) -> None:
+    """One line per kind of row the reader left out (`usecases.left_out_words`): a command that
+    leaves rows out says so, whatever it was asked."""
+    for what, count in left_out.items():
+        console.print(styled(f"Left out: {count:,} {what}", "yellow"))

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from advocacy.app import DataDir, app, clear_errors, console, current_settings, parse_time
-from advocacy.present import styled
+from advocacy.present import show_left_out
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,8 +98,7 @@ def _print_report(made: ProgramReport) -> None:
         console.print(_table("Per plan: promised expected yeses against yeses", made.plans.drop(columns="stored")))
     start = f" from {made.compared_from:%Y-%m-%d}" if made.compared_from is not None else ""
     console.print(_table(f"Yeses per ask{start}: plans against the points rule's picks", made.versus_rule))
-    for what, count in made.left_out.items():
-        console.print(styled(f"Left out: {count:,} {what}", "yellow"))
+    show_left_out(console, made.left_out)
 
 
 def _write_report(made: ProgramReport, charts: dict[str, bytes], out: Path) -> None:

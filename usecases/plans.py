@@ -9,7 +9,7 @@ service hands over the snapshot it serves, which the same recipe wrote.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from models.registry import ChampionRef
 from storage.plans import PlanStore
 from usecases.campaigns import campaign_record, campaign_state, campaign_summary, load_campaign, wave_for
 from usecases.recipe import score_world
-from usecases.sources import Sources
+from usecases.sources import Sources, left_out_words
 
 # The plan request is the use case's validated settings: the doors build it from their own input.
 __all__ = [
@@ -78,6 +78,7 @@ class PlanJob:
 class MadePlan:
     plan: Plan
     table: pd.DataFrame  # one row per planned ask, in the spec's columns
+    left_out: dict[str, int] = field(default_factory=dict)  # rows the reader left out, in words
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class ScoredBase:
     plannable: np.ndarray
     asks: pd.DataFrame | None = None  # the asks known at as_of: how long answers take, for a campaign
     data_dir: str | None = None  # where the base was read from (a campaign's next wave reads it again)
+    left_out: dict[str, int] = field(default_factory=dict)  # rows the reader left out, in words
 
 
 def plan_candidates(bundle: Bundle, base: ScoredBase) -> tuple[Candidates, pd.DataFrame]:
@@ -135,7 +137,7 @@ def make_and_store(
     table = _table(bundle, made, frame)
     if plans is not None and job.store:
         plans.save(made.plan_id, table, record)
-    return MadePlan(made, table)
+    return MadePlan(made, table, dict(base.left_out))
 
 
 def continue_campaign(
@@ -169,7 +171,7 @@ def continue_campaign(
     made.campaign = _calendar(record, state.wave)
     if not table.empty or state.wave <= schedule.waves:
         plans.save(plan_id, pd.concat([rows, table], ignore_index=True), record)
-    return MadePlan(made, table)
+    return MadePlan(made, table, left_out_words(read.left_out))
 
 
 def _rows_by_type(plan: Plan) -> dict[str, np.ndarray]:
@@ -212,7 +214,9 @@ def base_from_sources(bundle: Bundle, sources: Sources, as_of: pd.Timestamp | No
     """`base_from_world` on the sources (the ask log's asks included) at `as_of`, by default the
     end of the data."""
     read = sources.read()
-    return base_from_world(bundle, read.world, as_of if as_of is not None else read.data_end, str(sources.data_dir))
+    when = as_of if as_of is not None else read.data_end
+    base = base_from_world(bundle, read.world, when, str(sources.data_dir))
+    return replace(base, left_out=left_out_words(read.left_out))
 
 
 def plan_from_sources(bundle: Bundle, champion: ChampionRef, sources: Sources, job: PlanJob) -> MadePlan:
