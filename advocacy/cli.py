@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from advocacy import plan_commands, report_commands  # noqa: F401  (register advocacy plan and report)
+from advocacy import plan_commands, report_commands, sync_commands  # noqa: F401  (register plan, report, sync)
 from advocacy.app import DataDir, app, clear_errors, console, current_settings, err_console, parse_time
 from advocacy.model_commands import print_train_result  # importing it registers the training commands
 from advocacy.present import plain, show_left_out, styled
@@ -107,13 +107,14 @@ def baseline(
 ) -> None:
     """Print the points baseline's tier counts for every active customer."""
     from features.baseline import score_baseline
-    from usecases import Sources, features_at
+    from usecases import Sources, features_at, left_out_words
 
     settings = current_settings()
     read = Sources.from_settings(settings, data).read()
     when = parse_time(as_of) or read.data_end
     frame = features_at(read.world, when, settings.commitment_lapse_days)
     _print_baseline_summary(score_baseline(frame), f"Points baseline as of {when:%Y-%m-%d}, {len(frame):,} customers")
+    show_left_out(console, left_out_words(read.left_out))
 
 
 @app.command("backup-asks")
@@ -150,6 +151,7 @@ def up(
         features_at,
         find_champion,
         keep_for_the_page,
+        left_out_words,
         make_report,
         report_stamp,
     )
@@ -162,6 +164,7 @@ def up(
     when = read.data_end
     frame = features_at(read.world, when, settings.commitment_lapse_days)
     _print_baseline_summary(score_baseline(frame), f"Points baseline as of {when:%Y-%m-%d}, {len(frame):,} customers")
+    show_left_out(console, left_out_words(read.left_out))
     configure_tracking(settings)
     current = find_champion(settings.model_name)
     if current is None:

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     allowed_hosts: str = ""
     # Largest request body the service reads; bigger ones get 413 before any of it is parsed.
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Seconds a connection may take to send a request's line and headers (on opening, and after each
+    # answer on a kept-alive connection); one that takes longer is closed (`serving.patches`).
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # A new feature snapshot with fewer active customers than this share of the served one is refused
     # (by `advocacy score`, unless --force-snapshot, and by the service), and so is one with none.
     min_snapshot_share: float = Field(default=0.5, ge=0, le=1)
@@ -63,6 +66,30 @@ class Settings(BaseSettings):
     commitment_lapse_days: int = Field(default=90, ge=1, le=3650)
     # The plan the CSM page opens on (yeses needed per ask type, `TYPE=N,TYPE=N`), until a CSM edits it.
     worklist_need: str = "reference_call=10,review=30,case_study=3"
+    # Stored plans (`POST /plan`, `advocacy plan`) last written more than this many days ago are deleted
+    # whenever a plan is stored, except a plan that an ask in the ask log names: the program report sets
+    # those asks against their plan's promise for as long as the asks are kept. 0 keeps every plan.
+    plan_keep_days: int = Field(default=365, ge=0, le=36500)
+    # The CRM the service writes the profiles of customers whose asks it records to (`hubspot` or
+    # `salesforce`, as `advocacy sync` does), within this many seconds of the ask; unset: the service
+    # writes nothing to a CRM.
+    sync_target: str | None = None
+    sync_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # HubSpot: a private app's access token (from the environment, never the repo), the API's base URL,
+    # and the object type ids (e.g. `2-1234567`) of the Advocate Profile and Advocacy Activity custom
+    # objects. Property names that differ from ours: `ours=theirs,ours=theirs`.
+    hubspot_token: SecretStr | None = None
+    hubspot_url: str = "https://api.hubapi.com"
+    hubspot_profile_object: str | None = None
+    hubspot_activity_object: str | None = None
+    hubspot_fields: str = ""
+    # Salesforce: an OAuth access token (from the environment), the org's instance URL, the custom
+    # objects, and field API names that differ from ours (`Customer_Id__c` style): `ours=theirs,...`.
+    salesforce_token: SecretStr | None = None
+    salesforce_url: str | None = None
+    salesforce_profile_object: str = "Advocate_Profile__c"
+    salesforce_activity_object: str = "Advocacy_Activity__c"
+    salesforce_fields: str = ""
 
     def allowed_host_names(self) -> frozenset[str]:
         return frozenset(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())
