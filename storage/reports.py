@@ -19,6 +19,24 @@ import pandas as pd
 from storage.files import atomic_path
 
 REPORT_FILE = "report.json"
+REMAKE_HINT = 'remake it with `advocacy report --data DIR`, or with POST /report {"refresh": true}'
+
+
+class ReportUnavailableError(ValueError):
+    """The kept report cannot be shown: a fault of the server's own files, never of whoever asked.
+
+    The message is for anyone (it names no path); `detail` is for the log (it may). It is a
+    ValueError for the command line, where a damaged file in the project home is bad input (exit 2);
+    the service answers it with a 500 (`serving.service`), never with a 4xx.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class UnreadableReportError(ReportUnavailableError):
+    """`report.json` is there but is not a whole report (truncated, damaged, not JSON)."""
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -50,8 +68,21 @@ class ReportStore:
         return self.path
 
     def load(self) -> dict[str, Any] | None:
-        """The latest report, or None when `advocacy report` has not been run here."""
-        if not self.path.exists():
+        """The latest report, or None when `advocacy report` has not been run here.
+
+        Raises `UnreadableReportError` when the file is there but is not a whole report.
+        """
+        try:
+            loaded = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
             return None
-        loaded: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
+            raise UnreadableReportError(
+                f"the kept program report is unreadable (damaged or cut short): {REMAKE_HINT}",
+                f"{self.path}: {err}",
+            ) from err
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("tables"), dict):
+            raise UnreadableReportError(
+                f"the kept program report is not a whole report: {REMAKE_HINT}", f"{self.path}: no tables in it"
+            )
         return loaded

@@ -31,8 +31,8 @@ def record_asks(
     customers) and return how many; a `plan_id` no plan in `plans` has is refused first."""
     frame = asks_frame(rows)
     named = sorted(set(frame["plan_id"].dropna()))
-    known = set(plans.ids()) if named and plans is not None else set()  # listed only when needed
-    unknown = [p for p in named if p not in known]
+    # One look-up per plan named, never a listing of the plans folder (it grows with every plan).
+    unknown = [p for p in named if plans is None or not plans.has(str(p))]
     if unknown:
         raise ValueError(f"plan_id: no plan {unknown[0]!r} was made here (POST /plan makes one)")
     return store(frame)

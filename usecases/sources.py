@@ -25,7 +25,7 @@ from features.io import World, read_world
 from features.labels import observed_until
 from models.program import StoredPlan
 from storage.asklog import AskLog
-from storage.plans import PlanStore
+from storage.plans import PlanStore, Retention, linked_plans
 from storage.settings import Settings
 
 LEFT_OUT = "left_out."  # prefix of the counts of rows a job could not use, by table and reason
@@ -96,10 +96,12 @@ class Sources:
     data_dir: Path
     ask_log_path: Path
     plans_path: Path
+    plan_keep_days: int = 0  # stored plans older than this are swept when one is stored (0: kept)
 
     @classmethod
     def from_settings(cls, settings: Settings, data_dir: Path | None = None) -> Sources:
-        return cls(Path(data_dir or settings.resolved_data_dir()), settings.ask_log_path(), settings.plans_path())
+        data = Path(data_dir or settings.resolved_data_dir())
+        return cls(data, settings.ask_log_path(), settings.plans_path(), settings.plan_keep_days)
 
     def ask_log(self) -> AskLog | None:
         """The ask log, or None where nothing was ever recorded (reading must not create one)."""
@@ -118,7 +120,7 @@ class Sources:
         return log.plan_links()
 
     def plans(self) -> PlanStore:
-        return PlanStore(self.plans_path)
+        return PlanStore(self.plans_path, Retention(self.plan_keep_days, lambda: linked_plans(self.ask_log_path)))
 
     def stored_plans(self, plan_ids: set[str]) -> dict[str, StoredPlan]:
         """Each named plan as stored (its rows and the time it planned for); a plan no longer stored,
