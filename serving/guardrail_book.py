@@ -300,6 +300,17 @@ class GuardrailBook:
             for at, kind, outcome in zip(mine["asked_at"], mine["ask_type"], mine["outcome"], strict=True)
         ]
 
+    def known_asks(self, now: pd.Timestamp) -> pd.DataFrame:
+        """Every stored customer's asks made before `now`, the snapshot's and the log's, one per ask_id."""
+        with self._lock:
+            self._sync_log()
+            asks = self._asks_for(np.arange(len(self._store), dtype=np.int64))
+        return asks[asks["asked_at"] < now].reset_index(drop=True)
+
+    def plan_links(self) -> pd.DataFrame:
+        """(`ask_id`, `plan_id`) of the recorded asks made from a plan."""
+        return self._log.plan_links()
+
     # ---- recording ---------------------------------------------------------------------------------
     def record(self, asks: pd.DataFrame) -> int:
         """Store asks durably (validated, idempotent on ask_id); the guardrails see them before this returns."""

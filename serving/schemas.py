@@ -26,6 +26,7 @@ from pydantic import (
 from features.catalog import ASK_TYPE_NAMES, OUTCOMES, SEGMENTS
 from features.contracts import MAX_ID_LENGTH, YEARS, read_timestamp
 from features.spec import FEATURES, Feature
+from models.campaign import MAX_WAVE_DAYS, MAX_WAVES
 from models.references import MAX_K
 from models.tiers import TIER_ORDER
 from usecases.plans import DEFAULT_CONFIDENCE, MAX_NEED
@@ -80,12 +81,18 @@ class ExplainRequest(StrictBody):
 
 
 class PlanRequestBody(StrictBody):
-    """`POST /plan`: yeses needed per ask type, the confidence each list must reach, optional filters."""
+    """`POST /plan`: yeses needed per ask type, the confidence each list must reach, optional filters
+    and waves (a campaign, spec 5a); or a campaign's `plan_id` (and `as_of`) for its next wave."""
 
-    need: dict[str, Annotated[int, Field(ge=1, le=MAX_NEED)]] = Field(
+    need: dict[str, Annotated[int, Field(ge=1, le=MAX_NEED)]] | None = Field(
+        default=None,
         min_length=1,
         description=f"ask type -> yeses needed (1 to {MAX_NEED:,}); ask types: {', '.join(ASK_TYPE_NAMES)}",
     )
+    waves: int = Field(default=1, ge=1, le=MAX_WAVES, description="ask in this many waves (1: all at once)")
+    wave_days: int = Field(default=14, ge=1, le=MAX_WAVE_DAYS, description="days between waves")
+    as_of: Timestamp | None = Field(default=None, description="the wave's date (default: now)")
+    plan_id: Id | None = Field(default=None, description="a campaign's plan_id: plan its next wave")
     # The bounds are exclusive, checked below: the OpenAPI 3.0 document BentoML serves has no way to say
     # so (pydantic's `gt`/`lt` become 3.1's numeric exclusiveMinimum, which 3.0 readers refuse).
     confidence: float = Field(default=DEFAULT_CONFIDENCE, ge=0.0, le=1.0, description="between 0 and 1, exclusive")
@@ -106,8 +113,8 @@ class PlanRequestBody(StrictBody):
 
     @field_validator("need")
     @classmethod
-    def _known_types(cls, value: dict[str, int]) -> dict[str, int]:
-        unknown = [t for t in value if t not in ASK_TYPE_NAMES]
+    def _known_types(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        unknown = [t for t in value or {} if t not in ASK_TYPE_NAMES]
         if unknown:
             raise ValueError(f"unknown ask type {unknown[0]!r} (one of {', '.join(ASK_TYPE_NAMES)})")
         return value
@@ -340,6 +347,7 @@ class PlannedAsk(BaseModel):
     """One planned ask (the columns of `advocacy plan --out`)."""
 
     plan_id: str
+    wave: int
     ask_type: str
     rank: int
     customer_id: str
@@ -362,12 +370,25 @@ class PlanSummary(BaseModel):
     acceptance_level_sd: float = Field(
         description="standard error (log-odds) of the type's calibrated acceptance level, counted in p_at_least_needed"
     )
+    # A campaign's (spec 5a): p_at_least_needed is then the chance by the deadline under its policy.
+    yeses_so_far: int | None = None
+    pending: int | None = None
+    expected_asks: float | None = Field(default=None, description="asks in all waves, expected")
+    expected_overshoot: float | None = Field(default=None, description="yeses beyond the need, expected")
+
+
+class CampaignCalendar(BaseModel):
+    wave: int
+    waves: int
+    wave_days: int
+    deadline: str
 
 
 class PlanResponse(BaseModel):
     plan_id: str
     asks: list[PlannedAsk]
     summary: dict[str, PlanSummary]
+    campaign: CampaignCalendar | None = None
 
 
 class AsksResponse(BaseModel):

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +24,21 @@ import bentoml
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from features.contracts import DataContractError
+from features.contracts import DataContractError, as_utc
 from models.registry import ChampionUnavailableError, load_champion, resolve_champion
 from serving import patches
+from serving.answers import DISK_FULL, LOADING, MissingFieldError, disk_full, invalid_body, not_ready
+from serving.answers import error as _error
 from serving.auth import OPEN_PATHS, BearerAuth, bound_host, check_bind
 from serving.bento_model import load_bento_model
+from serving.crm_sync import start_crm_sync
 from serving.gate import RequestGate
+from serving.headers import FrameGuard
 from serving.limits import BodyLimit
 from serving.page_schemas import ReportRequest, ReportResponse, WorklistRequest, WorklistResponse
 from serving.schemas import (
@@ -57,9 +63,10 @@ from serving.schemas import (
 from serving.state import ServingState, load_state
 from serving.store import IncompatibleStateError, UnknownCustomersError
 from storage.asklog import ConflictingAskError
+from storage.reports import ReportUnavailableError
 from storage.settings import Settings, get_settings
 from storage.snapshots import SnapshotRefusedError, base_refusal, current_snapshot_dir, read_meta
-from usecases.plans import DEFAULT_CONFIDENCE, PlanRequest
+from usecases.plans import DEFAULT_CONFIDENCE, PlanRequest, Schedule
 
 STATIC = Path(__file__).parent / "static"
 INLINE_IDS = 8  # /score requests up to this many ids run on the event loop
@@ -79,7 +86,9 @@ class StateHolder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state: ServingState | None = None
-        self.problem = "still loading the champion model and the feature snapshot"
+        # What a 503 says the service waits for; never the error's text, which names files and stores
+        # of the server: the log has that (`serving.answers.not_ready`).
+        self.not_ready = LOADING
         self._refused: Path | None = None  # a snapshot folder refused once, not read or reported again
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="advocacy-state", daemon=True)
@@ -121,10 +130,10 @@ class StateHolder:
             try:
                 state = self._load()
             except (ChampionUnavailableError, IncompatibleStateError, FileNotFoundError, ValueError, OSError) as err:
-                self.problem = str(err)
+                self.not_ready = not_ready(err)
                 log.error("advocacy service NOT READY: %s (retrying in %.0f s)", err, delay)
             except Exception as err:  # anything else: still never serve half a state
-                self.problem = f"{type(err).__name__}: {err}"
+                self.not_ready = not_ready(err)
                 log.exception("advocacy service NOT READY: unexpected error loading the state (retrying)")
             else:
                 self._install(state)
@@ -192,30 +201,6 @@ class StateHolder:
         )
 
 
-class _CallerErrorsAreNotTracebacks(logging.Filter):
-    """BentoML logs every rejected request body with a traceback; one line says it better."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
-        if isinstance(exc, ValidationError):
-            record.msg = f"{record.getMessage()}: rejected with 400 ({exc.error_count()} validation error(s))"
-            record.args = ()
-            record.exc_info = None
-            record.exc_text = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-def _quiet_caller_errors() -> None:
-    target = logging.getLogger("bentoml._internal.server.http_app")
-    if not any(isinstance(f, _CallerErrorsAreNotTracebacks) for f in target.filters):
-        target.addFilter(_CallerErrorsAreNotTracebacks())
-
-
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
-
-
 def _page(_: Request) -> Response:
     return FileResponse(STATIC / "index.html")
 
@@ -241,15 +226,18 @@ class Advocacy:
     def __init__(self) -> None:
         # Every BentoML patch, here: BentoML builds this instance in each worker's start-up, before
         # the worker answers a request (importing this module patches nothing).
-        patches.install(declared_routes())
         settings = get_settings()
-        _quiet_caller_errors()
+        patches.install(declared_routes(), header_timeout=settings.header_timeout_seconds)
         host = bound_host()
         if host is not None:
             token = settings.api_token.get_secret_value() if settings.api_token else None
             check_bind(host, token)  # raises: an open service must not listen beyond this machine
         self.holder = StateHolder(settings)
         self.holder.start()
+        # With ADVOCACY_SYNC_TARGET, recorded asks reach the CRM within ADVOCACY_SYNC_SECONDS (serving.crm_sync).
+        self.crm_sync = start_crm_sync(
+            settings, lambda: None if self.holder.state is None else self.holder.state.bundle
+        )
         ScoreFastPath.service = self
 
     def __is_ready__(self) -> bool:
@@ -258,12 +246,15 @@ class Advocacy:
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self.holder.stop()
+        if self.crm_sync is not None:
+            self.crm_sync.stop()
 
     def _answer(self, route: Callable[[ServingState], Any]) -> Any:
-        """Run one route on the loaded state; turn what a caller got wrong into a 4xx that says why."""
+        """Run one route on the loaded state; turn what a caller got wrong into a 4xx that says why,
+        and a fault of the server into a 5xx that says what it was, never naming a path of the server."""
         state = self.holder.state
         if state is None:
-            return _error(503, f"service not ready: {self.holder.problem}")
+            return _error(503, f"service not ready: {self.holder.not_ready}")
         try:
             return route(state)
         except UnknownCustomersError as err:
@@ -276,6 +267,16 @@ class Advocacy:
             # Requests were validated before this point: a failure here is ours, not the caller's.
             log.exception("advocacy: response failed validation")
             return _error(500, "internal error: the response failed validation (see the server log)")
+        except ReportUnavailableError as err:  # a ValueError for the CLI; here a fault of the server's files
+            log.error("advocacy: %s (%s)", err, err.detail)
+            return _error(500, str(err))
+        except (sqlite3.Error, OSError) as err:
+            if not disk_full(err, sqlite_folder=self.holder.settings.ask_log_path().parent):
+                raise
+            log.error("advocacy: the disk is full, nothing of the request was stored: %s", err)
+            return _error(507, DISK_FULL)
+        except MissingFieldError as err:
+            return _error(400, str(err), detail=err.detail())
         except ValueError as err:
             return _error(400, str(err))
 
@@ -340,23 +341,51 @@ class Advocacy:
     @bentoml.api(route="/plan", input_spec=PlanRequestBody, output_spec=PlanResponse)
     def plan(
         self,
-        need: dict[str, int],
+        need: dict[str, int] | None = None,
         confidence: float = DEFAULT_CONFIDENCE,
         segment: str | None = None,
         industry: str | None = None,
         region: str | None = None,
         use_case: str | None = None,
         store: bool = True,
+        waves: int = 1,
+        wave_days: int = 14,
+        as_of: datetime | None = None,
+        plan_id: str | None = None,
     ) -> Any:
-        """Whom to ask for what: per ask type the shortest list reaching the confidence, one ask per customer."""
-        request = PlanRequest.from_options(need, confidence, segment, industry, region, use_case)
-        return self._answer(lambda s: PlanResponse.model_validate(s.plan(request, keep_it=store)))
+        """Whom to ask for what: per ask type the shortest list reaching the confidence, one ask per
+        customer; with `waves`, wave 1 of a campaign; with a campaign's `plan_id`, its next wave."""
+        when = None if as_of is None else as_utc(as_of)
+
+        def route(state: ServingState) -> Any:
+            if plan_id is not None:
+                stored: dict[str, object] = {"need": need, "segment": segment, "industry": industry, "region": region}
+                stored |= {"use_case": use_case, "waves": waves != 1, "wave_days": wave_days != 14}
+                stored |= {"confidence": confidence != DEFAULT_CONFIDENCE}
+                given = [name for name, value in stored.items() if value]
+                if given:
+                    raise ValueError(
+                        f"plan_id: a next wave takes plan_id and as_of only; {', '.join(given)} are stored"
+                    )
+                return PlanResponse.model_validate(state.next_wave(plan_id, when))
+            if not need:
+                raise MissingFieldError(
+                    "need", "name at least one ask type and how many yeses (or a campaign's plan_id)"
+                )
+            request = PlanRequest.from_options(need, confidence, segment, industry, region, use_case)
+            made = state.plan(request, store, Schedule(waves, wave_days), when)
+            return PlanResponse.model_validate(made)
+
+        return self._answer(route)
 
     @bentoml.api(route="/asks", input_spec=AsksRequest, output_spec=AsksResponse)
     def asks(self, asks: list[AskRow]) -> Any:
         """Record asks and outcomes durably; re-sending an ask_id updates it. Guardrails see them at once."""
         rows = [a.model_dump() for a in asks]
-        return self._answer(lambda s: AsksResponse(stored=s.record_asks(rows)))
+        answer = self._answer(lambda s: AsksResponse(stored=s.record_asks(rows)))
+        if self.crm_sync is not None and isinstance(answer, AsksResponse):
+            self.crm_sync.queue(row["customer_id"] for row in rows)
+        return answer
 
 
 class ScoreFastPath:
@@ -366,7 +395,8 @@ class ScoreFastPath:
     negotiation, signature inspection, dependency injection, response post-processing) cost about
     0.5 ms of the 2.5 ms of server CPU a one-id request took, four times our handler (measured by
     benchmarks/api.py). This middleware answers those requests with the same request model, the same
-    handler (`Advocacy.score_response`) and BentoML's own 400 body for invalid input. The route stays
+    handler (`Advocacy.score_response`) and the same 400 body for invalid input as BentoML's path
+    (`serving.answers.invalid_body`, which `serving.patches` makes BentoML answer with too). The route stays
     declared with `@bentoml.api`, so the OpenAPI document and BentoML's clients are served as before.
     It sits behind the request gate, the body limit and the token check and inside
     BentoML's metrics, tracing, access log and time limit, which all still apply.
@@ -397,11 +427,7 @@ class ScoreFastPath:
             parsed = ScoreRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
             log.info("POST %s rejected with 400 (%d validation error(s))", self.path, exc.error_count())
-            response: Response = _error(
-                400,
-                f"{exc.error_count()} validation error for {exc.title}",
-                detail=exc.errors(include_context=False, include_input=False),
-            )
+            response: Response = invalid_body(exc)
         else:
             response = await service.score_response(parsed.customer_ids)
         await response(scope, receive, send)
@@ -420,6 +446,7 @@ def _configured_token() -> str | None:
 
 # The decorated class is a bentoml Service at runtime; its stubs do not say so.
 _service: Any = Advocacy
+_service.add_asgi_middleware(FrameGuard)  # first, so that every answer of ours carries its headers
 _service.add_asgi_middleware(RequestGate, hosts_from=lambda: get_settings().allowed_host_names())
 _service.add_asgi_middleware(BodyLimit, limit_from=lambda: get_settings().max_request_bytes)
 _service.add_asgi_middleware(BearerAuth, token_from=_configured_token)

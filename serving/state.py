@@ -30,6 +30,7 @@ from models.references import Prospect, rank_references
 from models.registry import ChampionRef
 from models.scoring import Blocked, next_asks, next_best_ask, score
 from serving.guardrail_book import GuardrailBook
+from serving.overview import Overview
 from serving.results import ResultCache
 from serving.schemas import NextBestAsk
 from serving.store import (
@@ -39,65 +40,26 @@ from serving.store import (
     score_stored,
 )
 from storage.asklog import AskLog
-from storage.plans import PlanStore
-from storage.reports import ReportStore
+from storage.plans import PlanStore, Retention
+from storage.reports import ReportStore, ReportUnavailableError, UnreadableReportError
 from storage.settings import Settings
 from storage.snapshots import current_snapshot_dir, read_snapshot
 from usecases.asks import record_asks
-from usecases.plans import FILTERS, PlanJob, PlanRequest, ScoredBase, make_and_store, parse_need, plannable
+from usecases.plans import (
+    FILTERS,
+    MadePlan,
+    PlanJob,
+    PlanRequest,
+    Schedule,
+    ScoredBase,
+    make_and_store,
+    next_wave,
+    parse_need,
+    plannable,
+)
 from usecases.recipe import restate_asks
 from usecases.reports import remake_and_keep, report_stamp
 from usecases.sources import Sources
-
-
-@dataclass
-class Overview:
-    """Per stored customer (store row order): what the page's search and disagreement list show."""
-
-    name: list[str | None]
-    segment: list[str | None]
-    id_folded: pd.Series
-    name_folded: pd.Series
-    segment_folded: np.ndarray
-    tier: np.ndarray
-    baseline_tier: np.ndarray
-    baseline_points: np.ndarray
-    propensity: np.ndarray
-    gap: np.ndarray  # model tier rank - points tier rank (`Scores.tier_gaps`: 0 on cold start, committed)
-    re_engage: np.ndarray  # a past advocate with no activity in 180 days
-
-    def update(self, bundle: Bundle, store: FeatureStore, rows: np.ndarray) -> None:
-        """Rescore the rows whose features were restated."""
-        made = score(bundle, store.values(rows), matrix=store.matrix[rows], explain=False)
-        self.tier[rows], self.gap[rows], self.propensity[rows] = made.tier, made.tier_gaps, made.propensity
-        self.baseline_tier[rows], self.baseline_points[rows] = made.baseline_tier, made.baseline_points
-        self.re_engage[rows] = made.re_engage
-
-    @classmethod
-    def build(cls, bundle: Bundle, store: FeatureStore, chunk: int = 100_000) -> Overview:
-        n = len(store)
-        parts = [
-            score(bundle, store.values(rows), matrix=store.matrix[rows], explain=False)
-            for rows in np.array_split(np.arange(n, dtype=np.int64), max(1, n // chunk))
-        ]
-        tier = np.concatenate([p.tier for p in parts]) if parts else np.array([], dtype=object)
-        gap = np.concatenate([p.tier_gaps for p in parts]) if parts else np.zeros(0, dtype=np.int64)
-        base = np.concatenate([p.baseline_tier for p in parts]) if parts else np.array([], dtype=object)
-        names = store.customers["name"].astype("object").where(store.customers["name"].notna(), None)
-        segments = store.customers["segment"].astype("object").where(store.customers["segment"].notna(), None)
-        return cls(
-            name=[None if v is None else str(v) for v in names.tolist()],
-            segment=[None if v is None else str(v) for v in segments.tolist()],
-            id_folded=pd.Series(store.ids, dtype="str").str.casefold(),
-            name_folded=store.customers["name"].fillna("").astype("str").str.casefold().reset_index(drop=True),
-            segment_folded=store.customers["segment"].astype("str").str.casefold().to_numpy(dtype=object),
-            tier=tier,
-            baseline_tier=base,
-            baseline_points=np.concatenate([p.baseline_points for p in parts]) if parts else np.zeros(0),
-            propensity=np.concatenate([p.propensity for p in parts]) if parts else np.zeros(0),
-            gap=gap,
-            re_engage=np.concatenate([p.re_engage for p in parts]) if parts else np.zeros(0, dtype=bool),
-        )
 
 
 @dataclass
@@ -315,25 +277,60 @@ class ServingState:
         top = rank_references(prospect, customers, self.store.reference_acceptance, blocks, recent, k)
         return [{key: json_value(v) for key, v in row.items()} for row in top.to_dict(orient="records")]
 
-    def plan(self, request: PlanRequest, keep_it: bool = True) -> dict[str, Any]:
+    def plan(
+        self,
+        request: PlanRequest,
+        keep_it: bool = True,
+        schedule: Schedule | None = None,
+        as_of: pd.Timestamp | None = None,
+    ) -> dict[str, Any]:
         """`POST /plan`: the ask plan over every stored customer the model speaks for, guardrails
-        at the present, stored under its plan_id (unless `keep_it` is false: a look, not a plan to
-        record asks against); the same use case as `advocacy plan`."""
+        at the present (or `as_of`), stored under its plan_id (unless `keep_it` is false: a look, not
+        a plan to record asks against); with a `schedule` of several waves, wave 1 of a campaign. The
+        same use case as `advocacy plan`."""
+        schedule = schedule or Schedule()
+        if as_of is not None and as_of < self.store.as_of:
+            raise ValueError(
+                f"as_of: a plan cannot be made for before the snapshot's as_of ({self.store.as_of:%Y-%m-%d})"
+            )
+        when = as_of if as_of is not None else (self.now() if schedule.waves > 1 else self.store.as_of)
+        job = PlanJob(request, store=keep_it, schedule=schedule)
+        return self._answer_plan(make_and_store(self.bundle, self.champion, self._base(when), job, self.plans))
+
+    def next_wave(self, plan_id: str, as_of: pd.Timestamp | None = None) -> dict[str, Any]:
+        """`POST /plan {"plan_id"}`: a campaign's next wave at `as_of` (default: the last wave's date
+        plus its wave days), from the answers recorded with its plan_id; the same use case as
+        `advocacy plan --continue`."""
+        if self.plans is None:
+            raise ValueError("plan_id: this service stores no plans, so it has no campaign to continue")
+        links = self.book.plan_links()
+        return self._answer_plan(next_wave(self.bundle, self.champion, self.plans, links, plan_id, as_of, self._base))
+
+    def _base(self, when: pd.Timestamp) -> ScoredBase:
+        """The rows the model speaks for (the others are never candidates), guardrails at `when`,
+        and every ask known (the snapshot's and the log's), for a campaign's answers."""
         self.catch_up()
         store = self.store
-        # Only the rows the model speaks for are handed over: the others are never candidates.
         rows = np.flatnonzero(plannable(store.cold_start, store.committed))
         frame = pd.DataFrame({name: store.columns[name][rows] for name in ("customer_id", "as_of", *FEATURE_NAMES)})
         for name in ("name", *FILTERS):
             frame[name] = store.customers[name].to_numpy()[rows]
-        blocked = self.book.blocked(rows, self.now()).matrix(list(store.ids[rows]))
-        base = ScoredBase(store.as_of, frame, store.acceptance[rows], blocked, np.ones(len(rows), dtype=bool))
-        made = make_and_store(self.bundle, self.champion, base, PlanJob(request, store=keep_it), self.plans)
+        blocked = self.book.blocked(rows, max(when, store.as_of)).matrix(list(store.ids[rows]))
+        ones = np.ones(len(rows), dtype=bool)
+        return ScoredBase(when, frame, store.acceptance[rows], blocked, ones, self.book.known_asks(when))
+
+    @staticmethod
+    def _answer_plan(made: MadePlan) -> dict[str, Any]:
         asks = [
             {k: None if v is pd.NaT else json_value(v) for k, v in r.items()}
             for r in made.table.to_dict(orient="records")
         ]
-        return {"plan_id": made.plan.plan_id, "asks": asks, "summary": made.plan.summary}
+        return {
+            "plan_id": made.plan.plan_id,
+            "asks": asks,
+            "summary": made.plan.summary,
+            "campaign": made.plan.campaign,
+        }
 
     def worklist(self, limit: int) -> dict[str, Any]:
         """What the CSM page opens on, besides the plan: deliveries due from committed customers (the
@@ -389,7 +386,12 @@ class ServingState:
             return False
         with self._report_lock:
             stamp = report_stamp(self.sources, self.champion.version)
-            kept = self.reports.load()
+            try:
+                kept = self.reports.load()
+            except UnreadableReportError:
+                if not force:
+                    return False  # `report()` says so, and how to remake it
+                kept = None  # remade whole, from the service's own data directory and period
             if not force and (kept is None or kept.get("made_from") == stamp):
                 return False
             since = None if kept is None or not kept.get("since") else pd.Timestamp(kept["since"])
@@ -400,9 +402,19 @@ class ServingState:
             return True
 
     def report(self, refresh: bool = False) -> dict[str, Any]:
-        """`POST /report`: the latest program report, read afresh (remade first with `refresh`)."""
+        """`POST /report`: the latest program report, read afresh (remade first with `refresh`).
+
+        Raises `ReportUnavailableError` (a fault of the server's files, not of the request) when the
+        kept report is unreadable, or when the data refuse to make one on `refresh`."""
         if refresh:
-            self.refresh_report(force=True)
+            try:
+                self.refresh_report(force=True)
+            except ValueError as err:  # the data directory's tables (a full disk stays an OSError: 507)
+                raise ReportUnavailableError(
+                    "could not remake the program report from the service's data directory: fix what the server "
+                    "log names, then ask for a refresh again",
+                    f"{type(err).__name__}: {err}",
+                ) from err
         made = self.reports.load() if self.reports is not None else None
         if made is None:
             return {
@@ -450,7 +462,7 @@ def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> Ser
         store,
         book,
         folder,
-        PlanStore(settings.plans_path()),
+        PlanStore(settings.plans_path(), Retention.from_settings(settings)),
         default_need(settings.worklist_need),
         ReportStore(settings.report_path()),
         Sources.from_settings(settings),

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from advocacy.cli import app
 from features.catalog import ASK_TYPE_NAMES
+from features.context import Snapshot
 from features.contracts import CONTRACTS
 from models.campaign import (
     Answers,
@@ -25,7 +26,9 @@ from models.campaign import (
 from storage.asklog import AskLog
 from storage.plans import PlanStore
 from storage.settings import get_settings
+from storage.snapshots import write_snapshot
 from tests.conftest import SAMPLE, TrainedHome
+from tests.serverkit import Server
 
 T = ASK_TYPE_NAMES.index("review")
 NOW = pd.Timestamp("2026-06-01", tz="UTC")
@@ -187,3 +190,50 @@ def test_a_campaign_runs_its_waves_through_the_command_line(trained_home: Traine
     assert code == 0 and "Nothing more to ask" in out, out  # after the last wave
     code, out = _cli(env, "plan", "--continue", plan_id, "--need", "review=3")
     assert code == 2 and "come from the stored campaign" in out
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_a_campaign_runs_its_waves_through_the_api(
+    trained_home: TrainedHome, served_snapshot: Snapshot, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    write_snapshot(served_snapshot.tables(), served_snapshot.meta, store)
+    env = trained_home.env(ADVOCACY_FEATURE_STORE=str(store), ADVOCACY_ASK_LOG=str(tmp_path / "asks.sqlite"))
+    env["ADVOCACY_HOME"] = str(tmp_path / "home")
+    env["MLFLOW_TRACKING_URI"] = trained_home.settings.tracking_uri()
+    server = Server(env=env, log=tmp_path / "server.log")
+    need = {"reference_call": 5, "review": 15}
+    with server.running():
+        first = server.post("/plan", {"need": need, "waves": 3, "wave_days": 14})
+        assert first.status_code == 200, first.text
+        body = first.json()
+        plan_id, calendar = body["plan_id"], body["campaign"]
+        assert calendar["wave"] == 1 and calendar["waves"] == 3 and {a["wave"] for a in body["asks"]} == {1}
+        # Every wave-1 ask made on the wave's date; those the model rates likeliest say yes at once.
+        now = pd.Timestamp(calendar["deadline"]) - pd.Timedelta(days=3 * 14)
+        rows = [
+            {
+                "ask_id": f"w1-{a['customer_id']}",
+                "customer_id": a["customer_id"],
+                "ask_type": a["ask_type"],
+                "asked_at": now.isoformat(),
+                "outcome": "accepted" if a["acceptance"] >= 0.5 else "declined",
+                "responded_at": now.isoformat(),
+                "plan_id": plan_id,
+            }
+            for a in body["asks"]
+        ]
+        assert server.post("/asks", {"asks": rows}).status_code == 200
+        again = server.post("/plan", {"plan_id": plan_id, "need": need})
+        assert again.status_code == 400 and "plan_id" in again.json()["error"]
+        second = server.post("/plan", {"plan_id": plan_id})
+        assert second.status_code == 200, second.text
+        wave2 = second.json()
+    assert wave2["plan_id"] == plan_id and wave2["campaign"]["wave"] == 2
+    yeses = {}
+    for r in rows:
+        yeses[r["ask_type"]] = yeses.get(r["ask_type"], 0) + (r["outcome"] == "accepted")
+    for name in need:
+        assert wave2["summary"][name]["yeses_so_far"] == yeses.get(name, 0)
+    assert not {a["customer_id"] for a in wave2["asks"]} & {a["customer_id"] for a in body["asks"]}

@@ -102,6 +102,10 @@ def aimed(body: Any, known: list[str], draw: Callable[[st.SearchStrategy[Any]], 
             out[key] = [draw(st.sampled_from(known)) for _ in value]
         elif key == "plan_id":
             out[key] = None  # a drawn id is never a plan this service made: an ask on the happy path names none
+        elif key == "as_of" and "need" in body:
+            out[key] = None  # a plan is made for now or later: the happy path plans for now
+        elif key in ("segment", "industry", "region", "use_case") and "need" in body:
+            out[key] = None  # a filter no customer matches is refused (a misspelling): the happy path has none
         elif key == "ask_id" and isinstance(value, str):
             # Drawn ids repeat ("0"), and an ask_id sent again for another customer is rightly a 409:
             # an ask on the happy path is a new one.

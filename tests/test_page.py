@@ -180,8 +180,8 @@ def test_the_page_opens_on_the_worklist_edits_a_need_opens_a_card_and_exports_th
     import pandas as pd
 
     table = pd.read_csv(path, dtype={"customer_id": str, "plan_id": str})
-    assert list(table.columns[:8]) == [
-        "plan_id", "ask_type", "rank", "customer_id", "name", "acceptance", "expected_yes", "p_at_least_needed",
+    assert list(table.columns[:9]) == [
+        "plan_id", "wave", "ask_type", "rank", "customer_id", "name", "acceptance", "expected_yes", "p_at_least_needed",
     ]  # fmt: skip
     assert table["customer_id"].tolist() == _shown(page, "plan")
     assert table["plan_id"].nunique() == 1

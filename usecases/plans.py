@@ -9,6 +9,7 @@ service hands over the snapshot it serves, which the same recipe wrote.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -55,6 +56,7 @@ __all__ = [
     "base_from_world",
     "continue_campaign",
     "make_and_store",
+    "next_wave",
     "parse_need",
     "plan_candidates",
     "plan_from_sources",
@@ -143,19 +145,44 @@ def make_and_store(
 def continue_campaign(
     bundle: Bundle, champion: ChampionRef, sources: Sources, plan_id: str, as_of: pd.Timestamp | None
 ) -> MadePlan:
-    """The next wave of a stored campaign (spec 5a), at `as_of` (default: the last wave's date plus
-    wave_days), from the campaign's own answers; stored with the campaign. After the last wave, or
-    when every need is met, the wave is empty: nothing more to ask."""
-    plans = sources.plans()
-    rows, record = load_campaign(plans, plan_id)
+    """`advocacy plan --continue`: the next wave of a stored campaign (`next_wave`), the base
+    scored by the recipe from the sources at the wave's date."""
     read = sources.read()
-    state = campaign_state(plan_id, rows, record, read.world.asks, sources.plan_links(), as_of)
-    schedule, request = state.schedule, state.request
-    base = base_from_world(bundle, read.world, state.as_of, str(sources.data_dir))
-    cands, frame = plan_candidates(bundle, base)
-    wave, times = wave_for(
-        bundle, cands, request, schedule, state.wave, state.as_of, state.deadline, read.world.asks, state
+    made = next_wave(
+        bundle,
+        champion,
+        sources.plans(),
+        sources.plan_links(),
+        plan_id,
+        as_of,
+        lambda when: base_from_world(bundle, read.world, when, str(sources.data_dir)),
     )
+    made.left_out = left_out_words(read.left_out)
+    return made
+
+
+def next_wave(
+    bundle: Bundle,
+    champion: ChampionRef,
+    plans: PlanStore,
+    links: pd.DataFrame,
+    plan_id: str,
+    as_of: pd.Timestamp | None,
+    base_at: Callable[[pd.Timestamp], ScoredBase],
+) -> MadePlan:
+    """The next wave of a stored campaign (spec 5a) at `as_of` (default: the last wave's date plus
+    wave_days), from the campaign's own answers (the asks `links` ties to it, among the base's);
+    stored with the campaign. `base_at(when)` is the scored base at the wave's date. After the last
+    wave, or at the deadline, the wave is empty: nothing more to ask."""
+    rows, record = load_campaign(plans, plan_id)
+    calendar = record["campaign"]
+    last = pd.Timestamp(calendar["wave_dates"][-1])
+    base = base_at(as_of if as_of is not None else last + pd.Timedelta(days=int(calendar["wave_days"])))
+    asks = base.asks if base.asks is not None else pd.DataFrame(columns=["ask_id", "asked_at"])
+    state = campaign_state(plan_id, rows, record, asks, links, base.as_of)
+    schedule, request = state.schedule, state.request
+    cands, frame = plan_candidates(bundle, base)
+    wave, times = wave_for(bundle, cands, request, schedule, state.wave, state.as_of, state.deadline, asks, state)
     if state.wave > schedule.waves or state.as_of >= state.deadline:
         wave = Wave(wave.outlooks, wave.target, np.ones(cands.customer_id.size, dtype=bool))  # asks no one
     made = make_plan(cands, request, state.as_of, plan_id=plan_id, wave=wave)
@@ -164,14 +191,11 @@ def continue_campaign(
     made.summary = campaign_summary(bundle, cands, request, wave, times, pace, _rows_by_type(made), state)
     table = _table(bundle, made, frame)
     record = {**record, "summary": made.summary}
-    record["campaign"] = {
-        **record["campaign"],
-        "wave_dates": [*record["campaign"]["wave_dates"], state.as_of.isoformat()],
-    }
+    record["campaign"] = {**calendar, "wave_dates": [*calendar["wave_dates"], state.as_of.isoformat()]}
     made.campaign = _calendar(record, state.wave)
-    if not table.empty or state.wave <= schedule.waves:
+    if state.wave <= schedule.waves:
         plans.save(plan_id, pd.concat([rows, table], ignore_index=True), record)
-    return MadePlan(made, table, left_out_words(read.left_out))
+    return MadePlan(made, table, dict(base.left_out))
 
 
 def _rows_by_type(plan: Plan) -> dict[str, np.ndarray]:
