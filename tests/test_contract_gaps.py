@@ -383,6 +383,10 @@ def test_one_response_dated_2150_moves_no_default_as_of_and_is_left_out(
             assert result.exit_code == 0, result.output
             shown.append(_as_of_line(result.stdout))
         assert shown[0] == shown[1] and f"as of {read.data_end:%Y-%m-%d}" in shown[0]
-    for command in (["explain", "C0000001"], ["plan", "--need", "review=5"]):  # and they say what they left out
+    for command in (
+        ["explain", "C0000001"],
+        ["plan", "--need", "review=5"],
+        ["baseline"],
+    ):  # and say what they left out
         result = _invoke(trained_home, tmp_path, *command, "--data", str(data))
         assert result.exit_code == 0 and "Left out: 1 nps rows dated in the future" in result.stdout, result.output
