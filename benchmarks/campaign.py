@@ -134,10 +134,11 @@ def run_campaign(
         before_last = sum(int((y & (d + w <= days_left)).sum()) for _, d, y, w in log[t][:-1])
         last_rows = log[t][-1][0]
         in_time = float(times.yes_within(t, WAVE_DAYS))
-        chance = truth_chance(np.nan_to_num(p_true[last_rows, t]) * in_time, n - before_last)
+        left = n - before_last
+        chance = truth_chance(np.nan_to_num(p_true[last_rows, t]) * in_time, left) if left > 0 else 1.0
         out[name] = {
             "reached": float(total >= n),
-            "true_chance": chance if n > before_last else 1.0,
+            "true_chance": chance,
             "asks": float(sum(r.size for r, _, _, _ in log[t])),
             "overshoot": float(max(total - n, 0)),
         }
