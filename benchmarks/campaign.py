@@ -35,7 +35,7 @@ from features.baseline import rule_points
 from features.catalog import ASK_TYPE_NAMES
 from features.io import world_from_tables
 from features.synthetic import DRIFTING, STATIONARY, generate_world
-from models.campaign import Answers, AnswerTimes, outlook, wave_target
+from models.campaign import Answers, AnswerTimes, SoFar, outlook, wave_target
 from models.planner import Candidates, PlanRequest, Wave, make_plan, shortest_prefix
 from training.datasets import build_training_data
 from training.evaluate import truth_chance
@@ -110,7 +110,8 @@ def run_campaign(
                 back = at + when <= day
                 answers = Answers(p[yes & back], p[~yes & back], p[~back], day - at[~back])
                 sd = cands.sd(t)
-                outlooks[t] = outlook(n, int((yes & back).sum()), answers, sd, times, t, days_left - day)
+                so_far = SoFar(n, int((yes & back).sum()), answers, sd)
+                outlooks[t] = outlook(so_far, times, t, days_left - day)
             wave_plan = Wave(outlooks, wave_target(0.9, wave, WAVES), asked.copy())
             plan = make_plan(cands, request, as_of, wave=wave_plan)
             picked = {

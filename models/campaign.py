@@ -209,16 +209,20 @@ class Outlook:
         return self.yeses + float(w @ self.pending_q.sum(axis=1)) + new
 
 
-def outlook(
-    need: int,
-    yeses: int,
-    answers: Answers,
-    level_sd: float,
-    times: AnswerTimes,
-    t: int,
-    days_to_deadline: float,
-) -> Outlook:
+@dataclass(frozen=True)
+class SoFar:
+    """One type of a campaign at a wave: its need, the yeses back, its asks' answers (`Answers`), and
+    the standard error of its calibrated level (the prior's)."""
+
+    need: int
+    yeses: int
+    answers: Answers
+    level_sd: float
+
+
+def outlook(so_far: SoFar, times: AnswerTimes, t: int, days_to_deadline: float) -> Outlook:
     """The type's outlook at a wave `days_to_deadline` before the deadline (see `Outlook`)."""
+    need, yeses, answers, level_sd = so_far.need, so_far.yeses, so_far.answers, so_far.level_sd
     posterior = LevelPosterior.prior(level_sd).update(times, t, answers)
     q = posterior.shifted(answers.pending)
     if answers.pending.size:
@@ -266,10 +270,7 @@ class Pace:
 
 
 def forecast(
-    need: int,
-    yeses: int,
-    answers: Answers,
-    level_sd: float,
+    so_far: SoFar,
     times: AnswerTimes,
     t: int,
     pace: Pace,
@@ -285,7 +286,8 @@ def forecast(
     as the real wave would be, from the type's next customers (`later`, best first). A forecast per
     type: the other types' later waves are not simulated."""
     rng = np.random.default_rng(seed)
-    now = outlook(need, yeses, answers, level_sd, times, t, pace.days_left)
+    need, yeses, answers = so_far.need, so_far.yeses, so_far.answers
+    now = outlook(so_far, times, t, pace.days_left)
     reached = asks = over = 0.0
     for _ in range(draws):
         shift = now.posterior.shifts[rng.choice(now.posterior.shifts.size, p=now.posterior.weights)]
@@ -302,9 +304,8 @@ def forecast(
                 p[~back],
                 (at - day)[~back],
             )
-            look = outlook(
-                need, yeses + int((yes & back[: yes.size]).sum()), seen, level_sd, times, t, pace.days_left - at
-            )
+            back_yes = yeses + int((yes & back).sum())
+            look = outlook(SoFar(need, back_yes, seen, so_far.level_sd), times, t, pace.days_left - at)
             target = wave_target(confidence, v, pace.waves)
             pool = later[taken:]
             if look.chance(np.zeros(0))[0] >= target:

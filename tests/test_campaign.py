@@ -19,6 +19,7 @@ from models.campaign import (
     AnswerTimes,
     LevelPosterior,
     Schedule,
+    SoFar,
     at_least_mixed,
     outlook,
     wave_target,
@@ -96,14 +97,14 @@ def test_asks_long_unanswered_are_evidence_against_a_yes() -> None:
 
 def test_the_outlook_counts_yeses_pending_asks_and_time_left() -> None:
     times = _times(yes_days=20.0)
-    done = outlook(5, 5, Answers.none(), 0.3, times, T, 30.0)
+    done = outlook(SoFar(5, 5, Answers.none(), 0.3), times, T, 30.0)
     assert done.chance(np.zeros(0))[0] == 1.0  # the need is met already
     # Yeses take 20 days: with 10 days left a new ask can bring none in time.
-    late = outlook(2, 0, Answers.none(), 0.0, times, T, 10.0)
+    late = outlook(SoFar(2, 0, Answers.none(), 0.0), times, T, 10.0)
     assert late.chance(np.full(50, 0.9))[-1] == 0.0
     # Two asks pending for 5 days, each sure to say yes (in 15 more days): in time with 30 days left.
     sure = Answers(np.zeros(0), np.zeros(0), np.full(2, 1 - 1e-9), np.full(2, 5.0))
-    assert outlook(2, 0, sure, 0.0, times, T, 30.0).chance(np.zeros(0))[0] == pytest.approx(1.0, abs=1e-6)
+    assert outlook(SoFar(2, 0, sure, 0.0), times, T, 30.0).chance(np.zeros(0))[0] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_waves_aim_lower_early_and_at_the_confidence_last() -> None:

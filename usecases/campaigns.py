@@ -22,7 +22,7 @@ import pandas as pd
 
 from features.catalog import ASK_TYPE_NAMES
 from models.bundle import Bundle
-from models.campaign import Answers, AnswerTimes, Pace, Schedule, forecast, outlook, wave_target
+from models.campaign import Answers, AnswerTimes, Pace, Schedule, SoFar, forecast, outlook, wave_target
 from models.planner import Candidates, PlanRequest, Wave, acceptance_level_sd
 from storage.plans import PlanStore
 
@@ -136,7 +136,7 @@ def wave_for(
         answers = state.answers[t] if state is not None else Answers.none()
         yeses = state.yeses[t] if state is not None else 0
         sd = float(level_sd[t]) if level_sd is not None else 0.0
-        outlooks[t] = outlook(n, yeses, answers, sd, times, t, days_left)
+        outlooks[t] = outlook(SoFar(n, yeses, answers, sd), times, t, days_left)
     planned = set(state.rows["customer_id"].astype("str")) if state is not None else set()
     exclude = np.array([c in planned for c in cands.customer_id.astype(str)], dtype=bool)
     return Wave(outlooks, wave_target(request.confidence, wave, schedule.waves), exclude), times
@@ -168,7 +168,7 @@ def campaign_summary(
         yeses = state.yeses[t] if state is not None else 0
         sd = float(level_sd[t]) if level_sd is not None else 0.0
         this = cands.acceptance[rows, t]
-        seen = forecast(n, yeses, answers, sd, times, t, pace, request.confidence, this, later, FORECAST_DRAWS)
+        seen = forecast(SoFar(n, yeses, answers, sd), times, t, pace, request.confidence, this, later, FORECAST_DRAWS)
         before = int(answers.yes.size + answers.no.size + answers.pending.size)
         out[name] = {
             "need": n,
