@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from features.io import read_world
 from models.bundle import Bundle
 from storage.syncstate import SyncState
 from usecases.profiles import (
@@ -132,7 +131,7 @@ def build_records(bundle: Bundle, job: SyncJob, known: Mapping[str, Mapping[str,
     now = job.now if job.now is not None else pd.Timestamp.now(tz="UTC")
     profiles = profile_records(score_base(bundle, base, max(now, base.as_of)), base.features)
     if job.churn_from_data:
-        gone = churned_by(read_world(job.sources.data_dir).customers, now)
+        gone = churned_by(job.sources.read(now).world.customers, now)  # the one reader: checks, log, future rows
         profiles = [churned_profile(p["customer_id"]) if p["customer_id"] in gone else p for p in profiles]
     if job.customer_ids is None:
         present = set(base.customer_ids)
