@@ -69,7 +69,8 @@ def with_future_events(world: World, as_of: pd.Timestamp, seed: int) -> World:
 
     customers = tables["customers"].copy()
     churn = rng.random(len(customers)) < 0.3
-    churn_at = later(len(customers)).to_numpy()
+    # A churn date at or after as_of, and never before the contract began (the contract refuses that).
+    churn_at = np.maximum(later(len(customers)).to_numpy(), customers["contract_start"].to_numpy())
     customers["churned_at"] = (
         customers["churned_at"]
         .where(~churn, churn_at)
