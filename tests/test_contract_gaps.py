@@ -390,3 +390,24 @@ def test_one_response_dated_2150_moves_no_default_as_of_and_is_left_out(
     ):  # and say what they left out
         result = _invoke(trained_home, tmp_path, *command, "--data", str(data))
         assert result.exit_code == 0 and "Left out: 1 nps rows dated in the future" in result.stdout, result.output
+
+
+def test_an_activity_delivering_an_ask_left_out_for_its_future_date_is_left_out_with_it(tmp_path: Path) -> None:
+    """An ask answered in 2099 cannot have happened yet and is left out; the activity that names it
+    would then name an ask the data does not have, so it goes too, counted, not a contract error."""
+    activities = pd.read_parquet(SAMPLE / "activities.parquet")
+    ask_id = activities["ask_id"].dropna().iloc[0]
+
+    def answered_in_2099(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        frame.loc[frame["ask_id"] == ask_id, "responded_at"] = pd.Timestamp("2099-01-01", tz="UTC")
+        return frame
+
+    data = _sample_with(tmp_path, "asks", answered_in_2099)
+    read = Sources(data, tmp_path / "asks.sqlite", tmp_path / "plans").read()
+    named = (activities["ask_id"] == ask_id).sum()
+    assert read.left_out == {
+        "left_out.asks.dated_in_the_future": 1,
+        "left_out.activities.delivering_an_ask_left_out": int(named),
+    }
+    assert ask_id not in set(read.world.activities["ask_id"].dropna())

@@ -48,6 +48,14 @@ def leave_out_future(world: World, now: pd.Timestamp) -> tuple[World, dict[str, 
         if late.any():
             counts[f"{LEFT_OUT}{name}.dated_in_the_future"] = int(late.sum())
             tables[name] = frame[~late.to_numpy()].reset_index(drop=True)
+    # An activity that delivered an ask left out goes with it: it would name an ask the data no longer has.
+    gone = set(world.asks["ask_id"].astype("str")) - set(tables["asks"]["ask_id"].astype("str"))
+    if gone:
+        activities = tables["activities"]
+        orphaned = activities["ask_id"].astype("str").isin(gone).to_numpy() & activities["ask_id"].notna().to_numpy()
+        if orphaned.any():
+            counts[f"{LEFT_OUT}activities.delivering_an_ask_left_out"] = int(orphaned.sum())
+            tables["activities"] = activities[~orphaned].reset_index(drop=True)
     return (World(**tables, data_end=world.data_end) if counts else world), counts
 
 
