@@ -12,10 +12,10 @@ the confidence. Three steps, each bounded:
    fewest asks such that each type's expected yeses reach a target, every customer asked at most
    once; the targets start at the greedy plan's (so the first solve is feasible) and move until
    each type's exact chance is at the confidence; each list is then trimmed to its shortest
-   best-first prefix that still reaches it. Each solve is limited in branch-and-bound nodes (the
-   same request on the same base gives the same plan however loaded the machine is) and the whole
-   step by a wall-clock budget, after which the best plan found so far stands; it replaces the
-   greedy plan only when it is better.
+   best-first prefix that still reaches it. Each solve is limited in branch-and-bound nodes and the
+   targets in rounds, so the same request on the same base gives the same plan however loaded the
+   machine is; a wall-clock guard only stops a pathological solve. It replaces the greedy plan only
+   when it is better.
 3. **The types that cannot be met** share every eligible customer the met types left, each next
    customer going to the type furthest behind in expected yeses as a share of its need: together
    beyond the base, the types fall short alike, and no eligible customer is left unasked.
@@ -46,7 +46,10 @@ TARGET_ROUNDS = 12  # adjustments of the expected-yes targets before the best pl
 # while the plan it already holds is as good for the need.
 MILP_GAP = 0.01
 MILP_NODES = 200
-JOINT_SECONDS = 1.0  # the joint step's wall-clock budget: past it, the best plan so far stands
+# A guard against a pathological solve only: past it the best plan so far stands. Solves are bounded
+# by nodes and rounds, which give the same plan whatever the load; a tight clock did not (under CI load
+# the page and the API got different plans for one request). The red team's nine types take 0.2 s.
+JOINT_SECONDS = 10.0
 LEVEL_NODES = 9  # quadrature nodes over a type's shared level error
 _NODES, _WEIGHTS = hermegauss(LEVEL_NODES)  # for weight exp(-x^2 / 2): a standard normal once normalised
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
