@@ -295,7 +295,8 @@ class ServingState:
             )
         when = as_of if as_of is not None else (self.now() if schedule.waves > 1 else self.store.as_of)
         job = PlanJob(request, store=keep_it, schedule=schedule)
-        return self._answer_plan(make_and_store(self.bundle, self.champion, self._base(when), job, self.plans))
+        links = self.book.plan_links() if schedule.waves > 1 else None  # only a campaign reads them
+        return self._answer_plan(make_and_store(self.bundle, self.champion, self._base(when), job, self.plans, links))
 
     def next_wave(self, plan_id: str, as_of: pd.Timestamp | None = None) -> dict[str, Any]:
         """`POST /plan {"plan_id"}`: a campaign's next wave at `as_of` (default: the last wave's date

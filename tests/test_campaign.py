@@ -30,6 +30,7 @@ from storage.settings import get_settings
 from storage.snapshots import write_snapshot
 from tests.conftest import SAMPLE, TrainedHome
 from tests.serverkit import Server
+from usecases.campaigns import reserved_elsewhere
 
 T = ASK_TYPE_NAMES.index("review")
 NOW = pd.Timestamp("2026-06-01", tz="UTC")
@@ -238,3 +239,32 @@ def test_a_campaign_runs_its_waves_through_the_api(
     for name in need:
         assert wave2["summary"][name]["yeses_so_far"] == yeses.get(name, 0)
     assert not {a["customer_id"] for a in wave2["asks"]} & {a["customer_id"] for a in body["asks"]}
+
+
+@pytest.mark.slow
+def test_a_customer_held_by_an_open_campaign_is_not_planned_by_another(
+    trained_home: TrainedHome, tmp_path: Path
+) -> None:
+    """Two campaigns over the same base: the second plans none of the first's customers until they
+    answer there; once answered (with the first's plan_id), they may be planned again."""
+    home = tmp_path / "home"
+    env = {"ADVOCACY_HOME": str(home), "MLFLOW_TRACKING_URI": trained_home.settings.tracking_uri(), "COLUMNS": "200"}
+    need = ["--need", "reference_call=8", "--need", "review=25"]
+    outs = [tmp_path / f"campaign{i}.csv" for i in range(3)]
+    code, out = _cli(env, "plan", "--data", str(SAMPLE), *need, "--waves", "3", "--out", str(outs[0]))
+    assert code == 0, out
+    first = pd.read_csv(outs[0])
+    code, out = _cli(env, "plan", "--data", str(SAMPLE), *need, "--waves", "3", "--out", str(outs[1]))
+    assert code == 0, out
+    second = pd.read_csv(outs[1])
+    assert len(second) and not set(second["customer_id"]) & set(first["customer_id"])
+    # The first campaign's customers answer there: it holds them no longer; the second still does.
+    plans = PlanStore(home / ".advocacy" / "plans")
+    start = pd.Timestamp(plans.load(first["plan_id"].iloc[0])[1]["campaign"]["wave_dates"][0])
+    log = AskLog(home / ".advocacy" / "asks.sqlite", CONTRACTS["asks"])
+    _answer(log, first, start, seed=3)
+    later = start + pd.Timedelta(days=12)
+    held = reserved_elsewhere(plans, log.plan_links(), log.read(), later)
+    answered = set(log.read().loc[lambda a: a["responded_at"] < later, "customer_id"])
+    assert answered and not held & answered
+    assert set(second["customer_id"]) <= held

@@ -124,9 +124,11 @@ def wave_for(
     deadline: pd.Timestamp,
     asks: pd.DataFrame,
     state: CampaignState | None = None,
+    reserved: frozenset[str] = frozenset(),
 ) -> tuple[Wave, AnswerTimes]:
     """The planner's view of wave `wave` (`models.planner.Wave`): each type's outlook at `as_of`,
-    the wave's target, and the customers the campaign already planned (never asked twice)."""
+    the wave's target, and the customers it may not ask: those the campaign already planned (never
+    asked twice) and those other open campaigns hold (`reserved_elsewhere`)."""
     times = AnswerTimes.learn(asks, as_of)
     level_sd = acceptance_level_sd(bundle)
     days_left = (deadline - as_of).total_seconds() / 86_400.0
@@ -138,8 +140,33 @@ def wave_for(
         sd = float(level_sd[t]) if level_sd is not None else 0.0
         outlooks[t] = outlook(SoFar(n, yeses, answers, sd), times, t, days_left)
     planned = set(state.rows["customer_id"].astype("str")) if state is not None else set()
+    planned |= reserved
     exclude = np.array([c in planned for c in cands.customer_id.astype(str)], dtype=bool)
     return Wave(outlooks, wave_target(request.confidence, wave, schedule.waves), exclude), times
+
+
+def reserved_elsewhere(
+    plans: PlanStore, links: pd.DataFrame, asks: pd.DataFrame, as_of: pd.Timestamp, plan_id: str | None = None
+) -> frozenset[str]:
+    """The customers other open campaigns hold at `as_of` (spec 5a): planned by a campaign whose
+    deadline is still ahead and not yet answered there (an answer recorded with its plan_id before
+    `as_of` frees them). `plan_id`: the campaign being planned, which holds its own customers anyway."""
+    held: set[str] = set()
+    answered = asks.loc[asks["responded_at"].notna() & (asks["responded_at"] < as_of), ["ask_id", "customer_id"]]
+    freed = answered.merge(links, on="ask_id", how="inner")
+    for other in plans.ids():
+        if other == plan_id:
+            continue
+        try:
+            rows, record = plans.load(other)
+        except (KeyError, ValueError, OSError):
+            continue  # a plan cut short or swept meanwhile holds no one
+        calendar = record.get("campaign")
+        if calendar is None or pd.Timestamp(calendar["deadline"]) <= as_of:
+            continue
+        done = set(freed.loc[freed["plan_id"] == other, "customer_id"].astype("str"))
+        held |= set(rows["customer_id"].astype("str")) - done
+    return frozenset(held)
 
 
 def campaign_summary(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.contracts import empty_table
 from features.io import World
 from features.spec import FEATURE_NAMES
 from models.bundle import Bundle
@@ -38,7 +39,14 @@ from models.planner import (
 )
 from models.registry import ChampionRef
 from storage.plans import PlanStore
-from usecases.campaigns import campaign_record, campaign_state, campaign_summary, load_campaign, wave_for
+from usecases.campaigns import (
+    campaign_record,
+    campaign_state,
+    campaign_summary,
+    load_campaign,
+    reserved_elsewhere,
+    wave_for,
+)
 from usecases.recipe import score_world
 from usecases.sources import Sources, left_out_words
 
@@ -117,19 +125,27 @@ def plan_candidates(bundle: Bundle, base: ScoredBase) -> tuple[Candidates, pd.Da
 
 
 def make_and_store(
-    bundle: Bundle, champion: ChampionRef, base: ScoredBase, job: PlanJob, plans: PlanStore | None
+    bundle: Bundle,
+    champion: ChampionRef,
+    base: ScoredBase,
+    job: PlanJob,
+    plans: PlanStore | None,
+    links: pd.DataFrame | None = None,
 ) -> MadePlan:
     """The plan for `job` over `base` (wave 1 of a campaign when its schedule has more waves), with
     each planned ask's acceptance reasons, stored under its `plan_id` when `job.store` and a store
-    is given."""
+    is given. `links` (the ask log's ask_id -> plan_id) free the customers of other open campaigns
+    once they have answered there; without them, those campaigns hold all theirs."""
     cands, frame = plan_candidates(bundle, base)
     if job.schedule.waves == 1:
         made = make_plan(cands, job.request, base.as_of)
         record = plan_record(made, job.request, champion.version)
     else:
         deadline = base.as_of + pd.Timedelta(days=job.schedule.waves * job.schedule.wave_days)
-        asks = base.asks if base.asks is not None else pd.DataFrame(columns=["asked_at"])
-        wave, times = wave_for(bundle, cands, job.request, job.schedule, 1, base.as_of, deadline, asks)
+        asks = base.asks if base.asks is not None else empty_table("asks")
+        links = links if links is not None else pd.DataFrame({"ask_id": [], "plan_id": []}, dtype="str")
+        held = reserved_elsewhere(plans, links, asks, base.as_of) if plans is not None else frozenset()
+        wave, times = wave_for(bundle, cands, job.request, job.schedule, 1, base.as_of, deadline, asks, None, held)
         made = make_plan(cands, job.request, base.as_of, wave=wave)
         pace = Pace(1, job.schedule.waves, float(job.schedule.wave_days))
         made.summary = campaign_summary(bundle, cands, job.request, wave, times, pace, _rows_by_type(made), None)
@@ -182,7 +198,8 @@ def next_wave(
     state = campaign_state(plan_id, rows, record, asks, links, base.as_of)
     schedule, request = state.schedule, state.request
     cands, frame = plan_candidates(bundle, base)
-    wave, times = wave_for(bundle, cands, request, schedule, state.wave, state.as_of, state.deadline, asks, state)
+    held = reserved_elsewhere(plans, links, asks, state.as_of, plan_id)
+    wave, times = wave_for(bundle, cands, request, schedule, state.wave, state.as_of, state.deadline, asks, state, held)
     if state.wave > schedule.waves or state.as_of >= state.deadline:
         wave = Wave(wave.outlooks, wave.target, np.ones(cands.customer_id.size, dtype=bool))  # asks no one
     made = make_plan(cands, request, state.as_of, plan_id=plan_id, wave=wave)
@@ -245,4 +262,5 @@ def base_from_sources(bundle: Bundle, sources: Sources, as_of: pd.Timestamp | No
 
 def plan_from_sources(bundle: Bundle, champion: ChampionRef, sources: Sources, job: PlanJob) -> MadePlan:
     """`advocacy plan`: score the base from the sources, then `make_and_store`."""
-    return make_and_store(bundle, champion, base_from_sources(bundle, sources, job.as_of), job, sources.plans())
+    base = base_from_sources(bundle, sources, job.as_of)
+    return make_and_store(bundle, champion, base, job, sources.plans(), sources.plan_links())
