@@ -96,6 +96,8 @@ def _print_report(made: ProgramReport) -> None:
             )
         )
         console.print(_table("Per plan: promised expected yeses against yeses", made.plans.drop(columns="stored")))
+        if (made.waves["wave"] > 1).any():  # a campaign: its promise wave by wave
+            console.print(_table("Per campaign wave: promised expected yeses against yeses", made.waves, rates))
     start = f" from {made.compared_from:%Y-%m-%d}" if made.compared_from is not None else ""
     console.print(_table(f"Yeses per ask{start}: plans against the points rule's picks", made.versus_rule))
     show_left_out(console, made.left_out)

@@ -52,6 +52,7 @@ PLANNED_COLUMNS: tuple[str, ...] = (
     "plan_stored",
     "promised",
     "rank",
+    "wave",
 )
 RELIABILITY_COLUMNS: tuple[str, ...] = ("bin", "lower", "upper", "asks", "mean_promised", "yeses", "realised_rate")
 PLAN_SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -63,6 +64,7 @@ PLAN_SUMMARY_COLUMNS: tuple[str, ...] = (
     "promised_yeses",
     "yeses",
 )
+WAVE_COLUMNS: tuple[str, ...] = ("plan_id", "wave", "asked", "promised_yeses", "yeses", "realised_rate")
 VERSUS_COLUMNS: tuple[str, ...] = ("ask_type", "picked_by", "asks", "yeses", "yeses_per_ask")
 PLANNED, POINTS_RULE, ALL_TYPES = "plan", "points rule", "all"
 RELIABILITY_BINS = 10
@@ -80,6 +82,7 @@ class ProgramReport:
     planned: pd.DataFrame  # one row per ask recorded with a plan_id (PLANNED_COLUMNS)
     reliability: pd.DataFrame  # on-plan asks binned by promised acceptance (RELIABILITY_COLUMNS)
     plans: pd.DataFrame  # per plan_id: promised expected yeses against yeses (PLAN_SUMMARY_COLUMNS)
+    waves: pd.DataFrame  # per plan_id and wave (campaigns): the same on-plan figures (WAVE_COLUMNS)
     versus_rule: pd.DataFrame  # yeses per ask, plan against points rule (VERSUS_COLUMNS)
     compared_from: pd.Timestamp | None  # the start of the period `versus_rule` compares
     left_out: dict[str, int] = field(default_factory=dict)
@@ -92,6 +95,7 @@ class ProgramReport:
             "planned_asks": self.planned,
             "reliability": self.reliability,
             "plans": self.plans,
+            "waves": self.waves,
             "versus_points_rule": self.versus_rule,
         }
 
@@ -163,7 +167,9 @@ def _plan_rows(plans: Mapping[str, StoredPlan]) -> pd.DataFrame:
     planned_at (the plan's as_of)."""
     frames = [
         plan.rows.loc[:, ["customer_id", "ask_type", "acceptance", "rank"]].assign(
-            plan_id=str(plan_id), planned_at=as_utc(plan.as_of)
+            plan_id=str(plan_id),
+            planned_at=as_utc(plan.as_of),
+            wave=plan.rows["wave"].to_numpy() if "wave" in plan.rows.columns else 1,
         )
         for plan_id, plan in plans.items()
     ]
@@ -173,7 +179,7 @@ def _plan_rows(plans: Mapping[str, StoredPlan]) -> pd.DataFrame:
         else pd.DataFrame(
             {c: pd.Series(dtype="str") for c in ("customer_id", "ask_type", "plan_id")}
             | {"acceptance": pd.Series(dtype="float64"), "rank": pd.Series(dtype="int64")}
-            | {"planned_at": pd.Series(dtype=TIMESTAMP)}
+            | {"planned_at": pd.Series(dtype=TIMESTAMP), "wave": pd.Series(dtype="int64")}
         )
     )
     rows = rows.astype(
@@ -199,6 +205,7 @@ def planned_asks(asks: pd.DataFrame, links: pd.DataFrame, plans: Mapping[str, St
     out["on_plan"] = held & first
     out["promised"] = out["promised"].where(out["on_plan"])
     out["rank"] = out["rank"].where(out["on_plan"]).astype("Int64")
+    out["wave"] = out["wave"].where(out["on_plan"]).astype("Int64")  # a campaign's wave (1: a one-shot plan)
     out["plan_stored"] = out["plan_id"].isin(set(plans)).to_numpy()
     out["accepted"] = (out["outcome"] == "accepted").to_numpy()
     return out.loc[:, list(PLANNED_COLUMNS)]
@@ -242,6 +249,20 @@ def plan_summary(planned: pd.DataFrame, plans: Mapping[str, StoredPlan]) -> pd.D
     out["stored"] = out["plan_id"].isin(set(plans))
     out["planned"] = [len(plans[p].rows) if p in plans else 0 for p in out["plan_id"]]
     return out.astype({"planned": np.int64}).loc[:, list(PLAN_SUMMARY_COLUMNS)]
+
+
+def wave_summary(planned: pd.DataFrame) -> pd.DataFrame:
+    """Per plan and wave (spec 5a: a campaign's promise against what happened, wave by wave): the
+    on-plan asks, their promised expected yeses, the yeses and the realised rate (WAVE_COLUMNS)."""
+    on = planned[planned["on_plan"]]
+    out = (
+        on.assign(accepted=on["accepted"].astype(np.int64), wave=on["wave"].astype(np.int64))
+        .groupby(["plan_id", "wave"], sort=True)
+        .agg(asked=("ask_id", "size"), promised_yeses=("promised", "sum"), yeses=("accepted", "sum"))
+        .reset_index()
+    )
+    out["realised_rate"] = out["yeses"] / out["asked"]
+    return out.astype({"wave": np.int64, "asked": np.int64, "yeses": np.int64}).loc[:, list(WAVE_COLUMNS)]
 
 
 def points_rule_qualified(world: World, asks: pd.DataFrame) -> np.ndarray:
@@ -321,6 +342,7 @@ def program_report(
         planned=planned,
         reliability=reliability(planned),
         plans=plan_summary(planned, plans),
+        waves=wave_summary(planned),
         versus_rule=versus,
         compared_from=compared_from,
         left_out=dict(left_out or {}),
@@ -337,6 +359,7 @@ __all__ = [
     "RATES",
     "RELIABILITY_COLUMNS",
     "VERSUS_COLUMNS",
+    "WAVE_COLUMNS",
     "ProgramReport",
     "StoredPlan",
     "ask_flags",
@@ -348,4 +371,5 @@ __all__ = [
     "rollup",
     "type_order",
     "versus_points_rule",
+    "wave_summary",
 ]

@@ -335,6 +335,26 @@ def test_one_ask_per_planned_pair_counts_and_none_made_before_the_plan(program: 
     pd.testing.assert_frame_equal(made.reliability, before.reliability)
 
 
+def test_a_campaigns_promise_is_reported_wave_by_wave(program: Program) -> None:
+    """A campaign's rows carry their wave: promised expected yeses against yeses per plan and wave."""
+    plan_id = "4" * 32
+    rows = _plan_frame(plan_id, [("q1", "testimonial", 0.6, 1), ("n1", "testimonial", 0.2, 1)])
+    rows.loc[1, "wave"] = 2
+    PlanStore(program.settings.plans_path()).save(plan_id, rows, {"need": {}, "as_of": PLANNED_AT.isoformat()})
+    asks = [
+        ("c1", "q1", "testimonial", "2025-10-05", "accepted", "2025-10-06", plan_id),
+        ("c2", "n1", "testimonial", "2025-10-20", "declined", "2025-10-21", plan_id),
+    ]
+    AskLog(program.settings.ask_log_path(), CONTRACTS["asks"]).record(
+        pd.DataFrame(asks, columns=[*ASK_KEYS, "plan_id"])
+    )
+    waves = program.report().waves.set_index(["plan_id", "wave"])
+    assert waves.loc[(plan_id, 1), ["asked", "yeses"]].tolist() == [1, 1]
+    assert waves.loc[(plan_id, 2), ["asked", "yeses"]].tolist() == [1, 0]
+    assert waves.loc[(plan_id, 2), "promised_yeses"] == pytest.approx(0.2)
+    assert waves.loc[(P1, 1), "asked"] == 3  # a one-shot plan is its own first wave
+
+
 @pytest.mark.parametrize("since", [None, "2025-10-26"])
 def test_yeses_per_ask_planned_against_the_points_rule_match_the_hand_count(
     program: Program, since: str | None
