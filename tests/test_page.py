@@ -241,6 +241,16 @@ def test_the_report_tab_shows_what_advocacy_report_made_from_the_ask_log(page: A
     assert (shown["asked"], shown["yeses"]) == ("4", "2")
     promised = sum(a["acceptance"] for a in picked)
     assert float(shown["promised yeses"]) == pytest.approx(promised, abs=0.006)
+    # The same plan as its own first wave in the campaign waves table.
+    wave_row = page.locator("#report-waves tbody tr", has_text=plan["plan_id"])
+    wave_shown = dict(
+        zip(
+            page.locator("#report-waves thead th").all_text_contents(),
+            wave_row.locator("td").all_text_contents(),
+            strict=True,
+        )
+    )
+    assert (wave_shown["wave"], wave_shown["asked"], wave_shown["yeses"]) == ("1", "4", "2")
     page.screenshot(path=str(ARTIFACTS / "page-report.png"), full_page=True)
 
 

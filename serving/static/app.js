@@ -408,6 +408,7 @@ async function loadReport() {
   fill("report-by-type", r.tables.by_type || []);
   fill("report-versus", r.tables.versus_points_rule || []);
   fill("report-plans", r.tables.plans || []);
+  fill("report-waves", r.tables.waves || []);
 }
 
 // ---- start -------------------------------------------------------------------------------------------
