@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from advocacy.app import app, clear_errors, console, current_settings, parse_time
-from advocacy.present import show_left_out, styled
+from advocacy.present import plain, show_left_out, styled
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -144,6 +144,16 @@ def _print_plan(
             met,
         )
     console.print(sums)
+    drawn = [name for name, s in summary.items() if s.get("invited_at_random")]
+    if drawn:
+        console.print(
+            plain(
+                f"{', '.join(drawn)}: invited at random among customers no fatigue guardrail blocks, not by how"
+                " likely they are to say yes. Asking only the customers expected to be happy for a public review"
+                " is what the FTC's guide on soliciting reviews tells businesses not to do; the model only"
+                " forecasts how many invitations reach the need (ADVOCACY_UNGATED_TYPES)."
+            )
+        )
     if table.empty:
         console.print("Nothing more to ask." if campaign is not None else "Nobody to ask.")
         return

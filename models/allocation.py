@@ -21,14 +21,20 @@ the confidence. Three steps, each bounded:
    beyond the base, the types fall short alike, and no eligible customer is left unasked.
 
 Ties go to the customer asked least recently (never asked first), then by id.
+
+An ungated type (public reviews, spec 5a) is not ordered by acceptance: its customers come in a
+random order drawn for the plan (`Problem.draws`), and it takes its list before any other type is
+allocated, so that their picks cannot tilt the draw. The model only says how far down the random
+order the list must go to reach the need.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -108,10 +114,16 @@ class Problem:
     # A campaign's wave (`models.campaign`): per type, the yeses so far, the pending asks and the
     # deadline, under which a list's chance is reckoned; None: a one-shot plan.
     outlooks: Mapping[int, Outlook] | None = None
+    # Per ungated type, each customer's place in the plan's random draw (`draw_keys`): that type's
+    # customers are invited in this order, not by acceptance.
+    draws: Mapping[int, np.ndarray] = field(default_factory=dict)
 
     def order(self, t: int) -> np.ndarray:
-        """Type t's eligible rows by acceptance, highest first; ties to the customer asked least recently."""
+        """Type t's eligible rows by acceptance, highest first; ties to the customer asked least
+        recently. An ungated type's rows in the order of its random draw."""
         rows = np.flatnonzero(self.eligible[:, t])
+        if t in self.draws:
+            return rows[np.argsort(self.draws[t][rows], kind="stable")]
         last = self.last_asked_at[rows].asi8.astype(np.float64)
         last[self.last_asked_at[rows].isna()] = -np.inf  # never asked: first among equals
         return rows[np.lexsort((self.customer_id[rows].astype(str), last, -self.acceptance[rows, t]))]
@@ -150,12 +162,37 @@ class Allocation:
 def allocate(problem: Problem, budget_seconds: float = JOINT_SECONDS) -> Allocation:
     """Rows per needed type, best first (see the module docstring), and the types met."""
     ordered = {t: problem.order(t) for t in problem.need}
-    best = max((_greedy(problem, ordered, order) for order in _orders(problem, ordered)), key=Allocation.key)
-    if len(problem.need) > 1:
-        joint = _joint(problem, ordered, best, time.monotonic() + budget_seconds)
-        if joint is not None and joint.key() > best.key():
-            best = joint
-    return _share_the_rest(problem, ordered, best)
+    drawn = _greedy(problem, ordered, [t for t in problem.need if t in problem.draws])
+    taken = np.zeros(problem.customer_id.size, dtype=bool)
+    for rows in drawn.rows.values():
+        taken[rows] = True
+    rest = replace(
+        problem,
+        eligible=problem.eligible & ~taken[:, None],
+        need={t: n for t, n in problem.need.items() if t not in problem.draws},
+    )
+    best = Allocation({}, frozenset())
+    if rest.need:
+        chosen = {t: rest.order(t) for t in rest.need}
+        best = max((_greedy(rest, chosen, order) for order in _orders(rest, chosen)), key=Allocation.key)
+        if len(rest.need) > 1:
+            joint = _joint(rest, chosen, best, time.monotonic() + budget_seconds)
+            if joint is not None and joint.key() > best.key():
+                best = joint
+    both = Allocation({**drawn.rows, **best.rows}, drawn.met | best.met)
+    return _share_the_rest(problem, ordered, both)
+
+
+def draw_keys(customer_id: np.ndarray, salt: str) -> np.ndarray:
+    """Each customer's place in a random draw, fixed by `salt` (a keyed SipHash of the id).
+
+    A customer's place depends on nothing but their id and the salt: not on who else is eligible,
+    so a campaign's later waves go on down the same draw, and every door draws the same invitees
+    for the same request.
+    """
+    key = hashlib.blake2b(salt.encode(), digest_size=8).hexdigest()
+    ids = pd.Series(customer_id, dtype="str")
+    return pd.util.hash_pandas_object(ids, index=False, hash_key=key).to_numpy()
 
 
 def _orders(problem: Problem, ordered: dict[int, np.ndarray]) -> list[list[int]]:

@@ -85,7 +85,7 @@ class Bundle:
     acceptance: TargetModel
     tiers: Tiers
     ask_values: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ASK_VALUES))
-    guardrails: dict[str, float] = field(default_factory=dict)
+    guardrails: dict[str, Any] = field(default_factory=dict)
     # How long an accepted ask stays committed pipeline (features.commitments), fixed at training:
     # the features it was trained on were built with it, so scoring builds them the same way.
     lapse_days: int = COMMITMENT_LAPSE_DAYS

@@ -42,11 +42,18 @@ ASK_COLUMNS: tuple[str, ...] = ("customer_id", "ask_type", "asked_at", "outcome"
 
 _ALL_TYPES = np.arange(len(ASK_TYPE_NAMES))
 _REFERENCE_CALL = ASK_TYPE_NAMES.index("reference_call")
+# Public reviews are not gated (spec 5a): asking only the customers expected to be happy is what the
+# FTC's guide on soliciting reviews tells businesses not to do, and what review sites forbid.
+UNGATED_TYPES: tuple[str, ...] = ("review",)
 
 
 @dataclass(frozen=True)
 class GuardrailConfig:
-    """Guardrail limits (spec section 5 defaults)."""
+    """Guardrail limits (spec section 5 defaults), and the ask types invited without gating.
+
+    For an ungated type only the fatigue guardrails hold (the cooldown between asks, the pause after
+    declines): no health or ticket rule, since those would choose reviewers by how happy they are.
+    """
 
     reference_calls_per_quarter: int = 1
     min_days_between_asks: int = 30
@@ -55,9 +62,15 @@ class GuardrailConfig:
     min_health: float = 40.0
     # The tickets table has no close date: an urgent ticket counts as open this long after opened_at.
     urgent_ticket_open_days: int = 14
+    ungated_types: tuple[str, ...] = UNGATED_TYPES
 
     def __post_init__(self) -> None:
+        unknown = [t for t in self.ungated_types if t not in ASK_TYPE_NAMES]
+        if unknown:
+            raise ValueError(f"ungated_types: unknown ask type {unknown[0]!r} (one of {', '.join(ASK_TYPE_NAMES)})")
         for f in fields(self):
+            if f.name == "ungated_types":
+                continue
             if getattr(self, f.name) < 0:
                 raise ValueError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")
         if self.declines_in_a_row < 1:
@@ -68,9 +81,21 @@ class GuardrailConfig:
         """The limits saved with a model (`Bundle.guardrails`), defaults where it saved none."""
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
-            if saved and f.name in saved:
+            if not saved or f.name not in saved:
+                continue
+            if f.name == "ungated_types":
+                kwargs[f.name] = tuple(str(t) for t in saved[f.name])
+            else:
                 kwargs[f.name] = float(saved[f.name]) if f.type in ("float", float) else int(saved[f.name])
         return cls(**kwargs)
+
+    def gated(self) -> np.ndarray:
+        """The catalog columns of the types the health and ticket rules hold for."""
+        return np.array([t for t, name in enumerate(ASK_TYPE_NAMES) if name not in self.ungated_types], dtype=int)
+
+    def ungated(self) -> np.ndarray:
+        """Boolean per catalog ask type: True where the type is invited without gating."""
+        return np.array([name in self.ungated_types for name in ASK_TYPE_NAMES], dtype=bool)
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -193,7 +218,7 @@ class _Blocks:
     ) -> None:
         """Block `types` for customers where `mask`; the reason is `phrase(detail)` (made once per value)."""
         customers = np.flatnonzero(mask)
-        if not len(customers):
+        if not len(customers) or not len(types):
             return
         uniques, inverse = np.unique(detail[customers], return_inverse=True)
         reason_codes = inverse.reshape(-1) + len(self.reasons)
@@ -302,7 +327,8 @@ def blocked_asks(
 
 
 def _add_signal_blocks(blocks: _Blocks, signals: pd.DataFrame, now_us: int, config: GuardrailConfig) -> None:
-    """The guardrails read from the customer's signals, not the ask history: urgent tickets, low health."""
+    """The guardrails read from the customer's signals, not the ask history: urgent tickets, low health.
+    They hold for the gated types only (`GuardrailConfig.ungated_types`)."""
     n = len(signals)
     # A ticket opened after `now` is not known at `now`, so it blocks nothing.
     urgent_at = to_micros(signals["last_urgent_ticket_at"])
@@ -312,7 +338,7 @@ def _add_signal_blocks(blocks: _Blocks, signals: pd.DataFrame, now_us: int, conf
         "urgent_ticket",
         has_urgent & (urgent_until > now_us),
         urgent_until,
-        _ALL_TYPES,
+        config.gated(),
         (now_us - urgent_at) // DAY_MICROS,
         lambda d: f"Urgent ticket opened {_days(d)}; no asks for {config.urgent_ticket_open_days} days after one",
     )
@@ -323,7 +349,7 @@ def _add_signal_blocks(blocks: _Blocks, signals: pd.DataFrame, now_us: int, conf
         "low_health",
         health < config.min_health,
         np.full(n, NAT_MICROS, dtype=np.int64),
-        _ALL_TYPES,
+        config.gated(),
         np.round(health, 1),
         lambda h: f"Health score {h:g} is below {config.min_health:g}; wait until it recovers",
     )

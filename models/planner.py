@@ -27,7 +27,7 @@ import pandas as pd
 
 from features.catalog import ASK_TYPE_NAMES
 from features.spec import FEATURE_NAMES
-from models.allocation import Problem, allocate, at_least, shortest_prefix
+from models.allocation import Problem, allocate, at_least, draw_keys, shortest_prefix
 from models.bundle import Bundle, ask_rows_matrix
 from models.campaign import Outlook
 from models.reasons import reason, top_indices
@@ -96,9 +96,14 @@ class Candidates:
     last_asked_at: pd.DatetimeIndex
     attributes: pd.DataFrame
     level_sd: np.ndarray | None = None
+    # Per catalog ask type, invited without gating (`GuardrailConfig.ungated`): drawn at random.
+    ungated: np.ndarray | None = None
 
     def sd(self, t: int) -> float:
         return 0.0 if self.level_sd is None else float(self.level_sd[t])
+
+    def is_ungated(self, t: int) -> bool:
+        return self.ungated is not None and bool(self.ungated[t])
 
     def eligible(self, request: PlanRequest) -> np.ndarray:
         """(customers x ask types): not blocked, within the filters, with a known acceptance."""
@@ -152,11 +157,18 @@ def make_plan(
     as_of: pd.Timestamp,
     plan_id: str | None = None,
     wave: Wave | None = None,
+    draw: str | None = None,
 ) -> Plan:
     """The plan for `request` from the scored base `cands` (see the module docstring); with `wave`,
     one wave of a campaign: each type's list reaches the wave's target by the deadline, counting
-    what the campaign already has (`models.campaign.Outlook`)."""
+    what the campaign already has (`models.campaign.Outlook`).
+
+    An ungated type's invitees are drawn at random (`models.allocation.draw_keys`) with the salt
+    `draw` and the type's name: by default the plan's `as_of`, and a campaign's later waves pass its
+    first wave's date, so that they go on down the same draw."""
     need = {ASK_TYPE_NAMES.index(name): n for name, n in request.need.items()}
+    salt = draw if draw is not None else pd.Timestamp(as_of).isoformat()
+    draws = {t: draw_keys(cands.customer_id, f"{salt}|{ASK_TYPE_NAMES[t]}") for t in need if cands.is_ungated(t)}
     level_sd = cands.level_sd if cands.level_sd is not None else np.zeros(len(ASK_TYPE_NAMES))
     problem = Problem(
         cands.customer_id,
@@ -167,6 +179,7 @@ def make_plan(
         need,
         request.confidence if wave is None else wave.target,
         None if wave is None else wave.outlooks,
+        draws,
     )
     allocated = allocate(problem)
     allocation, unmet = allocated.rows, set(need) - allocated.met
@@ -201,6 +214,7 @@ def make_plan(
             "p_at_least_needed": float(chance[-1]) if rows.size else 0.0,
             "met": t not in unmet and bool(rows.size) and float(chance[-1]) >= request.confidence,
             "acceptance_level_sd": cands.sd(t),
+            "invited_at_random": t in draws,
         }
     asks = pd.concat(frames, ignore_index=True)
     return Plan(plan_id or uuid.uuid4().hex, as_of, float(request.confidence), asks, summary, dict(request.filters))
@@ -251,11 +265,28 @@ PLAN_COLUMNS: tuple[str, ...] = (
 )
 
 
+INVITED_AT_RANDOM = (
+    "Invited at random among customers no fatigue guardrail blocks: public reviews are not gated on"
+    " how happy a customer seems"
+)
+
+
+def drawn_types(plan: Plan) -> list[str]:
+    """The plan's ask types whose invitees were drawn at random (ungated)."""
+    return [name for name, s in plan.summary.items() if s.get("invited_at_random")]
+
+
 def plan_table(plan: Plan, reasons: pd.DataFrame) -> pd.DataFrame:
-    """One row per planned ask in the spec's columns (`advocacy plan --out`, `POST /plan`)."""
+    """One row per planned ask in the spec's columns (`advocacy plan --out`, `POST /plan`). A random
+    invitee's reason is the draw: the model's reasons would read as why they were chosen."""
     table = pd.concat([plan.asks.reset_index(drop=True), reasons.reset_index(drop=True)], axis=1)
     table.insert(0, "plan_id", plan.plan_id)
     table["wave"] = plan.wave
+    drawn = table["ask_type"].isin(drawn_types(plan)).to_numpy()
+    if drawn.any():
+        table["reason_1"] = table["reason_1"].astype(object)
+        table.loc[drawn, "reason_1"] = INVITED_AT_RANDOM
+        table.loc[drawn, ["reason_2", "reason_3"]] = None
     return table.loc[:, list(PLAN_COLUMNS)]
 
 
@@ -284,6 +315,7 @@ def parse_need(items: list[str]) -> dict[str, int]:
 
 __all__ = [
     "FILTERS",
+    "INVITED_AT_RANDOM",
     "PLAN_COLUMNS",
     "Candidates",
     "Plan",
@@ -291,6 +323,7 @@ __all__ = [
     "Wave",
     "acceptance_reasons",
     "at_least",
+    "drawn_types",
     "make_plan",
     "parse_need",
     "plan_record",

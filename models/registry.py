@@ -7,10 +7,11 @@ also moves the alias) all ask here. Promoting or rolling back a model (`advocacy
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from models.bundle import Bundle
+from models.guardrails import GuardrailConfig
 from storage.settings import Settings, redact
 
 if TYPE_CHECKING:
@@ -119,4 +120,16 @@ def load_champion(settings: Settings) -> tuple[ChampionRef, Bundle]:
             f"champion {ref.name} version {ref.version} could not be loaded from {ref.source}: "
             f"{type(err).__name__}: {err}"
         ) from None
-    return ref, bundle
+    return ref, with_policy(bundle, settings)
+
+
+def with_policy(bundle: Bundle, settings: Settings) -> Bundle:
+    """The bundle with the deployment's ungated ask types (`ADVOCACY_UNGATED_TYPES`) among its
+    guardrails: a policy of the program, not of the model, so it is read where the model is loaded
+    and every door (batch, service, plans) sees the same one."""
+    names = settings.ungated_type_names()
+    try:
+        GuardrailConfig.from_saved({**bundle.guardrails, "ungated_types": names})
+    except ValueError as err:
+        raise ValueError(f"ADVOCACY_UNGATED_TYPES: {err}") from None
+    return replace(bundle, guardrails={**bundle.guardrails, "ungated_types": list(names)})

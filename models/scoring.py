@@ -22,7 +22,7 @@ from features.commitments import COMMITMENT_COLUMNS
 from features.spec import FEATURE_NAMES
 from models.asks import re_engage
 from models.bundle import Bundle, acceptance_matrix
-from models.guardrails import binding_blocks
+from models.guardrails import GuardrailConfig, binding_blocks
 from models.reasons import is_missing, reason, reason_text, signed_top, signed_tops, top_indices, worded_by_value
 from models.tiers import COMMITTED, TIER_ORDER, is_committed, tier_rank
 
@@ -409,15 +409,26 @@ def _item(values: Any, i: int) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def next_asks(acceptance: np.ndarray, blocked: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
+def next_asks(
+    acceptance: np.ndarray, blocked: np.ndarray, values: Mapping[str, float], ungated: np.ndarray | None = None
+) -> np.ndarray:
     """Per customer, the ask type with the highest expected value (acceptance x value weight) not blocked.
 
-    Ties go to the type listed first in the catalog; -1 where every type is blocked.
+    An ungated type (`ungated`, per catalog type; `GuardrailConfig.ungated`) is never the next ask:
+    choosing one customer for a public review by how likely they are to say yes is the very gating its
+    random invitations avoid. Ties go to the type listed first in the catalog; -1 where every type is
+    blocked.
     """
     weights = np.array([values.get(t, 1.0) for t in ASK_TYPE_NAMES], dtype=float)
-    expected = np.where(blocked, -np.inf, acceptance * weights)
+    never = np.zeros(len(ASK_TYPE_NAMES), dtype=bool) if ungated is None else np.asarray(ungated, dtype=bool)
+    expected = np.where(blocked | never, -np.inf, acceptance * weights)
     best = np.argmax(expected, axis=1)
     return np.where(np.isfinite(expected[np.arange(len(best)), best]), best, -1)
+
+
+def ungated_of(bundle: Bundle) -> np.ndarray:
+    """Per catalog ask type, whether the bundle's program invites it without gating."""
+    return GuardrailConfig.from_saved(bundle.guardrails).ungated()
 
 
 def cold_start(usage_months: Any, matrix: np.ndarray) -> np.ndarray:
@@ -469,10 +480,20 @@ def score(
         baseline_points=points,
         baseline_tier=base_tier,
         re_engage=re_engage(values),
-        next_ask=next_asks(acc, blocked.matrix(list(customer_id)), bundle.ask_values),
+        next_ask=next_asks(acc, blocked.matrix(list(customer_id)), bundle.ask_values, ungated_of(bundle)),
         contributions=bundle.propensity.contributions(x, num_threads) if explain else None,
         blocked=blocked,
     )
 
 
-__all__ = ["NO_BLOCKS", "TIER_ORDER", "Blocked", "Scores", "cold_start", "next_asks", "next_best_ask", "score"]
+__all__ = [
+    "NO_BLOCKS",
+    "TIER_ORDER",
+    "Blocked",
+    "Scores",
+    "cold_start",
+    "next_asks",
+    "next_best_ask",
+    "score",
+    "ungated_of",
+]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from models.bundle import Bundle
 from models.pyfunc import BUNDLE_ARTIFACT
-from models.registry import ChampionRef, ChampionUnavailableError, resolve_champion
+from models.registry import ChampionRef, ChampionUnavailableError, resolve_champion, with_policy
 from storage.settings import Settings
 
 BENTO_MODEL_LABEL = "registered_version"
@@ -32,7 +32,8 @@ def load_bento_model(tag: str | None = None, settings: Settings | None = None) -
     except Exception as err:
         problem = f"{type(err).__name__}: {err}"
         raise ChampionUnavailableError(f"BentoML model {model.tag} is unreadable: {problem}") from None
-    return ChampionRef(name, version, str(model.tag), f"bentoml:{model.tag}"), bundle
+    ref = ChampionRef(name, version, str(model.tag), f"bentoml:{model.tag}")
+    return ref, with_policy(bundle, settings or Settings())
 
 
 def import_champion_to_bentoml(settings: Settings) -> str:

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     # An accepted ask not delivered (no activity names its ask_id) within this many days is no longer
     # committed pipeline. Fixed at training time and kept with the model, so API and batch agree.
     commitment_lapse_days: int = Field(default=90, ge=1, le=3650)
+    # Ask types invited without gating, comma-separated (spec 5a): whom to invite is drawn at random
+    # among customers no fatigue guardrail blocks, with no health or ticket rule, and the type is never
+    # a customer's next best ask. Public reviews by default: asking only the customers expected to be
+    # happy is what the FTC's guide on soliciting reviews tells businesses not to do. Empty: none.
+    ungated_types: str = "review"
     # The plan the CSM page opens on (yeses needed per ask type, `TYPE=N,TYPE=N`), until a CSM edits it.
     worklist_need: str = "reference_call=10,review=30,case_study=3"
     # Stored plans (`POST /plan`, `advocacy plan`) last written more than this many days ago are deleted
@@ -90,6 +95,9 @@ class Settings(BaseSettings):
     salesforce_profile_object: str = "Advocate_Profile__c"
     salesforce_activity_object: str = "Advocacy_Activity__c"
     salesforce_fields: str = ""
+
+    def ungated_type_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name.strip() for name in self.ungated_types.split(",") if name.strip()))
 
     def allowed_host_names(self) -> frozenset[str]:
         return frozenset(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())

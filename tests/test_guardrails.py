@@ -211,12 +211,14 @@ def test_a_pending_ask_neither_breaks_nor_extends_a_streak() -> None:
 
 # --- urgent ticket and health -----------------------------------------------------------------
 
+GATED = [t for t in ASK_TYPE_NAMES if t != "review"]  # the health and ticket rules skip public reviews
+
 
 def test_urgent_ticket_13_days_ago_blocks_until_day_14() -> None:
     opened = NOW - 13 * DAY
     blocks = blocked_asks(empty_table("asks"), signals(urgent=(opened,)), NOW)
     urgent = only(blocks, "urgent_ticket")
-    assert list(urgent["ask_type"]) == list(ASK_TYPE_NAMES)
+    assert list(urgent["ask_type"]) == GATED
     assert (urgent["until"] == opened + 14 * DAY).all()
     assert urgent["reason"].iloc[0].startswith("Urgent ticket opened 13 days ago")
 
@@ -229,9 +231,32 @@ def test_urgent_ticket_closed_or_unknown_does_not_block(opened: pd.Timestamp) ->
 def test_health_below_40_blocks_until_it_recovers() -> None:
     blocks = blocked_asks(empty_table("asks"), signals(health=(39.9,)), NOW)
     health = only(blocks, "low_health")
-    assert list(health["ask_type"]) == list(ASK_TYPE_NAMES)
+    assert list(health["ask_type"]) == GATED
     assert health["until"].isna().all()
     assert health["reason"].iloc[0] == "Health score 39.9 is below 40; wait until it recovers"
+
+
+def test_an_unhappy_customer_may_still_be_invited_to_a_public_review_but_not_to_speak() -> None:
+    # Spec 5a: reviews are ungated, so neither low health nor an urgent ticket keeps a customer from
+    # the random draw of review invitees; every other type stays blocked.
+    unhappy = signals(health=(12.0,), urgent=(NOW - DAY,))
+    blocks = blocked_asks(empty_table("asks"), unhappy, NOW)
+    assert "review" not in set(blocks["ask_type"])
+    assert set(blocks["ask_type"]) == set(GATED)
+    gated_everything = blocked_asks(empty_table("asks"), unhappy, NOW, GuardrailConfig(ungated_types=()))
+    assert set(gated_everything["ask_type"]) == set(ASK_TYPE_NAMES)
+
+
+def test_fatigue_still_holds_for_an_ungated_type() -> None:
+    asks = asks_table(("c1", "speaking", NOW - 5 * DAY, "no_response", None))
+    blocks = blocked_asks(asks, signals(health=(12.0,)), NOW)
+    review = blocks[blocks["ask_type"] == "review"]
+    assert set(review["guardrail"]) == {"ask_cooldown"}
+
+
+def test_an_unknown_ungated_type_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="ungated_types: unknown ask type 'reviews'"):
+        GuardrailConfig(ungated_types=("reviews",))
 
 
 @pytest.mark.parametrize("score", [40.0, 95.0, np.nan])
@@ -372,6 +397,8 @@ def _obvious(asks: pd.DataFrame, sig: pd.DataFrame, now: pd.Timestamp, cfg: Guar
             blocks_all.append(("low_health", pd.NaT))
         for rail, until in blocks_all:
             for ask_type in ASK_TYPE_NAMES:
+                if rail in ("urgent_ticket", "low_health") and ask_type in cfg.ungated_types:
+                    continue
                 out.add((cid, ask_type, rail, until))
     return out
 
@@ -406,7 +433,8 @@ def test_vectorised_guardrails_match_a_plain_loop(seed: int) -> None:
         health=tuple(rng.choice([np.nan, 20.0, 39.9, 40.0, 70.0], n_customers)),
         urgent=tuple(NOW - DAY * float(d) if d < 30 else None for d in rng.integers(-3, 60, n_customers)),
     )
-    cfg = GuardrailConfig(min_days_between_asks=20, declines_in_a_row=int(rng.integers(1, 4)))
+    ungated = (("review",), (), ("review", "speaking"))[seed]
+    cfg = GuardrailConfig(min_days_between_asks=20, declines_in_a_row=int(rng.integers(1, 4)), ungated_types=ungated)
     blocks = blocked_asks(asks, sig, NOW, cfg)
     got = {(r.customer_id, r.ask_type, r.guardrail, r.until) for r in blocks.itertuples()}
     expected = _obvious(asks, sig, NOW, cfg)

@@ -17,7 +17,7 @@ import pytest
 from features.catalog import ASK_TYPE_NAMES, DEFAULT_ASK_VALUES
 from features.contracts import TIMESTAMP
 from models.asks import re_engage
-from models.guardrails import empty_blocks
+from models.guardrails import GuardrailConfig, empty_blocks
 from models.scoring import Blocked, next_asks, next_best_ask
 from tests.worldkit import utc
 
@@ -41,13 +41,17 @@ def blocks(*rows: tuple[str, str, str, str, str | None]) -> pd.DataFrame:
 
 
 def choose(
-    acc: pd.DataFrame, blocked: pd.DataFrame, values: Mapping[str, float] = DEFAULT_ASK_VALUES
+    acc: pd.DataFrame,
+    blocked: pd.DataFrame,
+    values: Mapping[str, float] = DEFAULT_ASK_VALUES,
+    ungated: tuple[str, ...] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Per customer, the `next_best_ask` object of its result, built as `models.scoring.score` does."""
+    """Per customer, the `next_best_ask` object of its result, built as `models.scoring.score` does.
+    Every type gated unless `ungated` says otherwise: most tests here are about values and blocks."""
     ids = [str(c) for c in acc.index]
     probability = acc.loc[:, list(ASK_TYPE_NAMES)].to_numpy(dtype="float64")
     known = Blocked.from_frame(blocked)
-    picked = next_asks(probability, known.matrix(ids), values)
+    picked = next_asks(probability, known.matrix(ids), values, GuardrailConfig(ungated_types=ungated).ungated())
     return {c: next_best_ask(probability[i], int(picked[i]), known.for_customer(c)) for i, c in enumerate(ids)}
 
 
@@ -55,6 +59,15 @@ def test_picks_the_highest_expected_value_not_the_highest_probability() -> None:
     # review: 0.6 x 2 = 1.2; case_study: 0.2 x 8 = 1.6
     chosen = choose(acceptance({"c1": {"review": 0.6, "case_study": 0.2}}), empty_blocks())["c1"]
     assert chosen == {"ask_type": "case_study", "probability": pytest.approx(0.2), "blocked": []}
+
+
+def test_a_public_review_is_never_the_next_best_ask_however_likely() -> None:
+    acc = acceptance({"c1": {"review": 0.99, "social_share": 0.05}})
+    probability = acc.loc[:, list(ASK_TYPE_NAMES)].to_numpy(dtype="float64")
+    no_blocks = np.zeros(probability.shape, dtype=bool)
+    assert choose(acc, empty_blocks(), ungated=GuardrailConfig().ungated_types)["c1"]["ask_type"] != "review"
+    gated = next_asks(probability, no_blocks, DEFAULT_ASK_VALUES, GuardrailConfig(ungated_types=()).ungated())
+    assert ASK_TYPE_NAMES[int(gated[0])] == "review"  # only the ungated policy keeps it out
 
 
 def test_skips_blocked_types() -> None:
@@ -187,8 +200,11 @@ def test_works_on_the_output_of_blocked_asks() -> None:
         }
     )
     acc = acceptance({"c1": {"reference_call": 0.9}, "c2": {"reference_call": 0.9}})
-    chosen = choose(acc, blocked_asks(asks, signals, now))
+    chosen = choose(acc, blocked_asks(asks, signals, now), ungated=("review",))
     assert chosen["c1"]["ask_type"] == "speaking"  # 0.01 x 10 beats the others; reference_call blocked
     assert [b["ask_type"] for b in chosen["c1"]["blocked"]] == ["reference_call"]
     assert chosen["c1"]["blocked"][0]["until"] == "2026-07-01T00:00:00Z"
+    # Low health blocks every gated type; a public review is open to them (ungated) but is never the
+    # next best ask: that would be choosing reviewers by how likely they are to say yes.
     assert chosen["c2"]["ask_type"] is None
+    assert "review" not in [b["ask_type"] for b in chosen["c2"]["blocked"]]

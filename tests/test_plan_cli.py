@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from advocacy.cli import app
-from models.planner import PLAN_COLUMNS
+from models.planner import INVITED_AT_RANDOM, PLAN_COLUMNS
 from storage.plans import PlanStore
 from tests.conftest import SAMPLE, TrainedHome
 
@@ -39,8 +39,12 @@ def test_the_plan_is_written_stored_and_keeps_its_promise_under_the_model(
         assert mine["rank"].tolist() == list(range(1, len(mine) + 1))
         assert mine["p_at_least_needed"].iloc[-1] >= 0.9 > mine["p_at_least_needed"].iloc[-2]
         assert mine["expected_yes"].iloc[-1] >= need
-        assert mine["reason_1"].str.endswith("likelihood)").all()
+        # Reviews are invited at random (ungated, spec 5a), and the plan says so on each row.
+        drawn = ask_type == "review"
+        assert mine["reason_1"].str.endswith("likelihood)").all() != drawn
+        assert (mine["reason_1"] == INVITED_AT_RANDOM).all() == drawn
     assert "yes" in result.output and plan["plan_id"].iloc[0] in result.output
+    assert "review: invited at random" in " ".join(result.output.split())
     stored, meta = PlanStore(trained_home.settings.plans_path()).load(plan["plan_id"].iloc[0])
     assert stored["customer_id"].tolist() == plan["customer_id"].tolist()
     assert meta["need"] == {"review": 30, "reference_call": 10} and meta["summary"]["review"]["met"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,16 @@ from scipy.special import expit, logit
 from scipy.stats import binom
 
 from features.catalog import ASK_TYPE_NAMES
-from models.planner import Candidates, PlanRequest, at_least, make_plan, shortest_prefix
+from models.guardrails import GuardrailConfig
+from models.planner import (
+    INVITED_AT_RANDOM,
+    Candidates,
+    PlanRequest,
+    at_least,
+    make_plan,
+    plan_table,
+    shortest_prefix,
+)
 from storage.plans import PlanStore
 
 T = {name: i for i, name in enumerate(ASK_TYPE_NAMES)}
@@ -264,4 +274,68 @@ def test_filters_that_together_match_no_one_give_an_empty_plan_that_says_so() ->
         "p_at_least_needed": 0.0,
         "met": False,
         "acceptance_level_sd": 0.0,
+        "invited_at_random": False,
     }
+
+
+# --- ungated public reviews (spec 5a) -----------------------------------------------------------
+
+
+def _happy_base(n: int = 4000, seed: int = 3) -> tuple[Candidates, np.ndarray]:
+    """A base where acceptance of every type rises with how happy a customer is (their NPS)."""
+    rng = np.random.default_rng(seed)
+    nps = rng.integers(0, 11, n).astype(float)
+    z = -2.0 + 0.35 * (nps[:, None] - 5) + 0.4 * rng.normal(0, 1, (n, len(ASK_TYPE_NAMES)))
+    base = _base(expit(z), seed=seed)
+    return replace(base, ungated=GuardrailConfig().ungated()), nps
+
+
+def test_review_invitees_are_a_random_draw_not_the_happiest() -> None:
+    """The issue's bar: invitees' NPS within 2 standard errors of the eligible base's. A random draw
+    misses it by chance one time in twenty, so the draw is judged over 100 plan dates: its z-scores
+    centre on zero and rarely pass 2. Gated, the same request takes the happiest customers, far above."""
+    base, nps = _happy_base()
+    request = PlanRequest({"review": 60}, 0.9)
+    z = []
+    for day in range(100):
+        plan = make_plan(base, request, AS_OF + pd.Timedelta(days=day))
+        rows = plan.asks["row"].to_numpy()
+        z.append((nps[rows].mean() - nps.mean()) / (nps.std(ddof=1) / np.sqrt(rows.size)))
+        assert plan.summary["review"]["invited_at_random"] and plan.summary["review"]["met"]
+    assert abs(np.mean(z)) < 3 / np.sqrt(len(z)) and np.mean(np.abs(z) > 2) <= 0.10
+    gated = make_plan(replace(base, ungated=None), request, AS_OF)
+    se = nps.std(ddof=1) / np.sqrt(len(gated.asks))
+    assert nps[gated.asks["row"].to_numpy()].mean() > nps.mean() + 10 * se
+    assert len(gated.asks) < len(plan.asks)  # the honest draw needs more invitations
+
+
+def test_the_review_draw_is_made_before_other_types_and_is_not_tilted_by_them() -> None:
+    base, _ = _happy_base()
+    alone = make_plan(base, PlanRequest({"review": 40}, 0.9), AS_OF)
+    with_others = make_plan(base, PlanRequest({"reference_call": 30, "review": 40, "case_study": 10}, 0.9), AS_OF)
+    drawn = with_others.asks[with_others.asks["ask_type"] == "review"]
+    assert drawn["customer_id"].tolist() == alone.asks["customer_id"].tolist()
+    assert with_others.asks["customer_id"].is_unique
+    assert all(with_others.summary[t]["met"] for t in ("reference_call", "review", "case_study"))
+
+
+def test_the_draw_is_fixed_by_the_plan_and_changes_with_its_date() -> None:
+    base, _ = _happy_base()
+    request = PlanRequest({"review": 40}, 0.9)
+    first = make_plan(base, request, AS_OF).asks
+    again = make_plan(base, request, AS_OF).asks
+    later = make_plan(base, request, AS_OF + pd.Timedelta(days=1)).asks
+    assert first["customer_id"].tolist() == again["customer_id"].tolist()
+    assert set(first["customer_id"]) != set(later["customer_id"])
+    continued = make_plan(base, request, AS_OF + pd.Timedelta(days=1), draw=AS_OF.isoformat()).asks
+    assert continued["customer_id"].tolist() == first["customer_id"].tolist()
+
+
+def test_a_random_invitees_reason_is_the_draw() -> None:
+    base, _ = _happy_base(n=500)
+    plan = make_plan(base, PlanRequest({"review": 10, "case_study": 3}, 0.9), AS_OF)
+    reasons = pd.DataFrame({"reason_1": "model reason", "reason_2": "two", "reason_3": "three"}, index=plan.asks.index)
+    table = plan_table(plan, reasons)
+    review = table[table["ask_type"] == "review"]
+    assert (review["reason_1"] == INVITED_AT_RANDOM).all() and review["reason_2"].isna().all()
+    assert (table.loc[table["ask_type"] == "case_study", "reason_1"] == "model reason").all()

@@ -21,6 +21,7 @@ from features.io import World
 from features.spec import FEATURE_NAMES
 from models.bundle import Bundle
 from models.campaign import Pace, Schedule
+from models.guardrails import GuardrailConfig
 from models.planner import (
     DEFAULT_CONFIDENCE,
     FILTERS,
@@ -120,6 +121,7 @@ def plan_candidates(bundle: Bundle, base: ScoredBase) -> tuple[Candidates, pd.Da
         last_asked_at=pd.DatetimeIndex(base.as_of - pd.to_timedelta(days, unit="D")),
         attributes=frame.loc[:, ["name", *FILTERS]],
         level_sd=acceptance_level_sd(bundle),
+        ungated=GuardrailConfig.from_saved(bundle.guardrails).ungated(),
     )
     return cands, frame
 
@@ -202,7 +204,8 @@ def next_wave(
     wave, times = wave_for(bundle, cands, request, schedule, state.wave, state.as_of, state.deadline, asks, state, held)
     if state.wave > schedule.waves or state.as_of >= state.deadline:
         wave = Wave(wave.outlooks, wave.target, np.ones(cands.customer_id.size, dtype=bool))  # asks no one
-    made = make_plan(cands, request, state.as_of, plan_id=plan_id, wave=wave)
+    # Each wave goes on down the random draw of the campaign's first wave (its ungated types).
+    made = make_plan(cands, request, state.as_of, plan_id=plan_id, wave=wave, draw=calendar["wave_dates"][0])
     made.wave = state.wave
     pace = Pace(min(state.wave, schedule.waves), schedule.waves, float(schedule.wave_days))
     made.summary = campaign_summary(bundle, cands, request, wave, times, pace, _rows_by_type(made), state)
