@@ -1,5 +1,5 @@
-"""Bodies of the routes the CSM page opens on: the worklist and the program report (`serving.schemas`
-holds the spec's routes and the page's search and disagreement list)."""
+"""Bodies of the routes the CSM page opens on: the worklist, the campaigns in progress and the program
+report (`serving.schemas` holds the spec's routes and the page's search and disagreement list)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from serving.schemas import StrictBody
+from models.campaign import MAX_WAVES
+from serving.schemas import Id, PlannedAsk, StrictBody
 
 
 class WorklistRequest(StrictBody):
@@ -61,3 +62,51 @@ class ReportResponse(BaseModel):
     left_out: dict[str, int] = Field(default_factory=dict, description="asks the report could not count, by why")
     tables: dict[str, list[dict[str, Any]]] = Field(default_factory=dict, description="aggregate tables by name")
     charts: dict[str, str] = Field(default_factory=dict, description="chart file name -> base64 PNG")
+
+
+class CampaignsRequest(StrictBody):
+    """`POST /campaigns`: the campaigns in progress now (deadline ahead, some need not met yet)."""
+
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class CampaignTypeProgress(BaseModel):
+    need: int
+    yeses_so_far: int
+    pending: int = Field(description="asks made for the campaign and not answered yet")
+    met: bool
+
+
+class CampaignWaveMade(BaseModel):
+    wave: int
+    date: str
+    asks: int = Field(description="asks planned in this wave")
+
+
+class CampaignInProgress(BaseModel):
+    plan_id: str
+    deadline: str
+    waves: int
+    wave_days: int
+    types: dict[str, CampaignTypeProgress]
+    planned: list[CampaignWaveMade] = Field(description="the waves planned so far, wave 1 first")
+    next_wave: int | None = Field(description="null: no wave left to plan (answers count until the deadline)")
+    next_wave_at: str | None = Field(description="its date by default: the last wave's plus wave_days")
+
+
+class CampaignsResponse(BaseModel):
+    as_of: str
+    campaigns: list[CampaignInProgress] = Field(description="the nearest deadline first")
+
+
+class CampaignWaveRequest(StrictBody):
+    """`POST /campaign_wave`: the asks one wave of a campaign planned, for the page's CSV."""
+
+    plan_id: Id
+    wave: int = Field(ge=1, le=MAX_WAVES)
+
+
+class CampaignWaveResponse(BaseModel):
+    plan_id: str
+    wave: int
+    asks: list[PlannedAsk] = Field(description="rows as `advocacy plan --out` writes them")

@@ -375,6 +375,13 @@ class PlanSummary(BaseModel):
     pending: int | None = None
     expected_asks: float | None = Field(default=None, description="asks in all waves, expected")
     expected_overshoot: float | None = Field(default=None, description="yeses beyond the need, expected")
+    invited_at_random: bool = Field(
+        default=False,
+        description=(
+            "an ungated type (ADVOCACY_UNGATED_TYPES, public reviews by default): invitees drawn at random among"
+            " customers no fatigue guardrail blocks, not chosen by how likely they are to say yes"
+        ),
+    )
 
 
 class CampaignCalendar(BaseModel):

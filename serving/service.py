@@ -40,7 +40,16 @@ from serving.crm_sync import start_crm_sync
 from serving.gate import RequestGate
 from serving.headers import FrameGuard
 from serving.limits import BodyLimit
-from serving.page_schemas import ReportRequest, ReportResponse, WorklistRequest, WorklistResponse
+from serving.page_schemas import (
+    CampaignsRequest,
+    CampaignsResponse,
+    CampaignWaveRequest,
+    CampaignWaveResponse,
+    ReportRequest,
+    ReportResponse,
+    WorklistRequest,
+    WorklistResponse,
+)
 from serving.schemas import (
     AskRow,
     AsksRequest,
@@ -332,6 +341,16 @@ class Advocacy:
     def worklist(self, limit: int = 50) -> Any:
         """The CSM page's worklist: the default needs, deliveries due from committed customers, advocates going cold."""
         return self._answer(lambda s: WorklistResponse.model_validate(s.worklist(limit)))
+
+    @bentoml.api(route="/campaigns", input_spec=CampaignsRequest, output_spec=CampaignsResponse)
+    def campaigns(self, limit: int = 50) -> Any:
+        """Campaigns in progress: per type the need, yeses so far and pending asks; the next wave."""
+        return self._answer(lambda s: CampaignsResponse.model_validate(s.campaigns(limit)))
+
+    @bentoml.api(route="/campaign_wave", input_spec=CampaignWaveRequest, output_spec=CampaignWaveResponse)
+    def campaign_wave(self, plan_id: str, wave: int) -> Any:
+        """The asks one wave of a campaign planned, in the columns of `advocacy plan --out`."""
+        return self._answer(lambda s: CampaignWaveResponse.model_validate(s.campaign_wave(plan_id, wave)))
 
     @bentoml.api(route="/report", input_spec=ReportRequest, output_spec=ReportResponse)
     def report(self, refresh: bool = False) -> Any:

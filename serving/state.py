@@ -28,7 +28,7 @@ from models.guardrails import GuardrailConfig, blocked_asks
 from models.reasons import describe, reason
 from models.references import Prospect, rank_references
 from models.registry import ChampionRef
-from models.scoring import Blocked, next_asks, next_best_ask, score
+from models.scoring import Blocked, next_asks, next_best_ask, score, ungated_of
 from serving.guardrail_book import GuardrailBook
 from serving.overview import Overview
 from serving.results import ResultCache
@@ -45,6 +45,7 @@ from storage.reports import ReportStore, ReportUnavailableError, UnreadableRepor
 from storage.settings import Settings
 from storage.snapshots import current_snapshot_dir, read_snapshot
 from usecases.asks import record_asks
+from usecases.campaigns import CampaignProgress, campaign_wave, campaigns_in_progress
 from usecases.plans import (
     FILTERS,
     MadePlan,
@@ -172,7 +173,7 @@ class ServingState:
         kept = self.results.get(rows)
         ids = self.store.ids[rows].tolist()
         acceptance = np.stack([acc for _, acc in kept])
-        choice = next_asks(acceptance, blocked.matrix(ids), self.bundle.ask_values)
+        choice = next_asks(acceptance, blocked.matrix(ids), self.bundle.ask_values, ungated_of(self.bundle))
         parts = []
         for i, (body, _) in enumerate(kept):
             ask = next_best_ask(acceptance[i], int(choice[i]), blocked.for_customer(ids[i]))
@@ -322,13 +323,9 @@ class ServingState:
 
     @staticmethod
     def _answer_plan(made: MadePlan) -> dict[str, Any]:
-        asks = [
-            {k: None if v is pd.NaT else json_value(v) for k, v in r.items()}
-            for r in made.table.to_dict(orient="records")
-        ]
         return {
             "plan_id": made.plan.plan_id,
-            "asks": asks,
+            "asks": _asks_json(made.table),
             "summary": made.plan.summary,
             "campaign": made.plan.campaign,
         }
@@ -376,6 +373,22 @@ class ServingState:
             "deliveries_due": deliveries,
             "going_cold": going_cold,
         }
+
+    def campaigns(self, limit: int) -> dict[str, Any]:
+        """`POST /campaigns`: the campaigns in progress now, counted from every ask known (the
+        snapshot's and the log's) and the plan ids the log's asks carry (`usecases.campaigns`)."""
+        now = self.now()
+        if self.plans is None:
+            return {"as_of": now.isoformat(), "campaigns": []}
+        found = campaigns_in_progress(self.plans, self.book.known_asks(now), self.book.plan_links(), now)
+        return {"as_of": now.isoformat(), "campaigns": [_campaign_json(c) for c in found[:limit]]}
+
+    def campaign_wave(self, plan_id: str, wave: int) -> dict[str, Any]:
+        """`POST /campaign_wave`: the asks a campaign planned in one wave, as `POST /plan` gave them."""
+        if self.plans is None:
+            raise ValueError("plan_id: this service stores no plans, so it has no campaign")
+        table = campaign_wave(self.plans, plan_id, wave)
+        return {"plan_id": plan_id, "wave": wave, "asks": _asks_json(table)}
 
     def refresh_report(self, force: bool) -> bool:
         """Remake and keep the program report (`usecases.reports`, over the period and from the data
@@ -432,6 +445,27 @@ class ServingState:
 
     def close(self) -> None:
         self.book.close()
+
+
+def _asks_json(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """A plan table's rows as JSON values (a missing time as null)."""
+    return [{k: None if v is pd.NaT else json_value(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
+
+
+def _campaign_json(c: CampaignProgress) -> dict[str, Any]:
+    return {
+        "plan_id": c.plan_id,
+        "deadline": c.deadline.isoformat(),
+        "waves": c.waves,
+        "wave_days": c.wave_days,
+        "types": {name: {**vars(t), "met": t.met} for name, t in c.types.items()},
+        "planned": [
+            {"wave": i, "date": d.isoformat(), "asks": n}
+            for i, (d, n) in enumerate(zip(c.wave_dates, c.asks_per_wave, strict=True), start=1)
+        ],
+        "next_wave": c.next_wave,
+        "next_wave_at": None if c.next_wave_at is None else c.next_wave_at.isoformat(),
+    }
 
 
 def default_need(text: str) -> dict[str, int]:

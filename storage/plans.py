@@ -104,6 +104,13 @@ class PlanStore:
             raise KeyError(f"no plan {plan_id}")
         return pd.read_parquet(table), json.loads(info.read_text())
 
+    def record(self, plan_id: str) -> dict[str, Any]:
+        """What was asked for, without the asks: listing campaigns need not read every plan's table."""
+        _, info = self._paths(plan_id)
+        if not info.exists():
+            raise KeyError(f"no plan {plan_id}")
+        return dict(json.loads(info.read_text()))
+
     def has(self, plan_id: str) -> bool:
         """Whether a complete plan `plan_id` is stored (one look-up, whatever the number of plans)."""
         return bool(_PLAN_ID.match(plan_id)) and (self.root / f"{plan_id}.json").is_file()

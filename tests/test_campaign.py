@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,20 @@ from models.campaign import (
     outlook,
     wave_target,
 )
+from models.planner import PLAN_COLUMNS
 from storage.asklog import AskLog
 from storage.plans import PlanStore
 from storage.settings import get_settings
 from storage.snapshots import write_snapshot
 from tests.conftest import SAMPLE, TrainedHome
 from tests.serverkit import Server
-from usecases.campaigns import reserved_elsewhere
+from usecases.campaigns import (
+    campaign_record,
+    campaign_state,
+    campaign_wave,
+    campaigns_in_progress,
+    reserved_elsewhere,
+)
 
 T = ASK_TYPE_NAMES.index("review")
 NOW = pd.Timestamp("2026-06-01", tz="UTC")
@@ -268,3 +276,103 @@ def test_a_customer_held_by_an_open_campaign_is_not_planned_by_another(
     answered = set(log.read().loc[lambda a: a["responded_at"] < later, "customer_id"])
     assert answered and not held & answered
     assert set(second["customer_id"]) <= held
+
+
+# ---- campaigns in progress (the page's worklist) -----------------------------------------------------
+
+
+def _store_campaign(
+    plans: PlanStore, need: dict[str, int], start: pd.Timestamp, waves: list[list[tuple[str, str]]], n_waves: int = 3
+) -> str:
+    """A stored campaign of `n_waves` 14 days apart from `start`, with the waves planned so far:
+    per wave its (customer, ask type) rows."""
+    plan_id = uuid.uuid4().hex
+    calendar = campaign_record(Schedule(n_waves, 14), start, None)
+    calendar["wave_dates"] = [(start + pd.Timedelta(days=14 * w)).isoformat() for w in range(len(waves))]
+    record = {"need": need, "confidence": 0.9, "filters": {}, "summary": {}, "model_version": "1", "campaign": calendar}
+    planned = [(w, i + 1, c, t) for w, wave in enumerate(waves, start=1) for i, (c, t) in enumerate(wave)]
+    rows = pd.DataFrame(planned, columns=["wave", "rank", "customer_id", "ask_type"]).assign(
+        plan_id=plan_id, name="A customer", acceptance=0.4, expected_yes=0.4, p_at_least_needed=0.5
+    )
+    rows = rows.reindex(columns=list(PLAN_COLUMNS)).astype({"last_asked_at": "datetime64[us, UTC]"})
+    plans.save(plan_id, rows, record)
+    return plan_id
+
+
+def _asks(plan_id: str | None, *rows: tuple[str, str, pd.Timestamp, str, pd.Timestamp | None]) -> pd.DataFrame:
+    """Asks (customer, type, asked, outcome, responded) recorded with `plan_id`."""
+    frame = pd.DataFrame(rows, columns=["customer_id", "ask_type", "asked_at", "outcome", "responded_at"])
+    frame.insert(0, "ask_id", [f"{plan_id}-{i}" for i in range(len(frame))])
+    frame["responded_at"] = pd.to_datetime(frame["responded_at"], utc=True)
+    return frame.assign(plan_id=plan_id)
+
+
+def test_campaigns_in_progress_count_each_types_yeses_and_pending_asks_by_the_campaigns_rules(
+    tmp_path: Path,
+) -> None:
+    plans = PlanStore(tmp_path / "plans")
+    day = lambda n: NOW + pd.Timedelta(days=n)  # noqa: E731
+    wave1 = [("c1", "review"), ("c2", "review"), ("c3", "review"), ("c4", "review"), ("c5", "review")]
+    wave1 += [("c6", "reference_call"), ("c7", "reference_call")]
+    wave2 = [("c8", "review"), ("c9", "review")]
+    running = _store_campaign(plans, {"review": 4, "reference_call": 1}, NOW, [wave1, wave2])
+    at = day(20)  # wave 2 went out on day 14
+    mine = _asks(
+        running,
+        ("c1", "review", day(1), "accepted", day(3)),  # a yes
+        ("c2", "review", day(1), "declined", day(2)),  # a no
+        ("c3", "review", day(1), "no_response", None),  # pending
+        ("c4", "review", day(1), "accepted", day(25)),  # the yes comes after `at`: pending at `at`
+        ("c6", "reference_call", day(-1), "accepted", day(0)),  # asked before its wave: off plan
+        ("c7", "review", day(1), "accepted", day(2)),  # a type the campaign did not plan for c7: off plan
+        ("c8", "review", day(15), "accepted", day(16)),  # wave 2's yes
+        ("c9", "review", day(13), "accepted", day(14)),  # asked before wave 2 went out: off plan
+        ("c10", "review", day(1), "accepted", day(2)),  # a customer it never planned: off plan
+    )
+    elsewhere = _asks(None, ("c5", "review", day(1), "accepted", day(2)))  # no plan_id: off plan
+    # Campaigns not in progress at `at`: one past its deadline, one whose every need is met, a one-shot plan.
+    past = _store_campaign(plans, {"review": 2}, day(-60), [[("c1", "review")]])
+    met = _store_campaign(plans, {"review": 1}, day(-5), [[("d1", "review"), ("d2", "review")]])
+    met_asks = _asks(met, ("d1", "review", day(-4), "accepted", day(-3)))
+    plans.save(uuid.uuid4().hex, pd.DataFrame({"plan_id": [], "wave": []}), {"need": {"review": 3}})
+    # One planned ahead: wave 1 goes out after `at`, so nothing can count yet.
+    ahead = _store_campaign(plans, {"case_study": 2}, day(30), [[("e1", "case_study")]], n_waves=2)
+    asks = pd.concat([mine, elsewhere, met_asks], ignore_index=True)
+    links = asks.loc[asks["plan_id"].notna(), ["ask_id", "plan_id"]]
+
+    found = campaigns_in_progress(plans, asks.drop(columns="plan_id"), links, at)
+
+    assert [c.plan_id for c in found] == [running, ahead]  # the nearest deadline first
+    assert past not in {c.plan_id for c in found} and met not in {c.plan_id for c in found}
+    progress = found[0]
+    review, reference = progress.types["review"], progress.types["reference_call"]
+    assert (review.need, review.yeses_so_far, review.pending, review.met) == (4, 2, 2, False)
+    assert (reference.need, reference.yeses_so_far, reference.pending) == (1, 0, 0)
+    assert progress.asks_per_wave == (7, 2) and progress.wave_dates == (NOW, day(14))
+    assert (progress.next_wave, progress.next_wave_at, progress.deadline) == (3, day(28), day(42))
+    # The same count as the next wave would make (`campaign_state`, which `next_wave` plans from).
+    rows, record = plans.load(running)
+    state = campaign_state(running, rows, record, asks.drop(columns="plan_id"), links, at)
+    t = ASK_TYPE_NAMES.index("review")
+    assert state.yeses[t] == review.yeses_so_far and state.answers[t].pending.size == review.pending
+    later = found[1]
+    assert later.types["case_study"].yeses_so_far == 0 and (later.next_wave, later.next_wave_at) == (2, day(44))
+
+
+def test_a_campaign_with_every_wave_planned_has_none_left_and_a_wave_exports_its_rows(tmp_path: Path) -> None:
+    plans = PlanStore(tmp_path / "plans")
+    waves = [[("c1", "review"), ("c2", "review")], [("c3", "review")]]
+    plan_id = _store_campaign(plans, {"review": 5}, NOW, waves, n_waves=2)
+    empty = pd.DataFrame({"ask_id": [], "plan_id": []}, dtype="str")
+    (progress,) = campaigns_in_progress(plans, _asks(plan_id, ("c1", "review", NOW, "no_response", None)), empty, NOW)
+    assert progress.next_wave is None and progress.next_wave_at is None and progress.asks_per_wave == (2, 1)
+    wave2 = campaign_wave(plans, plan_id, 2)
+    assert list(wave2.columns) == list(PLAN_COLUMNS) and wave2["customer_id"].tolist() == ["c3"]
+    with pytest.raises(ValueError, match="wave"):
+        campaign_wave(plans, plan_id, 3)
+    one_shot = uuid.uuid4().hex
+    plans.save(one_shot, pd.DataFrame({"plan_id": [], "wave": []}), {"need": {"review": 3}})
+    with pytest.raises(ValueError, match="one-shot"):
+        campaign_wave(plans, one_shot, 1)
+    with pytest.raises(ValueError, match="plan_id"):
+        campaign_wave(plans, uuid.uuid4().hex, 1)

@@ -152,6 +152,11 @@ def test_the_page_opens_on_the_worklist_edits_a_need_opens_a_card_and_exports_th
     planned = post(server, "/plan", {"need": need, "confidence": 0.9})
     assert _shown(page, "plan") == [a["customer_id"] for a in planned["asks"]]
     assert page.locator("#plan-summary li").count() == len(need)
+    # Public reviews are invited at random, and the page says why beside that type only.
+    assert planned["summary"]["review"]["invited_at_random"]
+    review = page.locator('#plan-summary li[data-ask-type="review"] .ungated')
+    assert "FTC" in (review.text_content() or "")
+    assert page.locator("#plan-summary .ungated").count() == 1
     assert _shown(page, "deliveries") == [d["customer_id"] for d in worklist["deliveries_due"]]
     assert _shown(page, "going-cold") == [c["customer_id"] for c in worklist["going_cold"]]
     page.screenshot(path=str(ARTIFACTS / "page-worklist.png"), full_page=True)
@@ -325,6 +330,10 @@ def test_the_page_asks_for_the_token_once_and_keeps_it_in_the_session(page: Any,
     page.get_by_label("Find a customer by id or name").fill("b")
     page.locator(".suggestion").first.wait_for()
     assert page.locator("#token-form").is_hidden()
+    # No campaign was ever made on this server: the worklist says so plainly.
+    page.get_by_role("tab", name="Worklist").click()
+    page.wait_for_function("() => document.getElementById('campaigns-message').textContent !== ''")
+    assert page.locator("#campaigns-message").text_content() == "No campaign is in progress."
 
 
 def test_search_and_disagreements_refuse_bad_bodies_naming_the_field(page_servers: PageServers) -> None:
@@ -351,3 +360,106 @@ def test_search_matches_id_prefix_and_name_case_insensitively(page_servers: Page
     assert all(r["segment"] == "smb" and r["gap"] != 0 for r in rows)
     gaps = [abs(r["gap"]) for r in rows]
     assert gaps == sorted(gaps, reverse=True)
+
+
+# ---- campaigns in progress -------------------------------------------------------------------------------
+
+CAMPAIGN_NEED = {"reference_call": 3, "review": 8}
+
+
+def _campaign_with_answers(server: Server) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+    """A 3-wave campaign made through `POST /plan`, and every wave-1 ask recorded through `POST /asks`
+    with its plan_id on the wave's date: the first of each type said yes, the others have not
+    answered yet. Returns the plan and the hand count per type: (yeses so far, pending)."""
+    import pandas as pd
+
+    made = post(server, "/plan", {"need": CAMPAIGN_NEED, "waves": 3, "wave_days": 14})
+    assert made["asks"], made["summary"]
+    start = pd.Timestamp(made["campaign"]["deadline"]) - pd.Timedelta(days=3 * 14)
+    rows, counts = [], dict.fromkeys(CAMPAIGN_NEED, (0, 0))
+    for a in made["asks"]:
+        yeses, pending = counts[a["ask_type"]]
+        said_yes = yeses == 0
+        counts[a["ask_type"]] = (1, pending) if said_yes else (yeses, pending + 1)
+        rows.append(
+            {
+                "ask_id": f"campaign-{made['plan_id'][:8]}-{a['customer_id']}",
+                "customer_id": a["customer_id"],
+                "ask_type": a["ask_type"],
+                "asked_at": start.isoformat(),
+                "outcome": "accepted" if said_yes else "no_response",
+                "responded_at": start.isoformat() if said_yes else None,
+                "plan_id": made["plan_id"],
+            }
+        )
+    assert post(server, "/asks", {"asks": rows})["stored"] == len(rows)
+    return made, counts
+
+
+def test_the_campaigns_route_counts_a_campaigns_answers_and_gives_each_waves_asks(page_servers: PageServers) -> None:
+    import pandas as pd
+
+    server = page_servers.open
+    made, counts = _campaign_with_answers(server)
+    plan_id, start = made["plan_id"], pd.Timestamp(made["campaign"]["deadline"]) - pd.Timedelta(days=42)
+    listed = post(server, "/campaigns", {})["campaigns"]
+    (shown,) = [c for c in listed if c["plan_id"] == plan_id]
+    assert {t: (s["yeses_so_far"], s["pending"]) for t, s in shown["types"].items()} == counts
+    assert {t: s["need"] for t, s in shown["types"].items()} == CAMPAIGN_NEED
+    assert shown["next_wave"] == 2 and pd.Timestamp(shown["next_wave_at"]) == start + pd.Timedelta(days=14)
+    assert [(w["wave"], pd.Timestamp(w["date"]), w["asks"]) for w in shown["planned"]] == [
+        (1, start, len(made["asks"]))
+    ]
+    # Wave 1's asks, as POST /plan gave them (the CSV's rows).
+    assert post(server, "/campaign_wave", {"plan_id": plan_id, "wave": 1})["asks"] == made["asks"]
+    # A campaign whose every need is met is done: not in progress.
+    done = post(server, "/plan", {"need": {"social_share": 1}, "waves": 2})
+    first = done["asks"][0]
+    yes = {"ask_id": f"done-{done['plan_id'][:8]}", "customer_id": first["customer_id"], "ask_type": "social_share"}
+    now = pd.Timestamp.now(tz="UTC").isoformat()
+    post(
+        server,
+        "/asks",
+        {"asks": [{**yes, "asked_at": now, "outcome": "accepted", "responded_at": now, "plan_id": done["plan_id"]}]},
+    )
+    assert done["plan_id"] not in {c["plan_id"] for c in post(server, "/campaigns", {})["campaigns"]}
+    # A wave not planned yet, a one-shot plan and a missing token are refused.
+    refused = server.post("/campaign_wave", {"plan_id": plan_id, "wave": 2})
+    assert refused.status_code == 400 and "wave" in refused.json()["error"], refused.text
+    one_shot = post(server, "/plan", {"need": {"review": 2}})["plan_id"]
+    refused = server.post("/campaign_wave", {"plan_id": one_shot, "wave": 1})
+    assert refused.status_code == 400 and "one-shot" in refused.json()["error"], refused.text
+    assert page_servers.secured.post("/campaigns", {}).status_code == 401
+    assert page_servers.secured.post("/campaign_wave", {"plan_id": plan_id, "wave": 1}).status_code == 401
+
+
+def test_the_worklist_shows_a_campaigns_progress_and_exports_a_wave_as_csv(
+    page: Any, page_servers: PageServers, tmp_path: Any
+) -> None:
+    import pandas as pd
+
+    from models.planner import PLAN_COLUMNS
+
+    server = page_servers.open
+    made, counts = _campaign_with_answers(server)
+    next_at = pd.Timestamp(made["campaign"]["deadline"]) - pd.Timedelta(days=28)
+    page.goto(server.url + "/")
+    card = page.locator(f'#campaigns .campaign[data-plan-id="{made["plan_id"]}"]')
+    card.wait_for()
+    for ask_type, (yeses, pending) in counts.items():
+        row = card.locator(f'tr[data-ask-type="{ask_type}"]')
+        assert row.locator('[data-field="need"]').text_content() == str(CAMPAIGN_NEED[ask_type])
+        assert row.locator('[data-field="yeses_so_far"]').text_content() == str(yeses)
+        assert row.locator('[data-field="pending"]').text_content() == str(pending)
+    assert card.locator(".next-wave").text_content() == f"Next: wave 2 of 3 on {next_at:%Y-%m-%d}."
+    page.screenshot(path=str(ARTIFACTS / "page-campaigns.png"), full_page=True)
+
+    with page.expect_download() as download:
+        card.get_by_role("link", name="Export wave 1 (CSV)").click()
+    path = tmp_path / "wave1.csv"
+    download.value.save_as(path)
+    table = pd.read_csv(path, dtype={"customer_id": str, "plan_id": str})
+    assert list(table.columns) == list(PLAN_COLUMNS)
+    asked = [(a["customer_id"], a["ask_type"], a["rank"]) for a in made["asks"]]
+    assert list(table[["customer_id", "ask_type", "rank"]].itertuples(index=False, name=None)) == asked
+    assert set(table["plan_id"]) == {made["plan_id"]} and set(table["wave"]) == {1}

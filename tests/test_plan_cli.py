@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from advocacy.cli import app
 from models.planner import INVITED_AT_RANDOM, PLAN_COLUMNS
 from storage.plans import PlanStore
+from storage.settings import get_settings
 from tests.conftest import SAMPLE, TrainedHome
 
 pytestmark = pytest.mark.slow
@@ -63,3 +64,16 @@ def test_a_bad_need_is_one_line_naming_the_field(trained_home: TrainedHome, extr
     result = CliRunner().invoke(app, ["plan", "--data", str(SAMPLE), *extra], env=_env(trained_home))
     assert result.exit_code == 2
     assert named in " ".join(result.stderr.split())
+
+
+def test_the_ungated_types_are_the_deployments_setting(trained_home: TrainedHome, tmp_path: Path) -> None:
+    out = tmp_path / "plan.csv"
+    args = ["plan", "--data", str(SAMPLE), "--need", "review=10", "--out", str(out)]
+    gated = CliRunner().invoke(app, args, env={**_env(trained_home), "ADVOCACY_UNGATED_TYPES": ""})
+    assert gated.exit_code == 0, gated.output
+    assert not (pd.read_csv(out)["reason_1"] == INVITED_AT_RANDOM).any()
+    assert "invited at random" not in gated.output
+    get_settings.cache_clear()  # each command of a real shell reads its environment afresh
+    wrong = CliRunner().invoke(app, args, env={**_env(trained_home), "ADVOCACY_UNGATED_TYPES": "review,reviews"})
+    assert wrong.exit_code == 2
+    assert "ADVOCACY_UNGATED_TYPES: ungated_types: unknown ask type 'reviews'" in " ".join(wrong.stderr.split())

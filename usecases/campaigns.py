@@ -23,7 +23,7 @@ import pandas as pd
 from features.catalog import ASK_TYPE_NAMES
 from models.bundle import Bundle
 from models.campaign import Answers, AnswerTimes, Pace, Schedule, SoFar, forecast, outlook, wave_target
-from models.planner import Candidates, PlanRequest, Wave, acceptance_level_sd
+from models.planner import PLAN_COLUMNS, Candidates, PlanRequest, Wave, acceptance_level_sd
 from storage.plans import PlanStore
 
 FORECAST_DRAWS = 100  # simulated campaigns per type behind each summary's chance
@@ -190,7 +190,11 @@ def campaign_summary(
     for name, n in request.need.items():
         t = ASK_TYPE_NAMES.index(name)
         rows = allocation[name]
-        later = np.sort(cands.acceptance[eligible[:, t], t])[::-1][:5000]
+        later = cands.acceptance[eligible[:, t], t]
+        if cands.is_ungated(t):  # later waves go on down a random draw: any fixed shuffle forecasts them alike
+            later = np.random.default_rng(t).permutation(later)[:5000]
+        else:
+            later = np.sort(later)[::-1][:5000]
         answers = state.answers[t] if state is not None else Answers.none()
         yeses = state.yeses[t] if state is not None else 0
         sd = float(level_sd[t]) if level_sd is not None else 0.0
@@ -208,5 +212,123 @@ def campaign_summary(
             "expected_overshoot": seen.overshoot,
             "met": yeses >= n,
             "acceptance_level_sd": sd,
+            "invited_at_random": cands.is_ungated(t),
         }
     return out
+
+
+# ---- campaigns in progress: what the page's worklist shows of each ---------------------------------
+
+
+@dataclass(frozen=True)
+class TypeProgress:
+    """One ask type of a campaign so far: its need, the yeses, and the asks made still unanswered."""
+
+    need: int
+    yeses_so_far: int
+    pending: int
+
+    @property
+    def met(self) -> bool:
+        return self.yeses_so_far >= self.need
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    """A stored campaign at `as_of`: its calendar, per type what its answers say, and its next wave
+    (None when none is left: every wave is planned, or the next would fall at the deadline)."""
+
+    plan_id: str
+    as_of: pd.Timestamp
+    wave_dates: tuple[pd.Timestamp, ...]
+    asks_per_wave: tuple[int, ...]
+    waves: int
+    wave_days: int
+    deadline: pd.Timestamp
+    types: dict[str, TypeProgress]
+    next_wave: int | None
+    next_wave_at: pd.Timestamp | None
+
+    @property
+    def met(self) -> bool:
+        return all(t.met for t in self.types.values())
+
+
+def campaign_progress(
+    plan_id: str,
+    rows: pd.DataFrame,
+    record: dict[str, Any],
+    asks: pd.DataFrame,
+    links: pd.DataFrame,
+    as_of: pd.Timestamp,
+) -> CampaignProgress:
+    """A stored campaign at `as_of`, its answers counted by `campaign_state` (spec 5a: the asks
+    recorded with its plan_id, naming a customer and type it planned, asked at or after that
+    wave's date, before `as_of`)."""
+    calendar = record["campaign"]
+    dates = tuple(pd.Timestamp(d) for d in calendar["wave_dates"])
+    waves, wave_days = int(calendar["waves"]), int(calendar["wave_days"])
+    deadline = pd.Timestamp(calendar["deadline"])
+    # A wave planned ahead (`as_of` given) has no answer before its date: the count at `as_of` is
+    # that of the waves begun, which is also all `campaign_state` accepts (a date after the last wave).
+    begun = sum(d < as_of for d in dates)
+    types = {name: TypeProgress(int(n), 0, 0) for name, n in record["need"].items()}
+    if begun:
+        seen = {**record, "campaign": {**calendar, "wave_dates": list(calendar["wave_dates"][:begun])}}
+        state = campaign_state(plan_id, rows[rows["wave"] <= begun], seen, asks, links, as_of)
+        for name, n in record["need"].items():
+            t = ASK_TYPE_NAMES.index(name)
+            types[name] = TypeProgress(int(n), state.yeses[t], int(state.answers[t].pending.size))
+    counts = rows["wave"].value_counts()
+    # `next_wave`'s default date, and its rule: after the last wave, or at the deadline, it asks no one.
+    following = dates[-1] + pd.Timedelta(days=wave_days)
+    left = len(dates) < waves and following < deadline
+    return CampaignProgress(
+        plan_id,
+        as_of,
+        dates,
+        tuple(int(counts.get(w, 0)) for w in range(1, len(dates) + 1)),
+        waves,
+        wave_days,
+        deadline,
+        types,
+        len(dates) + 1 if left else None,
+        following if left else None,
+    )
+
+
+def campaigns_in_progress(
+    plans: PlanStore, asks: pd.DataFrame, links: pd.DataFrame, as_of: pd.Timestamp
+) -> list[CampaignProgress]:
+    """The stored campaigns still running at `as_of`, the nearest deadline first: deadline ahead,
+    and not every need met yet (a campaign whose yeses reach every need is done). `asks`: every
+    ask known at `as_of`; `links`: the ask log's ask_id -> plan_id."""
+    found = []
+    for plan_id in plans.ids():
+        try:
+            calendar = plans.record(plan_id).get("campaign")  # most plans are one-shot: skip their tables
+            if calendar is None or pd.Timestamp(calendar["deadline"]) <= as_of:
+                continue
+            rows, record = plans.load(plan_id)
+        except (KeyError, ValueError, OSError):
+            continue  # a plan cut short or swept meanwhile is running no longer
+        progress = campaign_progress(plan_id, rows, record, asks, links, as_of)
+        if not progress.met:
+            found.append(progress)
+    return sorted(found, key=lambda c: (c.deadline, c.plan_id))
+
+
+def campaign_wave(plans: PlanStore, plan_id: str, wave: int) -> pd.DataFrame:
+    """The asks a stored campaign planned in wave `wave`, in the columns `advocacy plan --out`
+    writes; a plan that is not a campaign, or a wave not planned yet, is refused naming the field."""
+    try:
+        rows, record = plans.load(plan_id)
+    except KeyError:
+        raise ValueError(f"plan_id: no plan {plan_id!r} was made here") from None
+    calendar = record.get("campaign")
+    if calendar is None:
+        raise ValueError(f"plan_id: plan {plan_id} is a one-shot plan, not a campaign")
+    planned = len(calendar["wave_dates"])
+    if not 1 <= wave <= planned:
+        raise ValueError(f"wave: campaign {plan_id} has planned waves 1 to {planned}, not wave {wave}")
+    return rows.loc[rows["wave"] == wave, list(PLAN_COLUMNS)].reset_index(drop=True)

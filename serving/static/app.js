@@ -1,5 +1,5 @@
-// The CSM page: the worklist (this period's plan, deliveries due, advocates going cold), search a
-// customer and open the card, list where the model and the points rule disagree.
+// The CSM page: the worklist (this period's plan, campaigns in progress, deliveries due, advocates
+// going cold), search a customer and open the card, list where the model and the points rule disagree.
 // Every value from the API is shown through textContent (never innerHTML), so data cannot inject markup.
 "use strict";
 
@@ -317,6 +317,7 @@ async function loadWorklist() {
     customerCell(c.customer_id, c.name), el("td", {}, el("span", { class: `tier ${c.tier}`, text: c.tier })),
     el("td", { text: pct(c.propensity) }), el("td", { text: c.days_since_last_activity === null ? "n/a" : String(Math.round(c.days_since_last_activity)) }))));
   if (!w.going_cold.length) $("going-cold").querySelector("tbody").append(el("tr", {}, el("td", { colspan: "4", text: "No advocate is going cold." })));
+  loadCampaigns();
   await makePlan(false); // a first look: stored once a CSM makes the plan or downloads it
 }
 
@@ -345,7 +346,8 @@ async function makePlan(store = true) {
     class: s.met ? "met" : "unmet", "data-ask-type": type,
     text: s.met
       ? `${words(type)}: ${s.need} yeses needed, ask ${s.asked}: ${pct(s.p_at_least_needed)} chance of at least ${s.need} (${s.expected_yes.toFixed(1)} expected).`
-      : `${words(type)}: ${s.need} yeses needed cannot be met at this confidence: asking ${s.asked} customers, ${pct(s.p_at_least_needed)} chance; about ${s.expected_yes.toFixed(1)} yeses are likely.` })));
+      : `${words(type)}: ${s.need} yeses needed cannot be met at this confidence: asking ${s.asked} customers, ${pct(s.p_at_least_needed)} chance; about ${s.expected_yes.toFixed(1)} yeses are likely.` },
+    s.invited_at_random ? el("span", { class: "ungated", text: ` Invited at random among customers no fatigue guardrail blocks, not by how likely they are to say yes: asking only customers expected to be happy for a public review is what the FTC's guide on soliciting reviews tells businesses not to do. The model only says how many to invite.` }) : null)));
   $("plan").querySelector("tbody").replaceChildren(...plan.asks.map((a) => openingRow(a.customer_id,
     el("td", { text: words(a.ask_type) }), el("td", { text: String(a.rank) }), customerCell(a.customer_id, a.name),
     el("td", { text: pct(a.acceptance) }), el("td", { text: pct(a.p_at_least_needed) }),
@@ -361,18 +363,73 @@ function csvCell(value) {
   return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
-async function exportPlan() {
-  if (!lastPlan || !lastPlan.asks.length) return;
-  if (!lastPlan.stored) await makePlan(true); // the downloaded plan_id must be one asks can name
-  if (!lastPlan || !lastPlan.asks.length) return;
-  const columns = Object.keys(lastPlan.asks[0]);
-  const lines = [columns.join(","), ...lastPlan.asks.map((a) => columns.map((c) => csvCell(a[c])).join(","))];
+// Planned asks as the CSV `advocacy plan --out` writes: the API's rows keep its columns in order.
+function downloadCsv(asks, filename) {
+  const columns = Object.keys(asks[0]);
+  const lines = [columns.join(","), ...asks.map((a) => columns.map((c) => csvCell(a[c])).join(","))];
   const url = URL.createObjectURL(new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" }));
-  const link = el("a", { href: url, download: `plan-${lastPlan.plan_id}.csv` });
+  const link = el("a", { href: url, download: filename });
   document.body.append(link);
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+async function exportPlan() {
+  if (!lastPlan || !lastPlan.asks.length) return;
+  if (!lastPlan.stored) await makePlan(true); // the downloaded plan_id must be one asks can name
+  if (!lastPlan || !lastPlan.asks.length) return;
+  downloadCsv(lastPlan.asks, `plan-${lastPlan.plan_id}.csv`);
+}
+
+// ---- campaigns in progress: per type the need, yeses so far, asks pending; the next wave; each wave's CSV
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+async function exportWave(planId, wave) {
+  say("campaigns-message", `Preparing wave ${wave}…`);
+  const result = await api("/campaign_wave", { plan_id: planId, wave });
+  if (result.status !== 200) { say("campaigns-message", `Could not export wave ${wave}: ${errorText(result)}`, true); return; }
+  if (!result.data.asks.length) { say("campaigns-message", `Wave ${wave} asked no one: nothing to export.`); return; }
+  say("campaigns-message", "");
+  downloadCsv(result.data.asks, `campaign-${planId}-wave-${wave}.csv`);
+}
+
+function campaignCard(c, now) {
+  const first = c.planned[0];
+  const rows = Object.entries(c.types).map(([type, t]) => el("tr", { "data-ask-type": type },
+    el("td", { text: words(type) }), el("td", { "data-field": "need", text: String(t.need) }),
+    el("td", { "data-field": "yeses_so_far", text: String(t.yeses_so_far) }),
+    el("td", { "data-field": "pending", text: String(t.pending) }),
+    el("td", { text: t.met ? "met" : `${plural(t.need - t.yeses_so_far, "yes", "yeses")} to go` })));
+  const next = c.next_wave === null
+    ? `No wave left to plan: answers still count until the deadline, ${day(c.deadline)}.`
+    : new Date(c.next_wave_at) <= now
+      ? `Next: wave ${c.next_wave} of ${c.waves}, due since ${day(c.next_wave_at)}.`
+      : `Next: wave ${c.next_wave} of ${c.waves} on ${day(c.next_wave_at)}.`;
+  const exports = c.planned.map((w) => {
+    const link = el("a", { href: "#", class: "export-wave", "data-wave": w.wave,
+      title: `${plural(w.asks, "ask", "asks")} planned on ${day(w.date)}`, text: `Export wave ${w.wave} (CSV)` });
+    link.addEventListener("click", (event) => { event.preventDefault(); exportWave(c.plan_id, w.wave); });
+    return link;
+  });
+  return el("article", { class: "campaign", "data-plan-id": c.plan_id, "aria-label": `Campaign ${c.plan_id}` },
+    el("h3", {}, `Campaign started ${day(first.date)}, deadline ${day(c.deadline)}`, " ",
+      el("span", { class: "muted", text: `(plan ${c.plan_id})` })),
+    el("table", { class: "list progress", "aria-label": "Yeses per ask type" },
+      el("thead", {}, el("tr", {}, ...["Ask", "Yeses needed", "Yeses so far", "Waiting for an answer", ""].map((h) =>
+        el("th", { scope: "col", text: h })))),
+      el("tbody", {}, ...rows)),
+    el("p", { class: "next-wave", text: next }),
+    el("p", { class: "exports" }, ...exports));
+}
+
+async function loadCampaigns() {
+  const result = await api("/campaigns", { limit: 50 });
+  if (result.status !== 200) { say("campaigns-message", `Could not load the campaigns: ${errorText(result)}`, true); return; }
+  const list = result.data.campaigns;
+  const now = new Date(result.data.as_of);
+  $("campaigns").replaceChildren(...list.map((c) => campaignCard(c, now)));
+  say("campaigns-message", list.length ? "" : "No campaign is in progress.");
 }
 
 // ---- the program report ------------------------------------------------------------------------------
