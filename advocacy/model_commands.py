@@ -102,7 +102,25 @@ def recalibrate(
     data: Annotated[Path | None, typer.Option("--data", help="Directory of raw tables.")] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
 ) -> None:
-    """Recalibrate @champion on the newest answered asks (its trees stay), register, promote if the gate passes."""
+    """Recalibrate @champion on the newest answered asks (its trees stay), register, promote if the gate passes.
+
+    Campaign answers (asks recorded with a plan's plan_id) weigh more than asks the company chose itself."""
     from training.recalibrate import recalibrate as run_recalibration
 
-    print_train_result(run_recalibration(current_settings(), data, experiment=experiment, progress=console.log))
+    result = run_recalibration(current_settings(), data, experiment=experiment, progress=console.log)
+    print_campaign_answers(result.campaign)
+    print_train_result(result)
+
+
+def print_campaign_answers(evidence: Any) -> None:
+    """Per ask type, the campaign answers the acceptance calibrators used and what each weighed."""
+    if not evidence.total:
+        console.print("No campaign answers among the asks recalibrated on: every answered ask weighed the same.")
+        return
+    title = f"Campaign answers weighed as unbiased evidence (ADVOCACY_HABIT_BIAS={evidence.habit_bias:g})"
+    table = Table(title=title)
+    for col in ("ask type", "campaign answers", "weight each (an off-plan ask: 1)"):
+        table.add_column(col, justify="left" if col == "ask type" else "right")
+    for name, n in evidence.answers.items():
+        table.add_row(name, f"{n:,}", f"{evidence.weight[name]:.1f}")
+    console.print(table)

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     # `advocacy recalibrate` may reorder asks across types (per-type offsets): it is refused when the
     # acceptance or propensity AUC falls by more than this beyond noise.
     gate_max_auc_loss: float = Field(default=0.01, ge=0, le=1)
+    # How far (log-odds) the company's own habits of whom to ask may lift the acceptance of the asks
+    # they chose, beyond what the features see. `advocacy recalibrate` weighs each campaign answer
+    # (spec 5a: asked because a plan chose it) above those asks by what this bias costs them
+    # (`models.calibration.campaign_weights`); 0 weighs every answer alike. 0.25 is the lift the
+    # generated world's unrecorded rapport gives the asks its company chooses (0.6 log-odds of
+    # acceptance per sd of rapport, asked 2 x sigmoid(1.2 x rapport) as often: 0.25 at rates of
+    # 0.2 to 0.5); a real company's habits may weigh more.
+    habit_bias: float = Field(default=0.25, ge=0, le=5)
     # An accepted ask not delivered (no activity names its ask_id) within this many days is no longer
     # committed pipeline. Fixed at training time and kept with the model, so API and batch agree.
     commitment_lapse_days: int = Field(default=90, ge=1, le=3650)

@@ -147,12 +147,19 @@ def fit_calibrated(
 
 
 def calibrate(
-    raw: np.ndarray, x: np.ndarray, y: np.ndarray, method: Method = "platt", group_column: int | None = None
+    raw: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    method: Method = "platt",
+    group_column: int | None = None,
+    weight: np.ndarray | None = None,
 ) -> Calibrator:
-    """The calibrator of raw scores `raw` of rows `x` against `y`; per ask type when `group_column` is given."""
+    """The calibrator of raw scores `raw` of rows `x` against `y`; per ask type when `group_column` is
+    given; each row counting `weight` times when given (`models.calibration.campaign_weights`)."""
     if group_column is None:
-        return Calibrator.fit(raw, y, method)
-    return Calibrator.fit(raw, y, method, x[:, group_column].astype(np.int64), len(ASK_TYPE_NAMES))
+        return Calibrator.fit(raw, y, method, weight=weight)
+    groups = x[:, group_column].astype(np.int64)
+    return Calibrator.fit(raw, y, method, groups, len(ASK_TYPE_NAMES), weight=weight)
 
 
 def crossfit_scores(

@@ -52,21 +52,28 @@ def _ece(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
 
 
 def clustered_draws(
-    y: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndarray, resamples: int, metric: Metric, seed: int = 0
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    groups: np.ndarray,
+    resamples: int,
+    metric: Metric,
+    seed: int = 0,
+    weight: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """`metric` of each score on `resamples` bootstrap samples of the groups (customers), the same
-    samples for every score so that differences are paired."""
+    samples for every score so that differences are paired; rows count `weight` times (one each
+    without it) on top of the draw."""
     codes, uniques = pd.factorize(pd.Series(groups))
     n_groups = len(uniques)
     rng = np.random.default_rng(seed)
     draws = {name: np.empty(resamples) for name in scores}
-    every = np.ones(len(y))
+    every = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
     for b in range(resamples):
-        weight = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups))[codes].astype(float)
-        kept = weight > 0
+        drawn = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups))[codes].astype(float)
+        kept = drawn > 0
         one_class = len(np.unique(y[kept])) < 2  # no AUC on such a sample: draw it as the estimate
         for name, s in scores.items():
-            draws[name][b] = metric(y, s, every) if one_class else metric(y[kept], s[kept], weight[kept])
+            draws[name][b] = metric(y, s, every) if one_class else metric(y[kept], s[kept], (drawn * every)[kept])
     return draws
 
 
@@ -138,13 +145,16 @@ def decide(
 
 @dataclass(frozen=True)
 class HeldOut:
-    """One model's newest held-out rows: labels, customers, and the champion's and the candidate's probabilities."""
+    """One model's newest held-out rows: labels, customers, and the champion's and the candidate's
+    probabilities; `weight`, what each row counts for (one each without it), as the candidate's
+    calibrators were fitted (`models.calibration.campaign_weights`)."""
 
     name: str
     y: np.ndarray
     groups: np.ndarray
     champion: np.ndarray
     new: np.ndarray
+    weight: np.ndarray | None = None
 
 
 def decide_recalibration(
@@ -157,22 +167,24 @@ def decide_recalibration(
     `gate_max_auc_loss` beyond noise (per-type offsets can reorder asks across types: on the faded
     sample of the tests, -0.003 AUC for an acceptance ECE of 0.028 instead of 0.158); and at least
     one model's ECE lower beyond noise. Noise is a paired bootstrap interval resampling customers,
-    as in `decide`.
+    as in `decide`. Each held-out row counts as it did in the fit (`HeldOut.weight`): calibrators
+    fitted to trust campaign answers over the asks the company chose itself are judged by the same
+    evidence, or the gate would hold them to the very bias they correct.
     """
     level, pct = settings.gate_confidence, f"{settings.gate_confidence:.0%}"
     metrics: dict[str, float] = {}
     better: list[str] = []
     for t in targets:
         scores = {"new": t.new, "champion": t.champion}
-        ece = {k: expected_calibration_error(t.y, s) for k, s in scores.items()}
+        ece = {k: expected_calibration_error(t.y, s, weight=t.weight) for k, s in scores.items()}
         metrics |= {f"{t.name}_ece": ece["new"], f"{t.name}_champion_ece": ece["champion"]}
         if not ece["new"] <= settings.gate_max_ece:
             reason = f"refused: {t.name} ECE {ece['new']:.4f} is over the ceiling {settings.gate_max_ece}"
             return GateDecision(False, reason, version), metrics
-        e_draws = clustered_draws(t.y, scores, t.groups, settings.gate_resamples, _ece)
+        e_draws = clustered_draws(t.y, scores, t.groups, settings.gate_resamples, _ece, weight=t.weight)
         drop = interval(ece["champion"] - ece["new"], e_draws["champion"] - e_draws["new"], level)
-        a_draws = clustered_auc_draws(t.y, scores, t.groups, settings.gate_resamples)
-        auc = {k: float(roc_auc_score(t.y, s)) for k, s in scores.items()}
+        a_draws = clustered_draws(t.y, scores, t.groups, settings.gate_resamples, _auc, weight=t.weight)
+        auc = {k: float(roc_auc_score(t.y, s, sample_weight=t.weight)) for k, s in scores.items()}
         change = interval(auc["new"] - auc["champion"], a_draws["new"] - a_draws["champion"], level)
         metrics |= {f"gate_{t.name}_ece_drop_ci_low": drop.low, f"gate_{t.name}_ece_drop_ci_high": drop.high}
         metrics |= {f"gate_{t.name}_auc_change_ci_high": change.high}

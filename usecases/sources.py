@@ -23,7 +23,7 @@ import pandas as pd
 from features.contracts import CONTRACTS, check_activity_asks
 from features.io import World, read_world
 from features.labels import observed_until
-from models.program import StoredPlan
+from models.program import StoredPlan, planned_asks
 from storage.asklog import AskLog
 from storage.plans import PlanStore, Retention, linked_plans
 from storage.settings import Settings
@@ -141,6 +141,17 @@ class Sources:
             except (KeyError, ValueError, OSError):
                 continue
         return found
+
+    def campaign_answers(self, asks: pd.DataFrame) -> frozenset[str]:
+        """The `ask_id`s of `asks` that count for a stored campaign (spec 5a; a one-shot plan is a
+        campaign of one wave), by the program report's rule (`models.program.planned_asks`): the
+        first ask of a planned customer and type recorded with the plan's `plan_id` at or after its
+        date. An ask naming a plan no longer stored is off plan, as the report counts it."""
+        links = self.plan_links()
+        if links.empty:
+            return frozenset()
+        planned = planned_asks(asks, links, self.stored_plans(set(links["plan_id"])))
+        return frozenset(planned.loc[planned["on_plan"], "ask_id"].astype("str"))
 
     def read(self, now: pd.Timestamp | None = None) -> Read:
         """The validated tables with the logged asks merged in (see the module docstring)."""
