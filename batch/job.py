@@ -37,8 +37,8 @@ from batch.chunk import Scorer
 from batch.engines import ENGINES, default_workers, run_dask, run_local
 from batch.report import log_to_mlflow, make_progress, print_summary
 from batch.tables import Split, count_rows, data_fingerprint, file_logged_asks, frame_digest, split_tables
-from features.contracts import DataContractError, as_utc
-from features.io import table_files
+from features.contracts import DataContractError, as_utc, empty_plan_links
+from features.io import merge_plan_links, read_plan_links, table_files
 from features.spec import FEATURE_VERSION
 from models.drift import drift_from_counts
 from models.explain_fast import ExplainStats
@@ -151,6 +151,9 @@ class _Run:
     scorer: Scorer
     engine: str
     workers: int
+    # The asks table's (ask_id, plan_id), read whole (they are few columns): the split keeps the
+    # contract's columns only, and the service needs them to count the table's campaign answers.
+    plan_links: pd.DataFrame = field(default_factory=empty_plan_links)
 
     @property
     def work(self) -> Path:
@@ -194,7 +197,9 @@ def run_batch(
     write_frame(drift, drift_path(run.out))
     clock.lap("output")
     snapshot_dir = (
-        write_snapshot_from_chunks(run.work, split.n_chunks, store, run.as_of, force_snapshot) if snapshot else None
+        write_snapshot_from_chunks(run.work, split.n_chunks, store, run.as_of, force_snapshot, run.plan_links)
+        if snapshot
+        else None
     )
     clock.lap("snapshot")
     result = BatchResult(
@@ -248,7 +253,10 @@ def _plan_run(
     _check_arguments(out, engine, chunk_size, workers)
     files = table_files(data_dir)
     champion, bundle = load_champion(settings)
-    logged = Sources.from_settings(settings, data_dir).logged_asks()
+    sources = Sources.from_settings(settings, data_dir)
+    logged = sources.logged_asks()
+    plan_links = read_plan_links(files.get("asks"))
+    merge_plan_links(plan_links, sources.logged_plan_links())  # an ask's plan is fixed: refused before any work
     key = RunKey(
         data=data_fingerprint(files),
         asks_logged=frame_digest(logged),
@@ -273,7 +281,9 @@ def _plan_run(
     )
     scorer = Scorer.for_bundle(bundle, explain)
     n_workers = workers or default_workers(count_rows("customers", files["customers"]))
-    return _Run(settings, data_dir, out, files, logged, key, as_of, champion.version, scorer, engine, n_workers)
+    return _Run(
+        settings, data_dir, out, files, logged, key, as_of, champion.version, scorer, engine, n_workers, plan_links
+    )
 
 
 def _split(run: _Run, progress: Progress) -> Split:

@@ -22,14 +22,15 @@ import numpy as np
 import pandas as pd
 
 from features.commitments import COMMITMENT_COLUMNS, COMMITMENT_LAPSE_DAYS, delivered_at, open_commitments
-from features.contracts import TIMESTAMP, answer_known_at
+from features.contracts import TIMESTAMP, answer_known_at, empty_plan_links
 from features.io import World
 from features.pointintime import active_points, build_features
 from features.spec import FEATURE_VERSION
 
 HISTORY_DAYS = 365
 RECENT_REFERENCE_DAYS = 90
-SNAPSHOT_TABLES = ("features", "asks", "history")
+SNAPSHOT_TABLES = ("features", "asks", "history")  # a row per customer or event: the batch job writes them by chunk
+PLAN_LINKS = "plan_links"  # the asks table's (ask_id, plan_id): small, written whole
 
 
 @dataclass
@@ -38,18 +39,24 @@ class Snapshot:
     asks: pd.DataFrame
     history: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    # Which campaign the snapshot's asks were made for, where the asks table says (its `plan_id`
+    # column): the service counts them for their campaigns beside the ask log's.
+    plan_links: pd.DataFrame = field(default_factory=empty_plan_links)
 
     @property
     def as_of(self) -> pd.Timestamp:
         return pd.Timestamp(self.meta["as_of"])
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """The snapshot's tables by name (`SNAPSHOT_TABLES`), as `storage.snapshots` writes them."""
-        return {name: getattr(self, name) for name in SNAPSHOT_TABLES}
+        """The snapshot's tables by name (`SNAPSHOT_TABLES` and `PLAN_LINKS`), as `storage.snapshots` writes them."""
+        return {**{name: getattr(self, name) for name in SNAPSHOT_TABLES}, PLAN_LINKS: self.plan_links}
 
     @classmethod
     def from_tables(cls, tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> Snapshot:
-        return cls(**{name: tables[name] for name in SNAPSHOT_TABLES}, meta=dict(meta))
+        """A snapshot as read back; one written before plan links were kept has none."""
+        links = tables.get(PLAN_LINKS)
+        links = empty_plan_links() if links is None else links.astype("str")
+        return cls(**{name: tables[name] for name in SNAPSHOT_TABLES}, meta=dict(meta), plan_links=links)
 
 
 def _last_before(events: pd.DataFrame, time_col: str, as_of: pd.Timestamp, ids: pd.Series) -> pd.Series:
@@ -160,7 +167,13 @@ def build_snapshot(
     # commitments when an ask is recorded after this snapshot (`features.pointintime.restate_ask_history`).
     asks["delivered_at"] = delivered_at(asks, world.activities[world.activities["occurred_at"] < as_of])
     meta = snapshot_meta(as_of, customers=len(frame), asks=len(asks))
-    return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history_table(world, as_of), meta)
+    links = snapshot_plan_links(world.plan_links, asks["ask_id"])
+    return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history_table(world, as_of), meta, links)
+
+
+def snapshot_plan_links(links: pd.DataFrame, ask_ids: pd.Series) -> pd.DataFrame:
+    """The plan links of the asks a snapshot keeps (those made before its as_of)."""
+    return links[links["ask_id"].isin(set(ask_ids.astype("str")))].reset_index(drop=True)
 
 
 def snapshot_meta(as_of: pd.Timestamp, customers: int, asks: int, forced: bool = False) -> dict[str, Any]:

@@ -441,6 +441,34 @@ def _describe(cases: pd.DataFrame) -> list[str]:
     return problems
 
 
+PLAN_LINK_COLUMNS: tuple[str, ...] = ("ask_id", "plan_id")
+
+
+def empty_plan_links() -> pd.DataFrame:
+    """No (`ask_id`, `plan_id`) links: an asks table without the optional `plan_id` column."""
+    return pd.DataFrame({c: pd.Series([], dtype="str") for c in PLAN_LINK_COLUMNS})
+
+
+def ask_plan_links(raw: pd.DataFrame) -> pd.DataFrame:
+    """(`ask_id`, `plan_id`) of the asks table's rows that name a plan in its optional `plan_id`
+    column (spec 2: the campaign the ask was made for, e.g. a CRM export), in the table's order. A
+    `plan_id` is an id like any other (`_ID`'s rules); one that breaks them is a `DataContractError`
+    naming the column and rows. An empty cell names no plan."""
+    if "plan_id" not in raw.columns:
+        return empty_plan_links()
+    plan = _as_text(raw["plan_id"].reset_index(drop=True))
+    has = plan.notna()
+    rules = (
+        (f"at most {MAX_ID_LENGTH} characters", plan.str.len() > MAX_ID_LENGTH),
+        ("no surrounding spaces", plan != plan.str.strip()),
+    )
+    problems = [_rule_problem("plan_id", rule, plan, bad & has) for rule, bad in rules if (bad & has).any()]
+    if problems:
+        raise DataContractError("asks", problems)
+    ids = _as_text(raw["ask_id"].reset_index(drop=True))
+    return pd.DataFrame({"ask_id": ids[has], "plan_id": plan[has]}).reset_index(drop=True)
+
+
 def empty_table(name: str) -> pd.DataFrame:
     """A zero-row table with the canonical columns and types (for a missing optional table)."""
     contract = CONTRACTS[name]

@@ -13,16 +13,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from features.catalog import REQUIRED_TABLES, TABLES
 from features.contracts import (
     CONTRACTS,
     DataContractError,
+    ask_plan_links,
     check_foreign_keys,
+    empty_plan_links,
     empty_table,
     validate_table,
 )
 
+# Optional id columns a table may carry beyond its contract's (spec 2), read as text like its ids.
+OPTIONAL_IDS: dict[str, tuple[str, ...]] = {"asks": ("plan_id",)}
 # An ask's customer, type and time are what it is; only its answer may change later (spec section 7).
 FIXED_ASK_FIELDS = ("customer_id", "ask_type", "asked_at")
 
@@ -33,7 +38,9 @@ class World:
 
     `data_end` is the end of the observed period when it was fixed before asks recorded through the
     API were merged in (`with_logged_asks`): the log is always ahead of the data export, so its
-    asks must not move the period the data tables cover (`features.labels.observed_until`)."""
+    asks must not move the period the data tables cover (`features.labels.observed_until`).
+    `plan_links` are the asks table's (`ask_id`, `plan_id`): the campaign each ask was made for,
+    where the table says (its optional `plan_id` column)."""
 
     customers: pd.DataFrame
     usage: pd.DataFrame
@@ -43,6 +50,7 @@ class World:
     asks: pd.DataFrame
     activities: pd.DataFrame
     data_end: pd.Timestamp | None = field(default=None, compare=False)
+    plan_links: pd.DataFrame = field(default_factory=empty_plan_links, compare=False)
 
     def table(self, name: str) -> pd.DataFrame:
         frame: pd.DataFrame = getattr(self, name)
@@ -58,7 +66,8 @@ class World:
         known = logged["customer_id"].isin(set(self.customers["customer_id"])).to_numpy()
         asks = merge_asks(self.asks, logged[known]) if known.any() else self.asks
         end = self.data_end if data_end is None else data_end
-        return World(**{**self.as_dict(), "asks": asks}, data_end=end), int((~known).sum())
+        copy = World(**{**self.as_dict(), "asks": asks}, data_end=end, plan_links=self.plan_links)
+        return copy, int((~known).sum())
 
 
 def table_answer_later(table: pd.Series, logged: pd.Series) -> np.ndarray:
@@ -105,6 +114,26 @@ def merge_asks(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table[~ids.isin(beaten).to_numpy()], logged[keep_log]], ignore_index=True)
 
 
+def merge_plan_links(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
+    """The asks table's (`ask_id`, `plan_id`) links and the ask log's as one: an ask's plan is fixed
+    (spec 7), so an `ask_id` that names one plan in the table and another in the log is a
+    `DataContractError` naming it."""
+    both = pd.concat([table.loc[:, ["ask_id", "plan_id"]], logged.loc[:, ["ask_id", "plan_id"]]], ignore_index=True)
+    both = both.drop_duplicates().reset_index(drop=True)
+    clash = both["ask_id"].duplicated(keep=False)
+    if clash.any():
+        ask_id = str(both.loc[clash, "ask_id"].iloc[0])
+        plans = both.loc[both["ask_id"] == ask_id, "plan_id"].tolist()
+        raise DataContractError(
+            "asks",
+            [
+                f"ask_id {ask_id!r}: plan_id is {plans[0]} in the asks table but {plans[1]} in the ask log (an ask's "
+                f"plan is fixed) ({int(both.loc[clash, 'ask_id'].nunique())} such asks)"
+            ],
+        )
+    return both.astype("str")
+
+
 def unreadable(name: str, path: Path, err: Exception) -> DataContractError:
     """The error for a table file that is there but cannot be read (truncated, not Parquet, not text)."""
     return DataContractError(name, [f"cannot read {path.name}: {err}"])
@@ -132,7 +161,8 @@ def world_from_tables(raw: Mapping[str, pd.DataFrame]) -> World:
         else:
             tables[name] = empty_table(name)
     check_foreign_keys(tables)
-    return World(**tables)
+    links = ask_plan_links(raw["asks"]) if "asks" in raw else empty_plan_links()
+    return World(**tables, plan_links=links)
 
 
 def table_files(data_dir: Path) -> dict[str, Path]:
@@ -175,10 +205,28 @@ def _read_raw(path: Path, name: str) -> pd.DataFrame:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
         # Ids and text stay text: "007" must not become 7.
-        text_cols = {c: "str" for c in contract.strings}
+        text_cols = {c: "str" for c in (*contract.strings, *OPTIONAL_IDS.get(name, ()))}
         return pd.read_csv(path, dtype=text_cols, keep_default_na=True)
     except (OSError, ValueError) as err:
         raise unreadable(name, path, err) from None
+
+
+def read_plan_links(path: Path | None) -> pd.DataFrame:
+    """`ask_plan_links` of the asks table file at `path` (None: no asks table), reading only its
+    `ask_id` and `plan_id` columns: for a reader that splits the table without them (the batch job)."""
+    if path is None:
+        return empty_plan_links()
+    try:
+        if path.suffix == ".parquet":
+            names = pq.read_schema(path).names
+            raw = pd.read_parquet(path, columns=["ask_id", "plan_id"]) if "plan_id" in names else None
+        else:
+            header = pd.read_csv(path, nrows=0).columns
+            wanted = {"ask_id": "str", "plan_id": "str"}
+            raw = pd.read_csv(path, usecols=list(wanted), dtype=wanted) if "plan_id" in header else None
+    except (OSError, ValueError) as err:
+        raise unreadable("asks", path, err) from None
+    return empty_plan_links() if raw is None else ask_plan_links(raw)
 
 
 def read_world(data_dir: Path | str) -> World:

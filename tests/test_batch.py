@@ -369,6 +369,7 @@ def _bad_sample(tmp_path: Path, table: str, change: Any) -> Path:
             "table 'nps': column 'customer_id': rule 'exists in customers' failed for 1 rows, e.g. row 2500",
         ),
         ("duplicate_id", "table 'asks': column 'ask_id': rule 'unique'"),
+        ("bad_plan_id", "table 'asks': column 'plan_id': rule 'no surrounding spaces' failed for 1 rows"),
     ],
 )
 @pytest.mark.slow
@@ -395,12 +396,33 @@ def test_bad_input_is_one_line_and_writes_nothing(
         data = _bad_sample(
             tmp_path, "asks", lambda f: f.assign(ask_id=f["ask_id"].where(f.index != 9, f["ask_id"].iloc[4000]))
         )
+    elif case == "bad_plan_id":
+        data = _bad_sample(tmp_path, "asks", lambda f: f.assign(plan_id=np.where(f.index == 7, " p1", None)))
     result = cli("--data", str(data), "--out", str(out), "--as-of", as_of)
     assert result.exit_code == 2
     assert message in " ".join(result.stderr.split()), result.stderr
     assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) <= 3
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.slow
+def test_the_asks_tables_plan_ids_reach_the_snapshot_the_service_reads(
+    trained_home: TrainedHome, tmp_path: Path
+) -> None:
+    """Spec 5a: a campaign's answers may come back in the asks table's `plan_id` column; the batch job
+    keeps them in the snapshot, so the service counts them for their campaigns as the CLI does."""
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data, ignore=shutil.ignore_patterns("truth"))
+    asks = pd.read_parquet(data / "asks.parquet")
+    named = asks.index[:: max(1, len(asks) // 5)][:5]
+    asks["plan_id"] = pd.Series("p-campaign", index=named).reindex(asks.index)
+    asks.to_parquet(data / "asks.parquet", index=False)
+    settings = _settings(trained_home, tmp_path / "store")
+    batch.run_batch(settings, data, tmp_path / "scores.parquet", as_of=AS_OF, explain=False, track=False, workers=1)
+    snapshot = Snapshot.from_tables(*read_snapshot(tmp_path / "store"))
+    expected = asks.loc[named, ["ask_id", "plan_id"]].astype("str").reset_index(drop=True)
+    assert snapshot.plan_links.to_dict(orient="records") == expected.to_dict(orient="records")
 
 
 def _refusal_in_one_and_two_workers(trained_home: TrainedHome, tmp_path: Path, data: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 
@@ -139,6 +140,17 @@ def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
 
 
 def _answer(log: AskLog, wave: pd.DataFrame, asked: pd.Timestamp, seed: int) -> None:
+    """`_answers` recorded through the ask log, as `POST /asks` records them."""
+    log.record(_answers(wave, asked, seed))
+
+
+def _append_to_asks_table(data: Path, answers: pd.DataFrame) -> None:
+    """The answers appended to the data folder's asks table with their `plan_id` (a CRM export)."""
+    table = pd.read_parquet(data / "asks.parquet")
+    pd.concat([table, answers], ignore_index=True).to_parquet(data / "asks.parquet", index=False)
+
+
+def _answers(wave: pd.DataFrame, asked: pd.Timestamp, seed: int) -> pd.DataFrame:
     """Every planned ask made a day after its wave; answered (yes by its acceptance) within 8 days."""
     rng = np.random.default_rng(seed)
     n = len(wave)
@@ -146,30 +158,29 @@ def _answer(log: AskLog, wave: pd.DataFrame, asked: pd.Timestamp, seed: int) -> 
     at = asked + pd.Timedelta(days=1)
     responded = at + pd.to_timedelta(rng.integers(1, 9, n), unit="D")
     now = pd.Timestamp.now(tz="UTC")
-    log.record(
-        pd.DataFrame(
-            {
-                "ask_id": [
-                    f"{p[:8]}-{w}-{c}" for p, w, c in wave[["plan_id", "wave", "customer_id"]].itertuples(False)
-                ],
-                "customer_id": wave["customer_id"].to_numpy(),
-                "ask_type": wave["ask_type"].to_numpy(),
-                "asked_at": at,
-                "outcome": np.where(responded < now, np.where(yes, "accepted", "declined"), "no_response"),
-                "responded_at": pd.Series(responded).where(pd.Series(responded) < now),
-                "plan_id": wave["plan_id"].to_numpy(),
-            }
-        )
+    return pd.DataFrame(
+        {
+            "ask_id": [f"{p[:8]}-{w}-{c}" for p, w, c in wave[["plan_id", "wave", "customer_id"]].itertuples(False)],
+            "customer_id": wave["customer_id"].to_numpy(),
+            "ask_type": wave["ask_type"].to_numpy(),
+            "asked_at": at,
+            "outcome": np.where(responded < now, np.where(yes, "accepted", "declined"), "no_response"),
+            "responded_at": pd.Series(responded).where(pd.Series(responded) < now),
+            "plan_id": wave["plan_id"].to_numpy(),
+        }
     )
 
 
 @pytest.mark.slow
 def test_a_campaign_runs_its_waves_through_the_command_line(trained_home: TrainedHome, tmp_path: Path) -> None:
-    home = tmp_path / "home"
+    """Wave 1's answers come back in the asks table with its plan_id (a CRM export), wave 2's
+    through the ask log: both count for the campaign, and `--continue` twice plans waves 2 and 3."""
+    home, data = tmp_path / "home", tmp_path / "data"
+    shutil.copytree(SAMPLE, data, ignore=shutil.ignore_patterns("truth"))
     env = {"ADVOCACY_HOME": str(home), "MLFLOW_TRACKING_URI": trained_home.settings.tracking_uri(), "COLUMNS": "200"}
     need = ["--need", "reference_call=8", "--need", "review=25", "--need", "case_study=3"]
     first = tmp_path / "wave1.csv"
-    code, out = _cli(env, "plan", "--data", str(SAMPLE), *need, "--waves", "3", "--out", str(first))
+    code, out = _cli(env, "plan", "--data", str(data), *need, "--waves", "3", "--out", str(first))
     assert code == 0, out
     wave1 = pd.read_csv(first)
     plan_id = wave1["plan_id"].iloc[0]
@@ -177,29 +188,40 @@ def test_a_campaign_runs_its_waves_through_the_command_line(trained_home: Traine
     _, record = PlanStore(home / ".advocacy" / "plans").load(plan_id)
     start = pd.Timestamp(record["campaign"]["wave_dates"][0])
     assert pd.Timestamp(record["campaign"]["deadline"]) == start + pd.Timedelta(days=42)
-    log = AskLog(home / ".advocacy" / "asks.sqlite", CONTRACTS["asks"])
-    _answer(log, wave1, start, seed=1)
+    in_table = _answers(wave1, start, seed=1)
+    stray = in_table.iloc[:1].assign(ask_id="stray-1", plan_id="no-such-plan")  # another tool's plan
+    _append_to_asks_table(data, pd.concat([in_table.iloc[1:], stray], ignore_index=True))
 
     second = tmp_path / "wave2.csv"
     code, out = _cli(env, "plan", "--continue", plan_id, "--out", str(second))  # the data folder wave 1 used
     assert code == 0, out
+    assert "1 asks rows naming a plan not stored here (counted off plan)" in " ".join(out.split())
     wave2 = pd.read_csv(second)
     summary = PlanStore(home / ".advocacy" / "plans").load(plan_id)[1]["summary"]
-    accepted = log.read()["outcome"].eq("accepted")
+    accepted = in_table.iloc[1:]["outcome"].eq("accepted")
     assert sum(s["yeses_so_far"] for s in summary.values()) == int(accepted.sum())
     assert set(wave2["wave"]) <= {2} and not set(wave2["customer_id"]) & set(wave1["customer_id"])
     for name, s in summary.items():  # a type whose yeses reach the need asks no more
         assert not s["met"] or (wave2["ask_type"] != name).all()
+    log = AskLog(home / ".advocacy" / "asks.sqlite", CONTRACTS["asks"])
     _answer(log, wave2, start + pd.Timedelta(days=14), seed=2)
 
     code, out = _cli(env, "plan", "--continue", plan_id, "--out", str(tmp_path / "wave3.csv"))
     assert code == 0, out
     rows, record = PlanStore(home / ".advocacy" / "plans").load(plan_id)
+    both = int(accepted.sum()) + int(log.read()["outcome"].eq("accepted").sum())
+    assert sum(s["yeses_so_far"] for s in record["summary"].values()) == both
     assert len(record["campaign"]["wave_dates"]) == 3 and rows["customer_id"].is_unique  # never asked twice
     code, out = _cli(env, "plan", "--continue", plan_id)
     assert code == 0 and "Nothing more to ask" in out, out  # after the last wave
     code, out = _cli(env, "plan", "--continue", plan_id, "--need", "review=3")
     assert code == 2 and "come from the stored campaign" in out
+
+    # An ask's plan is fixed: the log may not name another plan for an ask the table gave one.
+    moved = in_table.iloc[1:2].assign(plan_id="another-plan")
+    log.record(moved)
+    code, out = _cli(env, "plan", "--continue", plan_id)
+    assert code == 2 and f"ask_id '{moved['ask_id'].iloc[0]}': plan_id is {plan_id}" in " ".join(out.split())
 
 
 @pytest.mark.slow

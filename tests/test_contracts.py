@@ -281,3 +281,20 @@ def test_a_table_that_is_there_but_unreadable_is_an_error_not_an_absent_table(
     out = tmp_path / "features.parquet"
     result = _features_command(data, out)
     assert result.exit_code == 2 and "table 'asks'" in result.output and not out.exists()
+
+
+def test_the_asks_optional_plan_id_is_kept_as_text_and_checked_like_an_id(tmp_path: Path) -> None:
+    """Spec 2: an ask may name the campaign it was made for (a CRM export's `plan_id`). Read from CSV
+    it stays text ("007" is not 7); an empty cell names no plan; a bad one is refused by name."""
+    raw = raw_tables()
+    n = len(raw["asks"])
+    raw["asks"] = raw["asks"].assign(plan_id=["007", *[""] * (n - 1)])
+    data = _raw_csv(raw, tmp_path / "data")
+    world = read_world(data)
+    assert world.plan_links.to_dict(orient="records") == [{"ask_id": raw["asks"]["ask_id"].iloc[0], "plan_id": "007"}]
+    assert list(world.asks.columns) == list(world_from_tables(raw_tables()).asks.columns)  # the table is the same
+    for bad, rule in (("x" * 201, "at most 200 characters"), (" p1", "no surrounding spaces")):
+        raw["asks"] = raw["asks"].assign(plan_id=[bad, *[None] * (n - 1)])
+        named = rf"table 'asks'.*column 'plan_id': rule '{rule}' failed for 1 rows"
+        with pytest.raises(DataContractError, match=named):
+            world_from_tables(raw)

@@ -121,7 +121,7 @@ def recalibrate(
     for line in describe_left_out(data.fingerprint):
         progress(f"left out: {line}")
     mats = encode(data, champion.encoder)
-    campaign = sources.campaign_answers(loaded.world.asks)
+    campaign = sources.campaign_answers(loaded.world.asks, loaded.plan_links)
     frames = mats["acceptance"].frames
     on_plan = {s: frames[s]["ask_id"].astype("str").isin(campaign).to_numpy() for s in SPLITS}
     evidence = campaign_evidence(mats["acceptance"], on_plan, settings.habit_bias)

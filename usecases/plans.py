@@ -49,7 +49,7 @@ from usecases.campaigns import (
     wave_for,
 )
 from usecases.recipe import score_world
-from usecases.sources import Sources, left_out_words
+from usecases.sources import Read, Sources, left_out_words
 
 # The plan request is the use case's validated settings: the doors build it from their own input.
 __all__ = [
@@ -170,7 +170,7 @@ def continue_campaign(
         bundle,
         champion,
         sources.plans(),
-        sources.plan_links(),
+        read.plan_links,
         plan_id,
         as_of,
         lambda when: base_from_world(bundle, read.world, when, str(sources.data_dir)),
@@ -254,10 +254,12 @@ def base_from_world(bundle: Bundle, world: World, as_of: pd.Timestamp, data_dir:
     )
 
 
-def base_from_sources(bundle: Bundle, sources: Sources, as_of: pd.Timestamp | None) -> ScoredBase:
+def base_from_sources(
+    bundle: Bundle, sources: Sources, as_of: pd.Timestamp | None, read: Read | None = None
+) -> ScoredBase:
     """`base_from_world` on the sources (the ask log's asks included) at `as_of`, by default the
-    end of the data."""
-    read = sources.read()
+    end of the data; `read`: the sources already read."""
+    read = read if read is not None else sources.read()
     when = as_of if as_of is not None else read.data_end
     base = base_from_world(bundle, read.world, when, str(sources.data_dir))
     return replace(base, left_out=left_out_words(read.left_out))
@@ -265,5 +267,6 @@ def base_from_sources(bundle: Bundle, sources: Sources, as_of: pd.Timestamp | No
 
 def plan_from_sources(bundle: Bundle, champion: ChampionRef, sources: Sources, job: PlanJob) -> MadePlan:
     """`advocacy plan`: score the base from the sources, then `make_and_store`."""
-    base = base_from_sources(bundle, sources, job.as_of)
-    return make_and_store(bundle, champion, base, job, sources.plans(), sources.plan_links())
+    read = sources.read()
+    base = base_from_sources(bundle, sources, job.as_of, read)
+    return make_and_store(bundle, champion, base, job, sources.plans(), read.plan_links)

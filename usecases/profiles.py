@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import ASK_TYPE_NAMES
-from features.context import guardrail_signals
-from features.contracts import CONTRACTS
-from features.io import merge_asks
+from features.context import PLAN_LINKS, guardrail_signals
+from features.contracts import CONTRACTS, empty_plan_links
+from features.io import merge_asks, merge_plan_links
 from features.spec import FEATURE_VERSION
 from models.bundle import Bundle
 from models.explain_fast import PatternTreeShap
@@ -142,13 +142,13 @@ def read_base(
     asks = merge_asks(stored.loc[:, list(_ASK_COLUMNS)].reset_index(drop=True), logged)
     delivered = stored.set_index(stored["ask_id"].astype("str"))["delivered_at"]
     asks["delivered_at"] = delivered.reindex(asks["ask_id"].astype("str").to_numpy()).to_numpy()
-    links = _empty_links() if log is None else log.plan_links()
+    snapshot_links = folder / f"{PLAN_LINKS}.parquet"
+    links = merge_plan_links(
+        pd.read_parquet(snapshot_links).astype("str") if snapshot_links.exists() else empty_plan_links(),
+        empty_plan_links() if log is None else log.plan_links(),
+    )
     features = _restated(features, asks, stored, logged, pd.Timestamp(meta["as_of"]), lapse_days)
     return ProfileBase(pd.Timestamp(meta["as_of"]), features, asks, links)
-
-
-def _empty_links() -> pd.DataFrame:
-    return pd.DataFrame({"ask_id": pd.Series([], dtype="str"), "plan_id": pd.Series([], dtype="str")})
 
 
 def _restated(

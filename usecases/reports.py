@@ -34,7 +34,7 @@ def make_report(sources: Sources, since: pd.Timestamp | None = None) -> MadeRepo
     """The program report of the asks made at or after `since` (all without it), the ask log's
     included, with its charts and headline figures."""
     read = sources.read()
-    links = sources.plan_links()
+    links = read.plan_links
     plans = sources.stored_plans(set(links["plan_id"]))
     made = program_report(read.world, links, plans, since, left_out_words(read.left_out))
     figures = report_figures(made)

@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from features.contracts import CONTRACTS, check_activity_asks
-from features.io import World, read_world
+from features.contracts import CONTRACTS, check_activity_asks, empty_plan_links
+from features.io import World, merge_plan_links, read_world
 from features.labels import observed_until
 from models.program import StoredPlan, planned_asks
 from storage.asklog import AskLog
@@ -56,7 +56,7 @@ def leave_out_future(world: World, now: pd.Timestamp) -> tuple[World, dict[str, 
         if orphaned.any():
             counts[f"{LEFT_OUT}activities.delivering_an_ask_left_out"] = int(orphaned.sum())
             tables["activities"] = activities[~orphaned].reset_index(drop=True)
-    return (World(**tables, data_end=world.data_end) if counts else world), counts
+    return (World(**tables, data_end=world.data_end, plan_links=world.plan_links) if counts else world), counts
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -86,10 +86,12 @@ def describe_left_out(counts: Mapping[str, Any]) -> list[str]:
 
 @dataclass
 class Read:
-    """What a job reads: the world with the logged asks merged in, and the rows it had to leave out."""
+    """What a job reads: the world with the logged asks merged in, the rows it had to leave out, and
+    which plan each ask was made for (`ask_id`, `plan_id`: the asks table's and the ask log's)."""
 
     world: World
     left_out: dict[str, int] = field(default_factory=dict)
+    plan_links: pd.DataFrame = field(default_factory=empty_plan_links)
 
     @property
     def data_end(self) -> pd.Timestamp:
@@ -120,12 +122,10 @@ class Sources:
         log = self.ask_log()
         return CONTRACTS["asks"].empty() if log is None else log.read()
 
-    def plan_links(self) -> pd.DataFrame:
-        """`ask_id` -> `plan_id` of the recorded asks made from a plan."""
+    def logged_plan_links(self) -> pd.DataFrame:
+        """`ask_id` -> `plan_id` of the asks recorded through the API with a plan."""
         log = self.ask_log()
-        if log is None:
-            return pd.DataFrame({"ask_id": pd.Series([], dtype="str"), "plan_id": pd.Series([], dtype="str")})
-        return log.plan_links()
+        return empty_plan_links() if log is None else log.plan_links()
 
     def plans(self) -> PlanStore:
         return PlanStore(self.plans_path, Retention(self.plan_keep_days, lambda: linked_plans(self.ask_log_path)))
@@ -142,12 +142,12 @@ class Sources:
                 continue
         return found
 
-    def campaign_answers(self, asks: pd.DataFrame) -> frozenset[str]:
+    def campaign_answers(self, asks: pd.DataFrame, links: pd.DataFrame) -> frozenset[str]:
         """The `ask_id`s of `asks` that count for a stored campaign (spec 5a; a one-shot plan is a
         campaign of one wave), by the program report's rule (`models.program.planned_asks`): the
         first ask of a planned customer and type recorded with the plan's `plan_id` at or after its
-        date. An ask naming a plan no longer stored is off plan, as the report counts it."""
-        links = self.plan_links()
+        date. `links`: `Read.plan_links`. An ask naming a plan no longer stored is off plan, as the
+        report counts it."""
         if links.empty:
             return frozenset()
         planned = planned_asks(asks, links, self.stored_plans(set(links["plan_id"])))
@@ -168,4 +168,10 @@ class Sources:
         if unknown:
             left_out[f"{LEFT_OUT}ask_log.for_customers_not_in_the_data"] = unknown
         check_activity_asks(world.activities, world.asks)  # against the final asks: the log's count too
-        return Read(world, left_out)
+        links = merge_plan_links(world.plan_links, self.logged_plan_links())
+        # Spec 5a: a plan_id in the table that names no plan stored here is a warning; its ask is off plan.
+        stored = self.plans().ids() if not world.plan_links.empty else []
+        unknown = ~world.plan_links["plan_id"].isin(set(stored))
+        if unknown.any():
+            left_out[f"{LEFT_OUT}asks.naming_a_plan_not_stored_here_(counted_off_plan)"] = int(unknown.sum())
+        return Read(world, left_out, links)
