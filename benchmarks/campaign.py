@@ -35,6 +35,7 @@ from features.baseline import rule_points
 from features.catalog import ASK_TYPE_NAMES
 from features.io import world_from_tables
 from features.synthetic import DRIFTING, STATIONARY, generate_world
+from models.allocation import draw_keys
 from models.campaign import Answers, AnswerTimes, SoFar, outlook, wave_target
 from models.planner import Candidates, PlanRequest, Wave, make_plan, shortest_prefix
 from training.datasets import build_training_data
@@ -86,11 +87,14 @@ def run_campaign(
     times: AnswerTimes,
     as_of: pd.Timestamp,
     rng: np.random.Generator,
-    order: np.ndarray | None = None,
+    draw: str,
+    order: dict[int, np.ndarray] | None = None,
     sizes: dict[int, list[int]] | None = None,
-) -> tuple[dict[str, dict[str, float]], dict[int, list[int]]]:
-    """One campaign, answers drawn from the truth. `order` (customers, best first) and `sizes` (per
-    type, asks per wave) replay another picker in the same waves, e.g. the points rule."""
+) -> tuple[dict[str, dict[str, float]], dict[int, list[int]], dict[int, np.ndarray]]:
+    """One campaign, answers drawn from the truth; `draw` salts the random draw of the ungated types'
+    invitees (each replication is a campaign of its own). `order` (per type, customers best first)
+    and `sizes` (per type, asks per wave) replay another picker in the same waves, e.g. the points
+    rule. Also returns each type's asked rows."""
     request = PlanRequest(NEED, 0.9)
     days_left = WAVES * WAVE_DAYS
     asked = np.zeros(cands.customer_id.size, dtype=bool)
@@ -113,14 +117,14 @@ def run_campaign(
                 so_far = SoFar(n, int((yes & back).sum()), answers, sd)
                 outlooks[t] = outlook(so_far, times, t, days_left - day)
             wave_plan = Wave(outlooks, wave_target(0.9, wave, WAVES), asked.copy())
-            plan = make_plan(cands, request, as_of, wave=wave_plan)
+            plan = make_plan(cands, request, as_of, wave=wave_plan, draw=draw)
             picked = {
                 ASK_TYPE_NAMES.index(n): plan.asks.loc[plan.asks["ask_type"] == n, "row"].to_numpy() for n in NEED
             }
         else:
             picked = {}
             for t in log:
-                free = order[~asked[order] & ~cands.blocked[order, t]]
+                free = order[t][~asked[order[t]] & ~cands.blocked[order[t], t]]
                 picked[t] = free[: sizes[t][wave - 1]] if sizes else free[:0]
                 asked[picked[t]] = True
         for t, rows in picked.items():
@@ -143,7 +147,19 @@ def run_campaign(
             "asks": float(sum(r.size for r, _, _, _ in log[t])),
             "overshoot": float(max(total - n, 0)),
         }
-    return out, made
+    asked_rows = {t: np.concatenate([r for r, _, _, _ in log[t]]) for t in log}
+    return out, made, asked_rows
+
+
+def nps_gap(features: pd.DataFrame, cands: Candidates, invited: np.ndarray) -> tuple[float, float, float]:
+    """Review invitees' mean latest NPS, the fatigue-eligible base's, and the gap in the base's
+    standard errors for that many invitees (customers with an NPS response)."""
+    nps = features["nps_last"].to_numpy(dtype=float)
+    t = ASK_TYPE_NAMES.index("review")
+    base = nps[~cands.blocked[:, t] & np.isfinite(nps)]
+    mine = nps[invited][np.isfinite(nps[invited])]
+    se = base.std(ddof=1) / np.sqrt(max(mine.size, 1))
+    return float(mine.mean()), float(base.mean()), float((mine.mean() - base.mean()) / se)
 
 
 def main() -> None:
@@ -155,11 +171,12 @@ def main() -> None:
     parser.add_argument("--dates", nargs="+", default=list(DATES))
     args = parser.parse_args()
     table = Table(title=f"Campaigns of {WAVES} waves {WAVE_DAYS} days apart, answers from the truth: {NEED} at 0.9")
-    cols = ("world", "seed", "as of", "type", "reached", "true chance", "asks", "overshoot")
+    cols: tuple[str, ...] = ("world", "seed", "as of", "type", "reached", "true chance", "asks", "overshoot")
     cols += ("one-shot asks", "one-shot true", "points rule reached")
     for col in cols:
         table.add_column(col, justify="right")
-    fewest_lines = []
+    fewest_lines: list[str] = []
+    nps_lines: list[str] = []
     for world_name in args.worlds:
         for seed in args.seeds:
             drift = DRIFTING if world_name == "drifting" else STATIONARY
@@ -176,12 +193,27 @@ def main() -> None:
                 points_order = np.argsort(-rule_points(features).sum(axis=1), kind="stable")
                 rng = np.random.default_rng(seed)
                 started = time.perf_counter()
-                runs, rule_runs = [], []
-                for _ in range(args.replications):
-                    result, sizes = run_campaign(cands, p_true, times, as_of, rng)
+                runs, rule_runs, gaps = [], [], []
+                for rep in range(args.replications):
+                    draw = f"{as_of.isoformat()}|{rep}"
+                    result, sizes, rows = run_campaign(cands, p_true, times, as_of, rng, draw)
                     runs.append(result)
-                    rule_runs.append(run_campaign(cands, p_true, times, as_of, rng, points_order, sizes)[0])
+                    gaps.append(nps_gap(features, cands, rows[ASK_TYPE_NAMES.index("review")]))
+                    # The points rule may not gate reviews either: it asks the same random draw.
+                    orders = {
+                        t: np.argsort(draw_keys(cands.customer_id, f"{draw}|{ASK_TYPE_NAMES[t]}"), kind="stable")
+                        if cands.is_ungated(t)
+                        else points_order
+                        for t in rows
+                    }
+                    rule_runs.append(run_campaign(cands, p_true, times, as_of, rng, draw, orders, sizes)[0])
                 seconds = time.perf_counter() - started
+                z = np.array([g[2] for g in gaps])
+                nps_lines.append(
+                    f"{world_name} seed {seed} {date}: review invitees' latest NPS {np.mean([g[0] for g in gaps]):.2f}"
+                    f" against the fatigue-eligible base's {gaps[0][1]:.2f}: gap {z.mean():+.2f} standard errors on"
+                    f" average, beyond 2 in {np.mean(np.abs(z) > 2):.1%} of campaigns"
+                )
                 for name, n in NEED.items():
                     mine = (one_shot.asks["ask_type"] == name).to_numpy()
                     rows = one_shot.asks.loc[mine, "row"].to_numpy()
@@ -209,7 +241,7 @@ def main() -> None:
                 )
     console = Console(width=220)
     console.print(table)
-    for line in fewest_lines:
+    for line in fewest_lines + nps_lines:
         console.print(line)
 
 

@@ -117,6 +117,9 @@ class Problem:
     # Per ungated type, each customer's place in the plan's random draw (`draw_keys`): that type's
     # customers are invited in this order, not by acceptance.
     draws: Mapping[int, np.ndarray] = field(default_factory=dict)
+    # The campaign's own confidence when `confidence` is a wave's lower target (None: the same). An
+    # ungated type's draw is held from the other types down to where it would reach it.
+    final_confidence: float | None = None
 
     def order(self, t: int) -> np.ndarray:
         """Type t's eligible rows by acceptance, highest first; ties to the customer asked least
@@ -166,6 +169,13 @@ def allocate(problem: Problem, budget_seconds: float = JOINT_SECONDS) -> Allocat
     taken = np.zeros(problem.customer_id.size, dtype=bool)
     for rows in drawn.rows.values():
         taken[rows] = True
+    # A campaign's later waves go on down the same draw: the customers it will likely reach there are
+    # held from the other types now, or their picks (the likeliest, often the happiest) would tilt it.
+    final = replace(problem, confidence=problem.final_confidence or problem.confidence)
+    for t in drawn.rows:
+        held = final.shortest(t, ordered[t])
+        if held is not None:
+            taken[ordered[t][:held]] = True
     rest = replace(
         problem,
         eligible=problem.eligible & ~taken[:, None],

@@ -10,9 +10,9 @@ know when it planned wave 1:
 - **Where the type's acceptance level really is** (`LevelPosterior`): the model's calibrated level
   is known to within a standard error shared by all of the type's customers (`models.calibration`);
   the campaign's asks, chosen by the plan and not by anyone's rapport, measure it. The posterior is
-  on a grid of shifts of the log-odds: the prior is normal (the calibrated level, its standard
-  error); each answered ask multiplies in its chance of that answer, each pending one its chance of
-  no answer yet (a censored likelihood).
+  on a grid of shifts of the log-odds: the prior is the calibrated level with its standard error,
+  mixed with a small share of a broad shift (`BROAD_SHARE`); each answered ask multiplies in its
+  chance of that answer, each pending one its chance of no answer yet (a censored likelihood).
 
 `Outlook` turns both into the chance of at least the need by the deadline: the yeses so far, each
 pending ask's chance of still answering yes in time, and each new ask's chance of answering yes
@@ -33,8 +33,17 @@ from features.contracts import answer_known_at
 
 SETTLE_DAYS = 90  # an ask this old with no answer is taken as never answered (for learning answer times)
 MIN_ANSWERS = 20  # fewer yeses (or noes) of a type than this: its answer times are learnt from all types
-GRID = 41  # shifts of the level over which the posterior is kept (0.3 prior sd apart)
-GRID_SDS = 6.0  # the grid spans the prior's mean plus and minus this many standard deviations
+GRID = 81  # shifts of the level over which the posterior is kept
+GRID_SDS = 6.0  # the grid spans the prior's mean plus and minus this many standard deviations, at least BROAD_SDS broad
+# The calibrated level's standard error counts the calibration window's sampling error only. By the
+# time of a campaign the level may have moved further: the world drifts, and the asks it was
+# calibrated on were chosen by the company's habits (a rapport no table records), which a campaign's
+# asks are free of. A share of the prior on a broad shift lets the campaign's own answers move the
+# level as far as they say; answers near the calibrated level leave it there.
+BROAD_SHARE = 0.2
+BROAD_SD = 1.0
+BROAD_SDS = 3.0
+CHANCE_HEAD = 256  # new asks whose chances `Outlook.chance` makes first when it may stop early
 MAX_WAVES = 12
 MAX_WAVE_DAYS = 90
 
@@ -103,8 +112,11 @@ class LevelPosterior:
     def prior(cls, level_sd: float) -> LevelPosterior:
         if level_sd <= 0.0:
             return cls(np.zeros(1), np.ones(1))
-        shifts = np.linspace(-GRID_SDS * level_sd, GRID_SDS * level_sd, GRID)
-        w = stats.norm.pdf(shifts, scale=level_sd)
+        span = max(GRID_SDS * level_sd, BROAD_SDS * BROAD_SD)
+        shifts = np.linspace(-span, span, GRID)
+        near = stats.norm.pdf(shifts, scale=level_sd)
+        broad = stats.norm.pdf(shifts, scale=BROAD_SD)
+        w = (1.0 - BROAD_SHARE) * near / near.sum() + BROAD_SHARE * broad / broad.sum()
         return cls(shifts, w / w.sum())
 
     def shifted(self, p: np.ndarray) -> np.ndarray:
@@ -196,11 +208,19 @@ class Outlook:
 
     def chance(self, p: np.ndarray, stop_at: float | None = None) -> np.ndarray:
         """For each prefix of new asks with acceptance `p` (in order), P(the need by the deadline);
-        one value (the chance without new asks) when `p` is empty."""
-        new = self.posterior.shifted(p) * self.yes_in_time
-        q = np.concatenate([self.pending_q, new], axis=1)
-        start = self.pending_q.shape[1]
-        return at_least_mixed(q, self.posterior.weights, self.left, start if p.size else q.shape[1], stop_at)
+        one value (the chance without new asks) when `p` is empty. With `stop_at`, only up to the
+        first prefix that reaches it: the asks' shifted chances are then made for a growing head of
+        `p` only (a wave needs far fewer than the thousands of customers a type may have left)."""
+        p = np.asarray(p, dtype=float)
+        head = p.size if stop_at is None else min(p.size, max(CHANCE_HEAD, 4 * self.left))
+        while True:
+            new = self.posterior.shifted(p[:head]) * self.yes_in_time
+            q = np.concatenate([self.pending_q, new], axis=1)
+            start = self.pending_q.shape[1]
+            out = at_least_mixed(q, self.posterior.weights, self.left, start if p.size else q.shape[1], stop_at)
+            if head >= p.size or (stop_at is not None and out.size and out[-1] >= stop_at):
+                return out
+            head = min(p.size, 4 * head)
 
     def expected_yes(self, p: np.ndarray) -> float:
         """Expected yeses by the deadline: so far, pending in time, and from new asks `p`."""

@@ -180,6 +180,7 @@ def make_plan(
         request.confidence if wave is None else wave.target,
         None if wave is None else wave.outlooks,
         draws,
+        request.confidence,
     )
     allocated = allocate(problem)
     allocation, unmet = allocated.rows, set(need) - allocated.met

@@ -79,6 +79,8 @@ class PlanStore:
     def __init__(self, root: Path, retention: Retention | None = None) -> None:
         self.root = Path(root)
         self.retention = retention
+        # Per plan: its table file's (inode, mtime, size) when read, and the customers it plans.
+        self._customers: dict[str, tuple[tuple[int, int, int], frozenset[str]]] = {}
 
     def _paths(self, plan_id: str) -> tuple[Path, Path]:
         if not _PLAN_ID.match(plan_id):
@@ -110,6 +112,23 @@ class PlanStore:
         if not info.exists():
             raise KeyError(f"no plan {plan_id}")
         return dict(json.loads(info.read_text()))
+
+    def customers(self, plan_id: str) -> frozenset[str]:
+        """The customers a stored plan asks (its table's `customer_id` column alone), read again only
+        when the table's file changes: every campaign wave reads those of every open campaign, and a
+        campaign's table is rewritten only when a wave is added to it."""
+        table, info = self._paths(plan_id)
+        if not info.exists():
+            raise KeyError(f"no plan {plan_id}")
+        # Looked at before reading: a table replaced meanwhile differs from this stamp, so is read again.
+        stat = table.stat()
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        kept = self._customers.get(plan_id)
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+        planned = frozenset(pd.read_parquet(table, columns=["customer_id"])["customer_id"].astype("str"))
+        self._customers[plan_id] = (stamp, planned)
+        return planned
 
     def has(self, plan_id: str) -> bool:
         """Whether a complete plan `plan_id` is stored (one look-up, whatever the number of plans)."""
@@ -152,6 +171,7 @@ class PlanStore:
         if expired:
             expired -= set(retention.in_use())
         for plan_id in sorted(expired):
+            self._customers.pop(plan_id, None)
             # The JSON first: without it the plan is no longer complete, whatever happens next.
             for path in sorted(old[plan_id], key=lambda p: p.suffix != ".json"):
                 path.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from scipy.special import expit, logit
 from scipy.stats import binom
 
 from features.catalog import ASK_TYPE_NAMES
+from models.allocation import Problem, allocate, draw_keys
 from models.guardrails import GuardrailConfig
 from models.planner import (
     INVITED_AT_RANDOM,
@@ -339,3 +340,49 @@ def test_a_random_invitees_reason_is_the_draw() -> None:
     review = table[table["ask_type"] == "review"]
     assert (review["reason_1"] == INVITED_AT_RANDOM).all() and review["reason_2"].isna().all()
     assert (table.loc[table["ask_type"] == "case_study", "reason_1"] == "model reason").all()
+
+
+def test_a_waves_review_draw_holds_what_later_waves_will_reach_from_the_other_types() -> None:
+    """Wave 1 asks reviewers only to its lower target, but the draw down to the campaign's own
+    confidence is held from the other types: their picks would otherwise skim the draw that later
+    waves go on down (the likeliest customers are often the happiest)."""
+    n = 600
+    rng = np.random.default_rng(5)
+    acceptance = np.full((n, len(ASK_TYPE_NAMES)), 0.5)
+    acceptance[:, T["reference_call"]] = rng.uniform(0.2, 0.8, n)
+    customer_id = np.array([f"C{i:04d}" for i in range(n)], dtype=object)
+    draws = {T["review"]: draw_keys(customer_id, "wave-1")}
+    problem = Problem(
+        customer_id,
+        acceptance,
+        np.ones(acceptance.shape, dtype=bool),
+        pd.DatetimeIndex([pd.NaT] * n),
+        np.zeros(len(ASK_TYPE_NAMES)),
+        {T["reference_call"]: 60, T["review"]: 60},
+        0.5,
+        draws=draws,
+        final_confidence=0.95,
+    )
+    got = allocate(problem)
+    order = np.argsort(draws[T["review"]], kind="stable")
+    wave_list = shortest_prefix(np.full(n, 0.5), 60, 0.5)
+    held = shortest_prefix(np.full(n, 0.5), 60, 0.95)
+    assert wave_list is not None and held is not None and held > wave_list
+    assert got.rows[T["review"]].tolist() == order[:wave_list].tolist()
+    assert not set(got.rows[T["reference_call"]]) & set(order[:held].tolist())
+    assert T["reference_call"] in got.met
+
+
+def test_a_stored_plans_customers_are_read_again_when_its_table_changes(tmp_path: Path) -> None:
+    """Every campaign wave asks which customers each open campaign holds; the store keeps them, but
+    a campaign's next wave rewrites its table, and then the new customers count."""
+    store = PlanStore(tmp_path / "plans")
+    plan_id = "a" * 32
+    store.save(plan_id, pd.DataFrame({"customer_id": ["c1", "c2"]}), {"need": {"review": 1}})
+    assert store.customers(plan_id) == {"c1", "c2"}
+    store.save(plan_id, pd.DataFrame({"customer_id": ["c1", "c2", "c3"]}), {"need": {"review": 1}})
+    assert store.customers(plan_id) == {"c1", "c2", "c3"}
+    for path in (tmp_path / "plans").glob(f"{plan_id}.*"):
+        path.unlink()
+    with pytest.raises(KeyError):
+        store.customers(plan_id)
