@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from batch.chunk import TOP_DISAGREEMENTS
 from batch.scratch import SUFFIX, piece_rows, read_piece, read_schema
 from features.context import PLAN_LINKS, SNAPSHOT_TABLES, snapshot_meta
-from features.contracts import empty_plan_links
+from features.plan_links import empty_plan_links
 from models.explain_fast import ExplainStats
 from models.tiers import TIER_ORDER, TIERS_SHOWN
 from storage.files import spreadsheet_safe

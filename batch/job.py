@@ -37,8 +37,9 @@ from batch.chunk import Scorer
 from batch.engines import ENGINES, default_workers, run_dask, run_local
 from batch.report import log_to_mlflow, make_progress, print_summary
 from batch.tables import Split, count_rows, data_fingerprint, file_logged_asks, frame_digest, split_tables
-from features.contracts import DataContractError, as_utc, empty_plan_links
-from features.io import merge_plan_links, read_plan_links, table_files
+from features.contracts import DataContractError, as_utc
+from features.io import read_plan_links, table_files
+from features.plan_links import empty_plan_links, merge_plan_links
 from features.spec import FEATURE_VERSION
 from models.drift import drift_from_counts
 from models.explain_fast import ExplainStats

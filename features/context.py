@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from features.commitments import COMMITMENT_COLUMNS, COMMITMENT_LAPSE_DAYS, delivered_at, open_commitments
-from features.contracts import TIMESTAMP, answer_known_at, empty_plan_links
+from features.contracts import TIMESTAMP, answer_known_at
 from features.io import World
+from features.plan_links import empty_plan_links
 from features.pointintime import active_points, build_features
 from features.spec import FEATURE_VERSION
 

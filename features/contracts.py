@@ -282,7 +282,7 @@ def _examples(rows: pd.Series, values: pd.Series) -> str:
     return ", ".join(pairs) + more
 
 
-def _rule_problem(name: str, rule: str, s: pd.Series, bad: pd.Series) -> str:
+def rule_problem(name: str, rule: str, s: pd.Series, bad: pd.Series) -> str:
     return (
         f"column '{name}': rule '{rule}' failed for {int(bad.sum())} rows, "
         f"e.g. {_examples(s.index[bad].to_series(), s[bad])}"
@@ -319,7 +319,7 @@ def _timestamps(s: pd.Series, nullable: bool) -> tuple[pd.Series, list[tuple[str
 def _parse_timestamps(name: str, s: pd.Series, nullable: bool, problems: list[str]) -> pd.Series:
     """`_timestamps` of column `name`, its failed rules added to `problems`."""
     parsed, failed = _timestamps(s, nullable)
-    problems.extend(_rule_problem(name, rule, s, bad) for rule, bad in failed)
+    problems.extend(rule_problem(name, rule, s, bad) for rule, bad in failed)
     return parsed
 
 
@@ -348,10 +348,10 @@ def _integer_problems(name: str, s: pd.Series) -> list[str]:
     numbers = pd.to_numeric(s.where(~flags), errors="coerce")
     fraction = (numbers.notna() & np.isfinite(numbers) & (numbers % 1 != 0)).astype(bool)
     rules = (("integer, not a boolean", flags), ("integer, not a fraction", fraction))
-    return [_rule_problem(name, rule, s, bad) for rule, bad in rules if bad.any()]
+    return [rule_problem(name, rule, s, bad) for rule, bad in rules if bad.any()]
 
 
-def _as_text(s: pd.Series) -> pd.Series:
+def as_text(s: pd.Series) -> pd.Series:
     out = s.astype("str")
     # Empty strings from CSV are missing values, as they would be in Parquet.
     return out.where(out.str.len() > 0, np.nan)
@@ -377,7 +377,7 @@ def validate_table(
     df = raw.loc[:, list(contract.columns)].reset_index(drop=True).copy()
     problems: list[str] = []
     for col in contract.strings:
-        df[col] = _as_text(df[col])
+        df[col] = as_text(df[col])
     for col in contract.timestamps:
         df[col] = _parse_timestamps(col, df[col], nullable=False, problems=problems)
     for col in contract.nullable_timestamps:
@@ -393,16 +393,16 @@ def validate_table(
                     f"not in the future (at most {limit:%Y-%m-%d %H:%M} UTC, now plus "
                     f"{CLOCK_SKEW.seconds // 60} minutes of clock skew)"
                 )
-                problems.append(_rule_problem(col, rule, df[col].astype(str), late))
+                problems.append(rule_problem(col, rule, df[col].astype(str), late))
     for col in contract.unique if keys else ():
         dup = df[col].duplicated(keep=False) & df[col].notna()
         if dup.any():
-            problems.append(_rule_problem(col, "unique", df[col], dup))
+            problems.append(rule_problem(col, "unique", df[col], dup))
     if not problems:
         for col, rule, bad_rows in contract.row_rules:
             bad = bad_rows(df).fillna(False).astype(bool)
             if bad.any():
-                problems.append(_rule_problem(col, rule, df[col], bad))
+                problems.append(rule_problem(col, rule, df[col], bad))
     if problems:
         raise DataContractError(name, problems)
     try:
@@ -441,34 +441,6 @@ def _describe(cases: pd.DataFrame) -> list[str]:
     return problems
 
 
-PLAN_LINK_COLUMNS: tuple[str, ...] = ("ask_id", "plan_id")
-
-
-def empty_plan_links() -> pd.DataFrame:
-    """No (`ask_id`, `plan_id`) links: an asks table without the optional `plan_id` column."""
-    return pd.DataFrame({c: pd.Series([], dtype="str") for c in PLAN_LINK_COLUMNS})
-
-
-def ask_plan_links(raw: pd.DataFrame) -> pd.DataFrame:
-    """(`ask_id`, `plan_id`) of the asks table's rows that name a plan in its optional `plan_id`
-    column (spec 2: the campaign the ask was made for, e.g. a CRM export), in the table's order. A
-    `plan_id` is an id like any other (`_ID`'s rules); one that breaks them is a `DataContractError`
-    naming the column and rows. An empty cell names no plan."""
-    if "plan_id" not in raw.columns:
-        return empty_plan_links()
-    plan = _as_text(raw["plan_id"].reset_index(drop=True))
-    has = plan.notna()
-    rules = (
-        (f"at most {MAX_ID_LENGTH} characters", plan.str.len() > MAX_ID_LENGTH),
-        ("no surrounding spaces", plan != plan.str.strip()),
-    )
-    problems = [_rule_problem("plan_id", rule, plan, bad & has) for rule, bad in rules if (bad & has).any()]
-    if problems:
-        raise DataContractError("asks", problems)
-    ids = _as_text(raw["ask_id"].reset_index(drop=True))
-    return pd.DataFrame({"ask_id": ids[has], "plan_id": plan[has]}).reset_index(drop=True)
-
-
 def empty_table(name: str) -> pd.DataFrame:
     """A zero-row table with the canonical columns and types (for a missing optional table)."""
     contract = CONTRACTS[name]
@@ -491,7 +463,7 @@ def check_foreign_keys(tables: Mapping[str, pd.DataFrame]) -> None:
         unknown = ~frame["customer_id"].isin(known)
         if unknown.any():
             raise DataContractError(
-                name, [_rule_problem("customer_id", "exists in customers", frame["customer_id"], unknown)]
+                name, [rule_problem("customer_id", "exists in customers", frame["customer_id"], unknown)]
             )
 
 
@@ -518,4 +490,4 @@ def check_activity_asks(activities: pd.DataFrame, asks: pd.DataFrame) -> None:
     """A `DataContractError` naming the rows of `activity_ask_failures`; run where the final asks are known."""
     failed = activity_ask_failures(activities, asks)
     if failed:
-        raise DataContractError("activities", [_rule_problem(c, r, activities[c], bad) for c, r, bad in failed])
+        raise DataContractError("activities", [rule_problem(c, r, activities[c], bad) for c, r, bad in failed])

@@ -19,12 +19,11 @@ from features.catalog import REQUIRED_TABLES, TABLES
 from features.contracts import (
     CONTRACTS,
     DataContractError,
-    ask_plan_links,
     check_foreign_keys,
-    empty_plan_links,
     empty_table,
     validate_table,
 )
+from features.plan_links import ask_plan_links, empty_plan_links
 
 # Optional id columns a table may carry beyond its contract's (spec 2), read as text like its ids.
 OPTIONAL_IDS: dict[str, tuple[str, ...]] = {"asks": ("plan_id",)}
@@ -112,26 +111,6 @@ def merge_asks(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
     stale = set(theirs.index[table_later])  # the table's answer is the later one
     keep_log = ~log_ids.isin(stale).to_numpy()
     return pd.concat([table[~ids.isin(beaten).to_numpy()], logged[keep_log]], ignore_index=True)
-
-
-def merge_plan_links(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
-    """The asks table's (`ask_id`, `plan_id`) links and the ask log's as one: an ask's plan is fixed
-    (spec 7), so an `ask_id` that names one plan in the table and another in the log is a
-    `DataContractError` naming it."""
-    both = pd.concat([table.loc[:, ["ask_id", "plan_id"]], logged.loc[:, ["ask_id", "plan_id"]]], ignore_index=True)
-    both = both.drop_duplicates().reset_index(drop=True)
-    clash = both["ask_id"].duplicated(keep=False)
-    if clash.any():
-        ask_id = str(both.loc[clash, "ask_id"].iloc[0])
-        plans = both.loc[both["ask_id"] == ask_id, "plan_id"].tolist()
-        raise DataContractError(
-            "asks",
-            [
-                f"ask_id {ask_id!r}: plan_id is {plans[0]} in the asks table but {plans[1]} in the ask log (an ask's "
-                f"plan is fixed) ({int(both.loc[clash, 'ask_id'].nunique())} such asks)"
-            ],
-        )
-    return both.astype("str")
 
 
 def unreadable(name: str, path: Path, err: Exception) -> DataContractError:

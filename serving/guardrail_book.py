@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from features.catalog import ASK_TYPE_NAMES
 from features.context import RECENT_REFERENCE_DAYS
 from features.contracts import (
     DAY_MICROS,
@@ -26,6 +27,7 @@ from features.contracts import (
     to_micros,
 )
 from features.io import FIXED_ASK_FIELDS, table_answer_later
+from features.plan_links import empty_plan_links, merge_plan_links
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.scoring import Blocked
 from serving.store import ASK_TABLE_COLUMNS, FeatureStore, UnknownCustomersError
@@ -34,6 +36,8 @@ from storage.asklog import AskLog, ConflictingAskError
 # Up to this many customers, their snapshot asks are gathered by index ranges; beyond, by one mask.
 _RANGE_GATHER_MAX = 64
 _MAX_CHUNKS = 16
+_ASK_TYPES = pd.Index(ASK_TYPE_NAMES)
+_REFERENCE_CALL = ASK_TYPE_NAMES.index("reference_call")
 
 
 def _compacted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -60,10 +64,19 @@ class GuardrailBook:
     """
 
     def __init__(
-        self, store: FeatureStore, snapshot_asks: pd.DataFrame, log: AskLog, config: GuardrailConfig, now: pd.Timestamp
+        self,
+        store: FeatureStore,
+        snapshot_asks: pd.DataFrame,
+        log: AskLog,
+        config: GuardrailConfig,
+        now: pd.Timestamp,
+        plan_links: pd.DataFrame | None = None,
     ) -> None:
         self._store = store
         self._log = log
+        # The asks table's (ask_id, plan_id), as the snapshot kept them (`features.context.Snapshot`).
+        self._snapshot_links = empty_plan_links() if plan_links is None else plan_links
+        self._snapshot_plan = dict(zip(self._snapshot_links["ask_id"], self._snapshot_links["plan_id"], strict=True))
         self._config = config
         n = len(store)
         base = snapshot_asks.loc[:, list(ASK_TABLE_COLUMNS)].copy()
@@ -88,7 +101,10 @@ class GuardrailBook:
         self._logged_new = np.zeros(0, dtype=bool)
         self._entries: dict[int, Mapping[str, tuple[str, str, str | None]]] = {}
         self._valid_until = np.full(n, NAT_MICROS, dtype=np.int64)  # everything stale until first computed
-        self._reference_blocked = np.zeros(n, dtype=bool)
+        # Per store row and catalog ask type: blocked (as of the row's last refresh); and the blocked
+        # rows refreshed without their reasons (`blocked_matrix`), which `blocked` recomputes first.
+        self._blocked_types = np.zeros((n, len(ASK_TYPE_NAMES)), dtype=bool)
+        self._unexplained = np.zeros(n, dtype=bool)
         self._lock = threading.Lock()
         # One long-lived connection only to ask SQLite whether anyone committed since we last looked.
         self._watch = sqlite3.connect(log.path, check_same_thread=False, isolation_level=None)
@@ -178,15 +194,16 @@ class GuardrailBook:
             return base
         return pd.concat([base, logged.loc[:, list(ASK_TABLE_COLUMNS)]], ignore_index=True)
 
-    def take_restatements(self) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    def take_restatements(self) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame] | None:
         """The store rows whose asks the log changed since the last call (the snapshot's features for
         them are stale), with their asks (one per `ask_id`) and their deliveries known to the snapshot
-        (`customer_id`, `ask_id`, `occurred_at`): what `features.pointintime.restate_ask_history` needs.
-        An ask recorded after the snapshot is delivered, here, only from the next snapshot on."""
+        (`customer_id`, `ask_id`, `occurred_at`): what `features.pointintime.restate_ask_history` needs;
+        None when there are none. An ask recorded after the snapshot is delivered, here, only from the
+        next snapshot on."""
         with self._lock:
             self._sync_log()
             if not self._restate:
-                return np.empty(0, np.int64), empty_table("asks"), empty_table("activities")
+                return None  # every route calls this first: nothing is built when nothing changed
             rows = np.array(sorted(self._restate), dtype=np.int64)
             self._restate.clear()
             asks = self._asks_for(rows)
@@ -204,29 +221,42 @@ class GuardrailBook:
         return rows, asks, deliveries
 
     # ---- blocks ----------------------------------------------------------------------------------
-    def _refresh(self, rows: np.ndarray, now: pd.Timestamp) -> None:
-        """Recompute the blocks of `rows` at `now` and how long each stays valid."""
+    def _refresh(self, rows: np.ndarray, now: pd.Timestamp, reasons: bool = True) -> None:
+        """Recompute the blocks of `rows` at `now` and how long each stays valid; with `reasons`, each
+        blocked customer's reasons too (`Blocked`'s mapping, a Python loop over every block: a plan
+        over the whole base reads only which asks are blocked, `blocked_matrix`)."""
         asks = self._asks_for(rows)
         blocks = blocked_asks(asks, self._store.signals(rows), now, self._config)
-        by_customer = Blocked.from_frame(blocks).by_customer
         ids = self._store.ids
-        for r in rows.tolist():
-            found = by_customer.get(ids[r])
-            if found:
-                self._entries[r] = found
-            else:
+        local = pd.Index(ids[rows])
+        types = np.zeros((len(rows), len(ASK_TYPE_NAMES)), dtype=bool)
+        block_at = np.empty(0, dtype=np.int64)  # each block's position in `rows`
+        if len(blocks):
+            block_at = local.get_indexer(blocks["customer_id"].astype("str"))
+            types[block_at, _ASK_TYPES.get_indexer(blocks["ask_type"].astype("str"))] = True
+        self._blocked_types[rows] = types
+        has_block = types.any(axis=1)
+        if reasons:
+            by_customer = Blocked.from_frame(blocks).by_customer
+            for r in rows.tolist():
+                found = by_customer.get(ids[r])
+                if found:
+                    self._entries[r] = found
+                else:
+                    self._entries.pop(r, None)
+            self._unexplained[rows] = False
+        else:
+            for r in rows.tolist():
                 self._entries.pop(r, None)
-        self._reference_blocked[rows] = [("reference_call" in self._entries.get(r, ())) for r in rows.tolist()]
+            self._unexplained[rows] = has_block
 
         # Valid until the first moment anything can change: a block lifts, or an ask or answer becomes known.
         now_us = timestamp_micros(now)
         valid = np.full(len(rows), NEVER_MICROS, dtype=np.int64)
-        local = pd.Index(ids[rows])
         if len(blocks):
             until = to_micros(blocks["until"])
-            at = local.get_indexer(blocks["customer_id"].astype("str"))
             later = until > now_us
-            np.minimum.at(valid, at[later], until[later])
+            np.minimum.at(valid, block_at[later], until[later])
         last_ask = np.full(len(rows), NAT_MICROS, dtype=np.int64)
         if len(asks):
             at = local.get_indexer(asks["customer_id"].astype("str"))
@@ -240,7 +270,6 @@ class GuardrailBook:
         valid = np.where(urgent > now_us, np.minimum(valid, urgent), valid)
         # Reasons count whole days since the last ask or urgent ticket ("Asked 3 days ago"): a blocked
         # customer's text changes at the next such day boundary, so it is recomputed then.
-        has_block = np.array([r in self._entries for r in rows.tolist()], dtype=bool)
         for anchor in (last_ask, urgent):
             counts = has_block & (anchor != NAT_MICROS) & (anchor <= now_us)
             since = np.where(counts, anchor, now_us)  # no int64 overflow on NaT
@@ -252,11 +281,23 @@ class GuardrailBook:
         """The guardrail blocks of these customers at `now`."""
         with self._lock:
             self._sync_log()
-            stale = rows[self._valid_until[rows] <= timestamp_micros(now)]
-            if len(stale):
-                self._refresh(np.unique(stale), now)
+            # Still valid without their reasons: recomputed now, which gives what was cached (valid).
+            due = (self._valid_until[rows] <= timestamp_micros(now)) | self._unexplained[rows]
+            if due.any():
+                self._refresh(np.unique(rows[due]), now)
             ids, entries = self._store.ids, self._entries
             return Blocked({ids[r]: entries[r] for r in rows.tolist() if r in entries})
+
+    def blocked_matrix(self, rows: np.ndarray, now: pd.Timestamp) -> np.ndarray:
+        """Boolean (rows x catalog ask types), True where a guardrail blocks the ask at `now`: what
+        `blocked(rows, now).matrix(ids)` gives, without making each customer's reasons (a plan over
+        the whole base needs none; `blocked` makes them when next asked for those customers)."""
+        with self._lock:
+            self._sync_log()
+            stale = rows[self._valid_until[rows] <= timestamp_micros(now)]
+            if len(stale):
+                self._refresh(np.unique(stale), now, reasons=False)
+            return self._blocked_types[rows]
 
     def reference_blocked(self, now: pd.Timestamp) -> np.ndarray:
         """Boolean per store row: a guardrail blocks a reference call now."""
@@ -264,8 +305,8 @@ class GuardrailBook:
             self._sync_log()
             stale = np.flatnonzero(self._valid_until <= timestamp_micros(now))
             if len(stale):
-                self._refresh(stale, now)
-            return self._reference_blocked.copy()
+                self._refresh(stale, now, reasons=False)
+            return self._blocked_types[:, _REFERENCE_CALL].copy()
 
     def recent_reference_calls(self, now: pd.Timestamp) -> np.ndarray:
         """Per store row: the snapshot's recent reference calls plus those recorded through the API since."""
@@ -308,8 +349,9 @@ class GuardrailBook:
         return asks[asks["asked_at"] < now].reset_index(drop=True)
 
     def plan_links(self) -> pd.DataFrame:
-        """(`ask_id`, `plan_id`) of the recorded asks made from a plan."""
-        return self._log.plan_links()
+        """(`ask_id`, `plan_id`) of the asks made from a plan: the asks table's (in the snapshot) and
+        the ask log's (`features.io.merge_plan_links`)."""
+        return merge_plan_links(self._snapshot_links, self._log.plan_links())
 
     # ---- recording ---------------------------------------------------------------------------------
     def record(self, asks: pd.DataFrame) -> int:
@@ -338,3 +380,7 @@ class GuardrailBook:
                 same = pd.Timestamp(sent) == stored if field == "asked_at" else str(sent) == str(stored)
                 if not same:
                     raise ConflictingAskError(ask_id, field, stored, sent)
+            # Its plan as the asks table gave it is fixed too; re-sent without one, it keeps it.
+            plan = asks["plan_id"].iloc[i] if "plan_id" in asks.columns else None
+            if plan is not None and not pd.isna(plan) and str(plan) != self._snapshot_plan.get(ask_id, "none"):
+                raise ConflictingAskError(ask_id, "plan_id", self._snapshot_plan.get(ask_id, "none"), plan)

@@ -31,6 +31,7 @@ from models.registry import ChampionRef
 from models.scoring import Blocked, next_asks, next_best_ask, score, ungated_of
 from serving.guardrail_book import GuardrailBook
 from serving.overview import Overview
+from serving.plan_json import asks_json, campaign_json
 from serving.results import ResultCache
 from serving.schemas import NextBestAsk
 from serving.store import (
@@ -45,7 +46,7 @@ from storage.reports import ReportStore, ReportUnavailableError, UnreadableRepor
 from storage.settings import Settings
 from storage.snapshots import current_snapshot_dir, read_snapshot
 from usecases.asks import record_asks
-from usecases.campaigns import CampaignProgress, campaign_wave, campaigns_in_progress
+from usecases.campaigns import campaign_wave, campaigns_in_progress
 from usecases.plans import (
     FILTERS,
     MadePlan,
@@ -92,9 +93,10 @@ class ServingState:
         what `advocacy score` would now write for them. Every route that reads the store calls this
         first, so an ask recorded through `POST /asks` counts at once. Returns how many were restated."""
         with self._restate_lock:
-            rows, asks, deliveries = self.book.take_restatements()
-            if not len(rows):
+            taken = self.book.take_restatements()
+            if taken is None:
                 return 0
+            rows, asks, deliveries = taken
             store = self.store
             restated = restate_asks(asks, deliveries, store.ids[rows].tolist(), store.as_of, self.bundle.lapse_days)
             store.restate(rows, restated)
@@ -317,7 +319,7 @@ class ServingState:
         frame = pd.DataFrame({name: store.columns[name][rows] for name in ("customer_id", "as_of", *FEATURE_NAMES)})
         for name in ("name", *FILTERS):
             frame[name] = store.customers[name].to_numpy()[rows]
-        blocked = self.book.blocked(rows, max(when, store.as_of)).matrix(list(store.ids[rows]))
+        blocked = self.book.blocked_matrix(rows, max(when, store.as_of))  # no reasons: the plan reads none
         ones = np.ones(len(rows), dtype=bool)
         return ScoredBase(when, frame, store.acceptance[rows], blocked, ones, self.book.known_asks(when))
 
@@ -325,7 +327,7 @@ class ServingState:
     def _answer_plan(made: MadePlan) -> dict[str, Any]:
         return {
             "plan_id": made.plan.plan_id,
-            "asks": _asks_json(made.table),
+            "asks": asks_json(made.table),
             "summary": made.plan.summary,
             "campaign": made.plan.campaign,
         }
@@ -381,14 +383,14 @@ class ServingState:
         if self.plans is None:
             return {"as_of": now.isoformat(), "campaigns": []}
         found = campaigns_in_progress(self.plans, self.book.known_asks(now), self.book.plan_links(), now)
-        return {"as_of": now.isoformat(), "campaigns": [_campaign_json(c) for c in found[:limit]]}
+        return {"as_of": now.isoformat(), "campaigns": [campaign_json(c) for c in found[:limit]]}
 
     def campaign_wave(self, plan_id: str, wave: int) -> dict[str, Any]:
         """`POST /campaign_wave`: the asks a campaign planned in one wave, as `POST /plan` gave them."""
         if self.plans is None:
             raise ValueError("plan_id: this service stores no plans, so it has no campaign")
         table = campaign_wave(self.plans, plan_id, wave)
-        return {"plan_id": plan_id, "wave": wave, "asks": _asks_json(table)}
+        return {"plan_id": plan_id, "wave": wave, "asks": asks_json(table)}
 
     def refresh_report(self, force: bool) -> bool:
         """Remake and keep the program report (`usecases.reports`, over the period and from the data
@@ -447,27 +449,6 @@ class ServingState:
         self.book.close()
 
 
-def _asks_json(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """A plan table's rows as JSON values (a missing time as null)."""
-    return [{k: None if v is pd.NaT else json_value(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
-
-
-def _campaign_json(c: CampaignProgress) -> dict[str, Any]:
-    return {
-        "plan_id": c.plan_id,
-        "deadline": c.deadline.isoformat(),
-        "waves": c.waves,
-        "wave_days": c.wave_days,
-        "types": {name: {**vars(t), "met": t.met} for name, t in c.types.items()},
-        "planned": [
-            {"wave": i, "date": d.isoformat(), "asks": n}
-            for i, (d, n) in enumerate(zip(c.wave_dates, c.asks_per_wave, strict=True), start=1)
-        ],
-        "next_wave": c.next_wave,
-        "next_wave_at": None if c.next_wave_at is None else c.next_wave_at.isoformat(),
-    }
-
-
 def default_need(text: str) -> dict[str, int]:
     """`ADVOCACY_WORKLIST_NEED` (`TYPE=N,TYPE=N`) as a need, checked as `POST /plan` checks one."""
     try:
@@ -490,6 +471,7 @@ def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> Ser
         AskLog(settings.ask_log_path(), CONTRACTS["asks"]),
         GuardrailConfig.from_saved(bundle.guardrails),
         now,
+        snapshot.plan_links,
     )
     state = ServingState(
         champion,

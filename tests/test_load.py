@@ -1,7 +1,10 @@
-"""A minute of sustained mixed load on a real server (issue 7 "Load"): no errors, the rate held, flat memory.
+"""Sustained mixed load on a real server (issue 7 "Load"): no errors, the rate held, flat memory.
 
-The load is `tests/loadkit.py`'s `run_load`: 100 req/s offered open-loop for 60 s, 70% /score, 20% /explain,
-10% /asks with new ask ids. The ten-minute version is `.venv/bin/python benchmarks/load.py`, on the same load.
+The load is `tests/loadkit.py`'s `run_load`: 4,000 requests offered open-loop at 100 req/s (40 s), 70% /score,
+20% /explain, 10% /asks with new ask ids, memory sampled every 5 s and judged after a 15 s warm-up (the
+caches fill for about that long: a 7.5 s warm-up failed the flat-memory goal). Bounded by count so the suite stays short
+(issue 34); the ten-minute version, which is what shows a slow leak, is `.venv/bin/python benchmarks/load.py`,
+on the same load.
 The server (two worker processes, `ADVOCACY_WORKERS=2`) gets its own feature store and ask log, so
 its asks reach no other test.
 """
@@ -25,12 +28,14 @@ from tests.serverkit import Server, service_env
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 RATE = 100.0  # req/s offered
-SECONDS = 60.0
+SECONDS = 40.0
+WARM_UP = 15.0
+REQUESTS = int(RATE * SECONDS)
 
 
 @pytest.fixture(scope="module")
 def loaded(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, LoadReport]]:
-    """One server on the session's champion, after a minute of load: (server, what the load saw)."""
+    """One server on the session's champion, after the load: (server, what the load saw)."""
     base = tmp_path_factory.mktemp("load")
     world = read_world(trained_home.settings.resolved_data_dir())
     snapshot = build_snapshot(world, observed_until(world))
@@ -41,7 +46,16 @@ def loaded(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) 
     try:
         server.wait()
         assert server.proc is not None
-        report = run_load(server.url, ids, RATE, SECONDS, server.proc.pid, rss=server.rss_bytes)
+        report = run_load(
+            server.url,
+            ids,
+            RATE,
+            SECONDS,
+            server.proc.pid,
+            rss=server.rss_bytes,
+            max_requests=REQUESTS,
+            sample_every=5.0,
+        )
         print("\n".join(report.lines()))
         yield server, report
     finally:
@@ -55,7 +69,7 @@ def _figures(report: LoadReport) -> str:
 def test_no_errors_at_100_requests_a_second(loaded: tuple[Server, LoadReport]) -> None:
     _, report = loaded
     assert report.error_count == 0, _figures(report)
-    assert report.sent == report.scheduled >= 0.99 * RATE * SECONDS, _figures(report)
+    assert report.sent == report.scheduled >= 0.99 * REQUESTS, _figures(report)
     assert set(report.latencies_ms) == {"/score", "/explain", "/asks"}, _figures(report)
 
 
@@ -75,5 +89,5 @@ def test_every_acknowledged_ask_is_in_the_ask_log(loaded: tuple[Server, LoadRepo
 
 def test_memory_is_flat_after_warm_up(loaded: tuple[Server, LoadReport]) -> None:
     _, report = loaded
-    assert len(report.rss) >= 6, _figures(report)  # start, warm-up, every 10 s, end
+    assert len(report.rss) >= 6, _figures(report)  # start, warm-up, every 5 s
     assert report.memory_flat, _figures(report)

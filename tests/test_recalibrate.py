@@ -190,7 +190,7 @@ def test_recalibration_weighs_campaign_answers_as_unbiased_evidence(trained_home
     read = sources.read()
     m = encode(build_training_data(read.world), champion.encoder)["acceptance"]
     _, alike = recalibrated(champion.acceptance, m, ACCEPTANCE_CATEGORICAL_INDEX)
-    campaign = sources.campaign_answers(read.world.asks)
+    campaign = sources.campaign_answers(read.world.asks, read.plan_links)
     x = np.vstack([m.x["valid"], m.x["test"]])
     on = np.concatenate([m.frames[s]["ask_id"].astype("str").isin(campaign).to_numpy() for s in ("valid", "test")])
     assert on.sum() == 375

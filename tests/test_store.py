@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.catalog import ASK_TYPE_NAMES
 from features.context import build_snapshot
 from features.contracts import CONTRACTS, TIMESTAMP, empty_table, validate_table
 from features.io import World
@@ -21,7 +22,7 @@ from models.guardrails import GuardrailConfig, blocked_asks
 from models.scoring import Blocked
 from serving.guardrail_book import GuardrailBook
 from serving.store import FeatureStore, UnknownCustomersError
-from storage.asklog import AskLog
+from storage.asklog import AskLog, ConflictingAskError
 from storage.settings import Settings
 
 NOW = pd.Timestamp("2026-05-15T12:00:00", tz="UTC")
@@ -69,11 +70,13 @@ def asks(*rows: dict) -> pd.DataFrame:
     return validate_table("asks", pd.DataFrame(rows)) if rows else empty_table("asks")
 
 
-def book(tmp_path: Path, s: Store, snapshot_asks: pd.DataFrame, now: pd.Timestamp = NOW) -> GuardrailBook:
+def book(
+    tmp_path: Path, s: Store, snapshot_asks: pd.DataFrame, now: pd.Timestamp = NOW, links: pd.DataFrame | None = None
+) -> GuardrailBook:
     if "delivered_at" not in snapshot_asks.columns:  # as a snapshot keeps them: none delivered here
         snapshot_asks = snapshot_asks.assign(delivered_at=pd.Series(pd.NaT, index=snapshot_asks.index, dtype=TIMESTAMP))
     log = AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"])
-    return GuardrailBook(s, snapshot_asks, log, GuardrailConfig(), now)
+    return GuardrailBook(s, snapshot_asks, log, GuardrailConfig(), now, links)
 
 
 def rails(b: GuardrailBook, customer: str, now: pd.Timestamp) -> dict[str, tuple[str, str | None]]:
@@ -130,6 +133,22 @@ def test_the_logs_later_answer_to_a_snapshot_ask_wins(tmp_path: Path) -> None:
     assert len(AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"])) == 1
 
 
+def test_the_asks_tables_plans_and_the_logs_are_one_set_of_links_and_a_plan_is_fixed(tmp_path: Path) -> None:
+    """Spec 5a: a campaign's answers come back in the asks table's `plan_id` (kept by the snapshot)
+    or through POST /asks; the service counts both, and an ask's plan cannot be changed by re-sending it."""
+    snapshot = asks(ask("s1", "c1", NOW - 20 * DAY, "accepted", NOW - 19 * DAY), ask("s2", "c1", NOW - 80 * DAY))
+    links = pd.DataFrame({"ask_id": ["s1"], "plan_id": ["p1"]})
+    b = book(tmp_path, store("c1"), snapshot, links=links)
+    b.record(pd.DataFrame([{**ask("n1", "c1", NOW - DAY), "plan_id": "p2"}]))
+    got = b.plan_links().sort_values("ask_id").reset_index(drop=True)
+    assert got.to_dict(orient="records") == [{"ask_id": "n1", "plan_id": "p2"}, {"ask_id": "s1", "plan_id": "p1"}]
+    for ask_id, plan in (("s1", "p9"), ("s2", "p1")):  # another plan; a plan for an ask the table made without one
+        with pytest.raises(ConflictingAskError, match="plan_id"):
+            b.record(pd.DataFrame([{**ask(ask_id, "c1", NOW - (20 if ask_id == "s1" else 80) * DAY), "plan_id": plan}]))
+    assert b.record(pd.DataFrame([ask("s1", "c1", NOW - 20 * DAY, "accepted", NOW - 19 * DAY)])) == 1  # no plan: kept
+    assert len(AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"]).plan_links()) == 1
+
+
 def test_unknown_customers_are_refused_and_nothing_is_stored(tmp_path: Path) -> None:
     b = book(tmp_path, store("c1"), asks(ask("s1", "gone", NOW - 400 * DAY)))
     with pytest.raises(UnknownCustomersError, match="nobody"):
@@ -159,10 +178,22 @@ def test_the_book_equals_blocked_asks_on_a_generated_world(tmp_path: Path, gener
     b.record(pd.DataFrame(posted))
     everything = pd.concat([snap.asks, asks(*posted)], ignore_index=True)
     signals = f.loc[:, ["customer_id", "health_score", "last_urgent_ticket_at"]]
-    for days in (0, 3, 20, 45, 100):
+    reference = ASK_TYPE_NAMES.index("reference_call")
+    for days in (0, 3, 15, 20, 45, 100):
         now = as_of + days * DAY
-        expected = Blocked.from_frame(blocked_asks(everything, signals, now)).by_customer
+        fresh = Blocked.from_frame(blocked_asks(everything, signals, now))
+        expected = fresh.by_customer
         rows = np.arange(len(s))
+        some = np.sort(rng.choice(len(s), len(s) // 5, replace=False))
+        # A plan reads only which asks are blocked (no reasons made); /score reads the reasons later:
+        # whichever comes first as the clock moves, each gives what the guardrails give afresh.
+        for step in rng.permutation(3):
+            if step == 0:
+                assert (b.blocked_matrix(some, now) == fresh.matrix(list(s.ids[some]))).all(), days
+            elif step == 1:
+                assert (b.reference_blocked(now) == fresh.matrix(list(s.ids))[:, reference]).all(), days
+            else:
+                assert (b.blocked_matrix(rows, now) == fresh.matrix(list(s.ids))).all(), days
         got = b.blocked(rows, now).by_customer
         assert {k: dict(v) for k, v in got.items()} == {k: dict(v) for k, v in expected.items()}
 

@@ -158,14 +158,16 @@ def reserved_elsewhere(
         if other == plan_id:
             continue
         try:
-            rows, record = plans.load(other)
+            # Only open campaigns' tables are read, and each once while its file is unchanged
+            # (`PlanStore.customers`): every wave of every campaign asks this of every stored plan.
+            calendar = plans.record(other).get("campaign")
+            if calendar is None or pd.Timestamp(calendar["deadline"]) <= as_of:
+                continue
+            planned = plans.customers(other)
         except (KeyError, ValueError, OSError):
             continue  # a plan cut short or swept meanwhile holds no one
-        calendar = record.get("campaign")
-        if calendar is None or pd.Timestamp(calendar["deadline"]) <= as_of:
-            continue
         done = set(freed.loc[freed["plan_id"] == other, "customer_id"].astype("str"))
-        held |= set(rows["customer_id"].astype("str")) - done
+        held |= planned - done
     return frozenset(held)
 
 

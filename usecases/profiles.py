@@ -24,8 +24,9 @@ import pandas as pd
 
 from features.catalog import ASK_TYPE_NAMES
 from features.context import PLAN_LINKS, guardrail_signals
-from features.contracts import CONTRACTS, empty_plan_links
-from features.io import merge_asks, merge_plan_links
+from features.contracts import CONTRACTS
+from features.io import merge_asks
+from features.plan_links import empty_plan_links, merge_plan_links
 from features.spec import FEATURE_VERSION
 from models.bundle import Bundle
 from models.explain_fast import PatternTreeShap

@@ -20,9 +20,10 @@ from typing import Any
 
 import pandas as pd
 
-from features.contracts import CONTRACTS, check_activity_asks, empty_plan_links
-from features.io import World, merge_plan_links, read_world
+from features.contracts import CONTRACTS, check_activity_asks
+from features.io import World, read_world
 from features.labels import observed_until
+from features.plan_links import empty_plan_links, merge_plan_links
 from models.program import StoredPlan, planned_asks
 from storage.asklog import AskLog
 from storage.plans import PlanStore, Retention, linked_plans

@@ -1,0 +1,60 @@
+"""Which plan each ask was made for: the asks table's optional `plan_id` column (spec 2 and 5a).
+
+A campaign's answers come back as asks carrying its `plan_id`: through `POST /asks` (the ask log
+keeps the link beside the ask) or in the asks table's `plan_id` column (a CRM export). Both are
+(`ask_id`, `plan_id`) links, joined by `merge_plan_links`; the asks table itself keeps its contract's
+columns.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from features.contracts import MAX_ID_LENGTH, DataContractError, as_text, rule_problem
+
+PLAN_LINK_COLUMNS: tuple[str, ...] = ("ask_id", "plan_id")
+
+
+def empty_plan_links() -> pd.DataFrame:
+    """No (`ask_id`, `plan_id`) links: an asks table without the optional `plan_id` column."""
+    return pd.DataFrame({c: pd.Series([], dtype="str") for c in PLAN_LINK_COLUMNS})
+
+
+def ask_plan_links(raw: pd.DataFrame) -> pd.DataFrame:
+    """(`ask_id`, `plan_id`) of the asks table's rows that name a plan in its optional `plan_id`
+    column (spec 2: the campaign the ask was made for, e.g. a CRM export), in the table's order. A
+    `plan_id` is an id like any other (`_ID`'s rules); one that breaks them is a `DataContractError`
+    naming the column and rows. An empty cell names no plan."""
+    if "plan_id" not in raw.columns:
+        return empty_plan_links()
+    plan = as_text(raw["plan_id"].reset_index(drop=True))
+    has = plan.notna()
+    rules = (
+        (f"at most {MAX_ID_LENGTH} characters", plan.str.len() > MAX_ID_LENGTH),
+        ("no surrounding spaces", plan != plan.str.strip()),
+    )
+    problems = [rule_problem("plan_id", rule, plan, bad & has) for rule, bad in rules if (bad & has).any()]
+    if problems:
+        raise DataContractError("asks", problems)
+    ids = as_text(raw["ask_id"].reset_index(drop=True))
+    return pd.DataFrame({"ask_id": ids[has], "plan_id": plan[has]}).reset_index(drop=True)
+
+
+def merge_plan_links(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
+    """The asks table's (`ask_id`, `plan_id`) links and the ask log's as one: an ask's plan is fixed
+    (spec 7), so an `ask_id` that names one plan in the table and another in the log is a
+    `DataContractError` naming it."""
+    both = pd.concat([table.loc[:, ["ask_id", "plan_id"]], logged.loc[:, ["ask_id", "plan_id"]]], ignore_index=True)
+    both = both.drop_duplicates().reset_index(drop=True)
+    clash = both["ask_id"].duplicated(keep=False)
+    if clash.any():
+        ask_id = str(both.loc[clash, "ask_id"].iloc[0])
+        plans = both.loc[both["ask_id"] == ask_id, "plan_id"].tolist()
+        raise DataContractError(
+            "asks",
+            [
+                f"ask_id {ask_id!r}: plan_id is {plans[0]} in the asks table but {plans[1]} in the ask log (an ask's "
+                f"plan is fixed) ({int(both.loc[clash, 'ask_id'].nunique())} such asks)"
+            ],
+        )
+    return both.astype("str")
