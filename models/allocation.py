@@ -49,9 +49,10 @@ POOL_EXTRA = 50
 TARGET_ROUNDS = 12  # adjustments of the expected-yes targets before the best plan found is taken
 # Each solve stops at a plan within 1% of the fewest asks, or after MILP_NODES branch-and-bound nodes
 # with the best it has: many customers of near-equal acceptance make proving the last fraction slow,
-# while the plan it already holds is as good for the need.
+# while the plan it already holds is as good for the need. A campaign's later wave over a 100k base
+# spent most of its 2 s in three solves at 200 nodes (`benchmarks/plan_latency.py`).
 MILP_GAP = 0.01
-MILP_NODES = 200
+MILP_NODES = 50
 # A guard against a pathological solve only: past it the best plan so far stands. Solves are bounded
 # by nodes and rounds, which give the same plan whatever the load; a tight clock did not (under CI load
 # the page and the API got different plans for one request). The red team's nine types take 0.2 s.

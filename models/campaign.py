@@ -356,16 +356,20 @@ def _outcomes(
     chance = q * wait_yes / np.clip(q * wait_yes + (1 - q) * wait_no, 1e-300, None)
     yes = rng.random(p.size) < chance
     delay = np.full(p.size, np.inf)
-    for i in range(p.size):
-        pool = times.yes_days[t] if yes[i] else times.no_days[t]
-        later = pool[pool > waited[i]] if pool.size else pool
-        if not yes[i]:  # a no that has not come yet: silent for good, or a decline still to come
-            silent = times.silent_share[t]
-            still = (1 - silent) * later.size / max(pool.size, 1)
-            if not later.size or rng.random() * (silent + still) < silent:
-                continue
-        if later.size:
-            delay[i] = later[rng.integers(later.size)]
+    silent = times.silent_share[t]
+    for pool, mine, is_no in ((times.yes_days[t], yes, False), (times.no_days[t], ~yes, True)):
+        at = np.flatnonzero(mine)
+        if not at.size or not pool.size:
+            continue
+        # The pool's delays longer than the wait so far (it is sorted): one of them, drawn evenly.
+        start = np.searchsorted(pool, waited[at], side="right")
+        later = pool.size - start
+        comes = later > 0
+        if is_no:  # a no not come yet: silent for good, or a decline still to come
+            still = (1 - silent) * later / pool.size
+            comes &= rng.random(at.size) * (silent + still) >= silent
+        pick = start + np.floor(rng.random(at.size) * np.maximum(later, 1)).astype(np.int64)
+        delay[at[comes]] = pool[np.minimum(pick[comes], pool.size - 1)]
     return yes, delay
 
 
