@@ -235,6 +235,8 @@ def _joint(problem: Problem, ordered: dict[int, np.ndarray], floor: Allocation, 
     types = sorted(t for t, k in alone.items() if k is not None)
     if len(types) < 2 or len(floor.met) == len(problem.need) == 1:
         return None
+    if floor.met == frozenset(problem.need) and all(floor.rows[t].size == alone[t] for t in problem.need):
+        return None  # every type has its shortest list as if it were alone: no plan asks fewer
     pools, targets = {}, {}
     for t in types:  # each type's best candidates, enough for its list alone several times over, and the floor's
         keep = np.zeros(ordered[t].size, dtype=bool)
