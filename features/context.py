@@ -168,13 +168,9 @@ def build_snapshot(
     # commitments when an ask is recorded after this snapshot (`features.pointintime.restate_ask_history`).
     asks["delivered_at"] = delivered_at(asks, world.activities[world.activities["occurred_at"] < as_of])
     meta = snapshot_meta(as_of, customers=len(frame), asks=len(asks))
-    links = snapshot_plan_links(world.plan_links, asks["ask_id"])
-    return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history_table(world, as_of), meta, links)
-
-
-def snapshot_plan_links(links: pd.DataFrame, ask_ids: pd.Series) -> pd.DataFrame:
-    """The plan links of the asks a snapshot keeps (those made before its as_of)."""
-    return links[links["ask_id"].isin(set(ask_ids.astype("str")))].reset_index(drop=True)
+    # The table's links whole, as the batch job keeps them: a link counts only beside its ask.
+    history = history_table(world, as_of)
+    return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history, meta, world.plan_links)
 
 
 def snapshot_meta(as_of: pd.Timestamp, customers: int, asks: int, forced: bool = False) -> dict[str, Any]:

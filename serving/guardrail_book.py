@@ -350,7 +350,7 @@ class GuardrailBook:
 
     def plan_links(self) -> pd.DataFrame:
         """(`ask_id`, `plan_id`) of the asks made from a plan: the asks table's (in the snapshot) and
-        the ask log's (`features.io.merge_plan_links`)."""
+        the ask log's (`features.plan_links.merge_plan_links`)."""
         return merge_plan_links(self._snapshot_links, self._log.plan_links())
 
     # ---- recording ---------------------------------------------------------------------------------

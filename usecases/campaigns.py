@@ -154,21 +154,32 @@ def reserved_elsewhere(
     held: set[str] = set()
     answered = asks.loc[asks["responded_at"].notna() & (asks["responded_at"] < as_of), ["ask_id", "customer_id"]]
     freed = answered.merge(links, on="ask_id", how="inner")
-    for other in plans.ids():
+    for other in open_campaigns(plans, as_of):
         if other == plan_id:
             continue
         try:
-            # Only open campaigns' tables are read, and each once while its file is unchanged
-            # (`PlanStore.customers`): every wave of every campaign asks this of every stored plan.
-            calendar = plans.record(other).get("campaign")
-            if calendar is None or pd.Timestamp(calendar["deadline"]) <= as_of:
-                continue
+            # Read once while its file is unchanged (`PlanStore.customers`): every wave of every
+            # campaign asks this of every open campaign.
             planned = plans.customers(other)
         except (KeyError, ValueError, OSError):
             continue  # a plan cut short or swept meanwhile holds no one
         done = set(freed.loc[freed["plan_id"] == other, "customer_id"].astype("str"))
         held |= planned - done
     return frozenset(held)
+
+
+def open_campaigns(plans: PlanStore, as_of: pd.Timestamp) -> list[str]:
+    """The stored campaigns whose deadline is after `as_of`, from their records alone (most plans
+    are one-shot: their tables are not read). A plan cut short or swept meanwhile is not one."""
+    found = []
+    for plan_id in plans.ids():
+        try:
+            calendar = plans.record(plan_id).get("campaign")
+            if calendar is not None and pd.Timestamp(calendar["deadline"]) > as_of:
+                found.append(plan_id)
+        except (KeyError, ValueError, OSError):
+            continue
+    return found
 
 
 def campaign_summary(
@@ -304,13 +315,10 @@ def campaigns_in_progress(
 ) -> list[CampaignProgress]:
     """The stored campaigns still running at `as_of`, the nearest deadline first: deadline ahead,
     and not every need met yet (a campaign whose yeses reach every need is done). `asks`: every
-    ask known at `as_of`; `links`: the ask log's ask_id -> plan_id."""
+    ask known at `as_of`; `links`: ask_id -> plan_id (the asks table's and the log's)."""
     found = []
-    for plan_id in plans.ids():
+    for plan_id in open_campaigns(plans, as_of):
         try:
-            calendar = plans.record(plan_id).get("campaign")  # most plans are one-shot: skip their tables
-            if calendar is None or pd.Timestamp(calendar["deadline"]) <= as_of:
-                continue
             rows, record = plans.load(plan_id)
         except (KeyError, ValueError, OSError):
             continue  # a plan cut short or swept meanwhile is running no longer

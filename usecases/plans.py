@@ -18,10 +18,10 @@ import pandas as pd
 
 from features.contracts import empty_table
 from features.io import World
+from features.plan_links import empty_plan_links
 from features.spec import FEATURE_NAMES
 from models.bundle import Bundle
 from models.campaign import Pace, Schedule
-from models.guardrails import GuardrailConfig
 from models.planner import (
     DEFAULT_CONFIDENCE,
     FILTERS,
@@ -39,6 +39,7 @@ from models.planner import (
     plannable,
 )
 from models.registry import ChampionRef
+from models.scoring import ungated_of
 from storage.plans import PlanStore
 from usecases.campaigns import (
     campaign_record,
@@ -121,7 +122,7 @@ def plan_candidates(bundle: Bundle, base: ScoredBase) -> tuple[Candidates, pd.Da
         last_asked_at=pd.DatetimeIndex(base.as_of - pd.to_timedelta(days, unit="D")),
         attributes=frame.loc[:, ["name", *FILTERS]],
         level_sd=acceptance_level_sd(bundle),
-        ungated=GuardrailConfig.from_saved(bundle.guardrails).ungated(),
+        ungated=ungated_of(bundle),
     )
     return cands, frame
 
@@ -136,7 +137,7 @@ def make_and_store(
 ) -> MadePlan:
     """The plan for `job` over `base` (wave 1 of a campaign when its schedule has more waves), with
     each planned ask's acceptance reasons, stored under its `plan_id` when `job.store` and a store
-    is given. `links` (the ask log's ask_id -> plan_id) free the customers of other open campaigns
+    is given. `links` (ask_id -> plan_id, the asks table's and the log's) free the customers of other open campaigns
     once they have answered there; without them, those campaigns hold all theirs."""
     cands, frame = plan_candidates(bundle, base)
     if job.schedule.waves == 1:
@@ -145,7 +146,7 @@ def make_and_store(
     else:
         deadline = base.as_of + pd.Timedelta(days=job.schedule.waves * job.schedule.wave_days)
         asks = base.asks if base.asks is not None else empty_table("asks")
-        links = links if links is not None else pd.DataFrame({"ask_id": [], "plan_id": []}, dtype="str")
+        links = links if links is not None else empty_plan_links()
         held = reserved_elsewhere(plans, links, asks, base.as_of) if plans is not None else frozenset()
         wave, times = wave_for(bundle, cands, job.request, job.schedule, 1, base.as_of, deadline, asks, None, held)
         made = make_plan(cands, job.request, base.as_of, wave=wave)
