@@ -49,3 +49,7 @@ TABLES: tuple[str, ...] = (
     "activities",
 )
 REQUIRED_TABLES: tuple[str, ...] = ("customers", "usage")
+# Deals of prospects (spec section 9): read beside the customer tables, never split with them by customer.
+DEALS = "opportunities"
+DEAL_OUTCOMES: tuple[str, ...] = ("won", "lost", "open")
+CLOSED_OUTCOMES: tuple[str, ...] = ("won", "lost")

@@ -22,7 +22,17 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from features.catalog import ANSWERS, ASK_TYPE_NAMES, OUTCOMES, PRIORITIES, SEGMENTS, TABLES
+from features.catalog import (
+    ANSWERS,
+    ASK_TYPE_NAMES,
+    CLOSED_OUTCOMES,
+    DEAL_OUTCOMES,
+    DEALS,
+    OUTCOMES,
+    PRIORITIES,
+    SEGMENTS,
+    TABLES,
+)
 
 TIMESTAMP = "datetime64[us, UTC]"
 YEARS = (1900, 2199)  # every timestamp the product reads or is sent falls in these years (inclusive)
@@ -272,8 +282,42 @@ CONTRACTS: dict[str, TableContract] = {
         timestamps=("occurred_at",),
         unique=("activity_id",),
     ),
+    DEALS: TableContract(
+        DEALS,
+        pa.DataFrameSchema(
+            {
+                "opportunity_id": pa.Column(checks=_ID),
+                "account": _text(nullable=True),
+                "industry": _text(nullable=True),
+                "segment": pa.Column(checks=[pa.Check.isin(SEGMENTS)]),
+                "region": _text(nullable=True),
+                "use_case": _text(nullable=True),
+                "amount": _col("float64", _NON_NEG, _FINITE),
+                "created_at": _ts(),
+                "outcome": pa.Column(checks=[pa.Check.isin(DEAL_OUTCOMES)]),
+                "closed_at": _ts(nullable=True),
+            }
+        ),
+        strings=("opportunity_id", "account", "industry", "segment", "region", "use_case", "outcome"),
+        timestamps=("created_at",),
+        nullable_timestamps=("closed_at",),
+        unique=("opportunity_id",),
+        row_rules=(
+            (
+                "closed_at",
+                "given when the outcome is won or lost",
+                lambda df: df["outcome"].isin(CLOSED_OUTCOMES) & df["closed_at"].isna(),
+            ),
+            (
+                "closed_at",
+                "empty while the outcome is open",
+                lambda df: (df["outcome"] == "open") & df["closed_at"].notna(),
+            ),
+            ("closed_at", "not before created_at", lambda df: df["closed_at"] < df["created_at"]),
+        ),
+    ),
 }
-assert tuple(CONTRACTS) == TABLES
+assert tuple(CONTRACTS) == (*TABLES, DEALS)
 
 
 def _examples(rows: pd.Series, values: pd.Series) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from features.catalog import REQUIRED_TABLES, TABLES
+from features.catalog import DEALS, REQUIRED_TABLES, TABLES
 from features.contracts import (
     CONTRACTS,
     DataContractError,
@@ -23,10 +23,18 @@ from features.contracts import (
     empty_table,
     validate_table,
 )
+from features.deals import (
+    REFERRED_BY,
+    ask_deal_links,
+    check_deal_keys,
+    empty_deal_links,
+    empty_opportunities,
+    validate_opportunities,
+)
 from features.plan_links import ask_plan_links, empty_plan_links
 
 # Optional id columns a table may carry beyond its contract's (spec 2), read as text like its ids.
-OPTIONAL_IDS: dict[str, tuple[str, ...]] = {"asks": ("plan_id",)}
+OPTIONAL_IDS: dict[str, tuple[str, ...]] = {"asks": ("plan_id", "opportunity_id"), DEALS: (REFERRED_BY,)}
 # An ask's customer, type and time are what it is; only its answer may change later (spec section 7).
 FIXED_ASK_FIELDS = ("customer_id", "ask_type", "asked_at")
 
@@ -39,7 +47,9 @@ class World:
     API were merged in (`with_logged_asks`): the log is always ahead of the data export, so its
     asks must not move the period the data tables cover (`features.labels.observed_until`).
     `plan_links` are the asks table's (`ask_id`, `plan_id`): the campaign each ask was made for,
-    where the table says (its optional `plan_id` column)."""
+    where the table says (its optional `plan_id` column). `opportunities` are the deals of prospects
+    (spec 9; with their optional `referred_by`) and `deal_links` the asks table's (`ask_id`,
+    `opportunity_id`): the deal each ask was made for."""
 
     customers: pd.DataFrame
     usage: pd.DataFrame
@@ -50,6 +60,8 @@ class World:
     activities: pd.DataFrame
     data_end: pd.Timestamp | None = field(default=None, compare=False)
     plan_links: pd.DataFrame = field(default_factory=empty_plan_links, compare=False)
+    opportunities: pd.DataFrame = field(default_factory=empty_opportunities, compare=False)
+    deal_links: pd.DataFrame = field(default_factory=empty_deal_links, compare=False)
 
     def table(self, name: str) -> pd.DataFrame:
         frame: pd.DataFrame = getattr(self, name)
@@ -65,8 +77,12 @@ class World:
         known = logged["customer_id"].isin(set(self.customers["customer_id"])).to_numpy()
         asks = merge_asks(self.asks, logged[known]) if known.any() else self.asks
         end = self.data_end if data_end is None else data_end
-        copy = World(**{**self.as_dict(), "asks": asks}, data_end=end, plan_links=self.plan_links)
+        copy = World(**{**self.as_dict(), "asks": asks}, data_end=end, **self.links())
         return copy, int((~known).sum())
+
+    def links(self) -> dict[str, pd.DataFrame]:
+        """What a copy of the world with other tables keeps as it is: the asks' plans and deals, and the deals."""
+        return {"plan_links": self.plan_links, "opportunities": self.opportunities, "deal_links": self.deal_links}
 
 
 def table_answer_later(table: pd.Series, logged: pd.Series) -> np.ndarray:
@@ -141,20 +157,23 @@ def world_from_tables(raw: Mapping[str, pd.DataFrame]) -> World:
             tables[name] = empty_table(name)
     check_foreign_keys(tables)
     links = ask_plan_links(raw["asks"]) if "asks" in raw else empty_plan_links()
-    return World(**tables, plan_links=links)
+    deals = validate_opportunities(raw[DEALS]) if DEALS in raw else empty_opportunities()
+    deal_links = ask_deal_links(raw["asks"]) if "asks" in raw else empty_deal_links()
+    check_deal_keys(deals, deal_links, tables["customers"])
+    return World(**tables, plan_links=links, opportunities=deals, deal_links=deal_links)
 
 
-def table_files(data_dir: Path) -> dict[str, Path]:
+def table_files(data_dir: Path, names: tuple[str, ...] = TABLES) -> dict[str, Path]:
     """The file of each table present in `data_dir`, `NAME.parquet` or `NAME.csv`; a
     `DataContractError` if a required table has neither, if a table has both (one would be silently
     ignored), or if a table's file is there but cannot be read (a broken link, a folder, a name in
     other letter case): never silently taken as absent. Every reader (`read_world`, the batch job)
-    finds its files here."""
+    finds its files here; `names` are the tables looked for (the deals too, for `read_world`)."""
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data directory not found: {data_dir}")
     entries = {entry.name: entry for entry in data_dir.iterdir()}
     found: dict[str, Path] = {}
-    for name in TABLES:
+    for name in names:
         both = [f"{name}{suffix}" for suffix in (".parquet", ".csv") if f"{name}{suffix}" in entries]
         if len(both) > 1:
             raise DataContractError(name, [f"rule 'one file per table' failed: found both {both[0]} and {both[1]}"])
@@ -210,5 +229,5 @@ def read_plan_links(path: Path | None) -> pd.DataFrame:
 
 def read_world(data_dir: Path | str) -> World:
     """Read and validate every table in `data_dir`; raise `DataContractError` on bad input."""
-    raw = {name: _read_raw(path, name) for name, path in table_files(Path(data_dir)).items()}
+    raw = {name: _read_raw(path, name) for name, path in table_files(Path(data_dir), (*TABLES, DEALS)).items()}
     return world_from_tables(raw)

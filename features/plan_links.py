@@ -22,22 +22,29 @@ def empty_plan_links() -> pd.DataFrame:
 
 def ask_plan_links(raw: pd.DataFrame) -> pd.DataFrame:
     """(`ask_id`, `plan_id`) of the asks table's rows that name a plan in its optional `plan_id`
-    column (spec 2: the campaign the ask was made for, e.g. a CRM export), in the table's order. A
-    `plan_id` is an id like any other (`_ID`'s rules); one that breaks them is a `DataContractError`
-    naming the column and rows. An empty cell names no plan."""
-    if "plan_id" not in raw.columns:
-        return empty_plan_links()
-    plan = as_text(raw["plan_id"].reset_index(drop=True))
-    has = plan.notna()
+    column (spec 2: the campaign the ask was made for, e.g. a CRM export), in the table's order
+    (`ask_links`)."""
+    return ask_links(raw, "plan_id")
+
+
+def ask_links(raw: pd.DataFrame, column: str) -> pd.DataFrame:
+    """(`ask_id`, `column`) of the asks table's rows that name something in the optional id
+    `column` (`plan_id`, `opportunity_id`), in the table's order. The value is an id like any other
+    (`_ID`'s rules); one that breaks them is a `DataContractError` naming the column and rows. An
+    empty cell names nothing."""
+    if column not in raw.columns:
+        return pd.DataFrame({c: pd.Series([], dtype="str") for c in ("ask_id", column)})
+    value = as_text(raw[column].reset_index(drop=True))
+    has = value.notna()
     rules = (
-        (f"at most {MAX_ID_LENGTH} characters", plan.str.len() > MAX_ID_LENGTH),
-        ("no surrounding spaces", plan != plan.str.strip()),
+        (f"at most {MAX_ID_LENGTH} characters", value.str.len() > MAX_ID_LENGTH),
+        ("no surrounding spaces", value != value.str.strip()),
     )
-    problems = [rule_problem("plan_id", rule, plan, bad & has) for rule, bad in rules if (bad & has).any()]
+    problems = [rule_problem(column, rule, value, bad & has) for rule, bad in rules if (bad & has).any()]
     if problems:
         raise DataContractError("asks", problems)
     ids = as_text(raw["ask_id"].reset_index(drop=True))
-    return pd.DataFrame({"ask_id": ids[has], "plan_id": plan[has]}).reset_index(drop=True)
+    return pd.DataFrame({"ask_id": ids[has], column: value[has]}).reset_index(drop=True)
 
 
 def merge_plan_links(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import features.synthetic
-from features.catalog import ASK_TYPE_NAMES, TABLES
+from features.catalog import ASK_TYPE_NAMES, DEALS, TABLES
 from features.contracts import CONTRACTS
 from features.synthetic import DEFAULT_END, STATIONARY, SyntheticWorld, generate_world
 
@@ -62,10 +62,11 @@ def test_same_seed_same_world_other_seed_differs() -> None:
 
 
 def test_tables_have_contract_columns_and_types(world: SyntheticWorld) -> None:
-    assert tuple(world.tables) == TABLES
-    for name in TABLES:
+    assert tuple(world.tables) == (*TABLES, DEALS)
+    optional = {"asks": ("opportunity_id",), DEALS: ("referred_by",)}  # the contract's optional columns
+    for name in (*TABLES, DEALS):
         frame = world.tables[name]
-        assert tuple(frame.columns) == CONTRACTS[name].columns, name
+        assert tuple(frame.columns) == (*CONTRACTS[name].columns, *optional.get(name, ())), name
         assert len(frame) > 0, name
     t = world.tables
     for name, col in [*EVENT_TIME.items(), ("customers", "contract_start"), ("customers", "churned_at")]:

@@ -57,7 +57,7 @@ def leave_out_future(world: World, now: pd.Timestamp) -> tuple[World, dict[str, 
         if orphaned.any():
             counts[f"{LEFT_OUT}activities.delivering_an_ask_left_out"] = int(orphaned.sum())
             tables["activities"] = activities[~orphaned].reset_index(drop=True)
-    return (World(**tables, data_end=world.data_end, plan_links=world.plan_links) if counts else world), counts
+    return (World(**tables, data_end=world.data_end, **world.links()) if counts else world), counts
 
 
 def _split_key(key: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from features.catalog import TABLES
 from features.contracts import CONTRACTS, as_utc
 from features.synthetic import _tables
 from features.synthetic._calendar import Calendar, make_calendar
+from features.synthetic._deals import with_deals
 from features.synthetic._params import DEFAULT_END, DRIFTING, HORIZON_DAYS, Drift
 from features.synthetic._population import population
 from features.synthetic._state import State
@@ -63,6 +64,9 @@ def generate_world(
     `drift` is how the world changes over time and what its tables never record (`DRIFTING` by
     default); `STATIONARY` is the world as it was before drift existed, draw for draw.
     Answers that come after `end`, or after the customer churned, are recorded as no response yet.
+    Deals of prospects (`opportunities`, the asks' `opportunity_id`, `truth/deals`) come from a
+    random stream of their own (`features.synthetic._deals`): the other tables are the same with or
+    without them.
     """
     if n_customers < 1:
         raise ValueError("n_customers must be at least 1")
@@ -85,7 +89,9 @@ def generate_world(
         if 1 <= k <= months - 3 and cal.start[k] + HORIZON_DAYS <= horizon_end_days + 1e-9:
             run.snapshots.append((idx, np.full(idx.size, k), propensity(state, idx, k, cal, truth_rngs[k], drift)))
         _simulate_month(run, state, idx, k, cal, rng_sim, drift, acceptance_truth and k >= 1)
-    return _assemble(cal, attrs, state, run, horizon_end_days)
+    world = _assemble(cal, attrs, state, run, horizon_end_days)
+    tables, deals = with_deals(world.tables, seed, end_ts)
+    return SyntheticWorld(tables=tables, truth={**world.truth, "deals": deals})
 
 
 def _simulate_month(
