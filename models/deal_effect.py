@@ -94,15 +94,26 @@ def design(deals: pd.DataFrame) -> pd.DataFrame:
 
 def _learner(seed: int) -> Any:
     from econml.dr import LinearDRLearner
-    from sklearn.linear_model import LogisticRegression
 
-    return LinearDRLearner(
-        model_propensity=LogisticRegression(max_iter=1000),
-        model_regression=LogisticRegression(max_iter=1000),
-        discrete_outcome=True,
-        cv=FOLDS,
-        random_state=seed,
-    )
+    return LinearDRLearner(**_learner_params(seed))
+
+
+def _learner_params(seed: int) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def logistic() -> Any:
+        # Scaled, the solver converges in a few steps; the raw log amount beside one-hot columns slows it many times.
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+
+    return {
+        "model_propensity": logistic(),
+        "model_regression": logistic(),
+        "discrete_outcome": True,
+        "cv": FOLDS,
+        "random_state": seed,
+    }
 
 
 def _att(y: np.ndarray, t: np.ndarray, x: np.ndarray, seed: int) -> float:
@@ -199,25 +210,37 @@ def _bootstrap(y: np.ndarray, t: np.ndarray, x: np.ndarray, resamples: int, seed
 
 
 def _refute(y: np.ndarray, t: np.ndarray, x: pd.DataFrame, seed: int, simulations: int) -> list[Refutation]:
-    """DoWhy's placebo treatment and random common cause on the same learner, through EconML's
-    `dowhy` wrapper (the effect on the treated)."""
-    wrapped = _learner(seed).dowhy.fit(
-        y,
-        t,
-        X=x.to_numpy(),
-        feature_names=list(x.columns),
-        outcome_names=["won"],
-        treatment_names=["referenced"],
-        # DoWhy 0.12 reads the string "att" as every unit for EconML's learners: name the treated rows.
-        target_units=lambda data: data["referenced"] == 1,
+    """DoWhy's placebo treatment and random common cause on the same learner and target (the treated
+    deals), the deal's features as both common causes and effect modifiers."""
+    from dowhy import CausalModel
+
+    data = x.assign(referenced=t.astype(bool), won=y)
+    model = CausalModel(
+        data=data,
+        treatment="referenced",
+        outcome="won",
+        common_causes=list(x.columns),
+        effect_modifiers=list(x.columns),
     )
-    estimated = float(np.ravel(wrapped.estimate_.value)[0])
+    # The default search for a backdoor set tries subsets of the features (minutes for twenty of them);
+    # every feature is a pre-treatment cause here, so the maximal set is the one.
+    estimand = model.identify_effect(method_name="maximal-adjustment", proceed_when_unidentifiable=True)
+    estimate = model.estimate_effect(
+        estimand,
+        method_name="backdoor.econml.dr.LinearDRLearner",
+        # DoWhy 0.12 reads the string "att" as every unit for EconML's learners: name the treated rows.
+        target_units=lambda frame: frame["referenced"],
+        method_params={"init_params": _learner_params(seed), "fit_params": {}},
+    )
+    estimated = float(np.ravel(estimate.value)[0])
     out = []
     for method, name, expected, extra in (
         ("placebo_treatment_refuter", "placebo treatment", "near zero", {"placebo_type": "permute"}),
         ("random_common_cause", "random common cause", "unchanged", {}),
     ):
-        result = wrapped.refute_estimate(method_name=method, num_simulations=simulations, random_state=seed, **extra)
+        result = model.refute_estimate(
+            estimand, estimate, method_name=method, num_simulations=simulations, random_state=seed, **extra
+        )
         new = float(np.ravel(result.new_effect)[0])
         p = result.refutation_result.get("p_value") if isinstance(result.refutation_result, dict) else None
         p_value = None if p is None else float(np.ravel(p)[0])
