@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from storage.settings import Settings
 from training.evaluate import expected_calibration_error
@@ -61,3 +62,16 @@ def test_the_interval_resamples_customers_not_rows() -> None:
     assert 0.7 < copied.std() / once.std() < 1.4
     by_row = clustered_auc_draws(np.repeat(y, 10), {"s": np.repeat(score, 10)}, np.arange(3000), 300)["s"]
     assert by_row.std() < 0.5 * once.std()
+
+
+def test_the_bootstrap_auc_is_scikit_learns_under_any_weights_and_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from training.gate import RankedAuc
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(2000) < 0.3).astype(float)
+    score = np.round(rng.random(2000) + 0.4 * y, 2)  # rounded: many ties, as a points rule has
+    auc = RankedAuc(y, score)
+    for w in (np.ones(2000), rng.multinomial(2000, np.full(2000, 1 / 2000)).astype(float), rng.random(2000)):
+        assert auc(w) == pytest.approx(roc_auc_score(y, score, sample_weight=w), abs=1e-12)

@@ -51,6 +51,25 @@ def _ece(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
     return expected_calibration_error(y, p, weight=w)
 
 
+class RankedAuc:
+    """ROC AUC of one fixed score under many row weightings (a bootstrap's draws), equal to
+    `roc_auc_score(y, s, sample_weight=w)` with ties counted half, in linear time per weighting: the
+    scores are ranked once, and each weighting only sums weights per distinct score. scikit-learn's
+    function sorts and validates again on every call, which made the gate's hundreds of draws a third
+    of a training run."""
+
+    def __init__(self, y: np.ndarray, s: np.ndarray) -> None:
+        self._levels, self._at = np.unique(np.asarray(s, dtype=float), return_inverse=True)
+        self._pos = np.asarray(y, dtype=float)
+
+    def __call__(self, w: np.ndarray) -> float:
+        n = len(self._levels)
+        pos = np.bincount(self._at, weights=w * self._pos, minlength=n)
+        neg = np.bincount(self._at, weights=w * (1.0 - self._pos), minlength=n)
+        below = np.cumsum(neg) - neg
+        return float(np.dot(pos, below + 0.5 * neg) / (pos.sum() * neg.sum()))
+
+
 def clustered_draws(
     y: np.ndarray,
     scores: dict[str, np.ndarray],
@@ -78,10 +97,26 @@ def clustered_draws(
 
 
 def clustered_auc_draws(
-    y: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndarray, resamples: int, seed: int = 0
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    groups: np.ndarray,
+    resamples: int,
+    seed: int = 0,
+    weight: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """ROC AUC of each score on paired bootstrap samples of the customers (`clustered_draws`)."""
-    return clustered_draws(y, scores, groups, resamples, _auc, seed)
+    """ROC AUC of each score on paired bootstrap samples of the customers (`clustered_draws`, the same
+    draws), each by `RankedAuc`."""
+    codes, uniques = pd.factorize(pd.Series(groups))
+    rng = np.random.default_rng(seed)
+    ranked = {name: RankedAuc(y, s) for name, s in scores.items()}
+    draws = {name: np.empty(resamples) for name in scores}
+    every = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
+    for b in range(resamples):
+        drawn = rng.multinomial(len(uniques), np.full(len(uniques), 1.0 / len(uniques)))[codes].astype(float)
+        one_class = len(np.unique(y[drawn > 0])) < 2  # no AUC on such a sample: draw it as the estimate
+        for name, auc in ranked.items():
+            draws[name][b] = auc(every if one_class else drawn * every)
+    return draws
 
 
 def interval(estimate: float, draws: np.ndarray, confidence: float) -> Interval:
@@ -183,7 +218,7 @@ def decide_recalibration(
             return GateDecision(False, reason, version), metrics
         e_draws = clustered_draws(t.y, scores, t.groups, settings.gate_resamples, _ece, weight=t.weight)
         drop = interval(ece["champion"] - ece["new"], e_draws["champion"] - e_draws["new"], level)
-        a_draws = clustered_draws(t.y, scores, t.groups, settings.gate_resamples, _auc, weight=t.weight)
+        a_draws = clustered_auc_draws(t.y, scores, t.groups, settings.gate_resamples, weight=t.weight)
         auc = {k: float(roc_auc_score(t.y, s, sample_weight=t.weight)) for k, s in scores.items()}
         change = interval(auc["new"] - auc["champion"], a_draws["new"] - a_draws["champion"], level)
         metrics |= {f"gate_{t.name}_ece_drop_ci_low": drop.low, f"gate_{t.name}_ece_drop_ci_high": drop.high}
