@@ -15,7 +15,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from advocacy import plan_commands, report_commands, sync_commands  # noqa: F401  (register plan, report, sync)
+# Importing them registers their commands: plan, references, report, sync.
+from advocacy import plan_commands, reference_commands, report_commands, sync_commands  # noqa: F401
 from advocacy.app import DataDir, app, clear_errors, console, current_settings, err_console, parse_time
 from advocacy.model_commands import print_train_result  # importing it registers the training commands
 from advocacy.present import plain, show_left_out, styled

@@ -1,5 +1,5 @@
-"""Reporting commands: `advocacy report` (the program report: what was asked, what came of it, and
-whether the plans kept their promise)."""
+"""Reporting commands: `advocacy report` (the program report: what was asked, what came of it,
+whether the plans kept their promise, and with deals what references did for winning them)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from storage.settings import Settings
-    from usecases import MadeReport, ProgramReport
+    from usecases import DealReport, MadeReport, ProgramReport
 
 PANEL = "Planning"
 
@@ -26,7 +26,9 @@ PANEL = "Planning"
 @clear_errors
 def report(
     data: DataDir,
-    since: Annotated[str | None, typer.Option("--since", help="Only asks made at or after this time (UTC).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only asks made, and deals created, at or after this time (UTC).")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Also write the tables (CSV) and charts (PNG) into this folder.")
     ] = None,
@@ -35,15 +37,25 @@ def report(
     ] = None,
 ) -> None:
     """The program report: asks, acceptance and delivery by ask type and month; planned asks' promise
-    against what happened; yeses per ask against the points rule. Logged to MLflow with its charts."""
+    against what happened; yeses per ask against the points rule; with an opportunities table, the
+    deals (influenced pipeline, the effect of a delivered reference, referrals; `deals.csv`). Logged
+    to MLflow with its charts."""
     from storage.reports import ReportStore
-    from usecases import Sources, configure_tracking, find_champion, keep_for_the_page, make_report, report_stamp
+    from usecases import (
+        Sources,
+        configure_tracking,
+        deal_options,
+        find_champion,
+        keep_for_the_page,
+        make_report,
+        report_stamp,
+    )
 
     when = parse_time(since, "--since")
     settings = current_settings()
     sources = Sources.from_settings(settings, data)
-    with console.status("Counting asks and scoring the points rule as of each ask"):
-        made = make_report(sources, when)
+    with console.status("Counting asks, scoring the points rule as of each ask, estimating what references did"):
+        made = make_report(sources, when, deal_options(settings))
     _print_report(made.report)
     configure_tracking(settings, experiment or f"{settings.experiment}-report")
     champion = find_champion(settings.model_name)
@@ -62,6 +74,10 @@ def _fmt(value: Any, kind: str = "") -> str:
         return ""
     if kind == "%":
         return f"{value:.0%}"
+    if kind == "pts":  # a difference of shares, in percentage points
+        return f"{value * 100:+.1f} pts"
+    if kind == "money":
+        return f"{value:,.0f}"
     return f"{value:.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
 
 
@@ -100,7 +116,37 @@ def _print_report(made: ProgramReport) -> None:
             console.print(_table("Per campaign wave: promised expected yeses against yeses", made.waves, rates))
     start = f" from {made.compared_from:%Y-%m-%d}" if made.compared_from is not None else ""
     console.print(_table(f"Yeses per ask{start}: plans against the points rule's picks", made.versus_rule))
+    if made.deals is not None:
+        _print_deals(made.deals, period)
     show_left_out(console, made.left_out)
+
+
+def _print_deals(deals: DealReport, period: str) -> None:
+    """The deals section: pipeline, both estimates (never an adjusted number without an estimate),
+    the refutations, the revenue and the referral pipeline."""
+    money = {"amount": "money", "won_amount": "money", "win_rate": "%"}
+    points = {"value": "pts", "ci_low": "pts", "ci_high": "pts", "estimated_effect": "pts", "new_effect": "pts"}
+    console.print(f"Deals created from {period}: {len(deals.deals):,}")
+    title = "Pipeline with a delivered reference and without (win rate and days to close: closed deals)"
+    console.print(_table(title, deals.by_reference, money))
+    title = "A delivered reference and winning: plain difference and adjusted effect (90% intervals)"
+    console.print(_table(title, deals.estimates().drop(columns="note"), points))
+    for note in deals.notes():
+        console.print(note)
+    if deals.effect.refutations:
+        console.print(_table("DoWhy's refutations of the adjusted effect", deals.refutations(), points))
+    revenue = deals.revenue().drop(columns=["return_on_program_cost"])
+    roi = deals.return_on_cost
+    console.print(_table("Influenced pipeline and incremental won revenue", revenue, dict.fromkeys(revenue, "money")))
+    if roi is not None:
+        console.print(f"Return on the program cost: {roi:.0%}")
+    if deals.referrals_by_month.empty:
+        console.print("No deal in the period was referred by a customer (referred_by).")
+        return
+    console.print(_table("Referred deals by month created", deals.referrals_by_month, money))
+    title = "Referred deals by the referrer's points tier when the deal was created"
+    console.print(_table(title, deals.referrals_by_tier, money))
+    console.print(_table("Referrers who brought the most deals", deals.top_referrers, money))
 
 
 def _write_report(made: ProgramReport, charts: dict[str, bytes], out: Path) -> None:
@@ -128,6 +174,8 @@ def _log_report(settings: Settings, made: MadeReport, experiment: str, data: Pat
     configure(settings, experiment)
     with mlflow.start_run(run_name="program report") as run:
         mlflow.set_tag("kind", "program_report")
+        if report.deals is not None:
+            mlflow.set_tag("deal_effect_status", report.deals.effect.status)
         since = "" if report.since is None else report.since.isoformat()
         mlflow.log_params({"data": str(data), "since": since, "until": report.until.isoformat()})
         mlflow.log_metrics(made.metrics)

@@ -20,8 +20,7 @@ import pyarrow.parquet as pq
 
 from batch.chunk import TOP_DISAGREEMENTS
 from batch.scratch import SUFFIX, piece_rows, read_piece, read_schema
-from features.context import PLAN_LINKS, SNAPSHOT_TABLES, snapshot_meta
-from features.plan_links import empty_plan_links
+from features.context import SNAPSHOT_TABLES, snapshot_meta, whole_tables
 from models.explain_fast import ExplainStats
 from models.tiers import TIER_ORDER, TIERS_SHOWN
 from storage.files import spreadsheet_safe
@@ -74,10 +73,10 @@ def write_snapshot_from_chunks(
     root: Path,
     as_of: pd.Timestamp,
     forced: bool = False,
-    plan_links: pd.DataFrame | None = None,
+    whole: Mapping[str, pd.DataFrame] | None = None,
 ) -> Path:
     """The feature snapshot the service reads, streamed from the chunks (`features.context.Snapshot`),
-    with the asks table's `plan_links`.
+    with its small tables written whole (`features.context.WHOLE_TABLES`: those `whole` lacks, empty).
 
     Published like `storage.snapshots.write_snapshot` (`publish_snapshot`), without holding the
     whole base in memory.
@@ -91,8 +90,8 @@ def write_snapshot_from_chunks(
         # The tables side by side: Parquet's encoding runs outside the GIL (at 1M, 3.9 s one after another).
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             counts = dict(zip(SNAPSHOT_TABLES, pool.map(stream, SNAPSHOT_TABLES), strict=True))
-        links = empty_plan_links() if plan_links is None else plan_links
-        links.to_parquet(staging / f"{PLAN_LINKS}.parquet", index=False)
+        for name, frame in whole_tables(whole or {}).items():
+            frame.to_parquet(staging / f"{name}.parquet", index=False)
         return snapshot_meta(as_of, customers=counts["features"], asks=counts["asks"], forced=forced)
 
     return publish_snapshot(root, fill)

@@ -37,9 +37,11 @@ from batch.chunk import Scorer
 from batch.engines import ENGINES, default_workers, run_dask, run_local
 from batch.report import log_to_mlflow, make_progress, print_summary
 from batch.tables import Split, count_rows, data_fingerprint, file_logged_asks, frame_digest, split_tables
+from features.catalog import DEALS, TABLES
+from features.context import DEAL_LINKS, PLAN_LINKS
 from features.contracts import DataContractError, as_utc
-from features.io import read_plan_links, table_files
-from features.plan_links import empty_plan_links, merge_plan_links
+from features.io import read_ask_links, read_deals, table_files
+from features.plan_links import merge_links
 from features.spec import FEATURE_VERSION
 from models.drift import drift_from_counts
 from models.explain_fast import ExplainStats
@@ -152,9 +154,10 @@ class _Run:
     scorer: Scorer
     engine: str
     workers: int
-    # The asks table's (ask_id, plan_id), read whole (they are few columns): the split keeps the
-    # contract's columns only, and the service needs them to count the table's campaign answers.
-    plan_links: pd.DataFrame = field(default_factory=empty_plan_links)
+    # The snapshot's small tables (`features.context.WHOLE_TABLES`), read whole: the asks table's
+    # links to plans and deals (few columns; the split keeps the contract's only), which the service
+    # needs to count campaign answers and to hold an ask's plan and deal fixed, and the deals.
+    whole: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def work(self) -> Path:
@@ -198,7 +201,7 @@ def run_batch(
     write_frame(drift, drift_path(run.out))
     clock.lap("output")
     snapshot_dir = (
-        write_snapshot_from_chunks(run.work, split.n_chunks, store, run.as_of, force_snapshot, run.plan_links)
+        write_snapshot_from_chunks(run.work, split.n_chunks, store, run.as_of, force_snapshot, run.whole)
         if snapshot
         else None
     )
@@ -252,12 +255,17 @@ def _plan_run(
 ) -> _Run:
     """Check the arguments, find the tables and the champion, and fix `as_of` (resuming if asked)."""
     _check_arguments(out, engine, chunk_size, workers)
-    files = table_files(data_dir)
+    files = table_files(data_dir, (*TABLES, DEALS))
+    deals, deal_links = read_deals(files)
+    files.pop(DEALS, None)  # read whole above; the split files the customer tables only
     champion, bundle = load_champion(settings)
     sources = Sources.from_settings(settings, data_dir)
     logged = sources.logged_asks()
-    plan_links = read_plan_links(files.get("asks"))
-    merge_plan_links(plan_links, sources.logged_plan_links())  # an ask's plan is fixed: refused before any work
+    plan_links = read_ask_links(files.get("asks"), "plan_id")
+    # An ask's plan and deal are fixed: the table and the log disagreeing is refused before any work.
+    merge_links(plan_links, sources.logged_plan_links(), "plan_id")
+    merge_links(deal_links, sources.logged_deal_links(), "opportunity_id")
+    whole = {PLAN_LINKS: plan_links, DEALS: deals, DEAL_LINKS: deal_links}
     key = RunKey(
         data=data_fingerprint(files),
         asks_logged=frame_digest(logged),
@@ -282,9 +290,7 @@ def _plan_run(
     )
     scorer = Scorer.for_bundle(bundle, explain)
     n_workers = workers or default_workers(count_rows("customers", files["customers"]))
-    return _Run(
-        settings, data_dir, out, files, logged, key, as_of, champion.version, scorer, engine, n_workers, plan_links
-    )
+    return _Run(settings, data_dir, out, files, logged, key, as_of, champion.version, scorer, engine, n_workers, whole)
 
 
 def _split(run: _Run, progress: Progress) -> Split:

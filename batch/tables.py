@@ -42,15 +42,9 @@ from rich.progress import Progress
 from batch.pool import cancel, held, worker_pool
 from batch.scratch import SUFFIX, PieceWriter, piece_path, read_chunk, read_piece
 from features.catalog import TABLES
-from features.contracts import (
-    ACTIVITY_ASK_RULES,
-    CONTRACTS,
-    DataContractError,
-    activity_ask_failures,
-    empty_table,
-    validate_table,
-)
+from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
 from features.io import World, check_required_rows, unreadable
+from features.keys import ACTIVITY_ASK_RULES, activity_ask_failures
 
 READ_BATCH_ROWS = 200_000  # raw rows read and validated at a time (usage at 1M: 582 MB peak, not 793 at 500k)
 PART_ROWS = 2_000_000  # raw rows of a Parquet file per part (whole row groups)
@@ -460,7 +454,7 @@ def load_chunk_world(work: Path, chunk: int) -> World:
 
 
 def _check_chunk_activities(work: Path, n_chunks: int) -> None:
-    """`features.contracts.check_activity_asks` over the whole activities table, chunk by chunk (a
+    """`features.keys.check_activity_asks` over the whole activities table, chunk by chunk (a
     customer's activities and asks share a chunk), rows named as in the file: the error a reader of
     the whole table (`usecases.sources`) gives."""
     failed: dict[tuple[str, str], list[tuple[int, Any]]] = {}

@@ -6,14 +6,15 @@ A `Snapshot` is what the batch job hands the service for one `as_of` (spec secti
   accepted ask, the first to lapse, `features.commitments.COMMITMENT_COLUMNS`);
 - `asks`: the asks known at `as_of` (the guardrails' history), answers after `as_of` unknown;
 - `history`: the last 12 months of events per customer for the CSM timeline;
-- `meta`: as_of, when it was built, row counts, feature version.
+- `meta`: as_of, when it was built, row counts, feature version;
+- small tables written whole (`WHOLE_TABLES`): the asks table's links to plans and deals, and the deals.
 
 Storing it is `storage.snapshots`' job; this module only computes it, frames in, frames out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.catalog import DEALS
 from features.commitments import COMMITMENT_COLUMNS, COMMITMENT_LAPSE_DAYS, delivered_at, open_commitments
 from features.contracts import TIMESTAMP, answer_known_at
+from features.deals import empty_deal_links, empty_opportunities
 from features.io import World
 from features.plan_links import empty_plan_links
 from features.pointintime import active_points, build_features
@@ -32,6 +35,14 @@ HISTORY_DAYS = 365
 RECENT_REFERENCE_DAYS = 90
 SNAPSHOT_TABLES = ("features", "asks", "history")  # a row per customer or event: the batch job writes them by chunk
 PLAN_LINKS = "plan_links"  # the asks table's (ask_id, plan_id): small, written whole
+DEAL_LINKS = "deal_links"  # the asks table's (ask_id, opportunity_id): small, written whole
+# The snapshot's small tables, each written whole, and what one reads as when a snapshot written
+# before it existed lacks it: no links, no deals.
+WHOLE_TABLES: dict[str, Callable[[], pd.DataFrame]] = {
+    PLAN_LINKS: empty_plan_links,
+    DEALS: empty_opportunities,
+    DEAL_LINKS: empty_deal_links,
+}
 
 
 @dataclass
@@ -43,21 +54,30 @@ class Snapshot:
     # Which campaign the snapshot's asks were made for, where the asks table says (its `plan_id`
     # column): the service counts them for their campaigns beside the ask log's.
     plan_links: pd.DataFrame = field(default_factory=empty_plan_links)
+    # The deals (spec 9), so the service can find a deal's references and check the deal an ask
+    # names; and which deal the snapshot's asks were made for (its `opportunity_id` column), fixed
+    # like their plan.
+    opportunities: pd.DataFrame = field(default_factory=empty_opportunities)
+    deal_links: pd.DataFrame = field(default_factory=empty_deal_links)
 
     @property
     def as_of(self) -> pd.Timestamp:
         return pd.Timestamp(self.meta["as_of"])
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """The snapshot's tables by name (`SNAPSHOT_TABLES` and `PLAN_LINKS`), as `storage.snapshots` writes them."""
-        return {**{name: getattr(self, name) for name in SNAPSHOT_TABLES}, PLAN_LINKS: self.plan_links}
+        """The snapshot's tables by name (`SNAPSHOT_TABLES` and `WHOLE_TABLES`), as `storage.snapshots` writes them."""
+        return {name: getattr(self, name) for name in (*SNAPSHOT_TABLES, *WHOLE_TABLES)}
 
     @classmethod
     def from_tables(cls, tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> Snapshot:
-        """A snapshot as read back; one written before plan links were kept has none."""
-        links = tables.get(PLAN_LINKS)
-        links = empty_plan_links() if links is None else links.astype("str")
-        return cls(**{name: tables[name] for name in SNAPSHOT_TABLES}, meta=dict(meta), plan_links=links)
+        """A snapshot as read back; one written before a small table was kept reads as without it."""
+        return cls(**{name: tables[name] for name in SNAPSHOT_TABLES}, meta=dict(meta), **whole_tables(tables))
+
+
+def whole_tables(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Each of `WHOLE_TABLES` as `tables` holds it, or empty where it does not; links as text."""
+    out = {name: tables[name] if name in tables else empty() for name, empty in WHOLE_TABLES.items()}
+    return {**out, PLAN_LINKS: out[PLAN_LINKS].astype("str"), DEAL_LINKS: out[DEAL_LINKS].astype("str")}
 
 
 def _last_before(events: pd.DataFrame, time_col: str, as_of: pd.Timestamp, ids: pd.Series) -> pd.Series:
@@ -168,9 +188,10 @@ def build_snapshot(
     # commitments when an ask is recorded after this snapshot (`features.pointintime.restate_ask_history`).
     asks["delivered_at"] = delivered_at(asks, world.activities[world.activities["occurred_at"] < as_of])
     meta = snapshot_meta(as_of, customers=len(frame), asks=len(asks))
-    # The table's links whole, as the batch job keeps them: a link counts only beside its ask.
     history = history_table(world, as_of)
-    return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history, meta, world.plan_links)
+    # The table's links and deals whole, as the batch job keeps them: a link counts only beside its ask.
+    whole = whole_tables({PLAN_LINKS: world.plan_links, DEALS: world.opportunities, DEAL_LINKS: world.deal_links})
+    return Snapshot(frame.reset_index(drop=True), asks.reset_index(drop=True), history, meta, **whole)
 
 
 def snapshot_meta(as_of: pd.Timestamp, customers: int, asks: int, forced: bool = False) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 raises `DataContractError` naming the table, the column, the rule and a few offending rows.
 Canonical types: ids and free text are `str`, timestamps are `datetime64[us, UTC]` (naive
 input is read as UTC, aware input converted), counts are int64, `csat` is nullable Int64. Rules
-across tables are `check_foreign_keys` and, once the ask log's asks are merged in, `check_activity_asks`;
+across tables are `features.keys`';
 the API reads its times with `read_timestamp` and caps its ids at `MAX_ID_LENGTH`, as the tables do.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -495,43 +495,3 @@ def empty_table(name: str) -> pd.DataFrame:
         if column.dtype is not None and col not in contract.strings:
             frame[col] = frame[col].astype(str(column.dtype))
     return frame
-
-
-def check_foreign_keys(tables: Mapping[str, pd.DataFrame]) -> None:
-    """Every event's `customer_id` must exist in `customers`."""
-    known = pd.Index(tables["customers"]["customer_id"])
-    for name in TABLES[1:]:
-        frame = tables.get(name)
-        if frame is None or frame.empty:
-            continue
-        unknown = ~frame["customer_id"].isin(known)
-        if unknown.any():
-            raise DataContractError(
-                name, [rule_problem("customer_id", "exists in customers", frame["customer_id"], unknown)]
-            )
-
-
-# An activity that names an ask delivers it (spec section 5): the ask must be its own customer's, and
-# made before: else another customer's ask, or one asked later, would count as delivered.
-ACTIVITY_ASK_RULES = ("ask_id", "an ask of the same customer"), ("occurred_at", "not before its ask's asked_at")
-
-
-def activity_ask_failures(activities: pd.DataFrame, asks: pd.DataFrame) -> list[tuple[str, str, pd.Series]]:
-    """(column, rule, bad rows) of the `activities` whose `ask_id` breaks `ACTIVITY_ASK_RULES`;
-    `asks` are the final ones (the table's and the ask log's, `features.io.merge_asks`)."""
-    asks = asks.drop_duplicates("ask_id", keep="last")
-    at = pd.Index(asks["ask_id"].astype("str")).get_indexer(activities["ask_id"].astype("str"))
-    own = activities["ask_id"].notna().to_numpy() & (at >= 0)
-    own[own] = asks["customer_id"].to_numpy()[at[own]] == activities["customer_id"].to_numpy()[own]
-    early = own.copy()
-    early[own] = to_micros(activities["occurred_at"])[own] < to_micros(asks["asked_at"])[at[own]]
-    masks = (activities["ask_id"].notna().to_numpy() & ~own, early)
-    rules = zip(ACTIVITY_ASK_RULES, masks, strict=True)
-    return [(col, rule, pd.Series(bad, index=activities.index)) for (col, rule), bad in rules if bad.any()]
-
-
-def check_activity_asks(activities: pd.DataFrame, asks: pd.DataFrame) -> None:
-    """A `DataContractError` naming the rows of `activity_ask_failures`; run where the final asks are known."""
-    failed = activity_ask_failures(activities, asks)
-    if failed:
-        raise DataContractError("activities", [rule_problem(c, r, activities[c], bad) for c, r, bad in failed])

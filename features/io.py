@@ -19,7 +19,6 @@ from features.catalog import DEALS, REQUIRED_TABLES, TABLES
 from features.contracts import (
     CONTRACTS,
     DataContractError,
-    check_foreign_keys,
     empty_table,
     validate_table,
 )
@@ -31,7 +30,8 @@ from features.deals import (
     empty_opportunities,
     validate_opportunities,
 )
-from features.plan_links import ask_plan_links, empty_plan_links
+from features.keys import check_foreign_keys
+from features.plan_links import ask_links, ask_plan_links, empty_plan_links
 
 # Optional id columns a table may carry beyond its contract's (spec 2), read as text like its ids.
 OPTIONAL_IDS: dict[str, tuple[str, ...]] = {"asks": ("plan_id", "opportunity_id"), DEALS: (REFERRED_BY,)}
@@ -209,22 +209,43 @@ def _read_raw(path: Path, name: str) -> pd.DataFrame:
         raise unreadable(name, path, err) from None
 
 
-def read_plan_links(path: Path | None) -> pd.DataFrame:
-    """`ask_plan_links` of the asks table file at `path` (None: no asks table), reading only its
-    `ask_id` and `plan_id` columns: for a reader that splits the table without them (the batch job)."""
-    if path is None:
-        return empty_plan_links()
+def _read_columns(path: Path, name: str, columns: list[str]) -> pd.DataFrame | None:
+    """Only `columns` of table `name`'s file at `path` (a CSV's as text); None when it lacks one."""
     try:
         if path.suffix == ".parquet":
-            names = pq.read_schema(path).names
-            raw = pd.read_parquet(path, columns=["ask_id", "plan_id"]) if "plan_id" in names else None
-        else:
-            header = pd.read_csv(path, nrows=0).columns
-            wanted = {"ask_id": "str", "plan_id": "str"}
-            raw = pd.read_csv(path, usecols=list(wanted), dtype=wanted) if "plan_id" in header else None
+            found = pq.read_schema(path).names
+            return pd.read_parquet(path, columns=columns) if set(columns) <= set(found) else None
+        found = pd.read_csv(path, nrows=0).columns
+        wanted = dict.fromkeys(columns, "str")
+        return pd.read_csv(path, usecols=columns, dtype=wanted) if set(columns) <= set(found) else None
     except (OSError, ValueError) as err:
-        raise unreadable("asks", path, err) from None
-    return empty_plan_links() if raw is None else ask_plan_links(raw)
+        raise unreadable(name, path, err) from None
+
+
+def read_ask_links(path: Path | None, column: str) -> pd.DataFrame:
+    """`ask_links` of the asks table file at `path` (None: no asks table) for the optional id
+    `column` (`plan_id`, `opportunity_id`), reading only it and `ask_id`: for a reader that splits
+    the table without them (the batch job)."""
+    raw = None if path is None else _read_columns(path, "asks", ["ask_id", column])
+    return ask_links(pd.DataFrame({"ask_id": []}) if raw is None else raw, column)
+
+
+def read_deals(files: Mapping[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The `opportunities` table of `files` (`table_files`' answer; none: no deals), validated, and
+    the asks' (`ask_id`, `opportunity_id`) links, checked against each other and the customers
+    (`check_deal_keys`) as `read_world` checks them. Of the asks and the customers only the columns
+    that takes are read: for the batch job, which splits those tables by customer without them."""
+    path = files.get(DEALS)
+    deals = validate_opportunities(_read_raw(path, DEALS)) if path is not None else empty_opportunities()
+    links = read_ask_links(files.get("asks"), "opportunity_id")
+    customers = pd.DataFrame({"customer_id": pd.Series([], dtype="str")})
+    if deals[REFERRED_BY].notna().any():  # only a referrer is looked up among the customers
+        ids = _read_columns(files["customers"], "customers", ["customer_id"])
+        if ids is None:
+            raise DataContractError("customers", ["column 'customer_id': rule 'required column' failed (missing)"])
+        customers = ids.astype("str")
+    check_deal_keys(deals, links, customers)
+    return deals, links
 
 
 def read_world(data_dir: Path | str) -> World:

@@ -3,7 +3,8 @@
 A campaign's answers come back as asks carrying its `plan_id`: through `POST /asks` (the ask log
 keeps the link beside the ask) or in the asks table's `plan_id` column (a CRM export). Both are
 (`ask_id`, `plan_id`) links, joined by `merge_plan_links`; the asks table itself keeps its contract's
-columns.
+columns. A deal's asks (`opportunity_id`, `features.deals`) are links of the same kind, read and
+joined by the same code (`ask_links`, `merge_links`).
 """
 
 from __future__ import annotations
@@ -48,20 +49,25 @@ def ask_links(raw: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def merge_plan_links(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
-    """The asks table's (`ask_id`, `plan_id`) links and the ask log's as one: an ask's plan is fixed
-    (spec 7), so an `ask_id` that names one plan in the table and another in the log is a
-    `DataContractError` naming it."""
-    both = pd.concat([table.loc[:, ["ask_id", "plan_id"]], logged.loc[:, ["ask_id", "plan_id"]]], ignore_index=True)
+    """The asks table's (`ask_id`, `plan_id`) links and the ask log's as one (`merge_links`)."""
+    return merge_links(table, logged, "plan_id")
+
+
+def merge_links(table: pd.DataFrame, logged: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The asks table's (`ask_id`, `column`) links and the ask log's as one: what an ask was made for
+    (its plan, its deal) is fixed (spec 7), so an `ask_id` that names one value in the table and
+    another in the log is a `DataContractError` naming it."""
+    both = pd.concat([table.loc[:, ["ask_id", column]], logged.loc[:, ["ask_id", column]]], ignore_index=True)
     both = both.drop_duplicates().reset_index(drop=True)
     clash = both["ask_id"].duplicated(keep=False)
     if clash.any():
         ask_id = str(both.loc[clash, "ask_id"].iloc[0])
-        plans = both.loc[both["ask_id"] == ask_id, "plan_id"].tolist()
+        values = both.loc[both["ask_id"] == ask_id, column].tolist()
         raise DataContractError(
             "asks",
             [
-                f"ask_id {ask_id!r}: plan_id is {plans[0]} in the asks table but {plans[1]} in the ask log (an ask's "
-                f"plan is fixed) ({int(both.loc[clash, 'ask_id'].nunique())} such asks)"
+                f"ask_id {ask_id!r}: {column} is {values[0]} in the asks table but {values[1]} in the ask log (an "
+                f"ask's {column} is fixed) ({int(both.loc[clash, 'ask_id'].nunique())} such asks)"
             ],
         )
     return both.astype("str")

@@ -19,6 +19,9 @@ report speaks as of the data's end, when every answer it counts has its `respond
   period (from the first planned ask on) and of the same ask types to customers the rule qualified
   (more than 60 points) on point-in-time features as of each ask's `asked_at`.
 
+With an `opportunities` table, a fourth view: the deals created since that time, the effect of a
+delivered reference on winning them and the referral pipeline (`models.deal_report`, spec 9).
+
 Frames in, report out: the caller reads the data directory, the ask log and the stored plans.
 """
 
@@ -37,6 +40,7 @@ from features.contracts import TIMESTAMP, as_utc
 from features.io import World
 from features.labels import observed_until
 from features.pointintime import acceptance_features
+from models.deal_report import DealOptions, DealReport, KeptEstimate, deal_report
 
 COUNTS: tuple[str, ...] = ("asks", *OUTCOMES, "delivered")
 RATES: tuple[str, ...] = ("acceptance_rate", "delivery_rate")
@@ -86,9 +90,10 @@ class ProgramReport:
     versus_rule: pd.DataFrame  # yeses per ask, plan against points rule (VERSUS_COLUMNS)
     compared_from: pd.Timestamp | None  # the start of the period `versus_rule` compares
     left_out: dict[str, int] = field(default_factory=dict)
+    deals: DealReport | None = None  # the deals section: only with an opportunities table
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {
+        tables = {
             "by_type_and_month": self.by_month,
             "by_type": self.by_type,
             "by_month": self.monthly,
@@ -98,13 +103,15 @@ class ProgramReport:
             "waves": self.waves,
             "versus_points_rule": self.versus_rule,
         }
+        return tables if self.deals is None else tables | self.deals.tables()
 
     def metrics(self) -> dict[str, float]:
         """Headline figures (MLflow metrics): totals over the period, NaN where nothing was counted."""
         total = rollup(self.by_type, []) if len(self.by_type) else None
         on_plan = self.planned[self.planned["on_plan"]]
         every = self.versus_rule[self.versus_rule["ask_type"] == ALL_TYPES].set_index("picked_by")["yeses_per_ask"]
-        return {
+        deals = {} if self.deals is None else self.deals.metrics()
+        return deals | {
             "asks": float(self.by_type["asks"].sum()),
             "acceptance_rate": float(total["acceptance_rate"].iloc[0]) if total is not None else np.nan,
             "delivery_rate": float(total["delivery_rate"].iloc[0]) if total is not None else np.nan,
@@ -318,13 +325,17 @@ def program_report(
     plans: Mapping[str, StoredPlan],
     since: pd.Timestamp | None = None,
     left_out: Mapping[str, int] | None = None,
+    deals: DealOptions | None = None,
+    kept_estimate: KeptEstimate | None = None,
 ) -> ProgramReport:
     """The program report of the asks made at or after `since` (all asks without it).
 
     `world`: the validated tables, the ask log's asks merged in (`usecases.sources`); `links`: the
     log's ask_id -> plan_id (`AskLog.plan_links()`); `plans`: plan_id -> the stored plan
     (`PlanStore.load`), for the plans the links name that are stored; `left_out`: what the reader
-    could not use (what -> rows), reported as it is.
+    could not use (what -> rows), reported as it is. `deals`: the deals section's options, given
+    when the data has an opportunities table (None: no deals section); `kept_estimate`: an adjusted
+    estimate made before, reused if the deals it was made from are unchanged.
     """
     merged = world
     since = None if since is None else as_utc(since)
@@ -346,6 +357,7 @@ def program_report(
         versus_rule=versus,
         compared_from=compared_from,
         left_out=dict(left_out or {}),
+        deals=None if deals is None else deal_report(merged, since, deals, kept_estimate),
     )
 
 

@@ -1,5 +1,6 @@
 """The program report's charts (`models.program`): acceptance and delivery by ask type and month, the
-plans' calibration (promised against realised acceptance), and yeses per ask against the points rule.
+plans' calibration (promised against realised acceptance), yeses per ask against the points rule,
+and, with deals, the plain difference of win rates beside the adjusted effect of a reference.
 
 Figures are made on matplotlib's Agg canvas directly, not through `pyplot`: no backend is switched
 for the whole process, and no figure lingers in pyplot's registry once the caller drops it.
@@ -8,6 +9,7 @@ for the whole process, and no figure lingers in pyplot's registry once the calle
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -15,9 +17,11 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from models.deal_report import ADJUSTED, PLAIN, DealReport
 from models.program import PLANNED, POINTS_RULE, ProgramReport
 
 FIGURES: tuple[str, ...] = ("acceptance_delivery.png", "calibration.png", "yeses_per_ask.png")
+DEAL_FIGURES: tuple[str, ...] = ("deal_effect.png",)  # only in a report with a deals section
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -98,14 +102,46 @@ def yeses_per_ask_plot(versus: pd.DataFrame) -> Figure:
     return fig
 
 
+def _points(value: float) -> str:
+    return f"{value * 100:+.1f} pts"
+
+
+def deal_effect_plot(deals: DealReport) -> Figure:
+    """The plain difference of win rates (with a delivered reference minus without) beside the
+    adjusted effect on the treated deals, in percentage points with their 90% intervals: a reader
+    sees at once how far apart they are. No adjusted bar when there is no estimate: the reason."""
+    fig = _figure(7, 4.5)
+    ax = fig.subplots()
+    estimates = deals.estimates().set_index("estimate")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    for x, name, colour in ((0, PLAIN, "tab:grey"), (1, ADJUSTED, "tab:blue")):
+        value, low, high = (float(v) for v in estimates.loc[name, ["value", "ci_low", "ci_high"]])
+        if np.isnan(value):
+            why = deals.effect.status if name == ADJUSTED else "no closed deals to compare"
+            note = textwrap.fill(f"no {name}: {why}", 32)
+            ax.text(x, 0.5, note, ha="center", va="center", fontsize="small", transform=ax.get_xaxis_transform())
+            continue
+        error = None if np.isnan(low) else [[(value - low) * 100], [(high - value) * 100]]
+        ax.bar([x], [value * 100], 0.5, yerr=error, capsize=8, color=colour, label=name)
+        interval = "" if np.isnan(low) else f"\n90%: {_points(low)}\nto {_points(high)}"
+        ax.annotate(f"{_points(value)}{interval}", (x + 0.28, value * 100), va="center", fontsize="small")
+    ax.set_xticks([0, 1], [PLAIN, ADJUSTED])
+    ax.set_xlim(-0.5, 1.9)
+    ax.set(ylabel="won share, percentage points", title="A delivered reference and winning: plain against adjusted")
+    return fig
+
+
 def report_figures(report: ProgramReport) -> dict[str, Figure]:
-    """The report's three charts by file name (FIGURES)."""
+    """The report's charts by file name: FIGURES, then DEAL_FIGURES with a deals section."""
     charts = (
         acceptance_delivery_plot(report.by_month),
         calibration_chart(report.reliability),
         yeses_per_ask_plot(report.versus_rule),
     )
-    return dict(zip(FIGURES, charts, strict=True))
+    figures = dict(zip(FIGURES, charts, strict=True))
+    if report.deals is not None:
+        figures[DEAL_FIGURES[0]] = deal_effect_plot(report.deals)
+    return figures
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
@@ -116,9 +152,11 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
 
 
 __all__ = [
+    "DEAL_FIGURES",
     "FIGURES",
     "acceptance_delivery_plot",
     "calibration_chart",
+    "deal_effect_plot",
     "figure_png",
     "report_figures",
     "yeses_per_ask_plot",

@@ -52,23 +52,30 @@ def check_segment(value: str) -> None:
 
 @dataclass(frozen=True)
 class Prospect:
-    """The prospect who wants to talk to a reference customer."""
+    """The prospect who wants to talk to a reference customer. An industry or use case left unknown
+    (None: a deal whose table leaves it empty) matches no customer."""
 
-    industry: str
+    industry: str | None
     segment: str
-    use_case: str
+    use_case: str | None
 
     def __post_init__(self) -> None:
         check_segment(self.segment)
 
 
+def matches(prospect: Prospect, attr: str, column: pd.Series) -> np.ndarray:
+    """Whether each value of a column of customer attribute `attr` equals the prospect's (`fold`ed;
+    `folded` once per column by a caller that matches many prospects)."""
+    value = getattr(prospect, attr)
+    if value is None:
+        return np.zeros(len(column), dtype=bool)
+    return (column == fold(value)).fillna(False).to_numpy(dtype=bool)
+
+
 def similarity(prospect: Prospect, customers: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """Similarity in [0, 1] of each customer to the prospect, and which attributes matched (bool frame)."""
     matched = pd.DataFrame(
-        {
-            attr: (folded(customers[attr]) == fold(getattr(prospect, attr))).fillna(False).to_numpy(dtype=bool)
-            for attr in SIMILARITY_WEIGHTS
-        },
+        {attr: matches(prospect, attr, folded(customers[attr])) for attr in SIMILARITY_WEIGHTS},
         index=customers.index,
     )
     weights = np.array(list(SIMILARITY_WEIGHTS.values()))

@@ -26,6 +26,7 @@ from features.contracts import (
     timestamp_micros,
     to_micros,
 )
+from features.deals import empty_deal_links
 from features.io import FIXED_ASK_FIELDS, table_answer_later
 from features.plan_links import empty_plan_links, merge_plan_links
 from models.guardrails import GuardrailConfig, blocked_asks
@@ -71,12 +72,18 @@ class GuardrailBook:
         config: GuardrailConfig,
         now: pd.Timestamp,
         plan_links: pd.DataFrame | None = None,
+        deal_links: pd.DataFrame | None = None,
     ) -> None:
         self._store = store
         self._log = log
-        # The asks table's (ask_id, plan_id), as the snapshot kept them (`features.context.Snapshot`).
+        # The asks table's (ask_id, plan_id) and (ask_id, opportunity_id), as the snapshot kept them
+        # (`features.context.Snapshot`): what each of its asks was made for, fixed like the ask.
         self._snapshot_links = empty_plan_links() if plan_links is None else plan_links
-        self._snapshot_plan = dict(zip(self._snapshot_links["ask_id"], self._snapshot_links["plan_id"], strict=True))
+        deals = empty_deal_links() if deal_links is None else deal_links
+        self._snapshot_made_for = {
+            column: dict(zip(links["ask_id"], links[column], strict=True))
+            for column, links in (("plan_id", self._snapshot_links), ("opportunity_id", deals))
+        }
         self._config = config
         n = len(store)
         base = snapshot_asks.loc[:, list(ASK_TABLE_COLUMNS)].copy()
@@ -366,8 +373,8 @@ class GuardrailBook:
         return stored
 
     def _refuse_conflicts(self, asks: pd.DataFrame) -> None:
-        """`ConflictingAskError` if an ask of the snapshot is sent with another customer, type or time
-        (the log refuses the same against its own asks, in its write transaction)."""
+        """`ConflictingAskError` if an ask of the snapshot is sent with another customer, type, time,
+        plan or deal (the log refuses the same against its own asks, in its write transaction)."""
         ask_ids = asks["ask_id"].astype("str").tolist()
         for i, ask_id in enumerate(ask_ids):
             k = self._base_position.get(ask_id)
@@ -380,7 +387,8 @@ class GuardrailBook:
                 same = pd.Timestamp(sent) == stored if field == "asked_at" else str(sent) == str(stored)
                 if not same:
                     raise ConflictingAskError(ask_id, field, stored, sent)
-            # Its plan as the asks table gave it is fixed too; re-sent without one, it keeps it.
-            plan = asks["plan_id"].iloc[i] if "plan_id" in asks.columns else None
-            if plan is not None and not pd.isna(plan) and str(plan) != self._snapshot_plan.get(ask_id, "none"):
-                raise ConflictingAskError(ask_id, "plan_id", self._snapshot_plan.get(ask_id, "none"), plan)
+            # Its plan and deal as the asks table gave them are fixed too; re-sent without one, it keeps it.
+            for column, made_for in self._snapshot_made_for.items():
+                sent = asks[column].iloc[i] if column in asks.columns else None
+                if sent is not None and not pd.isna(sent) and str(sent) != made_for.get(ask_id, "none"):
+                    raise ConflictingAskError(ask_id, column, made_for.get(ask_id, "none"), sent)

@@ -62,6 +62,10 @@ class ReportResponse(BaseModel):
     left_out: dict[str, int] = Field(default_factory=dict, description="asks the report could not count, by why")
     tables: dict[str, list[dict[str, Any]]] = Field(default_factory=dict, description="aggregate tables by name")
     charts: dict[str, str] = Field(default_factory=dict, description="chart file name -> base64 PNG")
+    deals: dict[str, Any] | None = Field(
+        default=None,
+        description="with an opportunities table: the adjusted estimate's status and notes (its figures are in tables)",
+    )
 
 
 class CampaignsRequest(StrictBody):

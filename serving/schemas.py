@@ -120,21 +120,38 @@ class PlanRequestBody(StrictBody):
         return value
 
 
-class ReferencesRequest(StrictBody):
-    """`POST /references`: the prospect who wants to talk to a reference customer."""
+_PROSPECT = ("industry", "segment", "use_case")
+_ONE_OF_DEAL_OR_PROSPECT: list[Any] = [
+    {"required": ["opportunity_id"], "not": {"anyOf": [{"required": [name]} for name in _PROSPECT]}},
+    {"required": list(_PROSPECT), "not": {"required": ["opportunity_id"]}},
+]
 
-    industry: Text
+
+class ReferencesRequest(StrictBody):
+    """`POST /references`: a deal (its `opportunity_id`), or the prospect who wants to talk to a
+    reference customer (industry, segment and use case); exactly one of the two
+    (`usecases.references.ReferenceRequest` says so, naming the fields)."""
+
+    # The rule in the OpenAPI document too, so that clients (and the fuzzer) see the two shapes.
+    model_config = ConfigDict(json_schema_extra={"oneOf": _ONE_OF_DEAL_OR_PROSPECT})
+
+    opportunity_id: Id | None = Field(
+        default=None, description="a deal of the opportunities table: its industry, segment and use case are matched"
+    )
+    industry: Text | None = None
     # Matched case-insensitively; the spec's enum lists the canonical spellings.
-    segment: Text = Field(description=f"one of {', '.join(SEGMENTS)}", json_schema_extra={"enum": list(SEGMENTS)})
-    use_case: Text
+    segment: Text | None = Field(
+        default=None, description=f"one of {', '.join(SEGMENTS)}", json_schema_extra={"enum": [*SEGMENTS, None]}
+    )
+    use_case: Text | None = None
     k: int = Field(default=10, ge=1, le=MAX_K)
 
     @field_validator("segment")
     @classmethod
-    def _known_segment(cls, value: str) -> str:
-        if value.casefold() not in SEGMENTS:
+    def _known_segment(cls, value: str | None) -> str | None:
+        if value is not None and value.casefold() not in SEGMENTS:
             raise ValueError(f"segment must be one of {', '.join(SEGMENTS)}")
-        return value.casefold()
+        return None if value is None else value.casefold()
 
 
 class SearchRequest(StrictBody):
@@ -175,6 +192,9 @@ class AskRow(BaseModel):
     responded_at: Timestamp | None = None
     plan_id: Annotated[Id, Field(strict=True)] | None = Field(
         default=None, description="the plan this ask was made from (`POST /plan`), if any"
+    )
+    opportunity_id: Annotated[Id, Field(strict=True)] | None = Field(
+        default=None, description="the deal this ask was made for (a deal of the opportunities table), if any"
     )
 
 

@@ -76,6 +76,7 @@ from storage.reports import ReportUnavailableError
 from storage.settings import Settings, get_settings
 from storage.snapshots import SnapshotRefusedError, base_refusal, current_snapshot_dir, read_meta
 from usecases.plans import DEFAULT_CONFIDENCE, PlanRequest, Schedule
+from usecases.references import ReferenceRequest, UnknownDealError
 
 STATIC = Path(__file__).parent / "static"
 INLINE_IDS = 8  # /score requests up to this many ids run on the event loop
@@ -268,10 +269,12 @@ class Advocacy:
             return route(state)
         except UnknownCustomersError as err:
             return _error(404, str(err), customer_ids=err.ids)
+        except UnknownDealError as err:
+            return _error(404, str(err), opportunity_id=err.opportunity_id)
         except DataContractError as err:
             return _error(400, str(err), detail=err.problems)
         except ConflictingAskError as err:
-            return _error(409, str(err), ask_id=err.ask_id)
+            return _error(409, str(err), ask_id=err.ask_id, field=err.field)
         except ValidationError:
             # Requests were validated before this point: a failure here is ours, not the caller's.
             log.exception("advocacy: response failed validation")
@@ -319,11 +322,26 @@ class Advocacy:
         return self._answer(lambda s: Explanation.model_validate(s.explain(customer_id)))
 
     @bentoml.api(route="/references", input_spec=ReferencesRequest, output_spec=ReferencesResponse)
-    def references(self, industry: str, segment: str, use_case: str, k: int = 10) -> Any:
-        """Customers to ask for a reference call with this prospect, best first, guardrails respected."""
-        return self._answer(
-            lambda s: ReferencesResponse.model_validate({"candidates": s.references(industry, segment, use_case, k)})
-        )
+    def references(
+        self,
+        opportunity_id: str | None = None,
+        industry: str | None = None,
+        segment: str | None = None,
+        use_case: str | None = None,
+        k: int = 10,
+    ) -> Any:
+        """Customers to ask for a reference call for this deal or prospect, best first, guardrails respected."""
+
+        def route(state: ServingState) -> Any:
+            if opportunity_id is None and industry is None and segment is None and use_case is None:
+                # Named as a missing field, as pydantic names one: the body holds nothing to name.
+                raise MissingFieldError(
+                    "opportunity_id", "name a deal (opportunity_id) or a prospect (industry, segment and use_case)"
+                )
+            request = ReferenceRequest(opportunity_id, industry, segment, use_case, k)
+            return ReferencesResponse.model_validate({"candidates": state.references(request)})
+
+        return self._answer(route)
 
     @bentoml.api(route="/search", input_spec=SearchRequest, output_spec=SearchResponse)
     def search(self, query: str, limit: int = 10) -> Any:

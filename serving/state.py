@@ -22,11 +22,12 @@ import pandas as pd
 from features.catalog import ASK_TYPE_NAMES
 from features.context import Snapshot
 from features.contracts import CONTRACTS, TIMESTAMP, as_utc, empty_table
+from features.deals import empty_opportunities
 from features.spec import CATEGORICAL_FEATURES, FEATURE_NAMES
 from models.bundle import Bundle
 from models.guardrails import GuardrailConfig, blocked_asks
 from models.reasons import describe, reason
-from models.references import Prospect, rank_references
+from models.references import Prospect, matches
 from models.registry import ChampionRef
 from models.scoring import Blocked, next_asks, next_best_ask, score, ungated_of
 from serving.guardrail_book import GuardrailBook
@@ -60,6 +61,7 @@ from usecases.plans import (
     plannable,
 )
 from usecases.recipe import restate_asks
+from usecases.references import ReferencePool, ReferenceRequest, find_references
 from usecases.reports import remake_and_keep, report_stamp
 from usecases.sources import Sources
 
@@ -77,11 +79,13 @@ class ServingState:
     default_need: Mapping[str, int] = field(default_factory=dict)  # the worklist's plan until a CSM edits it
     reports: ReportStore | None = None  # where the latest program report is kept for the page
     sources: Sources | None = None  # what a program report is made from (none: never remade here)
+    opportunities: pd.DataFrame = field(default_factory=empty_opportunities)  # the snapshot's deals
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     results: ResultCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.results = ResultCache(self.bundle, self.store)
+        self.deal_ids = frozenset(self.opportunities["opportunity_id"].astype("str"))  # what an ask may name
         self._overview: Overview | None = None
         self._overview_lock = threading.Lock()
         self._report_lock = threading.Lock()
@@ -261,24 +265,25 @@ class ServingState:
         )
         return result
 
-    def references(self, industry: str, segment: str, use_case: str, k: int) -> list[dict[str, Any]]:
-        """Reference candidates for a prospect, best first, skipping customers a guardrail protects."""
+    def references(self, request: ReferenceRequest) -> list[dict[str, Any]]:
+        """`POST /references`: candidates for a deal of the snapshot or a prospect, best first,
+        skipping customers a guardrail protects now; the same use case as `advocacy references`."""
         self.catch_up()
-        now = self.now()
-        prospect = Prospect(industry=industry, segment=segment, use_case=use_case)
-        blocked = self.book.reference_blocked(now)
-        blocks = pd.DataFrame(
-            {"customer_id": pd.Series(self.store.ids[blocked], dtype="str"), "ask_type": "reference_call"}
-        )
-        recent = pd.Series(self.book.recent_reference_calls(now), index=pd.Index(self.store.ids.astype(str)))
+        return find_references(request, self.opportunities, self._reference_pool).records()
+
+    def _reference_pool(self, prospect: Prospect) -> ReferencePool:
+        now, store = self.now(), self.store
         # Only customers sharing an attribute with the prospect can be candidates (similarity > 0):
         # ranking just those gives the same answer for a fraction of the work.
-        could_match = np.zeros(len(self.store), dtype=bool)
-        for attr, column in self.store.matchable.items():
-            could_match |= (column == getattr(prospect, attr).strip().casefold()).fillna(False).to_numpy(dtype=bool)
-        customers = self.store.customers.loc[could_match]
-        top = rank_references(prospect, customers, self.store.reference_acceptance, blocks, recent, k)
-        return [{key: json_value(v) for key, v in row.items()} for row in top.to_dict(orient="records")]
+        could_match = np.zeros(len(store), dtype=bool)
+        for attr, column in store.matchable.items():
+            could_match |= matches(prospect, attr, column)
+        return ReferencePool(
+            customers=store.customers.loc[could_match],
+            acceptance=store.reference_acceptance,
+            recent=pd.Series(self.book.recent_reference_calls(now), index=pd.Index(store.ids.astype(str))),
+            blocked=frozenset(store.ids[self.book.reference_blocked(now)].tolist()),
+        )
 
     def plan(
         self,
@@ -441,9 +446,9 @@ class ServingState:
         return {"available": True, "message": f"Program report of {period}.", **made}
 
     def record_asks(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Store asks through the data contract (`usecases.asks`); unknown customers, and plans never
-        made, are refused (nothing stored)."""
-        return record_asks(rows, self.book.record, self.plans)
+        """Store asks through the data contract (`usecases.asks`); unknown customers, plans never
+        made and deals the snapshot does not hold are refused (nothing stored)."""
+        return record_asks(rows, self.book.record, self.plans, self.deal_ids)
 
     def close(self) -> None:
         self.book.close()
@@ -472,6 +477,7 @@ def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> Ser
         GuardrailConfig.from_saved(bundle.guardrails),
         now,
         snapshot.plan_links,
+        snapshot.deal_links,
     )
     state = ServingState(
         champion,
@@ -483,6 +489,7 @@ def load_state(settings: Settings, champion: ChampionRef, bundle: Bundle) -> Ser
         default_need(settings.worklist_need),
         ReportStore(settings.report_path()),
         Sources.from_settings(settings),
+        snapshot.opportunities,
     )
     # Results for (up to the cache's capacity of) stored customers before the first request needs them.
     state.results.warm()

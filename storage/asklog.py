@@ -10,9 +10,10 @@ writes are serialised), so a reader can fetch only what changed since it last lo
 connection, and writes in this process are serialised by a lock (SQLite's own locking covers other
 processes).
 
-An ask made from a plan may name it (an optional `plan_id` column): the link is kept beside the ask
-(`plan_links`), in the same transaction, and outlives later re-sends of the ask without it, so the
-program report can set what was promised against what happened.
+An ask made from a plan may name it (an optional `plan_id` column), and an ask made for a deal the
+deal (an optional `opportunity_id` column): each link is kept beside the ask (`plan_links`,
+`deal_links`), in the same transaction, and outlives later re-sends of the ask without it, so the
+program report can set what was promised against what happened, and count a deal's references.
 
 The log knows no data contract of its own: it is handed one (`features.contracts.CONTRACTS["asks"]`
 in the product), which validates what is recorded and gives the canonical columns and types of what
@@ -55,14 +56,18 @@ CREATE TABLE IF NOT EXISTS plan_asks (
     ask_id       TEXT PRIMARY KEY,  -- an ask made from a plan (`POST /plan`, `advocacy plan`) ...
     plan_id      TEXT NOT NULL      -- ... and that plan; kept when the ask is later re-sent without it
 );
+CREATE TABLE IF NOT EXISTS deal_asks (
+    ask_id         TEXT PRIMARY KEY,  -- an ask made for a deal (a reference for it) ...
+    opportunity_id TEXT NOT NULL      -- ... and that deal; kept when the ask is later re-sent without it
+);
 """
+# Each optional link column of an ask -> the table that keeps it (created above; a log written
+# before a table existed gets it when next opened).
+_LINK_TABLES: dict[str, str] = {"plan_id": "plan_asks", "opportunity_id": "deal_asks"}
 # Logs written before `seq` existed get the column; their rows count as written before any new one.
 _MIGRATE = ("ALTER TABLE asks ADD COLUMN seq INTEGER", "UPDATE asks SET seq = rowid")
 _SEQ_INDEX = "CREATE INDEX IF NOT EXISTS asks_by_seq ON asks (seq)"
-_LINK = """
-INSERT INTO plan_asks (ask_id, plan_id) VALUES (?, ?)
-ON CONFLICT (ask_id) DO NOTHING
-"""
+_LINK = "INSERT INTO {table} (ask_id, {column}) VALUES (?, ?) ON CONFLICT (ask_id) DO NOTHING"
 
 _UPSERT = """
 INSERT INTO asks (ask_id, customer_id, ask_type, asked_at, outcome, responded_at, recorded_at, seq)
@@ -78,26 +83,31 @@ ON CONFLICT (ask_id) DO UPDATE SET
 """
 
 
-def _plan_links(asks: pd.DataFrame) -> list[tuple[str, str]]:
-    """(ask_id, plan_id) for the asks that name a plan (an optional `plan_id` column)."""
-    if "plan_id" not in asks.columns:
-        return []
-    named = asks.loc[asks["plan_id"].notna(), ["ask_id", "plan_id"]]
-    return [(str(a), str(p)) for a, p in named.itertuples(index=False)]
+def _links(asks: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
+    """Per link column (`_LINK_TABLES`): (ask_id, value) for the asks that name one."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for column in _LINK_TABLES:
+        if column in asks.columns:
+            named = asks.loc[asks[column].notna(), ["ask_id", column]]
+            found[column] = [(str(a), str(v)) for a, v in named.itertuples(index=False)]
+    return found
 
 
-def _refuse_conflicts(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], links: list[tuple[str, str]]) -> None:
+def _refuse_conflicts(
+    conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], links: dict[str, list[tuple[str, str]]]
+) -> None:
     """`ConflictingAskError` for the first row whose ask_id is stored with another customer, type,
-    time or plan (an ask re-sent without its plan keeps it)."""
-    linked = conn.execute(
-        "SELECT a.ask_id, p.plan_id FROM asks a LEFT JOIN plan_asks p ON p.ask_id = a.ask_id "
-        "WHERE a.ask_id IN (SELECT value FROM json_each(?))",
-        [json.dumps([a for a, _ in links])],
-    ).fetchall()
-    named = dict(links)
-    for ask_id, plan_id in linked:  # asks already recorded that this request names a plan for
-        if named[ask_id] != plan_id:
-            raise ConflictingAskError(ask_id, "plan_id", plan_id or "none", named[ask_id])
+    time, plan or deal (an ask re-sent without its plan or deal keeps it)."""
+    for column, named_links in links.items():
+        linked = conn.execute(
+            f"SELECT a.ask_id, l.{column} FROM asks a LEFT JOIN {_LINK_TABLES[column]} l ON l.ask_id = a.ask_id "
+            "WHERE a.ask_id IN (SELECT value FROM json_each(?))",
+            [json.dumps([a for a, _ in named_links])],
+        ).fetchall()
+        named = dict(named_links)
+        for ask_id, value in linked:  # asks already recorded that this request links
+            if named[ask_id] != value:
+                raise ConflictingAskError(ask_id, column, value or "none", named[ask_id])
     sent = {row[0]: row[1:4] for row in rows}
     stored = conn.execute(
         "SELECT ask_id, customer_id, ask_type, asked_at FROM asks WHERE ask_id IN (SELECT value FROM json_each(?))",
@@ -126,15 +136,18 @@ def _timestamps(values: np.ndarray) -> pd.Series:
 
 
 class ConflictingAskError(ValueError):
-    """An ask sent again with another customer, type, time or plan: an ask's identity never changes, only
-    its answer may (spec section 7), so it is refused (a 409), and nothing of the request is stored."""
+    """An ask sent again with another customer, type, time, plan or deal: an ask's identity never
+    changes, only its answer may (spec section 7), so it is refused (a 409 naming the field), and
+    nothing of the request is stored."""
 
     def __init__(self, ask_id: str, field: str, stored: object, sent: object) -> None:
         super().__init__(
             f"ask_id {ask_id!r} is already recorded with {field} {stored}, not {sent}: an ask's customer_id, "
-            "ask_type, asked_at and plan_id never change, only its answer may (a new ask needs a new ask_id)"
+            "ask_type, asked_at, plan_id and opportunity_id never change, only its answer may (a new ask needs "
+            "a new ask_id)"
         )
         self.ask_id = ask_id
+        self.field = field
 
 
 class AskContract(Protocol):
@@ -186,7 +199,7 @@ class AskLog:
         `customer_id` exists is the caller's check.
         """
         now = time.time_ns() // 1_000
-        links = _plan_links(asks)
+        links = _links(asks)
         table = self.contract.validate(asks, received_at=pd.Timestamp(now, unit="us", tz="UTC"))
         if table.empty:
             return 0
@@ -210,7 +223,8 @@ class AskLog:
                 _refuse_conflicts(conn, rows, links)
                 seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM asks").fetchone()[0])
                 conn.executemany(_UPSERT, [(*row, seq) for row in rows])
-                conn.executemany(_LINK, links)
+                for column, pairs in links.items():
+                    conn.executemany(_LINK.format(table=_LINK_TABLES[column], column=column), pairs)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -232,10 +246,17 @@ class AskLog:
 
     def plan_links(self) -> pd.DataFrame:
         """(`ask_id`, `plan_id`) of every recorded ask that was made from a plan."""
+        return self._links("plan_id")
+
+    def deal_links(self) -> pd.DataFrame:
+        """(`ask_id`, `opportunity_id`) of every recorded ask that was made for a deal."""
+        return self._links("opportunity_id")
+
+    def _links(self, column: str) -> pd.DataFrame:
         with self._connect() as conn:
-            rows = conn.execute("SELECT ask_id, plan_id FROM plan_asks ORDER BY ask_id").fetchall()
-        ask_ids, plan_ids = zip(*rows, strict=True) if rows else ((), ())
-        return pd.DataFrame({"ask_id": pd.Series(ask_ids, dtype="str"), "plan_id": pd.Series(plan_ids, dtype="str")})
+            rows = conn.execute(f"SELECT ask_id, {column} FROM {_LINK_TABLES[column]} ORDER BY ask_id").fetchall()
+        ask_ids, values = zip(*rows, strict=True) if rows else ((), ())
+        return pd.DataFrame({"ask_id": pd.Series(ask_ids, dtype="str"), column: pd.Series(values, dtype="str")})
 
     def read_changes(self, after: int = 0) -> tuple[pd.DataFrame, int]:
         """The asks written (new or updated) since write number `after`, and the number to pass next time.

@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     # whenever a plan is stored, except a plan that an ask in the ask log names: the program report sets
     # those asks against their plan's promise for as long as the asks are kept. 0 keeps every plan.
     plan_keep_days: int = Field(default=365, ge=0, le=36500)
+    # The program report's deals section (spec 9): what the advocacy program cost over the period the
+    # report covers, in the deals' currency; its return is the incremental won revenue against it.
+    # Unset: the report gives no return and says so.
+    program_cost: float | None = Field(default=None, gt=0)
+    # The adjusted effect's bootstrap refits the whole estimator per resample, and each DoWhy
+    # refutation simulation refits it again: these set the report's cost (`models.deal_effect`).
+    deal_resamples: int = Field(default=100, ge=2, le=10_000)
+    deal_refutation_simulations: int = Field(default=10, ge=0, le=1_000)
     # The CRM the service writes the profiles of customers whose asks it records to (`hubspot` or
     # `salesforce`, as `advocacy sync` does), within this many seconds of the ask; unset: the service
     # writes nothing to a CRM.

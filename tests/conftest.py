@@ -24,6 +24,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # above do not load LightGBM), and subprocesses that tests start inherit it. scripts/test also
     # exports it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Every program report made from data with deals (the sample's) estimates the effect of a
+    # reference, refitting its learner per bootstrap resample and refutation simulation: tests of
+    # anything else, and the servers they start, must not pay for a real interval.
+    os.environ.setdefault("ADVOCACY_DEAL_RESAMPLES", "3")
+    os.environ.setdefault("ADVOCACY_DEAL_REFUTATION_SIMULATIONS", "0")
 
 
 @pytest.fixture(autouse=True)

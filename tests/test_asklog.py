@@ -141,33 +141,58 @@ def test_a_batch_with_a_duplicate_ask_id_is_rejected(log: AskLog) -> None:
     assert len(log) == 0
 
 
-def test_an_ask_made_from_a_plan_keeps_its_plan(log: AskLog) -> None:
-    planned = FIRST.assign(plan_id=["p" * 32, None])
+LINKS = pytest.mark.parametrize(("column", "value"), [("plan_id", "p" * 32), ("opportunity_id", "O000001")])
+
+
+def _links(log: AskLog, column: str) -> pd.DataFrame:
+    return log.plan_links() if column == "plan_id" else log.deal_links()
+
+
+@LINKS
+def test_an_ask_made_from_a_plan_or_for_a_deal_keeps_it(log: AskLog, column: str, value: str) -> None:
+    planned = FIRST.assign(**{column: [value, None]})
     assert log.record(planned) == 2
-    assert log.plan_links().to_dict(orient="records") == [{"ask_id": "a2", "plan_id": "p" * 32}]
+    assert _links(log, column).to_dict(orient="records") == [{"ask_id": "a2", column: value}]
     assert list(log.read().columns) == list(CONTRACTS["asks"].columns)  # the asks table stays the contract's
-    # The answer arrives later, sent without the plan: the ask is updated, its plan is kept.
+    # The answer arrives later, sent without the link: the ask is updated, its link is kept.
     answered = FIRST.iloc[[0]].assign(outcome="accepted", responded_at=pd.Timestamp("2026-01-03", tz="UTC"))
     log.record(answered)
     assert log.read().set_index("ask_id").loc["a2", "outcome"] == "accepted"
-    assert log.plan_links()["plan_id"].tolist() == ["p" * 32]
+    assert _links(log, column)[column].tolist() == [value]
     # A batch the contract refuses stores no link either.
-    bad = FIRST.assign(plan_id="q" * 32, ask_id=["a3", "a3"])
+    bad = FIRST.assign(**{column: "q" * 32}, ask_id=["a3", "a3"])
     with pytest.raises(DataContractError):
         log.record(bad)
-    assert log.plan_links()["ask_id"].tolist() == ["a2"]
+    assert _links(log, column)["ask_id"].tolist() == ["a2"]
 
 
-def test_an_asks_plan_is_fixed_once_recorded(log: AskLog) -> None:
-    """Re-sent without its plan an ask keeps it; naming another plan, or a plan for an ask recorded
-    without one, is a conflict naming plan_id, and nothing of the batch is stored."""
-    log.record(FIRST.assign(plan_id=["p" * 32, None]))
+@LINKS
+def test_an_asks_plan_and_deal_are_fixed_once_recorded(log: AskLog, column: str, value: str) -> None:
+    """Re-sent without its plan (deal) an ask keeps it; naming another, or one for an ask recorded
+    without one, is a conflict naming the column, and nothing of the batch is stored."""
+    log.record(FIRST.assign(**{column: [value, None]}))
     before = log.read()
-    for plan_ids in (["q" * 32, None], [None, "q" * 32]):
-        with pytest.raises(ConflictingAskError, match="plan_id"):
-            log.record(FIRST.assign(plan_id=plan_ids, outcome="accepted", responded_at="2026-01-03"))
+    for values in (["q" * 32, None], [None, "q" * 32]):
+        with pytest.raises(ConflictingAskError, match=column) as caught:
+            log.record(FIRST.assign(**{column: values}, outcome="accepted", responded_at="2026-01-03"))
+        assert caught.value.field == column
         pd.testing.assert_frame_equal(log.read(), before)
-    assert log.plan_links().values.tolist() == [["a2", "p" * 32]]
+    assert _links(log, column).values.tolist() == [["a2", value]]
+
+
+def test_a_log_written_before_deals_were_linked_gains_their_table(tmp_path: Path) -> None:
+    """A log of an older release (asks and plan links only) opens as it is and keeps deal links from then on."""
+    path = tmp_path / "asks.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE asks (ask_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, ask_type TEXT NOT NULL, "
+            "asked_at INTEGER NOT NULL, outcome TEXT NOT NULL, responded_at INTEGER, recorded_at INTEGER NOT NULL, "
+            "seq INTEGER); CREATE TABLE plan_asks (ask_id TEXT PRIMARY KEY, plan_id TEXT NOT NULL);"
+        )
+    log = AskLog(path, CONTRACTS["asks"])
+    assert log.deal_links().empty
+    log.record(FIRST.assign(opportunity_id=["O000001", None]))
+    assert log.deal_links().values.tolist() == [["a2", "O000001"]] and len(log) == 2
 
 
 def test_missing_column_is_named(log: AskLog) -> None:

@@ -407,7 +407,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
 
 
 @pytest.mark.slow
-def test_the_asks_tables_plan_ids_reach_the_snapshot_the_service_reads(
+def test_the_asks_tables_plans_and_the_deals_reach_the_snapshot_the_service_reads(
     trained_home: TrainedHome, tmp_path: Path
 ) -> None:
     """Spec 5a: a campaign's answers may come back in the asks table's `plan_id` column; the batch job
@@ -423,6 +423,12 @@ def test_the_asks_tables_plan_ids_reach_the_snapshot_the_service_reads(
     snapshot = Snapshot.from_tables(*read_snapshot(tmp_path / "store"))
     expected = asks.loc[named, ["ask_id", "plan_id"]].astype("str").reset_index(drop=True)
     assert snapshot.plan_links.to_dict(orient="records") == expected.to_dict(orient="records")
+    # The deals too (spec 9), and which deal each ask was made for: the service finds a deal's
+    # references and holds an ask's deal fixed from them.
+    world = read_world(data)
+    assert len(snapshot.opportunities) == len(world.opportunities) > 0
+    pd.testing.assert_frame_equal(snapshot.opportunities, world.opportunities, check_dtype=False)
+    pd.testing.assert_frame_equal(snapshot.deal_links, world.deal_links, check_dtype=False)
 
 
 def _refusal_in_one_and_two_workers(trained_home: TrainedHome, tmp_path: Path, data: Path) -> str:

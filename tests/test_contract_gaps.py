@@ -21,11 +21,10 @@ from features.contracts import (
     CONTRACTS,
     MAX_ID_LENGTH,
     DataContractError,
-    activity_ask_failures,
-    check_activity_asks,
     read_timestamp,
 )
 from features.io import read_world, table_files, world_from_tables
+from features.keys import activity_ask_failures, check_activity_asks
 from features.spec import FEATURE_NAMES
 from models.registry import load_champion
 from serving.schemas import AsksRequest, Id, ScoreFeaturesRequest

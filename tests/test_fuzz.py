@@ -5,8 +5,8 @@ Every POST route gets cases generated from `/docs.json` in both of schemathesis'
 negative (bodies it forbids). Hypothesis runs derandomized from a fixed seed, so every run sends the
 same cases. "Never a 500 for anything a caller sends": no answer may be a 5xx. "Invalid body: 4xx
 that names the field": every 4xx is JSON that says what was wrong, as pydantic `detail` entries
-whose `loc` points into the body sent, a 404 naming the unknown ids it was sent, or an `error` that
-names a field of the body.
+whose `loc` points into the body sent, a 404 naming the unknown ids (or deal) it was sent, or an
+`error` that names a field of the body.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Target:
     schema: BaseSchema
     known: list[str]  # stored customer ids
     record: dict[str, Any]  # the first one's features, as a /score_features record
+    deals: list[str]  # the snapshot's opportunity ids
     session: requests.Session
 
     def post(self, route: str, body: Any) -> requests.Response:
@@ -83,15 +84,17 @@ def target(
         schema = schemathesis.openapi.from_url(server.url + "/docs.json")
         known = snapshot.features["customer_id"].astype(str).head(KNOWN).tolist()
         with requests.Session() as session:
-            yield Target(server.url, schema, known, stored_record(snapshot, known[0]), session)
+            deals = snapshot.opportunities["opportunity_id"].astype(str).tolist()
+            yield Target(server.url, schema, known, stored_record(snapshot, known[0]), deals, session)
 
 
-def aimed(body: Any, known: list[str], draw: Callable[[st.SearchStrategy[Any]], Any]) -> Any:
-    """The body aimed at the happy path: stored customers' ids (a prefix of one as a search query),
-    timestamps moved into the years the service takes, and an ask answered no earlier than it was made
-    (rules across fields, which the OpenAPI spec cannot state), with its time when answered."""
+def aimed(body: Any, known: list[str], draw: Callable[[st.SearchStrategy[Any]], Any], deals: list[str]) -> Any:
+    """The body aimed at the happy path: stored customers' ids (a prefix of one as a search query)
+    and deals, timestamps moved into the years the service takes, and an ask answered no earlier
+    than it was made (rules across fields, which the OpenAPI spec cannot state), with its time when
+    answered."""
     if isinstance(body, list):
-        return [aimed(v, known, draw) for v in body]
+        return [aimed(v, known, draw, deals) for v in body]
     if not isinstance(body, dict):
         return body
     out = {}
@@ -100,6 +103,8 @@ def aimed(body: Any, known: list[str], draw: Callable[[st.SearchStrategy[Any]], 
             out[key] = draw(st.sampled_from(known))
         elif key == "customer_ids" and isinstance(value, list):
             out[key] = [draw(st.sampled_from(known)) for _ in value]
+        elif key == "opportunity_id" and isinstance(value, str):
+            out[key] = draw(st.sampled_from(deals))
         elif key == "plan_id":
             out[key] = None  # a drawn id is never a plan this service made: an ask on the happy path names none
         elif key == "as_of" and "need" in body:
@@ -120,7 +125,7 @@ def aimed(body: Any, known: list[str], draw: Callable[[st.SearchStrategy[Any]], 
             # 2000-2023: in the past (asks from the future are refused); a leap day stays one (24 = 6 x 4).
             out[key] = f"{2000 + int(value[:4]) % 24}{value[4:]}"
         else:
-            out[key] = aimed(value, known, draw)
+            out[key] = aimed(value, known, draw, deals)
     if isinstance(out.get("asked_at"), str) and isinstance(out.get("responded_at"), str):
         out["responded_at"] = out["asked_at"]
     if out.get("outcome") in ("accepted", "declined") and isinstance(out.get("asked_at"), str):
@@ -165,6 +170,11 @@ def unnamed(body: Any, response: Response) -> str | None:
     if not isinstance(answer, dict) or not isinstance(answer.get("error"), str):
         return "no `error` message"
     message = answer["error"]
+    if response.status_code == 404 and "opportunity_id" in answer:  # a deal the service does not hold
+        deal, sent = answer["opportunity_id"], [v for k, v in _leaves(body) if k == "opportunity_id"]
+        if not isinstance(deal, str) or not any(isinstance(v, str) and deal in v for v in sent):
+            return f"a 404 naming a deal that was not sent: {deal!r}"
+        return None if deal in message else "a 404 whose message does not name the deal"
     if response.status_code == 404:
         ids = answer.get("customer_ids")
         if not ids or not isinstance(ids, list):
@@ -206,7 +216,7 @@ def test_fuzzed_route_never_fails_and_names_what_is_wrong(target: Target, route:
     def fuzz(case: Case, data: st.DataObject) -> None:
         mode = case.meta.generation.mode if case.meta is not None else GenerationMode.NEGATIVE
         if mode is GenerationMode.POSITIVE and data.draw(st.booleans(), label="aim at stored customers"):
-            case.body = aimed(case.body, target.known, data.draw)
+            case.body = aimed(case.body, target.known, data.draw, target.deals)
         response = case.call(base_url=target.url, session=target.session, timeout=30)
         sent["all"] += 1
         sent[mode.value] += 1

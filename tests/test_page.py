@@ -256,6 +256,19 @@ def test_the_report_tab_shows_what_advocacy_report_made_from_the_ask_log(page: A
         )
     )
     assert (wave_shown["wave"], wave_shown["asked"], wave_shown["yeses"]) == ("1", "4", "2")
+    # The sample has deals: the Deals section shows the plain difference and the adjusted effect as
+    # the report has them (a service remake reuses the estimate, so both reads agree).
+    kept = post(server, "/report", {})
+    assert kept["deals"]["status"] == "estimated", kept["deals"]
+    assert page.locator("#report-deals").is_visible()
+    page.wait_for_function("() => document.querySelectorAll('#report-deal-charts img').length === 1")
+    estimates = kept["tables"]["deal_estimates"]
+    assert len(estimates) == 2
+    for estimate in estimates:
+        row = page.locator(f'#report-deal-estimates tr[data-estimate="{estimate["estimate"]}"]')
+        value = row.locator('[data-field="value"]').text_content() or ""
+        assert float(value.removesuffix(" pts")) == pytest.approx(estimate["value"] * 100, abs=0.051), value
+        assert " to " in (row.locator('[data-field="interval"]').text_content() or "")
     page.screenshot(path=str(ARTIFACTS / "page-report.png"), full_page=True)
 
 

@@ -1,4 +1,5 @@
-"""Reference matching: similar, willing, not over-used, and never a customer a guardrail protects."""
+"""Reference matching: similar, willing, not over-used, and never a customer a guardrail protects;
+for a deal, its prospect's attributes (`usecases.references`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from features.contracts import TIMESTAMP
 from models.guardrails import empty_blocks
 from models.references import REFERENCE_COLUMNS, Prospect, rank_references, similarity
+from usecases.references import ReferenceRequest, UnknownDealError, prospect_for
 
 PROSPECT = Prospect(industry="Software", segment="enterprise", use_case="billing")
 
@@ -139,3 +141,31 @@ def test_missing_customer_column_is_named() -> None:
     base = customers(("a", "software", "enterprise", "billing")).drop(columns="use_case")
     with pytest.raises(ValueError, match="use_case"):
         rank(base, {"a": 0.5})
+
+
+def test_an_attribute_a_deal_leaves_empty_matches_no_customer() -> None:
+    """A deal's industry or use case may be empty in the table: unknown, it matches nobody on it."""
+    base = customers(("a", "software", "enterprise", "billing"), ("b", "", "smb", ""))
+    sim, matched = similarity(Prospect(None, "enterprise", None), base)
+    assert sim.tolist() == [0.3, 0.0] and not matched[["industry", "use_case"]].to_numpy().any()
+
+
+def test_a_request_names_one_deal_or_one_whole_prospect() -> None:
+    """The use case's own check, whichever door builds the request: each refusal names the fields."""
+    assert ReferenceRequest(opportunity_id="O1").opportunity_id == "O1"
+    assert ReferenceRequest(None, "software", "smb", "billing").segment == "smb"
+    for fields, named in (
+        ({"opportunity_id": "O1", "use_case": "billing"}, "opportunity_id and use_case: name a deal"),
+        ({}, "opportunity_id or industry, segment and use_case"),
+        ({"industry": "software"}, "segment, use_case: a prospect needs"),
+    ):
+        with pytest.raises(ValueError, match=named):
+            ReferenceRequest(**fields)
+
+
+def test_a_deal_stands_for_its_prospect_and_an_unknown_one_is_named() -> None:
+    deals = pd.DataFrame({"opportunity_id": ["O1"], "industry": ["media"], "segment": ["smb"], "use_case": [None]})
+    assert prospect_for(ReferenceRequest(opportunity_id="O1"), deals) == Prospect("media", "smb", None)
+    with pytest.raises(UnknownDealError, match="unknown opportunity_id: O2") as caught:
+        prospect_for(ReferenceRequest(opportunity_id="O2"), deals)
+    assert caught.value.opportunity_id == "O2"

@@ -5,10 +5,14 @@ A five-customer world made by hand: two the points rule always qualifies (q1, q2
 qualifies only from its NPS 10 of 2025-11-20 on (r1: 55 points before, 80 after). Asks come from
 the data directory and from the ask log (through `AskLog`, some naming a plan stored through
 `PlanStore`); every expected figure is counted here from those lists with plain Python.
+
+The deals section (spec 9) is counted the same way, on eight hand-made deals beside that world (too
+few for an adjusted estimate) and on the sample's 450 (enough for one; a handful of resamples).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,16 +24,39 @@ import pytest
 from typer.testing import CliRunner
 
 from advocacy.cli import app
+from features.baseline import baseline_tier
 from features.contracts import CONTRACTS
-from features.io import World, world_from_tables
+from features.io import World, read_world, world_from_tables
+from models.deal_effect import MIN_TREATED, DealEffect, Refutation
+from models.deal_report import (
+    ADJUSTED,
+    DEALS_CSV_COLUMNS,
+    PLAIN,
+    WITH,
+    WITHOUT,
+    DealOptions,
+    DealReport,
+    KeptEstimate,
+    deal_report,
+)
 from models.planner import PLAN_COLUMNS
 from models.program import ProgramReport
-from models.program_plots import FIGURES, calibration_chart, figure_png, report_figures
+from models.program_plots import (
+    DEAL_FIGURES,
+    FIGURES,
+    calibration_chart,
+    deal_effect_plot,
+    figure_png,
+    report_figures,
+)
 from storage.asklog import AskLog
 from storage.files import write_tables
 from storage.plans import PlanStore
+from storage.reports import ReportStore
 from storage.settings import Settings
-from usecases import Sources, make_report
+from tests.conftest import SAMPLE
+from usecases import Sources, keep_for_the_page, make_report
+from usecases.reports import kept_estimate
 
 P1, P2, P3 = "1" * 32, "2" * 32, "3" * 32  # P3 is named by an ask but was never stored
 PLANNED_AT = pd.Timestamp("2025-10-01", tz="UTC")  # every stored plan's as_of: before its asks
@@ -437,6 +464,12 @@ def test_advocacy_report_prints_writes_and_logs_the_report(program: Program, tmp
     assert run.data.metrics["promised_yeses"] == pytest.approx(0.80 + 0.35 + 0.31 + 0.42)
     logged = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "tables")}
     assert set(FIGURES) <= logged and "tables/by_type_and_month.csv" in logged
+    # No opportunities table: no deals section anywhere, and nothing breaks for it.
+    assert made.deals is None and "Deals" not in result.output and not (out / "deals.csv").exists()
+    assert "deal_effect_status" not in run.data.tags and "influenced_deals" not in run.data.metrics
+    assert not set(DEAL_FIGURES) & logged
+    kept = ReportStore(program.settings.report_path()).load()
+    assert kept is not None and "deals" not in kept and "deals" not in kept["tables"]
 
 
 @pytest.mark.parametrize(
@@ -462,3 +495,254 @@ def test_an_unknown_data_dir_is_one_line(program: Program, tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["report", "--data", str(tmp_path / "nowhere")], env=_cli_env(program))
     assert result.exit_code == 2
     assert "data directory not found" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# ---- deals (spec 9) ------------------------------------------------------------------------------
+
+OPP_KEYS = ("opportunity_id", "amount", "created_at", "outcome", "closed_at", "referred_by")
+DEALS = [  # D1 and D5 got a reference before they closed, D4 while open; D2's came after it closed
+    ("D1", 100_000.0, "2025-03-01", "won", "2025-05-15", None),
+    ("D2", 50_000.0, "2025-05-01", "lost", "2025-07-01", None),
+    ("D3", 30_000.0, "2025-08-01", "won", "2025-10-15", "n2"),
+    ("D4", 80_000.0, "2025-10-10", "open", None, None),
+    ("D5", 20_000.0, "2025-07-01", "lost", "2025-09-30", None),
+    ("D6", 40_000.0, "2025-10-01", "won", "2025-12-20", "r1"),  # r1 before its NPS 10: 55 points
+    ("D7", 60_000.0, "2025-12-01", "open", None, "r1"),  # r1 after it: 80 points
+    ("D8", 25_000.0, "2025-11-15", "won", "2026-01-20", "q1"),
+]
+DEAL_ASKS = [  # asks table rows made for a deal: ASK_KEYS + opportunity_id
+    ("o1", "q2", "reference_call", "2025-04-10", "accepted", "2025-04-11", "D1"),
+    ("o2", "q1", "case_study", "2025-06-01", "accepted", "2025-06-02", "D2"),
+    ("o3", "n1", "reference_call", "2025-09-01", "declined", "2025-09-02", "D3"),
+    ("o4", "q2", "reference_call", "2025-11-01", "accepted", "2025-11-02", "D4"),
+    ("o5", "q1", "reference_call", "2025-08-01", "accepted", "2025-08-02", "D5"),
+]
+DEAL_ACTIVITIES = [
+    ("w1", "q2", "reference_call", "2025-04-20", "o1"),
+    ("w2", "q1", "case_study", "2025-07-10", "o2"),  # D2 closed on 2025-07-01
+    ("w4", "q2", "reference_call", "2025-11-10", "o4"),
+    ("w5", "q1", "reference_call", "2025-08-10", "o5"),
+]
+
+
+@pytest.fixture
+def dealt(program: Program) -> Program:
+    """The hand-made world with an opportunities table and asks made for its deals, in its data folder."""
+    raw = _raw_tables()
+    raw["asks"] = pd.concat(
+        [raw["asks"].assign(opportunity_id=None), pd.DataFrame(DEAL_ASKS, columns=[*ASK_KEYS, "opportunity_id"])],
+        ignore_index=True,
+    )
+    raw["activities"] = pd.concat(
+        [raw["activities"], pd.DataFrame(DEAL_ACTIVITIES, columns=list(raw["activities"].columns))], ignore_index=True
+    )
+    deals = pd.DataFrame(DEALS, columns=list(OPP_KEYS))
+    raw["opportunities"] = deals.assign(
+        account="Prospect " + deals["opportunity_id"],
+        industry="software",
+        segment="mid_market",
+        region="emea",
+        use_case="analytics",
+    )
+    write_tables(raw, program.data, "csv")
+    return Program(world_from_tables(raw), program.data, program.settings)
+
+
+def _hand_deals(deals: list[dict], asks: list[dict], activities: list[dict], since: pd.Timestamp | None) -> dict:
+    """The deals section counted with plain Python: per group (WITH a reference delivered before the
+    deal closed, or at all while open; WITHOUT) its deals, amount, open, closed, won, closed amount and
+    days to close; the referred deals by month of creation and by referrer."""
+    made_for = {a["ask_id"]: a["opportunity_id"] for a in asks if isinstance(a.get("opportunity_id"), str)}
+    first: dict[str, pd.Timestamp] = {}
+    for v in activities:
+        deal = made_for.get(v["ask_id"]) if isinstance(v["ask_id"], str) else None
+        if deal is not None:
+            first[deal] = min(first.get(deal, v["occurred_at"]), v["occurred_at"])
+    groups: dict[str, Counter] = {WITH: Counter(), WITHOUT: Counter()}
+    days: dict[str, list[float]] = {WITH: [], WITHOUT: []}
+    months: dict[str, Counter] = {}
+    referrers: dict[str, Counter] = {}
+    for d in deals:
+        if since is not None and d["created_at"] < since:
+            continue
+        closed = d["outcome"] != "open"
+        delivered = first.get(d["opportunity_id"])
+        group = WITH if delivered is not None and (not closed or delivered < d["closed_at"]) else WITHOUT
+        c = groups[group]
+        c["deals"] += 1
+        c["amount"] += d["amount"]
+        c["open"] += not closed
+        c["closed"] += closed
+        c["won"] += d["outcome"] == "won"
+        c["closed_amount"] += d["amount"] if closed else 0.0
+        if closed:
+            days[group].append((d["closed_at"] - d["created_at"]).total_seconds() / 86_400)
+        if isinstance(d.get("referred_by"), str):
+            for key, into in ((d["created_at"].strftime("%Y-%m"), months), (d["referred_by"], referrers)):
+                r = into.setdefault(key, Counter())
+                r["deals"] += 1
+                r["amount"] += d["amount"]
+                r["won"] += d["outcome"] == "won"
+    return {"groups": groups, "days": days, "months": months, "referrers": referrers}
+
+
+def _check_against_hand_count(report: DealReport, hand: dict) -> None:
+    got = report.by_reference.set_index("reference")
+    for group in (WITH, WITHOUT):
+        c, row = hand["groups"][group], got.loc[group]
+        assert [int(row[k]) for k in ("deals", "open", "closed", "won")] == [
+            c[k] for k in ("deals", "open", "closed", "won")
+        ]
+        assert row["amount"] == pytest.approx(c["amount"])
+        if c["closed"]:
+            assert row["win_rate"] == pytest.approx(c["won"] / c["closed"])
+            assert row["mean_days_to_close"] == pytest.approx(sum(hand["days"][group]) / c["closed"])
+        else:
+            assert pd.isna(row["win_rate"]) and pd.isna(row["mean_days_to_close"])
+    influenced = hand["groups"][WITH]
+    assert report.influenced == (influenced["deals"], pytest.approx(influenced["amount"]))
+    effect = report.effect
+    assert (effect.treated_deals, effect.other_deals) == (influenced["closed"], hand["groups"][WITHOUT]["closed"])
+    assert effect.treated_amount == pytest.approx(influenced["closed_amount"])
+    by_month = report.referrals_by_month.set_index("month")
+    assert {m: (int(r["deals"]), r["amount"], int(r["won"])) for m, r in by_month.iterrows()} == {
+        m: (c["deals"], pytest.approx(c["amount"]), c["won"]) for m, c in hand["months"].items()
+    }
+    assert report.referrals_by_tier["deals"].sum() == sum(c["deals"] for c in hand["referrers"].values())
+    ranked = sorted(hand["referrers"].items(), key=lambda kv: (-kv[1]["deals"], -kv[1]["amount"], kv[0]))[:10]
+    assert report.top_referrers["customer_id"].tolist() == [customer for customer, _ in ranked]
+    assert report.top_referrers["deals"].tolist() == [c["deals"] for _, c in ranked]
+
+
+def _hand_made_deals() -> tuple[list[dict], list[dict], list[dict]]:
+    """DEALS, DEAL_ASKS and DEAL_ACTIVITIES as records for `_hand_deals`."""
+    opportunities = [dict(zip(OPP_KEYS, d, strict=True)) for d in DEALS]
+    for d in opportunities:
+        d["created_at"], d["closed_at"] = _ts(d["created_at"]), _ts(d["closed_at"])
+    asks = [dict(zip((*ASK_KEYS, "opportunity_id"), a, strict=True)) for a in DEAL_ASKS]
+    activities = [{"ask_id": v[4], "occurred_at": _ts(v[3])} for v in DEAL_ACTIVITIES]
+    return opportunities, asks, activities
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return frame.to_dict("records")
+
+
+@pytest.fixture(scope="module")
+def sample_deals() -> DealReport:
+    """The deals section on the sample, once: three resamples and no refutation (tests of the
+    estimator's quality are `tests/test_deals.py`'s)."""
+    return deal_report(read_world(SAMPLE), None, DealOptions(resamples=3, refutation_simulations=0, program_cost=1e5))
+
+
+def test_the_deals_section_matches_a_hand_count_of_the_sample(sample_deals: DealReport) -> None:
+    tables = {name: pd.read_parquet(SAMPLE / f"{name}.parquet") for name in ("opportunities", "asks", "activities")}
+    hand = _hand_deals(*(_records(tables[n]) for n in ("opportunities", "asks", "activities")), since=None)
+    _check_against_hand_count(sample_deals, hand)
+    with_, without = hand["groups"][WITH], hand["groups"][WITHOUT]
+    effect = sample_deals.effect
+    assert effect.estimated and with_["closed"] >= MIN_TREATED
+    row = sample_deals.deals_csv()
+    assert list(row.columns) == list(DEALS_CSV_COLUMNS) and len(row) == 1
+    assert row.loc[0, "status"] == "estimated"
+    assert row.loc[0, "plain_difference"] == pytest.approx(
+        with_["won"] / with_["closed"] - without["won"] / without["closed"]
+    )
+    assert row.loc[0, "effect_on_treated"] == pytest.approx(effect.effect_on_treated)
+    assert row.loc[0, "incremental_won_revenue"] == pytest.approx(effect.effect_on_treated * with_["closed_amount"])
+    assert np.isfinite(row.loc[0, ["ci_low", "ci_high"]].to_numpy(dtype=float)).all()
+    assert sample_deals.return_on_cost == pytest.approx((row.loc[0, "incremental_won_revenue"] - 1e5) / 1e5)
+    metrics = sample_deals.metrics()
+    assert metrics["influenced_deals"] == with_["deals"] and metrics["referred_deals"] == sum(
+        c["deals"] for c in hand["referrers"].values()
+    )
+    assert metrics["win_rate_with_reference"] - metrics["win_rate_without_reference"] == pytest.approx(
+        metrics["plain_difference"]
+    )
+    # Both estimates side by side, and on the chart: the plain difference's bar and the adjusted one's.
+    estimates = sample_deals.estimates().set_index("estimate")
+    assert estimates.loc[PLAIN, "value"] == pytest.approx(effect.plain_difference)
+    assert estimates.loc[ADJUSTED, "value"] == pytest.approx(effect.effect_on_treated)
+    bars = [p.get_height() for p in deal_effect_plot(sample_deals).axes[0].patches]
+    assert bars == pytest.approx([effect.plain_difference * 100, effect.effect_on_treated * 100])
+
+
+def test_the_deals_section_matches_the_hand_count_and_says_why_there_is_no_estimate(dealt: Program) -> None:
+    made = dealt.report()
+    deals = made.deals
+    assert deals is not None
+    _check_against_hand_count(deals, _hand_deals(*_hand_made_deals(), since=None))
+    assert deals.influenced == (3, 200_000.0)  # D1, D4 (open), D5; D2's reference came after it closed
+    # Two closed deals with a reference: no adjusted figure anywhere, only the reason.
+    assert deals.effect.status.startswith("too few treated deals (2 closed")
+    row = deals.deals_csv().iloc[0]
+    assert row[["effect_on_treated", "ci_low", "ci_high", "incremental_won_revenue"]].isna().all()
+    assert row["plain_difference"] == pytest.approx(1 / 2 - 3 / 4)
+    assert (row["treated_deals"], row["other_deals"]) == (2, 4)
+    assert deals.estimates().set_index("estimate").loc[ADJUSTED, ["value", "ci_low", "ci_high"]].isna().all()
+    assert f"No adjusted estimate: {deals.effect.status}." in deals.notes()
+    assert "effect_on_treated" not in made.metrics() or np.isnan(made.metrics()["effect_on_treated"])
+    chart = deal_effect_plot(deals).axes[0]
+    assert [p.get_height() for p in chart.patches] == pytest.approx([-25.0])  # the plain difference only
+    assert any(deals.effect.status[:20] in t.get_text().replace("\n", " ") for t in chart.texts)
+    assert list(report_figures(made)) == [*FIGURES, *DEAL_FIGURES]
+    # The referrer's tier is the points rule's as of the deal's creation.
+    referred = {d[0]: (d[5], _ts(d[2])) for d in DEALS if d[5] is not None}
+    by_hand = Counter(str(baseline_tier(np.array([_points(c, t)]))[0]) for c, t in referred.values())
+    assert by_hand == Counter({"none": 2, "advocate": 1, "champion": 1})  # r1: none on 2025-10-01, advocate later
+    assert dict(zip(deals.referrals_by_tier["referrer_tier"], deals.referrals_by_tier["deals"], strict=True)) == by_hand
+    assert deals.referrals_by_tier["referrer_tier"].tolist() == ["champion", "advocate", "none"]
+
+
+def test_since_limits_deals_by_created_at(dealt: Program) -> None:
+    since = "2025-10-01"
+    deals = dealt.report(since).deals
+    assert deals is not None
+    _check_against_hand_count(deals, _hand_deals(*_hand_made_deals(), since=_ts(since)))
+    assert sorted(deals.deals["opportunity_id"]) == ["D4", "D6", "D7", "D8"]
+    assert deals.influenced == (1, 80_000.0) and deals.effect.plain_difference is None
+
+
+def test_a_remake_reuses_the_kept_estimate_while_the_deals_are_unchanged(dealt: Program, tmp_path: Path) -> None:
+    """The service remakes the report on every recorded ask: the estimate is kept with the report and
+    reused while its key (the deals as the estimate reads them, and the settings) is the same."""
+    store = ReportStore(tmp_path / "kept")
+    made = make_report(Sources.from_settings(dealt.settings, dealt.data), None, DealOptions(3, 0))
+    keep_for_the_page(made, store)
+    kept = kept_estimate(store)
+    assert made.report.deals is not None and kept is not None
+    assert kept == KeptEstimate(made.report.deals.estimate_key, made.report.deals.effect)
+    checks = [Refutation("placebo treatment", "near zero", 0.1, 0.01, 0.4, True)]
+    marked = KeptEstimate(kept.key, DealEffect(**{**kept.effect.__dict__, "status": "kept", "refutations": checks}))
+    assert KeptEstimate.from_json(json.loads(json.dumps(marked.to_json()))) == marked
+    again = deal_report(dealt.world, None, DealOptions(3, 0), marked)
+    assert again.effect is marked.effect and again.refutations()["check"].tolist() == ["placebo treatment"]
+    other = deal_report(dealt.world, None, DealOptions(4, 0), marked)  # other settings: made anew
+    assert other.effect.status.startswith("too few treated deals")
+
+
+def test_advocacy_report_writes_deals_csv_and_logs_the_deals(dealt: Program, tmp_path: Path) -> None:
+    import mlflow
+
+    out = tmp_path / "report"
+    env = {**_cli_env(dealt), "ADVOCACY_PROGRAM_COST": "5000"}
+    result = CliRunner().invoke(app, ["report", "--data", str(dealt.data), "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(out / "deals.csv")
+    assert list(written.columns) == list(DEALS_CSV_COLUMNS) and len(written) == 1
+    assert written.loc[0, "status"].startswith("too few treated deals")
+    assert written.loc[0, ["effect_on_treated", "ci_low", "ci_high", "incremental_won_revenue"]].isna().all()
+    assert written.loc[0, "plain_difference"] == pytest.approx(-0.25)
+    assert written.loc[0, ["treated_deals", "other_deals"]].tolist() == [2, 4]
+    assert (out / DEAL_FIGURES[0]).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    text = " ".join(result.output.split())
+    assert "Deals created from the start: 8" in text and "No adjusted estimate: too few treated deals" in text
+    assert "No return on the program cost: there is no adjusted estimate." in text
+
+    run = mlflow.MlflowClient(dealt.settings.tracking_uri()).get_run(result.output.split("MLflow run ")[1].split()[0])
+    assert run.data.tags["deal_effect_status"].startswith("too few treated deals")
+    assert (run.data.metrics["influenced_deals"], run.data.metrics["program_cost"]) == (3, 5000)
+    assert "effect_on_treated" not in run.data.metrics
+    kept = ReportStore(dealt.settings.report_path()).load()
+    assert kept is not None and kept["deals"]["status"] == written.loc[0, "status"]

@@ -280,6 +280,11 @@ def _invalid_bodies() -> list[Any]:
             "/references", {"industry": "software", "segment": "smb", "use_case": "x", "k": "3"}, "k", id="refs-k-str"
         ),
         pytest.param("/references", {"segment": "smb", "use_case": "x"}, "industry", id="refs-missing-industry"),
+        pytest.param("/references", {"k": 3}, "opportunity_id", id="refs-neither-deal-nor-prospect"),
+        pytest.param("/references", {"opportunity_id": 7}, "opportunity_id", id="refs-deal-not-text"),
+        pytest.param(
+            "/asks", {"asks": [{**VALID_ASK, "opportunity_id": 7}]}, "asks.0.opportunity_id", id="asks-deal-not-text"
+        ),
         pytest.param("/asks", {"asks": []}, "asks", id="asks-empty"),
         pytest.param("/asks", {"asks": [{**VALID_ASK, "ask_type": "bribe"}]}, "asks.0.ask_type", id="asks-bad-type"),
         pytest.param("/asks", {"asks": [{**VALID_ASK, "asked_at": "soon"}]}, "asks.0.asked_at", id="asks-bad-time"),
@@ -443,6 +448,34 @@ def test_references_are_ranked_and_never_guardrail_blocked(server: Server) -> No
         assert "reference_call" not in {b["ask_type"] for b in r["next_best_ask"]["blocked"]}
 
 
+def _a_deal(servers: Servers) -> dict[str, Any]:
+    """A deal of the served snapshot whose industry, segment and use case are all known."""
+    deals = servers.snapshot.opportunities.dropna(subset=["industry", "segment", "use_case"])
+    return {k: str(v) for k, v in deals.iloc[0].items() if k in ("opportunity_id", "industry", "segment", "use_case")}
+
+
+def test_references_for_a_deal_are_the_prospect_forms_for_its_attributes(servers: Servers) -> None:
+    deal = _a_deal(servers)
+    by_deal = servers.open.post("/references", {"opportunity_id": deal["opportunity_id"], "k": 8})
+    form = {name: deal[name] for name in ("industry", "segment", "use_case")}
+    by_form = servers.open.post("/references", {**form, "k": 8})
+    assert by_deal.status_code == 200, by_deal.text
+    assert by_form.status_code == 200, by_form.text
+    assert by_deal.json()["candidates"] and by_deal.json() == by_form.json()
+
+
+def test_references_name_one_known_deal_or_one_prospect(servers: Servers) -> None:
+    unknown = servers.open.post("/references", {"opportunity_id": "O-no-such-deal"})
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["opportunity_id"] == "O-no-such-deal" and "O-no-such-deal" in unknown.json()["error"]
+    both = {"opportunity_id": _a_deal(servers)["opportunity_id"], "industry": "software", "segment": "smb"}
+    for body in ({**both, "use_case": "analytics"}, {"k": 5}):
+        response = servers.open.post("/references", body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert all(name in error for name in ("opportunity_id", "industry", "segment", "use_case")), error
+
+
 # ---- /asks: the loop closes --------------------------------------------------------------------------------
 
 
@@ -527,6 +560,38 @@ def test_asks_for_unknown_customers_are_refused_and_nothing_is_stored(servers: S
     response = servers.open.post("/asks", {"asks": rows})
     assert response.status_code == 404 and "NOBODY-9" in response.text
     assert len(log) == before
+
+
+def test_an_ask_for_a_deal_is_stored_with_it_and_its_deal_is_fixed(servers: Servers) -> None:
+    """Spec 7 and 9: an ask names the deal it was made for; an unknown deal is a 400 naming it
+    (nothing stored); re-sent without it the ask keeps it, with another deal it is a 409 naming the
+    field, for an ask of the log and for one the asks table made for a deal."""
+    log = AskLog(servers.settings.ask_log_path(), CONTRACTS["asks"])
+    deals = servers.snapshot.opportunities["opportunity_id"].astype(str).tolist()
+    customer = snapshot_ids(servers, 200)[-1]  # not among the customers the other tests ask
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    ask = {"ask_id": f"deal-{uuid.uuid4().hex[:8]}", "customer_id": customer, "ask_type": "reference_call"}
+    ask |= {"asked_at": now, "opportunity_id": deals[0]}
+    unknown = servers.open.post("/asks", {"asks": [{**ask, "opportunity_id": "O-no-such-deal"}]})
+    assert unknown.status_code == 400 and detail_names(unknown, "opportunity_id"), unknown.text
+    assert "O-no-such-deal" in unknown.text and ask["ask_id"] not in set(log.read()["ask_id"])
+
+    assert servers.open.post("/asks", {"asks": [ask]}).json() == {"stored": 1}
+    answered = {k: v for k, v in ask.items() if k != "opportunity_id"} | {"outcome": "accepted", "responded_at": now}
+    assert servers.open.post("/asks", {"asks": [answered]}).json() == {"stored": 1}
+    assert log.deal_links().set_index("ask_id").loc[ask["ask_id"], "opportunity_id"] == deals[0]
+
+    table = servers.snapshot.asks.merge(servers.snapshot.deal_links, on="ask_id").iloc[0]
+    from_table = {k: table[k] for k in ("ask_id", "customer_id", "ask_type")} | {
+        "asked_at": table["asked_at"].isoformat()
+    }
+    other = next(d for d in deals if d != table["opportunity_id"])
+    before = log.read()
+    for moved in ({**ask, "opportunity_id": deals[1]}, {**from_table, "opportunity_id": other}):
+        response = servers.open.post("/asks", {"asks": [moved]})
+        assert response.status_code == 409, response.text
+        assert response.json()["field"] == "opportunity_id" and "opportunity_id" in response.json()["error"]
+    pd.testing.assert_frame_equal(log.read(), before)
 
 
 # ---- auth, binding, readiness ----------------------------------------------------------------------------

@@ -149,6 +149,22 @@ def test_the_asks_tables_plans_and_the_logs_are_one_set_of_links_and_a_plan_is_f
     assert len(AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"]).plan_links()) == 1
 
 
+def test_the_deal_the_asks_table_gave_an_ask_is_fixed(tmp_path: Path) -> None:
+    """Spec 7: an ask's opportunity_id is fixed like its plan: the snapshot's (the asks table's) deal
+    cannot be changed, nor one given to an ask the table made without a deal; re-sent without one, it keeps it."""
+    s1, s2 = ask("s1", "c1", NOW - 20 * DAY, "accepted", NOW - 19 * DAY), ask("s2", "c1", NOW - 80 * DAY)
+    deals = pd.DataFrame({"ask_id": ["s1"], "opportunity_id": ["O1"]})
+    log = AskLog(tmp_path / "asks.sqlite", CONTRACTS["asks"])
+    snapshot = asks(s1, s2).assign(delivered_at=pd.Series(pd.NaT, index=[0, 1], dtype=TIMESTAMP))
+    b = GuardrailBook(store("c1"), snapshot, log, GuardrailConfig(), NOW, deal_links=deals)
+    for row, deal in ((s1, "O2"), (s2, "O1")):
+        with pytest.raises(ConflictingAskError, match="opportunity_id") as caught:
+            b.record(pd.DataFrame([{**row, "opportunity_id": deal}]))
+        assert caught.value.field == "opportunity_id"
+    assert len(log) == 0
+    assert b.record(pd.DataFrame([{**s1, "opportunity_id": "O1"}, s2])) == 2  # the same deal, or none: kept
+
+
 def test_unknown_customers_are_refused_and_nothing_is_stored(tmp_path: Path) -> None:
     b = book(tmp_path, store("c1"), asks(ask("s1", "gone", NOW - 400 * DAY)))
     with pytest.raises(UnknownCustomersError, match="nobody"):

@@ -7,23 +7,27 @@ the `ask_id`). The end of the observed period comes from the data tables alone: 
 ahead of the export, and an ask posted now must not move training's windows or a default `as_of`.
 Rows that cannot have happened yet (dated after the wall clock, beyond clock skew) are left out
 and counted, so that one mistyped year cannot stretch the period either. Activities are checked
-against the final asks (`features.contracts.check_activity_asks`): an ask recorded only in the log
-may be delivered too.
+against the final asks (`features.keys.check_activity_asks`): an ask recorded only in the log
+may be delivered too. What an ask was made for (a plan, a deal) is read from both too, the table's
+links and the log's as one (`features.plan_links.merge_links`), so a report counts the asks made
+through the API for a campaign or a deal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from features.contracts import CONTRACTS, check_activity_asks
+from features.contracts import CONTRACTS
+from features.deals import empty_deal_links
 from features.io import World, read_world
+from features.keys import check_activity_asks
 from features.labels import observed_until
-from features.plan_links import empty_plan_links, merge_plan_links
+from features.plan_links import empty_plan_links, merge_links, merge_plan_links
 from models.program import StoredPlan, planned_asks
 from storage.asklog import AskLog
 from storage.plans import PlanStore, Retention, linked_plans
@@ -128,6 +132,11 @@ class Sources:
         log = self.ask_log()
         return empty_plan_links() if log is None else log.plan_links()
 
+    def logged_deal_links(self) -> pd.DataFrame:
+        """`ask_id` -> `opportunity_id` of the asks recorded through the API for a deal."""
+        log = self.ask_log()
+        return empty_deal_links() if log is None else log.deal_links()
+
     def plans(self) -> PlanStore:
         return PlanStore(self.plans_path, Retention(self.plan_keep_days, lambda: linked_plans(self.ask_log_path)))
 
@@ -175,4 +184,14 @@ class Sources:
         unknown = ~world.plan_links["plan_id"].isin(set(stored))
         if unknown.any():
             left_out[f"{LEFT_OUT}asks.naming_a_plan_not_stored_here_(counted_off_plan)"] = int(unknown.sum())
-        return Read(world, left_out, links)
+        return Read(self._with_logged_deals(world, left_out), left_out, links)
+
+    def _with_logged_deals(self, world: World, left_out: dict[str, int]) -> World:
+        """`world` whose `deal_links` also hold the ask log's (`merge_links`: an ask's deal is fixed).
+        A logged ask naming a deal the data no longer holds (a later export without it) keeps its ask
+        but not the link, counted in `left_out`: the report counts a deal's asks only for its deals."""
+        deals = merge_links(world.deal_links, self.logged_deal_links(), "opportunity_id")
+        known = deals["opportunity_id"].isin(set(world.opportunities["opportunity_id"])).to_numpy()
+        if not known.all():
+            left_out[f"{LEFT_OUT}ask_log.naming_a_deal_not_in_the_data"] = int((~known).sum())
+        return replace(world, deal_links=deals[known].reset_index(drop=True))

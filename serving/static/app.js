@@ -437,15 +437,18 @@ const CHART_TITLES = {
   "acceptance_delivery.png": "Acceptance and delivery by ask type and month",
   "calibration.png": "Planned asks: promised against realised acceptance",
   "yeses_per_ask.png": "Yeses per ask: plans against the points rule",
+  "deal_effect.png": "A delivered reference and winning: plain difference against adjusted effect",
 };
+const DEAL_CHARTS = new Set(["deal_effect.png"]);
 
-function fill(tableId, rows) {
+function fill(tableId, rows, formats = {}) {
   const table = $(tableId);
   const columns = rows.length ? Object.keys(rows[0]) : [];
   table.querySelector("thead").replaceChildren(el("tr", {}, ...columns.map((c) => el("th", { scope: "col", text: words(c) }))));
   const cell = (c, v) => {
     if (v === null || v === undefined) return "";
-    if (typeof v === "number" && /rate/.test(c)) return pct(v);
+    if (formats[c]) return formats[c](v);
+    if (typeof v === "number" && /rate|return_on/.test(c)) return pct(v);
     if (typeof v === "number" && !Number.isInteger(v)) return v.toFixed(2);
     return String(v);
   };
@@ -459,13 +462,44 @@ async function loadReport() {
   if (result.status !== 200) { say("report-message", `Could not load the report: ${errorText(result)}`, true); return; }
   const r = result.data;
   say("report-message", r.available ? `${r.message} Made ${day(r.written_at)} by advocacy report.` : r.message);
-  $("report-charts").replaceChildren(...Object.entries(r.charts).map(([name, png]) => el("figure", {},
+  const figure = ([name, png]) => el("figure", {},
     el("img", { src: `data:image/png;base64,${png}`, alt: CHART_TITLES[name] || name, "data-chart": name }),
-    el("figcaption", { text: CHART_TITLES[name] || name }))));
+    el("figcaption", { text: CHART_TITLES[name] || name }));
+  const charts = Object.entries(r.charts);
+  $("report-charts").replaceChildren(...charts.filter(([name]) => !DEAL_CHARTS.has(name)).map(figure));
   fill("report-by-type", r.tables.by_type || []);
   fill("report-versus", r.tables.versus_points_rule || []);
   fill("report-plans", r.tables.plans || []);
   fill("report-waves", r.tables.waves || []);
+  showDeals(r, charts.filter(([name]) => DEAL_CHARTS.has(name)).map(figure));
+}
+
+// A difference of won shares in percentage points; blank where there is no figure, never a zero.
+const percentagePoints = (v) => (v === null || v === undefined ? "" : `${v > 0 ? "+" : ""}${(v * 100).toFixed(1)} pts`);
+
+function showDeals(r, charts) {
+  // Only a report made from data with an opportunities table has a deals section.
+  const deals = r.deals;
+  $("report-deals").hidden = !deals;
+  if (!deals) return;
+  $("report-deal-charts").replaceChildren(...charts);
+  const rows = r.tables.deal_estimates || [];
+  $("report-deal-estimates").querySelector("tbody").replaceChildren(...rows.map((e) => {
+    const interval = e.ci_low === null || e.ci_low === undefined ? "" : `${percentagePoints(e.ci_low)} to ${percentagePoints(e.ci_high)}`;
+    return el("tr", { "data-estimate": e.estimate },
+      el("th", { scope: "row", text: e.estimate }),
+      el("td", { "data-field": "value", text: e.value === null ? "not estimated" : percentagePoints(e.value) }),
+      el("td", { "data-field": "interval", text: interval }),
+      el("td", { "data-field": "deals", text: e.deals }),
+      el("td", { "data-field": "note", text: e.note }));
+  }));
+  $("report-deal-notes").replaceChildren(...(deals.notes || []).map((n) => el("li", { text: n })));
+  fill("report-deal-refutations", r.tables.deal_refutations || [], { estimated_effect: percentagePoints, new_effect: percentagePoints });
+  fill("report-deals-by-reference", r.tables.deals_by_reference || []);
+  fill("report-deal-revenue", r.tables.deal_revenue || []);
+  fill("report-referrals-by-month", r.tables.referrals_by_month || []);
+  fill("report-referrals-by-tier", r.tables.referrals_by_tier || []);
+  fill("report-top-referrers", r.tables.top_referrers || []);
 }
 
 // ---- start -------------------------------------------------------------------------------------------
