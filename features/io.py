@@ -243,6 +243,7 @@ def read_deals(files: Mapping[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         ids = _read_columns(files["customers"], "customers", ["customer_id"])
         if ids is None:
             raise DataContractError("customers", ["column 'customer_id': rule 'required column' failed (missing)"])
+        check_required_rows("customers", len(ids))  # no customers is that error, not every referrer unknown
         customers = ids.astype("str")
     check_deal_keys(deals, links, customers)
     return deals, links

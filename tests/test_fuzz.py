@@ -201,35 +201,41 @@ def unnamed(body: Any, response: Response) -> str | None:
 @pytest.mark.parametrize("route", list(CASES))
 def test_fuzzed_route_never_fails_and_names_what_is_wrong(target: Target, route: str) -> None:
     operation = target.schema[route]["POST"]
-    cases = st.one_of(*(operation.as_strategy(generation_mode=mode) for mode in GenerationMode))
     sent: Counter[str] = Counter()
 
-    @seed(SEED)
-    @settings(
-        max_examples=CASES[route],
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-    )
-    @given(case=cases, data=st.data())
-    def fuzz(case: Case, data: st.DataObject) -> None:
-        mode = case.meta.generation.mode if case.meta is not None else GenerationMode.NEGATIVE
-        if mode is GenerationMode.POSITIVE and data.draw(st.booleans(), label="aim at stored customers"):
-            case.body = aimed(case.body, target.known, data.draw, target.deals)
-        response = case.call(base_url=target.url, session=target.session, timeout=30)
-        sent["all"] += 1
-        sent[mode.value] += 1
-        sent[f"{response.status_code // 100}xx"] += 1
-        case.validate_response(response, checks=[not_a_server_error])
-        if 400 <= response.status_code < 500:
-            body = case.body if isinstance(case.body, dict | list) else None
-            problem = unnamed(body, response)
-            assert problem is None, f"{problem}\n{case.as_curl_command()}\n-> {response.status_code} {response.text}"
+    def fuzz_in(mode: GenerationMode) -> None:
+        # Each mode its own half of the cases: drawn as one mix, the share of negative cases moved
+        # with whatever else the session had generated (24 to 37 of 150 for /asks).
+        @seed(SEED)
+        @settings(
+            max_examples=CASES[route] // 2,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+        )
+        @given(case=operation.as_strategy(generation_mode=mode), data=st.data())
+        def fuzz(case: Case, data: st.DataObject) -> None:
+            if mode is GenerationMode.POSITIVE and data.draw(st.booleans(), label="aim at stored customers"):
+                case.body = aimed(case.body, target.known, data.draw, target.deals)
+            response = case.call(base_url=target.url, session=target.session, timeout=30)
+            sent["all"] += 1
+            sent[mode.value] += 1
+            sent[f"{response.status_code // 100}xx"] += 1
+            case.validate_response(response, checks=[not_a_server_error])
+            if 400 <= response.status_code < 500:
+                body = case.body if isinstance(case.body, dict | list) else None
+                problem = unnamed(body, response)
+                assert problem is None, (
+                    f"{problem}\n{case.as_curl_command()}\n-> {response.status_code} {response.text}"
+                )
 
-    fuzz()
+        fuzz()
+
+    for mode in GenerationMode:
+        fuzz_in(mode)
     print(f"{route}: {dict(sent)}")  # the figures, with -s
-    assert sent["all"] >= CASES[route], sent
+    assert sent["all"] >= CASES[route] - 1, sent
     assert sent["2xx"] >= MIN_OK, sent
     assert sent["positive"] >= CASES[route] // 5 and sent["negative"] >= CASES[route] // 5, sent
 

@@ -355,10 +355,10 @@ def test_asks_naming_a_plan_look_it_up_without_listing_the_plans_folder(tmp_path
     }
     stored: list[int] = []
     with folder_listings() as listed:
-        assert record_asks([{**ask, "plan_id": PLAN}], lambda f: stored.append(len(f)) or len(f), store) == 1
+        assert record_asks([{**ask, "plan_id": PLAN}], lambda f: stored.append(len(f)) or len(f), store, ()) == 1
         for unknown in ("f" * 32, "e" * 32, "../" + PLAN):
             with pytest.raises(ValueError, match="plan_id: no plan"):
-                record_asks([{**ask, "plan_id": unknown}], lambda f: stored.append(len(f)) or len(f), store)
+                record_asks([{**ask, "plan_id": unknown}], lambda f: stored.append(len(f)) or len(f), store, ())
     assert listed == [] and stored == [1]  # nothing stored for the refused ones
     assert store.has(PLAN) and not store.has("f" * 32) and not store.has("e" * 32) and not store.has("x")
 

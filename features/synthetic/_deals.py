@@ -131,10 +131,7 @@ def generate_deals(
     amount = np.round(np.exp(SEG_AMOUNT[seg] + amount_z), 2)
     referred_by = _referrers(customers, created, rng)
 
-    logit = WIN_BASE + SEG_WIN[seg] + AMOUNT_WIN * amount_z + REFERRED_WIN * pd.notna(referred_by)
-    for values in (industry, region, use_case):
-        levels, codes = np.unique(values.astype(str), return_inverse=True)
-        logit = logit + rng.normal(0.0, WIN_EFFECT_SD, levels.size)[codes]
+    logit = _win_logit(seg, amount_z, referred_by, (industry, region, use_case), rng)
 
     requested = rng.random(n) < _sigmoid(REQUEST_BASE + REQUEST_SLOPE * (logit - logit.mean()))
     request_day = created + rng.uniform(*REQUEST_DAYS, n)
@@ -188,6 +185,21 @@ def generate_deals(
         }
     )
     return Deals(opportunities, links, truth)
+
+
+def _win_logit(
+    seg: np.ndarray,
+    amount_z: np.ndarray,
+    referred_by: np.ndarray,
+    categories: tuple[np.ndarray, ...],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The deals' win logit without a reference: what each shows when it is created."""
+    logit = WIN_BASE + SEG_WIN[seg] + AMOUNT_WIN * amount_z + REFERRED_WIN * pd.notna(referred_by)
+    for values in categories:  # industry, region and use case: effects drawn once per world
+        levels, codes = np.unique(values.astype(str), return_inverse=True)
+        logit = logit + rng.normal(0.0, WIN_EFFECT_SD, levels.size)[codes]
+    return np.asarray(logit, dtype=float)
 
 
 def _referrers(customers: pd.DataFrame, created: np.ndarray, rng: np.random.Generator) -> np.ndarray:
