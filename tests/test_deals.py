@@ -233,3 +233,23 @@ def test_too_few_deals_is_said_not_estimated() -> None:
     assert effect.status.startswith("too few treated deals")
     assert effect.effect_on_treated is None and effect.ci_low is None and effect.incremental_won_revenue is None
     assert effect.plain_difference is not None  # the plain figures are still shown
+
+
+def test_a_deal_dated_in_the_future_is_left_out_and_counted(tmp_path: Path) -> None:
+    from usecases import Sources, describe_left_out
+
+    data = _copy_sample(tmp_path)
+    deals = SAMPLE_DEALS.copy()
+    referenced = set(SAMPLE_ASKS["opportunity_id"].dropna())
+    won = deals.index[(deals["outcome"] == "won") & deals["opportunity_id"].isin(referenced)][0]
+    deals.loc[won, "closed_at"] = pd.Timestamp("2150-01-01", tz="UTC")  # a wrong year the contract's bounds allow
+    deals.to_parquet(data / "opportunities.parquet")
+    read = Sources(data, tmp_path / "asks.sqlite", tmp_path / "plans").read()
+    named = int((SAMPLE_ASKS["opportunity_id"] == deals.loc[won, "opportunity_id"]).sum())
+    assert read.left_out == {
+        "left_out.opportunities.dated_in_the_future": 1,
+        "left_out.asks.naming_a_deal_left_out": named,
+    }
+    assert describe_left_out(read.left_out)[0] == "opportunities: 1 rows dated in the future"
+    assert deals.loc[won, "opportunity_id"] not in set(read.world.opportunities["opportunity_id"])
+    assert len(read.world.opportunities) == len(deals) - 1

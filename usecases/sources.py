@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.catalog import DEALS
 from features.contracts import CONTRACTS
 from features.deals import empty_deal_links
 from features.io import World, read_world
@@ -61,7 +62,17 @@ def leave_out_future(world: World, now: pd.Timestamp) -> tuple[World, dict[str, 
         if orphaned.any():
             counts[f"{LEFT_OUT}activities.delivering_an_ask_left_out"] = int(orphaned.sum())
             tables["activities"] = activities[~orphaned].reset_index(drop=True)
-    return (World(**tables, data_end=world.data_end, **world.links()) if counts else world), counts
+    links = world.links()
+    late = CONTRACTS[DEALS].dated_after(world.opportunities, now)
+    if late.any():  # a deal that closes in 2150 would read as won long before it was
+        counts[f"{LEFT_OUT}{DEALS}.dated_in_the_future"] = int(late.sum())
+        links["opportunities"] = world.opportunities[~late.to_numpy()].reset_index(drop=True)
+        # The asks made for such a deal stay asks; their link to it goes with it.
+        named = world.deal_links["opportunity_id"].isin(set(world.opportunities.loc[late, "opportunity_id"]))
+        if named.any():
+            counts[f"{LEFT_OUT}asks.naming_a_deal_left_out"] = int(named.sum())
+            links["deal_links"] = world.deal_links[~named.to_numpy()].reset_index(drop=True)
+    return (World(**tables, data_end=world.data_end, **links) if counts else world), counts
 
 
 def _split_key(key: str) -> tuple[str, str]:
