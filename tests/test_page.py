@@ -52,7 +52,10 @@ def page_servers(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFac
     snapshot.features = features
 
     def env(name: str, **extra: str) -> dict[str, str]:
-        return service_env(trained_home, base / name, snapshot, **extra)
+        # A home of its own (the champion still from the session's store): plans and campaigns other
+        # tests store in the shared home, `POST /plan` fuzzing among them, are not this page's.
+        own = {"ADVOCACY_HOME": str(base / name / "home"), "MLFLOW_TRACKING_URI": trained_home.settings.tracking_uri()}
+        return service_env(trained_home, base / name, snapshot, **own, **extra)
 
     group = PageServers(
         open=Server(env("open"), base / "open.log"),
