@@ -12,14 +12,12 @@ import pandas as pd
 
 from features.catalog import CLOSED_OUTCOMES, DEALS
 from features.contracts import (
-    MAX_ID_LENGTH,
     DataContractError,
-    as_text,
     empty_table,
     rule_problem,
     validate_table,
 )
-from features.plan_links import ask_links
+from features.plan_links import ask_links, optional_id
 
 REFERRED_BY = "referred_by"  # the opportunities table's optional column: the customer who referred the deal
 DEAL_LINK_COLUMNS: tuple[str, ...] = ("ask_id", "opportunity_id")
@@ -62,16 +60,8 @@ def validate_opportunities(raw: pd.DataFrame) -> pd.DataFrame:
     if REFERRED_BY not in raw.columns:
         table[REFERRED_BY] = pd.Series(np.nan, index=table.index, dtype="str")
         return table
-    referrer = as_text(raw[REFERRED_BY].reset_index(drop=True))
-    has = referrer.notna()
-    rules = (
-        (f"at most {MAX_ID_LENGTH} characters", referrer.str.len() > MAX_ID_LENGTH),
-        ("no surrounding spaces", referrer != referrer.str.strip()),
-    )
-    problems = [rule_problem(REFERRED_BY, rule, referrer, bad & has) for rule, bad in rules if (bad & has).any()]
-    if problems:
-        raise DataContractError(DEALS, problems)
-    table[REFERRED_BY] = referrer.astype("str").where(has, np.nan)
+    referrer = optional_id(raw, DEALS, REFERRED_BY)
+    table[REFERRED_BY] = referrer.astype("str").where(referrer.notna(), np.nan)
     return table
 
 

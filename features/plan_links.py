@@ -35,6 +35,16 @@ def ask_links(raw: pd.DataFrame, column: str) -> pd.DataFrame:
     empty cell names nothing."""
     if column not in raw.columns:
         return pd.DataFrame({c: pd.Series([], dtype="str") for c in ("ask_id", column)})
+    value = optional_id(raw, "asks", column)
+    has = value.notna()
+    ids = as_text(raw["ask_id"].reset_index(drop=True))
+    return pd.DataFrame({"ask_id": ids[has], column: value[has]}).reset_index(drop=True)
+
+
+def optional_id(raw: pd.DataFrame, table: str, column: str) -> pd.Series:
+    """The optional id `column` of `table`'s raw rows as text (an empty cell: missing), checked by
+    the rules every id follows (`_ID`'s); one that breaks them is a `DataContractError` naming the
+    table, the column and rows."""
     value = as_text(raw[column].reset_index(drop=True))
     has = value.notna()
     rules = (
@@ -43,9 +53,8 @@ def ask_links(raw: pd.DataFrame, column: str) -> pd.DataFrame:
     )
     problems = [rule_problem(column, rule, value, bad & has) for rule, bad in rules if (bad & has).any()]
     if problems:
-        raise DataContractError("asks", problems)
-    ids = as_text(raw["ask_id"].reset_index(drop=True))
-    return pd.DataFrame({"ask_id": ids[has], column: value[has]}).reset_index(drop=True)
+        raise DataContractError(table, problems)
+    return value
 
 
 def merge_plan_links(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
