@@ -41,7 +41,9 @@ class PlainConsole(Console):
     """A Rich console that reads no markup or emoji code and renders every string through `plain`."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+        # No source path column in `log` lines: it means nothing to a user, and on a narrow terminal
+        # it lands inside a wrapped message.
+        super().__init__(markup=False, emoji=False, highlight=False, log_path=False, **kwargs)
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         kwargs["markup"] = False

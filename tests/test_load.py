@@ -25,7 +25,7 @@ from tests.conftest import TrainedHome
 from tests.loadkit import LoadReport, run_load
 from tests.serverkit import Server, service_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.server]
+pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.alone]
 
 RATE = 100.0  # req/s offered
 SECONDS = 40.0
