@@ -17,6 +17,7 @@ from features.contracts import (
     rule_problem,
     validate_table,
 )
+from features.keys import is_in
 from features.plan_links import ask_links, optional_id
 
 REFERRED_BY = "referred_by"  # the opportunities table's optional column: the customer who referred the deal
@@ -73,13 +74,13 @@ def ask_deal_links(raw_asks: pd.DataFrame) -> pd.DataFrame:
 def check_deal_keys(opportunities: pd.DataFrame, links: pd.DataFrame, customers: pd.DataFrame) -> None:
     """An ask's `opportunity_id` must name a deal in `opportunities`, and a deal's `referred_by` a
     customer: else a `DataContractError` naming the table, the column and rows."""
-    unknown = ~links["opportunity_id"].isin(set(opportunities["opportunity_id"]))
+    unknown = ~is_in(links["opportunity_id"], opportunities["opportunity_id"])
     if unknown.any():
         raise DataContractError(
             "asks", [rule_problem("opportunity_id", f"exists in {DEALS}", links["opportunity_id"], unknown)]
         )
     referrer = opportunities[REFERRED_BY]
-    stranger = referrer.notna() & ~referrer.isin(set(customers["customer_id"]))
+    stranger = referrer.notna() & ~is_in(referrer, customers["customer_id"])
     if stranger.any():
         raise DataContractError(DEALS, [rule_problem(REFERRED_BY, "exists in customers", referrer, stranger)])
 

@@ -30,7 +30,7 @@ from features.deals import (
     empty_opportunities,
     validate_opportunities,
 )
-from features.keys import check_foreign_keys
+from features.keys import check_foreign_keys, is_in
 from features.plan_links import ask_links, ask_plan_links, empty_plan_links
 
 # Optional id columns a table may carry beyond its contract's (spec 2), read as text like its ids.
@@ -74,7 +74,7 @@ class World:
         """A copy whose asks also hold the ask log's (`merge_asks`), and how many logged asks were
         left out because the data holds no such customer. `data_end` (the data tables' end, which
         the caller computes before merging) is kept with the copy."""
-        known = logged["customer_id"].isin(set(self.customers["customer_id"])).to_numpy()
+        known = is_in(logged["customer_id"], self.customers["customer_id"]).to_numpy()
         asks = merge_asks(self.asks, logged[known]) if known.any() else self.asks
         end = self.data_end if data_end is None else data_end
         copy = World(**{**self.as_dict(), "asks": asks}, data_end=end, **self.links())
@@ -105,7 +105,7 @@ def merge_asks(table: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
         return table
     ids = table["ask_id"].astype("str")
     log_ids = logged["ask_id"].astype("str")
-    in_both = log_ids.isin(set(ids)).to_numpy()
+    in_both = is_in(log_ids, ids).to_numpy()
     if not in_both.any():
         return pd.concat([table, logged], ignore_index=True)
     ours = table.set_index(ids).loc[log_ids[in_both].to_numpy()]

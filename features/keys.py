@@ -4,7 +4,7 @@ tables are read; `check_activity_asks` once the ask log's asks are merged in (th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
@@ -12,14 +12,21 @@ from features.catalog import TABLES
 from features.contracts import DataContractError, rule_problem, to_micros
 
 
+def is_in(values: pd.Series, known: Iterable[object]) -> pd.Series:
+    """`values.isin(known)` by one hash look-up. pandas' own `isin` on Arrow-backed text makes a
+    Python scalar of every known value: seconds for a million customers' ids."""
+    found = pd.Index(pd.unique(pd.Series(list(known) if isinstance(known, set) else known, dtype=object)))
+    return pd.Series(found.get_indexer(values.astype(object)) >= 0, index=values.index)
+
+
 def check_foreign_keys(tables: Mapping[str, pd.DataFrame]) -> None:
     """Every event's `customer_id` must exist in `customers`."""
-    known = pd.Index(tables["customers"]["customer_id"])
+    known = tables["customers"]["customer_id"]
     for name in TABLES[1:]:
         frame = tables.get(name)
         if frame is None or frame.empty:
             continue
-        unknown = ~frame["customer_id"].isin(known)
+        unknown = ~is_in(frame["customer_id"], known)
         if unknown.any():
             raise DataContractError(
                 name, [rule_problem("customer_id", "exists in customers", frame["customer_id"], unknown)]

@@ -26,6 +26,7 @@ from features.catalog import ASK_TYPE_NAMES
 from features.context import PLAN_LINKS, guardrail_signals
 from features.contracts import CONTRACTS
 from features.io import merge_asks
+from features.keys import is_in
 from features.plan_links import empty_plan_links, merge_plan_links
 from features.spec import FEATURE_VERSION
 from models.bundle import Bundle
@@ -139,7 +140,7 @@ def read_base(
     stored = pd.read_parquet(folder / "asks.parquet", filters=wanted)
     ids = features["customer_id"].astype("str")
     logged = CONTRACTS["asks"].empty() if log is None else log.read(None if customer_ids is None else ids.tolist())
-    logged = logged[logged["customer_id"].astype("str").isin(set(ids))].reset_index(drop=True)
+    logged = logged[is_in(logged["customer_id"].astype("str"), ids)].reset_index(drop=True)
     asks = merge_asks(stored.loc[:, list(_ASK_COLUMNS)].reset_index(drop=True), logged)
     delivered = stored.set_index(stored["ask_id"].astype("str"))["delivered_at"]
     asks["delivered_at"] = delivered.reindex(asks["ask_id"].astype("str").to_numpy()).to_numpy()

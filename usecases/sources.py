@@ -26,7 +26,7 @@ from features.catalog import DEALS
 from features.contracts import CONTRACTS
 from features.deals import empty_deal_links
 from features.io import World, read_world
-from features.keys import check_activity_asks
+from features.keys import check_activity_asks, is_in
 from features.labels import observed_until
 from features.plan_links import empty_plan_links, merge_links, merge_plan_links
 from models.program import StoredPlan, planned_asks
@@ -68,7 +68,7 @@ def leave_out_future(world: World, now: pd.Timestamp) -> tuple[World, dict[str, 
         counts[f"{LEFT_OUT}{DEALS}.dated_in_the_future"] = int(late.sum())
         links["opportunities"] = world.opportunities[~late.to_numpy()].reset_index(drop=True)
         # The asks made for such a deal stay asks; their link to it goes with it.
-        named = world.deal_links["opportunity_id"].isin(set(world.opportunities.loc[late, "opportunity_id"]))
+        named = is_in(world.deal_links["opportunity_id"], world.opportunities.loc[late, "opportunity_id"])
         if named.any():
             counts[f"{LEFT_OUT}asks.naming_a_deal_left_out"] = int(named.sum())
             links["deal_links"] = world.deal_links[~named.to_numpy()].reset_index(drop=True)
@@ -202,7 +202,7 @@ class Sources:
         A logged ask naming a deal the data no longer holds (a later export without it) keeps its ask
         but not the link, counted in `left_out`: the report counts a deal's asks only for its deals."""
         deals = merge_links(world.deal_links, self.logged_deal_links(), "opportunity_id")
-        known = deals["opportunity_id"].isin(set(world.opportunities["opportunity_id"])).to_numpy()
+        known = is_in(deals["opportunity_id"], world.opportunities["opportunity_id"]).to_numpy()
         if not known.all():
             left_out[f"{LEFT_OUT}ask_log.naming_a_deal_not_in_the_data"] = int((~known).sum())
         return replace(world, deal_links=deals[known].reset_index(drop=True))
