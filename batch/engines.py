@@ -5,6 +5,7 @@ Every engine runs the same `score_chunk` over the same chunks, so they write the
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
@@ -14,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from batch.chunk import Scorer, score_chunk
-from batch.pool import cancel, held, worker_pool
+from batch.pool import JobPool, cancel, held
 
 ENGINES = ("local", "dask")
 PARALLEL_MIN_CUSTOMERS = 200_000  # scored in one process below this many (see `default_workers`)
@@ -24,9 +25,16 @@ ChunkDone = Callable[[dict[str, Any]], None]
 
 
 def run_local(
-    work: Path, chunks: Sequence[int], scorer: Scorer, as_of: pd.Timestamp, done: ChunkDone, workers: int
+    work: Path,
+    chunks: Sequence[int],
+    scorer: Scorer,
+    as_of: pd.Timestamp,
+    done: ChunkDone,
+    workers: int,
+    pool: JobPool | None = None,
 ) -> None:
-    """The chunks in this process, or side by side in `workers` processes.
+    """The chunks in this process, or side by side in `workers` processes (`pool`'s, holding
+    `scorer`, if given; else a pool of its own).
 
     Much of a chunk's time is single-threaded Python and pandas (the feature-store rows, guardrails,
     reason text); only the features (DuckDB) and the predictions (LightGBM) use threads. So on N
@@ -40,8 +48,10 @@ def run_local(
             done(score_chunk(work, chunk, scorer, as_of, cores))
         return
     threads = max(1, cores // workers)
-    with worker_pool(workers, scorer=scorer) as pool:
-        futures = [pool.submit(_score_held_chunk, work, chunk, as_of, threads) for chunk in chunks]
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(JobPool(workers, scorer=scorer))
+        futures = [pool.executor.submit(_score_held_chunk, work, chunk, as_of, threads) for chunk in chunks]
         try:
             for future in as_completed(futures):
                 done(future.result())

@@ -18,6 +18,7 @@ an interrupted and resumed run writes the same bytes as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from rich.text import Text
 from batch.assemble import Totals, assemble_output, drift_path, write_snapshot_from_chunks
 from batch.chunk import Scorer
 from batch.engines import ENGINES, default_workers, run_dask, run_local
+from batch.pool import JobPool, release_memory
 from batch.report import log_to_mlflow, make_progress, print_summary
 from batch.tables import Split, count_rows, data_fingerprint, file_logged_asks, frame_digest, split_tables
 from features.catalog import DEALS, TABLES
@@ -54,7 +56,7 @@ from usecases.sources import Sources
 # Customers per chunk. At 1M customers on 2 cores, 15,000 peaks at 1,444-1,467 MB for the whole job
 # (each chunk process about 530 MB) and 20,000 at 1,543-1,563 MB, 6 s faster (80 s against 86 s).
 DEFAULT_CHUNK_SIZE = 15_000
-_FORMAT = 4  # bump when the work folder's layout or the output's bytes change (4: the ask log's asks per chunk)
+_FORMAT = 5  # bump when the work folder's layout or the output's bytes change (5: LZ4-compressed pieces)
 
 
 @dataclass
@@ -187,11 +189,15 @@ def run_batch(
     clock = Stages()
     console = console or Console(stderr=True, markup=False, emoji=False)  # names are data, never markup
     run = _plan_run(settings, Path(data_dir), Path(out), as_of, explain, engine, chunk_size, workers, console)
+    # The start reads whole columns of the asks and customers (the deals' keys): what they freed
+    # goes back to the system for the worker processes, as does what checking the split frees.
+    release_memory()
     clock.lap("start")
-    with make_progress(console) as progress:
-        split = _split(run, progress)
+    with make_progress(console) as progress, _job_pool(run) as pool:
+        split = _split(run, progress, pool)
+        release_memory()
         clock.lap("split")
-        finished, totals = _score_chunks(run, split, progress, console, client, scheduler)
+        finished, totals = _score_chunks(run, split, progress, console, client, scheduler, pool)
         clock.lap("chunks")
     store = settings.feature_store_path()
     if snapshot:  # before anything is written: a refused run leaves its chunks, to resume with --force-snapshot
@@ -293,7 +299,14 @@ def _plan_run(
     return _Run(settings, data_dir, out, files, logged, key, as_of, champion.version, scorer, engine, n_workers, whole)
 
 
-def _split(run: _Run, progress: Progress) -> Split:
+def _job_pool(run: _Run) -> contextlib.AbstractContextManager[JobPool | None]:
+    """The local engine's processes for both stages (each started once), or None: one process, or Dask."""
+    if run.engine != "local" or run.workers <= 1:
+        return contextlib.nullcontext()
+    return JobPool(run.workers, scorer=run.scorer)
+
+
+def _split(run: _Run, progress: Progress, pool: JobPool | None) -> Split:
     """Stage 1 in the run's work folder; rejected input of a fresh run leaves nothing behind."""
     work = run.work
     fresh = not work.exists()
@@ -301,7 +314,7 @@ def _split(run: _Run, progress: Progress) -> Split:
     work.mkdir(parents=True, exist_ok=True)
     (work / "key.json").write_text(json.dumps(run.key.__dict__, sort_keys=True))
     try:
-        split = split_tables(run.files, work, run.key.chunk_size, progress, run.workers if run.engine == "local" else 1)
+        split = split_tables(run.files, work, run.key.chunk_size, progress, pool)
         file_logged_asks(run.logged, work, split.n_chunks)
         return split
     except DataContractError:
@@ -313,7 +326,13 @@ def _split(run: _Run, progress: Progress) -> Split:
 
 
 def _score_chunks(
-    run: _Run, split: Split, progress: Progress, console: Console, client: Any, scheduler: str | None
+    run: _Run,
+    split: Split,
+    progress: Progress,
+    console: Console,
+    client: Any,
+    scheduler: str | None,
+    pool: JobPool | None,
 ) -> tuple[list[int], Totals]:
     """Stage 2: the chunks not yet scored, by the run's engine; the finished ones and the totals."""
     chunks = run.work / "chunks"
@@ -333,7 +352,7 @@ def _score_chunks(
         progress.advance(task, int(stats["customers"]))
 
     if run.engine == "local":
-        run_local(run.work, todo, run.scorer, run.as_of, chunk_done, run.workers)
+        run_local(run.work, todo, run.scorer, run.as_of, chunk_done, run.workers, pool)
     else:
         run_dask(run.work, todo, run.scorer, run.as_of, chunk_done, client=client, scheduler=scheduler)
     return finished, totals

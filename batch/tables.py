@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import queue
 import re
@@ -39,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
-from batch.pool import cancel, held, worker_pool
+from batch.pool import JobPool, cancel, held, release_memory
 from batch.scratch import SUFFIX, PieceWriter, piece_path, read_chunk, read_piece
 from features.catalog import TABLES
 from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
@@ -290,10 +289,14 @@ class Split:
 
 
 def split_tables(
-    files: Mapping[str, Path], work: Path, chunk_size: int, progress: Progress | None = None, workers: int = 1
+    files: Mapping[str, Path],
+    work: Path,
+    chunk_size: int,
+    progress: Progress | None = None,
+    pool: JobPool | None = None,
 ) -> Split:
-    """Stage 1 (see the module docstring); resumable: done once per work folder. With `workers` > 1
-    the parts are split, and the chunks' keys checked, side by side in that many processes."""
+    """Stage 1 (see the module docstring); resumable: done once per work folder. With a `pool` of
+    more than one process the parts are split, and the chunks' keys checked, side by side in it."""
     marker = work / "parts" / _DONE
     if marker.exists():
         saved = json.loads(marker.read_text())
@@ -312,16 +315,16 @@ def split_tables(
 
     pieces = [part for name, path in files.items() for part in table_parts(name, path)]
     tables = tuple(files)
-    if workers <= 1:
+    if pool is None or pool.workers <= 1:
         splits = [split_part(part, parts, n_chunks, advance) for part in pieces]
         counts = _check_tables(files, pieces, splits, parts)
         _raise_key_problems([chunk_key_problems(parts, k, tables) for k in range(n_chunks)])
     else:
-        with _Workers(workers, advance) as pool:
+        with _Workers(pool, advance) as workers:
             tasks = [(_split_held_part, (part, parts, n_chunks)) for part in pieces]
-            splits = pool.run(tasks, [part.weight for part in pieces])
+            splits = workers.run(tasks, [part.weight for part in pieces])
             counts = _check_tables(files, pieces, splits, parts)
-            _raise_key_problems(pool.run([(chunk_key_problems, (parts, k, tables)) for k in range(n_chunks)]))
+            _raise_key_problems(workers.run([(_held_key_problems, (parts, k, tables)) for k in range(n_chunks)]))
     if progress is not None and task is not None:
         progress.update(task, completed=total, visible=False)
     customers = counts["customers"]  # a required table: `table_files` has made sure it is there
@@ -354,18 +357,17 @@ def _heaviest_first(tasks: Sequence[Any], sizes: Sequence[int]) -> list[tuple[in
 
 
 class _Workers:
-    """Spawned processes for the split's tasks, reporting rows read to `advance` (the progress bar)."""
+    """The split's tasks in a `JobPool`, reporting rows read to `advance` (the progress bar)."""
 
-    def __init__(self, workers: int, advance: Callable[[int], None]) -> None:
-        self._rows = multiprocessing.get_context("spawn").Queue()
-        self._pool = worker_pool(workers, rows=self._rows)
+    def __init__(self, pool: JobPool, advance: Callable[[int], None]) -> None:
+        self._rows = pool.rows
+        self._pool = pool.executor
         self._advance = advance
 
     def __enter__(self) -> _Workers:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(cancel_futures=True)
         self._report()
 
     def _report(self) -> None:
@@ -399,6 +401,7 @@ class _Workers:
         self._report()
         error = futures[failed].exception() if failed < len(futures) else None
         if error is not None:
+            wait(futures)  # tasks already running finish before the caller cleans up what they write
             raise error
         return [future.result() for future in futures]
 
@@ -476,5 +479,17 @@ def _check_chunk_activities(work: Path, n_chunks: int) -> None:
 
 
 def _split_held_part(part: Part, parts: Path, n_chunks: int) -> PartSplit:
-    """`split_part` in a worker process, reporting rows read through the queue it was sent."""
-    return split_part(part, parts, n_chunks, held("rows").put)
+    """`split_part` in a worker process, reporting rows read through the queue it was sent; the
+    memory it freed goes back to the system, for the chunks the same process scores next."""
+    try:
+        return split_part(part, parts, n_chunks, held("rows").put)
+    finally:
+        release_memory()
+
+
+def _held_key_problems(parts: Path, chunk: int, tables: Sequence[str]) -> _Problems:
+    """`chunk_key_problems` in a worker process, which scores chunks next: it frees what it read."""
+    try:
+        return chunk_key_problems(parts, chunk, tables)
+    finally:
+        release_memory()

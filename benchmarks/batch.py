@@ -103,7 +103,7 @@ def tile_world(base: Path, target: Path, copies: int) -> None:
     import pyarrow.parquet as pq
 
     target.mkdir(parents=True, exist_ok=True)
-    ids = {"customer_id", "ask_id", "activity_id"}
+    ids = {"customer_id", "ask_id", "activity_id", "opportunity_id", "referred_by"}
     for path in sorted(base.glob("*.parquet")):
         table = pq.read_table(path)
         with pq.ParquetWriter(target / path.name, table.schema) as writer:
