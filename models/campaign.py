@@ -13,6 +13,9 @@ know when it planned wave 1:
   on a grid of shifts of the log-odds: the prior is the calibrated level with its standard error,
   mixed with a small share of a broad shift (`BROAD_SHARE`); each answered ask multiplies in its
   chance of that answer, each pending one its chance of no answer yet (a censored likelihood).
+  The grid also holds a slope of the log-odds about the campaign's asks so far (`SLOPE_SD`): each
+  wave reaches further down the ranking than the answers that measured the level, and a model
+  taught by asks a rapport chose can be off by more there than at the top.
 
 `Outlook` turns both into the chance of at least the need by the deadline: the yeses so far, each
 pending ask's chance of still answering yes in time, and each new ask's chance of answering yes
@@ -43,6 +46,12 @@ GRID_SDS = 6.0  # the grid spans the prior's mean plus and minus this many stand
 BROAD_SHARE = 0.2
 BROAD_SD = 1.0
 BROAD_SDS = 3.0
+# The slope of the true log-odds on the model's, about the mean of the campaign's asks: a prior
+# centred on 1 (the model's ranking is right) whose spread lets the later waves, asked further down
+# the ranking, carry the margin their distance from the answered asks calls for.
+SLOPE_SD = 0.2
+SLOPES = 7
+SLOPE_GRID = 41  # shifts per slope on a grid with slopes (the two-way grid costs SLOPES times more)
 CHANCE_HEAD = 256  # new asks whose chances `Outlook.chance` makes first when it may stop early
 MAX_WAVES = 12
 MAX_WAVE_DAYS = 90
@@ -103,26 +112,43 @@ class AnswerTimes:
 
 @dataclass(frozen=True)
 class LevelPosterior:
-    """A type's shift of its calibrated log-odds level, on a grid, with posterior weights."""
+    """A type's shift of its calibrated log-odds level, and slope about `pivot`, on a grid of
+    (shift, slope) points with posterior weights: a customer of model log-odds z has log-odds
+    `pivot + slope * (z - pivot) + shift`."""
 
     shifts: np.ndarray
     weights: np.ndarray
+    slopes: np.ndarray | None = None  # None: 1 at every point
+    pivot: float = 0.0
 
     @classmethod
-    def prior(cls, level_sd: float) -> LevelPosterior:
+    def prior(cls, level_sd: float, pivot: float | None = None) -> LevelPosterior:
+        """The calibrated level with standard error `level_sd`; with a `pivot` (the mean log-odds of
+        the campaign's asks so far), a slope about it too."""
         if level_sd <= 0.0:
             return cls(np.zeros(1), np.ones(1))
         span = max(GRID_SDS * level_sd, BROAD_SDS * BROAD_SD)
-        shifts = np.linspace(-span, span, GRID)
+        shifts = np.linspace(-span, span, GRID if pivot is None else SLOPE_GRID)
         near = stats.norm.pdf(shifts, scale=level_sd)
         broad = stats.norm.pdf(shifts, scale=BROAD_SD)
         w = (1.0 - BROAD_SHARE) * near / near.sum() + BROAD_SHARE * broad / broad.sum()
-        return cls(shifts, w / w.sum())
+        if pivot is None:
+            return cls(shifts, w / w.sum())
+        slopes = 1.0 + SLOPE_SD * np.linspace(-2.5, 2.5, SLOPES)
+        ws = stats.norm.pdf(slopes, loc=1.0, scale=SLOPE_SD)
+        both = np.outer(w / w.sum(), ws / ws.sum()).ravel()
+        return cls(np.repeat(shifts, SLOPES), both / both.sum(), np.tile(slopes, shifts.size), float(pivot))
 
     def shifted(self, p: np.ndarray) -> np.ndarray:
-        """(shifts x asks): each acceptance under each shift of the level."""
+        """(grid points x asks): each acceptance under each point's shift and slope."""
         z = special.logit(np.clip(np.asarray(p, dtype=float), 1e-9, 1.0 - 1e-9))
-        return special.expit(z[None, :] + self.shifts[:, None])
+        if self.slopes is None:
+            return special.expit(z[None, :] + self.shifts[:, None])
+        return special.expit(self.pivot + self.slopes[:, None] * (z[None, :] - self.pivot) + self.shifts[:, None])
+
+    def at(self, point: int, p: np.ndarray) -> np.ndarray:
+        """Each acceptance `p` at one grid point."""
+        return self.shifted(p)[point] if self.shifts.size > 1 else np.asarray(p, dtype=float)
 
     def update(self, times: AnswerTimes, t: int, answers: Answers) -> LevelPosterior:
         """After the campaign's asks of type t: yeses and noes (their chance of that answer), and the
@@ -142,10 +168,13 @@ class LevelPosterior:
             )
             log_w += np.log(np.clip(wait, 1e-300, None)).sum(axis=1)
         w = np.exp(log_w - log_w.max())
-        return LevelPosterior(self.shifts, w / w.sum())
+        return LevelPosterior(self.shifts, w / w.sum(), self.slopes, self.pivot)
 
     def mean_shift(self) -> float:
         return float(self.weights @ self.shifts)
+
+    def mean_slope(self) -> float:
+        return 1.0 if self.slopes is None else float(self.weights @ self.slopes)
 
 
 @dataclass(frozen=True)
@@ -162,6 +191,11 @@ class Answers:
     def none(cls) -> Answers:
         empty = np.zeros(0)
         return cls(empty, empty, empty, empty)
+
+    def pivot(self) -> float | None:
+        """The mean model log-odds of the asks so far (None: no asks yet, nothing to pivot on)."""
+        p = np.concatenate([self.yes, self.no, self.pending])
+        return float(special.logit(np.clip(p, 1e-9, 1.0 - 1e-9)).mean()) if p.size else None
 
 
 def at_least_mixed(
@@ -240,10 +274,11 @@ class SoFar:
     level_sd: float
 
 
-def outlook(so_far: SoFar, times: AnswerTimes, t: int, days_to_deadline: float) -> Outlook:
-    """The type's outlook at a wave `days_to_deadline` before the deadline (see `Outlook`)."""
+def outlook(so_far: SoFar, times: AnswerTimes, t: int, days_to_deadline: float, slope: bool = True) -> Outlook:
+    """The type's outlook at a wave `days_to_deadline` before the deadline (see `Outlook`); with
+    `slope` False, the level's shift alone (`LevelPosterior`)."""
     need, yeses, answers, level_sd = so_far.need, so_far.yeses, so_far.answers, so_far.level_sd
-    posterior = LevelPosterior.prior(level_sd).update(times, t, answers)
+    posterior = LevelPosterior.prior(level_sd, answers.pivot() if slope else None).update(times, t, answers)
     q = posterior.shifted(answers.pending)
     if answers.pending.size:
         e = answers.elapsed
@@ -304,16 +339,20 @@ def forecast(
     out (pending, and this wave's with acceptance `this_wave`) answered at a drawn time; each later
     wave sized by the policy (`wave_target`) from the answers back by its date, through `outlook`
     as the real wave would be, from the type's next customers (`later`, best first). A forecast per
-    type: the other types' later waves are not simulated."""
+    type: the other types' later waves are not simulated. The simulated waves' outlooks learn the
+    level's shift alone: the slope's grid costs `SLOPES` times more, and a forecast plans its
+    later waves `draws` times over."""
     rng = np.random.default_rng(seed)
     need, yeses, answers = so_far.need, so_far.yeses, so_far.answers
     now = outlook(so_far, times, t, pace.days_left)
     reached = asks = over = 0.0
     for _ in range(draws):
-        shift = now.posterior.shifts[rng.choice(now.posterior.shifts.size, p=now.posterior.weights)]
+        point = int(rng.choice(now.posterior.shifts.size, p=now.posterior.weights))
+        level = now.posterior
         p = np.concatenate([answers.pending, this_wave])
         day = np.concatenate([-answers.elapsed, np.zeros(this_wave.size)])
-        yes, delay = _outcomes(rng, p, shift, times, t, np.concatenate([answers.elapsed, np.zeros(this_wave.size)]))
+        waited = np.concatenate([answers.elapsed, np.zeros(this_wave.size)])
+        yes, delay = _outcomes(rng, p, level.at(point, p), times, t, waited)
         taken = 0
         for v in range(pace.wave + 1, pace.waves + 1):
             at = (v - pace.wave) * pace.wave_days
@@ -325,7 +364,7 @@ def forecast(
                 (at - day)[~back],
             )
             back_yes = yeses + int((yes & back).sum())
-            look = outlook(SoFar(need, back_yes, seen, so_far.level_sd), times, t, pace.days_left - at)
+            look = outlook(SoFar(need, back_yes, seen, so_far.level_sd), times, t, pace.days_left - at, slope=False)
             target = wave_target(confidence, v, pace.waves)
             pool = later[taken:]
             if look.chance(np.zeros(0))[0] >= target:
@@ -335,7 +374,7 @@ def forecast(
                 n_new = int(hit[0]) + 1 if hit.size else pool.size
             new = pool[:n_new]
             taken += n_new
-            more_yes, more_delay = _outcomes(rng, new, shift, times, t, np.zeros(new.size))
+            more_yes, more_delay = _outcomes(rng, new, level.at(point, new), times, t, np.zeros(new.size))
             p, day = np.concatenate([p, new]), np.concatenate([day, np.full(new.size, at)])
             yes, delay = np.concatenate([yes, more_yes]), np.concatenate([delay, more_delay])
         total = yeses + int((yes & (day + delay <= pace.days_left)).sum())
@@ -346,11 +385,10 @@ def forecast(
 
 
 def _outcomes(
-    rng: np.random.Generator, p: np.ndarray, shift: float, times: AnswerTimes, t: int, waited: np.ndarray
+    rng: np.random.Generator, p: np.ndarray, q: np.ndarray, times: AnswerTimes, t: int, waited: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Drawn answers to asks of acceptance `p` (the level shifted by `shift`) that have had no
-    answer for `waited` days: yes or not, and the days from the ask to the answer (inf: never)."""
-    q = special.expit(special.logit(np.clip(p, 1e-9, 1 - 1e-9)) + shift)
+    """Drawn answers to asks of acceptance `q` (`p` at the drawn level) that have had no answer for
+    `waited` days: yes or not, and the days from the ask to the answer (inf: never)."""
     wait_yes = 1.0 - times.yes_within(t, waited)
     wait_no = times.no_after(t, waited)
     chance = q * wait_yes / np.clip(q * wait_yes + (1 - q) * wait_no, 1e-300, None)

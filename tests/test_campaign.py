@@ -94,6 +94,28 @@ def test_the_level_posterior_finds_the_shift_the_answers_were_drawn_with() -> No
     assert LevelPosterior.prior(0.5).mean_shift() == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_ranking_steeper_than_the_models_is_learnt_and_carried_down_the_ranking() -> None:
+    """The truth falls off faster than the model's ranking (log-odds slope 1.4 about the asks'
+    mean): the posterior's slope moves above 1, and for customers below the answered ones it
+    expects fewer yeses than a level shift alone would, closer to the truth."""
+    rng = np.random.default_rng(11)
+    p = rng.uniform(0.1, 0.7, 1500)
+    z = special.logit(p)
+    truth = special.expit(z.mean() + 1.4 * (z - z.mean()))
+    yes = rng.random(p.size) < truth
+    answers = Answers(p[yes], p[~yes], np.zeros(0), np.zeros(0))
+    posterior = LevelPosterior.prior(0.5, answers.pivot()).update(_times(), T, answers)
+    level_only = LevelPosterior.prior(0.5).update(_times(), T, answers)
+    assert posterior.mean_slope() > 1.2 and level_only.mean_slope() == 1.0
+    below = np.full(50, 0.05)  # further down than any answered ask
+    expected = {
+        name: float(post.weights @ post.shifted(below).sum(axis=1))
+        for name, post in (("slope", posterior), ("level", level_only))
+    }
+    true_yeses = float(special.expit(z.mean() + 1.4 * (special.logit(0.05) - z.mean())) * 50)
+    assert abs(expected["slope"] - true_yeses) < abs(expected["level"] - true_yeses) / 2
+
+
 def test_asks_long_unanswered_are_evidence_against_a_yes() -> None:
     """Yeses come back within 5 days; an ask still silent at 30 days is likelier a no: a censored
     likelihood moves the level down, where dropping the pending asks would not."""
