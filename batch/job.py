@@ -53,8 +53,9 @@ from storage.settings import Settings
 from storage.snapshots import check_base
 from usecases.sources import Sources
 
-# Customers per chunk. At 1M customers on 2 cores, 15,000 peaks at 1,444-1,467 MB for the whole job
-# (each chunk process about 530 MB) and 20,000 at 1,543-1,563 MB, 6 s faster (80 s against 86 s).
+# Customers per chunk. A smaller chunk lowers the job's peak memory only a little (most of a
+# process is its imports and the model) and adds a fixed cost per chunk: `benchmarks/batch.py`
+# measures both (`--chunk-size` lets a small machine trade time for memory).
 DEFAULT_CHUNK_SIZE = 15_000
 _FORMAT = 5  # bump when the work folder's layout or the output's bytes change (5: LZ4-compressed pieces)
 
