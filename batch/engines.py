@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from batch.chunk import Scorer, score_chunk
-from batch.pool import JobPool, cancel, held, release_memory
+from batch.pool import JobPool, cancel, held, released
 
 ENGINES = ("local", "dask")
 PARALLEL_MIN_CUSTOMERS = 200_000  # scored in one process below this many (see `default_workers`)
@@ -68,10 +68,8 @@ def default_workers(customers: int) -> int:
 
 
 def _score_held_chunk(work: Path, chunk: int, as_of: pd.Timestamp, threads: int) -> dict[str, Any]:
-    try:
-        return score_chunk(work, chunk, held("scorer"), as_of, threads)
-    finally:
-        release_memory()  # each chunk starts from the process's own size, not the last chunk's peak
+    # Each chunk starts from the process's own size, not the last chunk's peak.
+    return released(score_chunk, work, chunk, held("scorer"), as_of, threads)
 
 
 def run_dask(

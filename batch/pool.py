@@ -12,12 +12,13 @@ import ctypes
 import ctypes.util
 import multiprocessing
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
+_T = TypeVar("_T")
 _held: dict[str, Any] = {}  # in a worker process: what `worker_pool` was sent
 
 
@@ -50,6 +51,15 @@ def release_memory() -> None:
     pa.default_memory_pool().release_unused()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+
+
+def released(fn: Callable[..., _T], *args: Any) -> _T:
+    """`fn(*args)` in a worker process whose next task may be another stage's: what it freed goes
+    back to the system (`release_memory`), however it ends."""
+    try:
+        return fn(*args)
+    finally:
+        release_memory()
 
 
 def _libc() -> ctypes.CDLL | None:

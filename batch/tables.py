@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
-from batch.pool import JobPool, cancel, held, release_memory
+from batch.pool import JobPool, cancel, held, released
 from batch.scratch import SUFFIX, PieceWriter, piece_path, read_chunk, read_piece
 from features.catalog import TABLES
 from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
@@ -324,7 +324,8 @@ def split_tables(
             tasks = [(_split_held_part, (part, parts, n_chunks)) for part in pieces]
             splits = workers.run(tasks, [part.weight for part in pieces])
             counts = _check_tables(files, pieces, splits, parts)
-            _raise_key_problems(workers.run([(_held_key_problems, (parts, k, tables)) for k in range(n_chunks)]))
+            checks = [(released, (chunk_key_problems, parts, k, tables)) for k in range(n_chunks)]
+            _raise_key_problems(workers.run(checks))
     if progress is not None and task is not None:
         progress.update(task, completed=total, visible=False)
     customers = counts["customers"]  # a required table: `table_files` has made sure it is there
@@ -481,15 +482,4 @@ def _check_chunk_activities(work: Path, n_chunks: int) -> None:
 def _split_held_part(part: Part, parts: Path, n_chunks: int) -> PartSplit:
     """`split_part` in a worker process, reporting rows read through the queue it was sent; the
     memory it freed goes back to the system, for the chunks the same process scores next."""
-    try:
-        return split_part(part, parts, n_chunks, held("rows").put)
-    finally:
-        release_memory()
-
-
-def _held_key_problems(parts: Path, chunk: int, tables: Sequence[str]) -> _Problems:
-    """`chunk_key_problems` in a worker process, which scores chunks next: it frees what it read."""
-    try:
-        return chunk_key_problems(parts, chunk, tables)
-    finally:
-        release_memory()
+    return released(split_part, part, parts, n_chunks, held("rows").put)

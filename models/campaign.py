@@ -147,8 +147,10 @@ class LevelPosterior:
         return special.expit(self.pivot + self.slopes[:, None] * (z[None, :] - self.pivot) + self.shifts[:, None])
 
     def at(self, point: int, p: np.ndarray) -> np.ndarray:
-        """Each acceptance `p` at one grid point."""
-        return self.shifted(p)[point] if self.shifts.size > 1 else np.asarray(p, dtype=float)
+        """Each acceptance `p` at one grid point (`shifted`'s row `point`, made alone)."""
+        z = special.logit(np.clip(np.asarray(p, dtype=float), 1e-9, 1.0 - 1e-9))
+        slope = 1.0 if self.slopes is None else float(self.slopes[point])
+        return special.expit(self.pivot + slope * (z - self.pivot) + self.shifts[point])
 
     def update(self, times: AnswerTimes, t: int, answers: Answers) -> LevelPosterior:
         """After the campaign's asks of type t: yeses and noes (their chance of that answer), and the
@@ -345,14 +347,14 @@ def forecast(
     rng = np.random.default_rng(seed)
     need, yeses, answers = so_far.need, so_far.yeses, so_far.answers
     now = outlook(so_far, times, t, pace.days_left)
+    level = now.posterior
     reached = asks = over = 0.0
     for _ in range(draws):
-        point = int(rng.choice(now.posterior.shifts.size, p=now.posterior.weights))
-        level = now.posterior
+        point = int(rng.choice(level.shifts.size, p=level.weights))
         p = np.concatenate([answers.pending, this_wave])
         day = np.concatenate([-answers.elapsed, np.zeros(this_wave.size)])
         waited = np.concatenate([answers.elapsed, np.zeros(this_wave.size)])
-        yes, delay = _outcomes(rng, p, level.at(point, p), times, t, waited)
+        yes, delay = _outcomes(rng, level.at(point, p), times, t, waited)
         taken = 0
         for v in range(pace.wave + 1, pace.waves + 1):
             at = (v - pace.wave) * pace.wave_days
@@ -374,7 +376,7 @@ def forecast(
                 n_new = int(hit[0]) + 1 if hit.size else pool.size
             new = pool[:n_new]
             taken += n_new
-            more_yes, more_delay = _outcomes(rng, new, level.at(point, new), times, t, np.zeros(new.size))
+            more_yes, more_delay = _outcomes(rng, level.at(point, new), times, t, np.zeros(new.size))
             p, day = np.concatenate([p, new]), np.concatenate([day, np.full(new.size, at)])
             yes, delay = np.concatenate([yes, more_yes]), np.concatenate([delay, more_delay])
         total = yeses + int((yes & (day + delay <= pace.days_left)).sum())
@@ -385,15 +387,15 @@ def forecast(
 
 
 def _outcomes(
-    rng: np.random.Generator, p: np.ndarray, q: np.ndarray, times: AnswerTimes, t: int, waited: np.ndarray
+    rng: np.random.Generator, q: np.ndarray, times: AnswerTimes, t: int, waited: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Drawn answers to asks of acceptance `q` (`p` at the drawn level) that have had no answer for
+    """Drawn answers to asks of acceptance `q` (at the drawn level) that have had no answer for
     `waited` days: yes or not, and the days from the ask to the answer (inf: never)."""
     wait_yes = 1.0 - times.yes_within(t, waited)
     wait_no = times.no_after(t, waited)
     chance = q * wait_yes / np.clip(q * wait_yes + (1 - q) * wait_no, 1e-300, None)
-    yes = rng.random(p.size) < chance
-    delay = np.full(p.size, np.inf)
+    yes = rng.random(q.size) < chance
+    delay = np.full(q.size, np.inf)
     silent = times.silent_share[t]
     for pool, mine, is_no in ((times.yes_days[t], yes, False), (times.no_days[t], ~yes, True)):
         at = np.flatnonzero(mine)
