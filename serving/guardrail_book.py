@@ -1,9 +1,10 @@
 """Guardrail blocks per customer: the snapshot's asks plus every ask recorded through `POST /asks`.
 
-Blocks are cached per customer until the moment they can next change (a block lifting, an ask or
-answer becoming known, the day count in a reason ticking over), and a write to the ask log (the
-durable `storage.asklog.AskLog`), by this or any other worker process, invalidates the customers it
-touched before the next request.
+Blocks are cached per customer from the moment they were worked out for until the moment they can
+next change (a block lifting, an ask or answer becoming known, the day count in a reason ticking
+over); a question about an earlier moment works them out again. A write to the ask log (the durable
+`storage.asklog.AskLog`), by this or any other worker process, invalidates the customers it touched
+before the next request.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ class GuardrailBook:
         self._logged_new = np.zeros(0, dtype=bool)
         self._entries: dict[int, Mapping[str, tuple[str, str, str | None]]] = {}
         self._valid_until = np.full(n, NAT_MICROS, dtype=np.int64)  # everything stale until first computed
+        # The moment each row's blocks were computed for: a question about an earlier moment (a plan
+        # dated in the past) is not answered from them, since asks made meanwhile count in them.
+        self._valid_from = np.full(n, NEVER_MICROS, dtype=np.int64)
         # Per store row and catalog ask type: blocked (as of the row's last refresh); and the blocked
         # rows refreshed without their reasons (`blocked_matrix`), which `blocked` recomputes first.
         self._blocked_types = np.zeros((n, len(ASK_TYPE_NAMES)), dtype=bool)
@@ -283,13 +287,19 @@ class GuardrailBook:
             boundary = since + ((now_us - since) // DAY_MICROS + 1) * DAY_MICROS
             valid = np.where(counts, np.minimum(valid, boundary), valid)
         self._valid_until[rows] = valid
+        self._valid_from[rows] = now_us
+
+    def _stale(self, rows: np.ndarray, now: pd.Timestamp) -> np.ndarray:
+        """Per row: its cached blocks do not hold at `now` (computed for a later moment, or past their validity)."""
+        now_us = timestamp_micros(now)
+        return (self._valid_until[rows] <= now_us) | (self._valid_from[rows] > now_us)
 
     def blocked(self, rows: np.ndarray, now: pd.Timestamp) -> Blocked:
         """The guardrail blocks of these customers at `now`."""
         with self._lock:
             self._sync_log()
             # Still valid without their reasons: recomputed now, which gives what was cached (valid).
-            due = (self._valid_until[rows] <= timestamp_micros(now)) | self._unexplained[rows]
+            due = self._stale(rows, now) | self._unexplained[rows]
             if due.any():
                 self._refresh(np.unique(rows[due]), now)
             ids, entries = self._store.ids, self._entries
@@ -301,7 +311,7 @@ class GuardrailBook:
         the whole base needs none; `blocked` makes them when next asked for those customers)."""
         with self._lock:
             self._sync_log()
-            stale = rows[self._valid_until[rows] <= timestamp_micros(now)]
+            stale = rows[self._stale(rows, now)]
             if len(stale):
                 self._refresh(np.unique(stale), now, reasons=False)
             return self._blocked_types[rows]
@@ -310,7 +320,7 @@ class GuardrailBook:
         """Boolean per store row: a guardrail blocks a reference call now."""
         with self._lock:
             self._sync_log()
-            stale = np.flatnonzero(self._valid_until <= timestamp_micros(now))
+            stale = np.flatnonzero(self._stale(np.arange(len(self._valid_until)), now))
             if len(stale):
                 self._refresh(stale, now, reasons=False)
             return self._blocked_types[:, _REFERENCE_CALL].copy()

@@ -103,6 +103,25 @@ def test_cached_blocks_lift_exactly_when_the_guardrail_says(tmp_path: Path) -> N
     assert rails(b, "c1", lifts) == {}
 
 
+def test_a_question_about_an_earlier_moment_is_answered_for_that_moment(tmp_path: Path) -> None:
+    """A book made now is asked about a past date (a campaign's wave dated then): a decline pause
+    that has lifted by now still blocks then, and an ask made since does not count yet."""
+    declines = asks(
+        ask("s1", "c1", NOW - 120 * DAY, "declined", NOW - 119 * DAY),
+        ask("s2", "c1", NOW - 100 * DAY, "declined", NOW - 95 * DAY),
+        ask("s3", "c2", NOW - 2 * DAY),
+    )
+    b = book(tmp_path, store("c1", "c2"), declines)
+    assert rails(b, "c1", NOW) == {}  # the 90-day pause lifted 5 days ago
+    assert {g for g, _ in rails(b, "c2", NOW).values()} == {"ask_cooldown"}
+    then = NOW - 10 * DAY
+    assert {g for g, _ in rails(b, "c1", then).values()} == {"decline_pause"}
+    assert rails(b, "c2", then) == {}  # asked two days ago: not yet then
+    rows = np.array([b._store.index["c1"], b._store.index["c2"]])
+    assert b.blocked_matrix(rows, then).any(axis=1).tolist() == [True, False]
+    assert b.blocked_matrix(rows, NOW).any(axis=1).tolist() == [False, True]
+
+
 def test_an_ask_dated_in_the_future_blocks_from_its_date(tmp_path: Path) -> None:
     b = book(tmp_path, store("c1"), asks())
     b.record(pd.DataFrame([ask("f1", "c1", NOW + 2 * DAY)]))
