@@ -21,6 +21,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parents[1])  # see benchmarks/features.py
@@ -36,7 +37,7 @@ from features.catalog import ASK_TYPE_NAMES
 from features.io import world_from_tables
 from features.synthetic import DRIFTING, STATIONARY, generate_world
 from models.allocation import draw_keys
-from models.campaign import Answers, AnswerTimes, SoFar, outlook, wave_target
+from models.campaign import Answers, AnswerTimes, Outlook, SoFar, outlook, wave_target
 from models.planner import Candidates, PlanRequest, Wave, make_plan, shortest_prefix
 from training.datasets import build_training_data
 from training.evaluate import truth_chance
@@ -90,16 +91,17 @@ def run_campaign(
     draw: str,
     order: dict[int, np.ndarray] | None = None,
     sizes: dict[int, list[int]] | None = None,
-) -> tuple[dict[str, dict[str, float]], dict[int, list[int]], dict[int, np.ndarray]]:
+) -> tuple[dict[str, dict[str, Any]], dict[int, list[int]], dict[int, np.ndarray]]:
     """One campaign, answers drawn from the truth; `draw` salts the random draw of the ungated types'
     invitees (each replication is a campaign of its own). `order` (per type, customers best first)
     and `sizes` (per type, asks per wave) replay another picker in the same waves, e.g. the points
-    rule. Also returns each type's asked rows."""
+    rule. Also returns each type's asked rows; per type, `waves` holds `promise_against_truth` per wave."""
     request = PlanRequest(NEED, 0.9)
     days_left = WAVES * WAVE_DAYS
     asked = np.zeros(cands.customer_id.size, dtype=bool)
     log: dict[int, list[tuple[np.ndarray, float, np.ndarray, np.ndarray]]] = {ASK_TYPE_NAMES.index(n): [] for n in NEED}
     made: dict[int, list[int]] = {t: [] for t in log}
+    waves: dict[str, list[dict[str, float]]] = {name: [] for name in NEED}
     for wave in range(1, WAVES + 1):
         day = (wave - 1) * WAVE_DAYS
         if order is None:
@@ -121,6 +123,9 @@ def run_campaign(
             picked = {
                 ASK_TYPE_NAMES.index(n): plan.asks.loc[plan.asks["ask_type"] == n, "row"].to_numpy() for n in NEED
             }
+            for name in NEED:
+                t = ASK_TYPE_NAMES.index(name)
+                waves[name].append(promise_against_truth(outlooks[t], cands, p_true, picked[t], t))
         else:
             picked = {}
             for t in log:
@@ -146,9 +151,44 @@ def run_campaign(
             "true_chance": chance,
             "asks": float(sum(r.size for r, _, _, _ in log[t])),
             "overshoot": float(max(total - n, 0)),
+            "waves": waves[name],
         }
     asked_rows = {t: np.concatenate([r for r, _, _, _ in log[t]]) for t in log}
     return out, made, asked_rows
+
+
+def promise_against_truth(
+    seen: Outlook, cands: Candidates, p_true: np.ndarray, rows: np.ndarray, t: int
+) -> dict[str, float]:
+    """One wave of one type: its asks, the chance the campaign promised with them, and the yeses in
+    time its list should bring by the campaign's posterior and by the truth."""
+    p = cands.acceptance[rows, t]
+    by_model = seen.expected_yes(p) - seen.expected_yes(np.zeros(0))
+    return {
+        "asks": float(rows.size),
+        "promised": float(seen.chance(p)[-1]),
+        "by_posterior": by_model,
+        "by_truth": float(np.nan_to_num(p_true[rows, t]).sum()) * seen.yes_in_time,
+        "shift": seen.posterior.mean_shift(),
+    }
+
+
+def wave_lines(label: str, runs: list[dict[str, dict[str, Any]]]) -> list[str]:
+    """Per type and wave, averaged over the replications: asks, promised chance, and the yeses the
+    wave's own list brings in time by the campaign's posterior against the truth."""
+    lines = []
+    for name in NEED:
+        cells = []
+        for k in range(WAVES):
+            w = [r[name]["waves"][k] for r in runs]
+            mean = {key: float(np.mean([x[key] for x in w])) for key in w[0]}
+            cells.append(
+                f"wave {k + 1}: {mean['asks']:.1f} asks, promised {mean['promised']:.3f}, list's yeses"
+                f" {mean['by_posterior']:.2f} by posterior / {mean['by_truth']:.2f} by truth,"
+                f" shift {mean['shift']:+.2f}"
+            )
+        lines.append(f"{label} {name}: " + "; ".join(cells))
+    return lines
 
 
 def nps_gap(features: pd.DataFrame, cands: Candidates, invited: np.ndarray) -> tuple[float, float, float]:
@@ -177,6 +217,7 @@ def main() -> None:
         table.add_column(col, justify="right")
     fewest_lines: list[str] = []
     nps_lines: list[str] = []
+    detail_lines: list[str] = []
     for world_name in args.worlds:
         for seed in args.seeds:
             drift = DRIFTING if world_name == "drifting" else STATIONARY
@@ -231,6 +272,7 @@ def main() -> None:
                         f"{truth_chance(np.nan_to_num(p_true[rows, t]), n):.3f}",
                         f"{np.mean([r[name]['reached'] for r in rule_runs]):.3f}",
                     )
+                detail_lines += wave_lines(f"{world_name} seed {seed} {date}", runs)
                 campaign_rc = np.mean([r["reference_call"]["asks"] + r["case_study"]["asks"] for r in runs])
                 fewest = fewest_by_truth(cands, p_true)
                 truth_rc = fewest["reference_call"] + fewest["case_study"]
@@ -241,7 +283,7 @@ def main() -> None:
                 )
     console = Console(width=220)
     console.print(table)
-    for line in fewest_lines + nps_lines:
+    for line in fewest_lines + nps_lines + detail_lines:
         console.print(line)
 
 
