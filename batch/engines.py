@@ -8,14 +8,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import as_completed
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from batch.chunk import Scorer, score_chunk
-from batch.pool import JobPool, cancel, held, released
+from batch.pool import JobPool, Task, held, released, run_shared
 
 ENGINES = ("local", "dask")
 PARALLEL_MIN_CUSTOMERS = 200_000  # scored in one process below this many (see `default_workers`)
@@ -33,8 +33,8 @@ def run_local(
     workers: int,
     pool: JobPool | None = None,
 ) -> None:
-    """The chunks in this process, or side by side in `workers` processes (`pool`'s, holding
-    `scorer`, if given; else a pool of its own).
+    """The chunks in this process, or side by side in `workers` processes: this one and a pool of
+    the others (`pool`'s, holding `scorer`, if given; else one of its own).
 
     Much of a chunk's time is single-threaded Python and pandas (the feature-store rows, guardrails,
     reason text); only the features (DuckDB) and the predictions (LightGBM) use threads. So on N
@@ -47,17 +47,18 @@ def run_local(
         for chunk in chunks:
             done(score_chunk(work, chunk, scorer, as_of, cores))
         return
-    threads = max(1, cores // workers)
     with contextlib.ExitStack() as stack:
         if pool is None:
-            pool = stack.enter_context(JobPool(workers, scorer=scorer))
-        futures = [pool.executor.submit(_score_held_chunk, work, chunk, as_of, threads) for chunk in chunks]
-        try:
-            for future in as_completed(futures):
-                done(future.result())
-        except BaseException:
-            cancel(futures)
-            raise
+            pool = stack.enter_context(JobPool(workers - 1, scorer=scorer))
+        threads = max(1, cores // (pool.workers + 1))
+        tasks = [
+            Task(
+                (_score_held_chunk, (work, chunk, as_of, threads)),
+                partial(released, score_chunk, work, chunk, scorer, as_of, threads),
+            )
+            for chunk in chunks
+        ]
+        run_shared(pool, tasks, on_done=done)
 
 
 def default_workers(customers: int) -> int:

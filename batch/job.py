@@ -301,10 +301,11 @@ def _plan_run(
 
 
 def _job_pool(run: _Run) -> contextlib.AbstractContextManager[JobPool | None]:
-    """The local engine's processes for both stages (each started once), or None: one process, or Dask."""
+    """The local engine's processes for both stages beside this one (each started once), or None:
+    one process, or Dask."""
     if run.engine != "local" or run.workers <= 1:
         return contextlib.nullcontext()
-    return JobPool(run.workers, scorer=run.scorer)
+    return JobPool(run.workers - 1, scorer=run.scorer)
 
 
 def _split(run: _Run, progress: Progress, pool: JobPool | None) -> Split:

@@ -4,6 +4,10 @@ Spawned, not forked: the parent runs threads (the progress bar, LightGBM's OpenM
 is sent what it needs once, when it starts (`held`), instead of with every task. One `JobPool`
 serves a run's both stages (splitting the tables, scoring the chunks), so each process starts and
 imports this package once per run.
+
+The job's own process works too (`run_shared`): on N cores a pool of N - 1 workers and the parent
+run N tasks side by side. The parent has imported everything and holds the model anyway, so an
+Nth worker would only add a copy of both.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import ctypes
 import ctypes.util
 import multiprocessing
 import signal
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -90,3 +97,93 @@ def cancel(futures: Sequence[Future[Any]]) -> None:
     """Cancel what has not started; what runs finishes (a chunk is written whole or not at all)."""
     for future in futures:
         future.cancel()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a stage, two ways: `there` (a function and its arguments, picklable) in a pool
+    process, reading what it needs with `held`; `here` in the job's own process."""
+
+    there: tuple[Callable[..., Any], tuple[Any, ...]]
+    here: Callable[[], Any]
+
+    @classmethod
+    def anywhere(cls, fn: Callable[..., Any], *args: Any) -> Task:
+        """`fn(*args)` in whichever process, what it freed given back to the system (`released`)."""
+        return cls((released, (fn, *args)), partial(released, fn, *args))
+
+
+# Tasks queued per pool process: the next is there when one finishes, while the parent is busy with its own.
+_QUEUED_PER_WORKER = 2
+
+
+def run_shared(
+    pool: JobPool | None,
+    tasks: Sequence[Task],
+    order: Sequence[int] | None = None,
+    on_done: Callable[[Any], None] | None = None,
+    poll: Callable[[], None] | None = None,
+) -> list[Any]:
+    """Each task's result, in the tasks' order. The tasks start in `order` (default: theirs), in
+    the pool's processes and in this one, which takes the next task itself whenever it is free;
+    `on_done` gets each result as it comes, `poll` is called while waiting (a progress bar).
+
+    A failure raises what one process, running the tasks in order, would have raised: once task j
+    fails, no task after j starts, and those before it still run, the earliest failure among them
+    taking j's place; whatever runs in a pool process finishes first (a caller may then clean up
+    what it writes). Ctrl-C here cancels what has not started."""
+    n = len(tasks)
+    waiting = deque(order if order is not None else range(n))
+    results: dict[int, Any] = {}
+    errors: dict[int, Exception] = {}
+    running: dict[Future[Any], int] = {}
+    room = _QUEUED_PER_WORKER * pool.workers if pool is not None else 0
+
+    def next_task() -> int | None:
+        while waiting:
+            i = waiting.popleft()
+            if i < min(errors, default=n):
+                return i
+        return None
+
+    def finished(i: int, result: Any) -> None:
+        results[i] = result
+        if on_done is not None:
+            on_done(result)
+
+    def collect(timeout: float) -> None:
+        done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+        if poll is not None:
+            poll()
+        for future in done:
+            i = running.pop(future)
+            error = future.exception()
+            if error is not None:
+                errors[i] = error if isinstance(error, Exception) else RuntimeError(repr(error))
+            else:
+                finished(i, future.result())
+
+    try:
+        while True:
+            while pool is not None and len(running) < room and (i := next_task()) is not None:
+                fn, args = tasks[i].there
+                running[pool.executor.submit(fn, *args)] = i
+            if (i := next_task()) is not None:
+                try:
+                    result = tasks[i].here()
+                except Exception as err:
+                    errors[i] = err
+                else:
+                    finished(i, result)
+                if running:
+                    collect(0)
+            elif running:
+                collect(0.2)
+            else:
+                break
+    except BaseException:
+        cancel(list(running))
+        raise
+    if errors:
+        raise errors[min(errors)]
+    return [results[i] for i in range(n)]

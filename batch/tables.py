@@ -26,8 +26,8 @@ import queue
 import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
-from batch.pool import JobPool, cancel, held, released
+from batch.pool import JobPool, Task, held, released, run_shared
 from batch.scratch import SUFFIX, PieceWriter, piece_path, read_chunk, read_piece
 from features.catalog import TABLES
 from features.contracts import CONTRACTS, DataContractError, empty_table, validate_table
@@ -295,8 +295,8 @@ def split_tables(
     progress: Progress | None = None,
     pool: JobPool | None = None,
 ) -> Split:
-    """Stage 1 (see the module docstring); resumable: done once per work folder. With a `pool` of
-    more than one process the parts are split, and the chunks' keys checked, side by side in it."""
+    """Stage 1 (see the module docstring); resumable: done once per work folder. With a `pool`, the
+    parts are split, and the chunks' keys checked, side by side in its processes and this one."""
     marker = work / "parts" / _DONE
     if marker.exists():
         saved = json.loads(marker.read_text())
@@ -315,17 +315,23 @@ def split_tables(
 
     pieces = [part for name, path in files.items() for part in table_parts(name, path)]
     tables = tuple(files)
-    if pool is None or pool.workers <= 1:
+    if pool is None:
         splits = [split_part(part, parts, n_chunks, advance) for part in pieces]
         counts = _check_tables(files, pieces, splits, parts)
         _raise_key_problems([chunk_key_problems(parts, k, tables) for k in range(n_chunks)])
     else:
-        with _Workers(pool, advance) as workers:
-            tasks = [(_split_held_part, (part, parts, n_chunks)) for part in pieces]
-            splits = workers.run(tasks, [part.weight for part in pieces])
+        report = _RowsRead(pool, advance)
+        here = partial(released, split_part)
+        tasks = [
+            Task((_split_held_part, (p, parts, n_chunks)), partial(here, p, parts, n_chunks, advance)) for p in pieces
+        ]
+        try:
+            splits = run_shared(pool, tasks, _heaviest_first([p.weight for p in pieces]), poll=report)
             counts = _check_tables(files, pieces, splits, parts)
-            checks = [(released, (chunk_key_problems, parts, k, tables)) for k in range(n_chunks)]
-            _raise_key_problems(workers.run(checks))
+            checks = [Task.anywhere(chunk_key_problems, parts, k, tables) for k in range(n_chunks)]
+            _raise_key_problems(run_shared(pool, checks, poll=report))
+        finally:
+            report()
     if progress is not None and task is not None:
         progress.update(task, completed=total, visible=False)
     customers = counts["customers"]  # a required table: `table_files` has made sure it is there
@@ -352,59 +358,24 @@ def _check_tables(
     return counts
 
 
-def _heaviest_first(tasks: Sequence[Any], sizes: Sequence[int]) -> list[tuple[int, Any]]:
-    """(position, task) of each task, the largest `sizes` first (ties, and no sizes: in order)."""
-    return sorted(enumerate(tasks), key=lambda item: -sizes[item[0]] if sizes else 0)
+def _heaviest_first(sizes: Sequence[int]) -> list[int]:
+    """The tasks' positions, the largest `sizes` first (ties in order), so that the processes finish close together."""
+    return sorted(range(len(sizes)), key=lambda i: -sizes[i])
 
 
-class _Workers:
-    """The split's tasks in a `JobPool`, reporting rows read to `advance` (the progress bar)."""
+class _RowsRead:
+    """Called while the split waits: the rows the pool's processes read since, to `advance` (the progress bar)."""
 
     def __init__(self, pool: JobPool, advance: Callable[[int], None]) -> None:
         self._rows = pool.rows
-        self._pool = pool.executor
         self._advance = advance
 
-    def __enter__(self) -> _Workers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._report()
-
-    def _report(self) -> None:
+    def __call__(self) -> None:
         while True:
             try:
                 self._advance(self._rows.get_nowait())
             except queue.Empty:
                 return
-
-    def run(self, tasks: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], sizes: Sequence[int] = ()) -> list[Any]:
-        """Each task's result, in the tasks' order; the largest `sizes` are started first, so that
-        the processes finish close together.
-
-        A failure raises what one process, running the tasks in order, would have raised: once task
-        j fails, the tasks after j are cancelled (no need to read the rest) and those before it are
-        waited for, the earliest failure among them taking j's place."""
-        started = {i: self._pool.submit(fn, *args) for i, (fn, args) in _heaviest_first(tasks, sizes)}
-        futures = [started[i] for i in range(len(tasks))]
-        failed = len(futures)  # the earliest failed task so far (none: past the end)
-        try:
-            while pending := {f for f in futures[:failed] if not f.done()}:
-                wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                self._report()
-                failures = [j for j, f in enumerate(futures[:failed]) if f.done() and f.exception() is not None]
-                if failures:
-                    failed = failures[0]
-                    cancel(futures[failed + 1 :])
-        except BaseException:
-            cancel(futures)
-            raise
-        self._report()
-        error = futures[failed].exception() if failed < len(futures) else None
-        if error is not None:
-            wait(futures)  # tasks already running finish before the caller cleans up what they write
-            raise error
-        return [future.result() for future in futures]
 
 
 def frame_digest(frame: pd.DataFrame) -> str:

@@ -472,7 +472,9 @@ def main() -> None:
             no, yes = runs[False], runs[True]
             customers = len(pd.read_parquet(world / "customers.parquet", columns=["customer_id"]))
             workers = args.workers or batch.default_workers(customers)
-            where = f"{engine} engine, {workers} worker process(es)" if engine == "local" else f"{engine} engine"
+            where = f"{engine} engine"
+            if engine == "local":
+                where += f", {workers} process(es) scoring (the job's own and {workers - 1} started)"
             report += [
                 f"== {size} customers ({made} world), {no.rows:,} active, {where}, {THREADS} cores",
                 f"raw Booster.predict, features in memory: propensity {raw['propensity']:,.0f} rows/s; "
