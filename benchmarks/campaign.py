@@ -11,8 +11,10 @@ chance (the yeses before the last wave plus the Poisson-binomial of the last wav
 a yes in time), mean asks and mean yeses beyond the need; beside them today's one-shot plan (asks,
 true chance), the fewest asks reaching 0.9 on the truth (one-shot, the scarcer type first), and the
 points rule asking in the same waves with the campaign's wave sizes (share reaching the need).
+Then per type and wave: the chance promised, and the yeses that wave's own list brings in time by
+the campaign's posterior and by the truth, which shows where a missed promise comes from.
 
-    uv run python benchmarks/campaign.py [--customers 3000] [--seeds 21] [--replications 200] [--worlds ...]
+    uv run python benchmarks/campaign.py [--customers 3000] [--seeds 21 22 23] [--replications 200] [--worlds ...]
 """
 
 from __future__ import annotations
@@ -205,7 +207,7 @@ def nps_gap(features: pd.DataFrame, cands: Candidates, invited: np.ndarray) -> t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=3000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[21])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[21, 22, 23])
     parser.add_argument("--replications", type=int, default=200)
     parser.add_argument("--worlds", nargs="+", default=["stationary", "drifting"], choices=["drifting", "stationary"])
     parser.add_argument("--dates", nargs="+", default=list(DATES))
