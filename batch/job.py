@@ -36,7 +36,7 @@ from rich.text import Text
 from batch.assemble import Totals, assemble_output, drift_path, write_snapshot_from_chunks
 from batch.chunk import Scorer
 from batch.engines import ENGINES, default_workers, run_dask, run_local
-from batch.pool import JobPool, release_memory
+from batch.pool import JobPool, long_lived, release_memory
 from batch.report import log_to_mlflow, make_progress, print_summary
 from batch.tables import Split, count_rows, data_fingerprint, file_logged_asks, frame_digest, split_tables
 from features.catalog import DEALS, TABLES
@@ -194,7 +194,7 @@ def run_batch(
     # goes back to the system for the worker processes, as does what checking the split frees.
     release_memory()
     clock.lap("start")
-    with make_progress(console) as progress, _job_pool(run) as pool:
+    with long_lived(), make_progress(console) as progress, _job_pool(run) as pool:
         split = _split(run, progress, pool)
         release_memory()
         clock.lap("split")
