@@ -63,8 +63,8 @@ def release_memory() -> None:
 
 
 def released(fn: Callable[..., _T], *args: Any) -> _T:
-    """`fn(*args)` in a worker process whose next task may be another stage's: what it freed goes
-    back to the system (`release_memory`), however it ends."""
+    """`fn(*args)`, then what it freed goes back to the system (`release_memory`), however it ends:
+    the same process's next task may be another stage's, or another process's may need the room."""
     try:
         return fn(*args)
     finally:

@@ -315,22 +315,17 @@ def split_tables(
 
     pieces = [part for name, path in files.items() for part in table_parts(name, path)]
     tables = tuple(files)
-    if pool is None:
-        splits = [split_part(part, parts, n_chunks, advance) for part in pieces]
+    # One road with or without a pool: `run_shared` runs every task here when there is none.
+    report = _RowsRead(pool, advance) if pool is not None else None
+    here = partial(released, split_part)
+    tasks = [Task((_split_held_part, (p, parts, n_chunks)), partial(here, p, parts, n_chunks, advance)) for p in pieces]
+    try:
+        splits = run_shared(pool, tasks, _heaviest_first([p.weight for p in pieces]), poll=report)
         counts = _check_tables(files, pieces, splits, parts)
-        _raise_key_problems([chunk_key_problems(parts, k, tables) for k in range(n_chunks)])
-    else:
-        report = _RowsRead(pool, advance)
-        here = partial(released, split_part)
-        tasks = [
-            Task((_split_held_part, (p, parts, n_chunks)), partial(here, p, parts, n_chunks, advance)) for p in pieces
-        ]
-        try:
-            splits = run_shared(pool, tasks, _heaviest_first([p.weight for p in pieces]), poll=report)
-            counts = _check_tables(files, pieces, splits, parts)
-            checks = [Task.anywhere(chunk_key_problems, parts, k, tables) for k in range(n_chunks)]
-            _raise_key_problems(run_shared(pool, checks, poll=report))
-        finally:
+        checks = [Task.anywhere(chunk_key_problems, parts, k, tables) for k in range(n_chunks)]
+        _raise_key_problems(run_shared(pool, checks, poll=report))
+    finally:
+        if report is not None:
             report()
     if progress is not None and task is not None:
         progress.update(task, completed=total, visible=False)

@@ -289,7 +289,7 @@ class GuardrailBook:
         self._valid_until[rows] = valid
         self._valid_from[rows] = now_us
 
-    def _stale(self, rows: np.ndarray, now: pd.Timestamp) -> np.ndarray:
+    def _stale(self, rows: np.ndarray | slice, now: pd.Timestamp) -> np.ndarray:
         """Per row: its cached blocks do not hold at `now` (computed for a later moment, or past their validity)."""
         now_us = timestamp_micros(now)
         return (self._valid_until[rows] <= now_us) | (self._valid_from[rows] > now_us)
@@ -320,7 +320,7 @@ class GuardrailBook:
         """Boolean per store row: a guardrail blocks a reference call now."""
         with self._lock:
             self._sync_log()
-            stale = np.flatnonzero(self._stale(np.arange(len(self._valid_until)), now))
+            stale = np.flatnonzero(self._stale(slice(None), now))
             if len(stale):
                 self._refresh(stale, now, reasons=False)
             return self._blocked_types[:, _REFERENCE_CALL].copy()
