@@ -306,6 +306,38 @@ def best_single_column(x: np.ndarray, y: np.ndarray, columns: Sequence[str]) -> 
     return columns[j], abs(raw[j] - 0.5) + 0.5, filled[:, j] if raw[j] >= 0.5 else -filled[:, j]
 
 
+@dataclass
+class Sliced:
+    """A prepared table cut by time: the feature columns (label, time, dropped and id columns out),
+    the encoder fitted on the train slice, and per slice its row positions, matrix and labels."""
+
+    features: pd.DataFrame
+    encoder: FeatureEncoder
+    rows: dict[str, np.ndarray]
+    x: dict[str, np.ndarray]
+    ys: dict[str, np.ndarray]
+    ids: list[str]
+
+
+def slice_table(frame: pd.DataFrame, label: str, time_column: str | None, drop: Sequence[str], source: str) -> Sliced:
+    """`frame`'s oldest 60% (train), next 20% (valid) and newest 20% (test) by time, encoded as the
+    train slice alone has seen them; bad column names are errors naming the option and `source`."""
+    for name, what in ((label, "--label"), (time_column, "--time-column"), *((d, "--drop") for d in drop)):
+        if name is not None and name not in frame.columns:
+            raise ValueError(f"{what}: no column {name!r} in {source}")
+    y = binary_label(frame[label], label)
+    order = _time_order(frame, time_column)
+    features = frame.drop(columns=[c for c in (label, time_column, *drop) if c])
+    ids = _id_columns(features)
+    features = features.drop(columns=ids)
+    categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    n = len(frame)
+    rows = {"train": order[: int(0.6 * n)], "valid": order[int(0.6 * n) : int(0.8 * n)], "test": order[int(0.8 * n) :]}
+    encoder = FeatureEncoder.fit(features.iloc[rows["train"]], list(features.columns), categorical)
+    x = {k: encoder.transform(features.iloc[v]) for k, v in rows.items()}
+    return Sliced(features, encoder, rows, x, {k: y[v] for k, v in rows.items()}, ids)
+
+
 def train_table(
     settings: Settings,
     table: Path,
@@ -317,23 +349,10 @@ def train_table(
     params: BoosterParams | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> TrainResult:
-    frame = read_table(Path(table))
-    for name, what in ((label, "--label"), (time_column, "--time-column"), *((d, "--drop") for d in drop)):
-        if name is not None and name not in frame.columns:
-            raise ValueError(f"{what}: no column {name!r} in {Path(table).name}")
-    y = binary_label(frame[label], label)
-    order = _time_order(frame, time_column)
-    features = frame.drop(columns=[c for c in (label, time_column, *drop) if c])
-    ids = _id_columns(features)
-    features = features.drop(columns=ids)
-    categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-    n = len(frame)
-    train_idx, valid_idx, test_idx = order[: int(0.6 * n)], order[int(0.6 * n) : int(0.8 * n)], order[int(0.8 * n) :]
-    parts = {"train": train_idx, "valid": valid_idx, "test": test_idx}
-    encoder = FeatureEncoder.fit(features.iloc[train_idx], list(features.columns), categorical)
-    x = {k: encoder.transform(features.iloc[v]) for k, v in parts.items()}
-    ys = {k: y[v] for k, v in parts.items()}
-    progress(f"fitting on {len(train_idx):,} rows, validating on {len(valid_idx):,}, testing on {len(test_idx):,}")
+    sliced = slice_table(read_table(Path(table)), label, time_column, drop, Path(table).name)
+    features, encoder, x, ys, ids = sliced.features, sliced.encoder, sliced.x, sliced.ys, sliced.ids
+    n, test_idx = len(features), sliced.rows["test"]
+    progress(f"fitting on {len(ys['train']):,} rows, validating on {len(ys['valid']):,}, testing on {len(test_idx):,}")
     warnings = drift_warnings(encoder, x, ys, label)
     for warning in warnings:
         progress(f"warning: {warning}")
