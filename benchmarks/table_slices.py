@@ -34,7 +34,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from models.encoding import FeatureEncoder
 from storage.settings import Settings
-from training.byof import LOGISTIC_C, _calibrated_log_loss, logistic_pipeline, read_table, slice_table, train_table
+from training.byof import LOGISTIC_C, calibrated_log_loss, logistic_pipeline, read_table, slice_table, train_table
 from training.fit import BoosterParams, FitInputs, fit_booster
 
 PARAMS = BoosterParams(num_leaves=15, min_data_in_leaf=50)  # the command's
@@ -93,7 +93,7 @@ def main() -> None:
         seen.add_row(
             name,
             f"{roc_auc_score(ys['valid'], raw):.3f}",
-            f"{_calibrated_log_loss(raw, ys['valid']):.4f}",
+            f"{calibrated_log_loss(raw, ys['valid']):.4f}",
             f"{log_loss(ys['valid'], p, labels=[0, 1]):.4f}",
             f"{p.mean():.3f}",
         )

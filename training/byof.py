@@ -155,7 +155,7 @@ def linear_from_pipeline(pipeline: Pipeline, numeric: Sequence[int], categorical
     )
 
 
-def _calibrated_log_loss(raw: np.ndarray, y: np.ndarray) -> float:
+def calibrated_log_loss(raw: np.ndarray, y: np.ndarray) -> float:
     """Log loss once Platt-scaled on the same rows, as the chosen candidate will be: it compares how well
     candidates rank and spread, not which one happens to sit nearer the drifted base rate."""
     return float(log_loss(y, Calibrator.fit(raw, y)(raw), labels=[0, 1]))
@@ -171,7 +171,7 @@ def fit_logistic(inputs: FitInputs) -> tuple[LinearScore, float]:
     fits = {
         c: logistic_pipeline(numeric, inputs.categorical, c).fit(inputs.x_train, inputs.y_train) for c in LOGISTIC_C
     }
-    losses = {c: _calibrated_log_loss(p.decision_function(inputs.x_valid), inputs.y_valid) for c, p in fits.items()}
+    losses = {c: calibrated_log_loss(p.decision_function(inputs.x_valid), inputs.y_valid) for c, p in fits.items()}
     best = min(losses, key=lambda c: losses[c])
     return linear_from_pipeline(fits[best], numeric, inputs.categorical), best
 
@@ -196,7 +196,7 @@ def choose_model(
     tree = {k: np.asarray(booster.predict(x[k], raw_score=True)) for k in ("valid", "test")}
     lin = {k: linear.raw(x[k]) for k in ("valid", "test")}
     blended = {w: w * tree["valid"] + (1 - w) * lin["valid"] for w in TREE_WEIGHTS}
-    losses = {w: _calibrated_log_loss(raw, ys["valid"]) for w, raw in blended.items()}
+    losses = {w: calibrated_log_loss(raw, ys["valid"]) for w, raw in blended.items()}
     weight = min(TREE_WEIGHTS, key=lambda w: losses[w])
     best_blend = min(TREE_WEIGHTS[1:-1], key=lambda w: losses[w])
     metrics: dict[str, float] = {}
