@@ -87,6 +87,10 @@ def test_table_model_holds_up_where_a_trend_leaves_the_training_range(tmp_path: 
     assert run.params["final_model_fit_on"] == "train + valid (oldest 80%)"
     assert run.params["candidate_chosen_on"] == "valid (next 20%)"
     assert any(line.startswith("refitted") for line in lines)
+    # The choice shows how well each candidate ranked the valid slice, not only its log loss.
+    chose = next(line for line in lines if line.startswith("chose"))
+    for c in ("lightgbm", "logistic", "blend"):
+        assert f"{c} {run.metrics[f'valid_{c}_logloss']:.4f} (ROC AUC {run.metrics[f'valid_{c}_roc_auc']:.3f})" in chose
     # The data is one where extrapolation matters: LightGBM alone falls short of the regression.
     assert run.metrics["test_lightgbm_roc_auc"] < regression - 0.01
     assert run.params["candidate"] in ("logistic", "blend")

@@ -362,7 +362,10 @@ def train_table(
     progress(
         f"chose {chosen.params['candidate']} (LightGBM weight {chosen.model.tree_weight:g}) by valid log loss, "
         "fitted on train (the oldest 60%): "
-        + ", ".join(f"{c} {metrics[f'valid_{c}_logloss']:.4f}" for c in ("lightgbm", "logistic", "blend"))
+        + ", ".join(
+            f"{c} {metrics[f'valid_{c}_logloss']:.4f} (ROC AUC {metrics[f'valid_{c}_roc_auc']:.3f})"
+            for c in ("lightgbm", "logistic", "blend")
+        )
     )
     metrics["test_before_refit_roc_auc"] = float(roc_auc_score(ys["test"], chosen.model.proba(features.iloc[test_idx])))
     model = refit(chosen, x, ys, params)
