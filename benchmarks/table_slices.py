@@ -30,14 +30,21 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from scipy import special
 from sklearn.metrics import log_loss, roc_auc_score
 
 from models.encoding import FeatureEncoder
 from storage.settings import Settings
-from training.byof import LOGISTIC_C, calibrated_log_loss, logistic_pipeline, read_table, slice_table, train_table
-from training.fit import BoosterParams, FitInputs, fit_booster
-
-PARAMS = BoosterParams(num_leaves=15, min_data_in_leaf=50)  # the command's
+from training.byof import (
+    LOGISTIC_C,
+    TABLE_PARAMS,
+    calibrated_log_loss,
+    logistic_pipeline,
+    read_table,
+    slice_table,
+    train_table,
+)
+from training.fit import FitInputs, fit_booster
 
 
 def raw_scores(
@@ -53,7 +60,7 @@ def raw_scores(
     and the booster's trees."""
     x_fit, y_fit = np.vstack([x[k] for k in fit_on]), np.concatenate([ys[k] for k in fit_on])
     inputs = FitInputs(x_fit, y_fit, x["valid"], ys["valid"], categorical, [0] * x_fit.shape[1])
-    booster = fit_booster(inputs, PARAMS, rounds=rounds)
+    booster = fit_booster(inputs, TABLE_PARAMS, rounds=rounds)
     out = {"LightGBM": np.asarray(booster.predict(x[score], raw_score=True))}
     numeric = [j for j in range(x_fit.shape[1]) if j not in categorical]
     for c in LOGISTIC_C:
@@ -89,7 +96,7 @@ def main() -> None:
         seen.add_column(col, justify="left" if col == "candidate" else "right")
     on_valid, rounds = raw_scores(x, ys, categorical, ["train"], "valid")
     for name, raw in on_valid.items():
-        p = 1.0 / (1.0 + np.exp(-raw))
+        p = special.expit(raw)
         seen.add_row(
             name,
             f"{roc_auc_score(ys['valid'], raw):.3f}",

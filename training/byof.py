@@ -54,6 +54,7 @@ _FALSE = {"0", "false", "no", "n", "declined", "f", "no_response"}
 TREE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the blend's weight on LightGBM: 0 is the regression alone
 LOGISTIC_C = (0.01, 0.1, 1.0, 10.0)
 BASE_RATE_CHUNKS = 4  # the training part's time chunks whose base rates span "the training range"
+TABLE_PARAMS = BoosterParams(num_leaves=15, min_data_in_leaf=50)  # the booster's, unless the caller gives its own
 OUTSIDE_SHARE = 0.05  # a numeric column warns when more of the test window's values than this lie outside
 
 
@@ -356,7 +357,7 @@ def train_table(
     warnings = drift_warnings(encoder, x, ys, label)
     for warning in warnings:
         progress(f"warning: {warning}")
-    params = params or BoosterParams(num_leaves=15, min_data_in_leaf=50)
+    params = params or TABLE_PARAMS
     chosen = choose_model(label, encoder, x, ys, params)
     metrics = chosen.metrics
     progress(
