@@ -40,10 +40,10 @@ from storage.settings import Settings
 from training.byof import (
     LOGISTIC_C,
     TABLE_PARAMS,
-    best_single_column,
     calibrated_log_loss,
     logistic_pipeline,
     read_table,
+    single_column_rule,
     slice_table,
     train_table,
 )
@@ -129,16 +129,13 @@ def main() -> None:
 
     # The gate's single-column baseline picks its column and direction on the test rows; a rule anyone
     # could have set beforehand picks them on the rows before.
-    before = np.vstack([x["train"], x["valid"]])
-    y_before = np.concatenate([ys["train"], ys["valid"]])
-    name, seen_auc, _ = best_single_column(before, y_before, sliced.encoder.columns)
-    j = sliced.encoder.columns.index(name)
-    column = np.nan_to_num(before[:, j], nan=-1e9)
-    sign = 1.0 if roc_auc_score(y_before, column) >= 0.5 else -1.0
-    test_auc = roc_auc_score(ys["test"], sign * np.nan_to_num(x["test"][:, j], nan=-1e9))
+    rule = single_column_rule(
+        np.vstack([x["train"], x["valid"]]), np.concatenate([ys["train"], ys["valid"]]), sliced.encoder.columns
+    )
+    test_auc = roc_auc_score(ys["test"], rule.score(x["test"]))
     console.print(
-        f"single-column rule set on train + valid: '{name}' ({'higher' if sign > 0 else 'lower'} is likelier;"
-        f" ROC AUC {seen_auc:.3f} there), test ROC AUC {test_auc:.3f}"
+        f"single-column rule set on train + valid: '{rule.name}' ({'higher' if rule.sign > 0 else 'lower'} is"
+        f" likelier; ROC AUC {rule.roc_auc:.3f} there), test ROC AUC {test_auc:.3f}"
     )
 
 

@@ -299,12 +299,31 @@ def drift_warnings(
     return out
 
 
-def best_single_column(x: np.ndarray, y: np.ndarray, columns: Sequence[str]) -> tuple[str, float, np.ndarray]:
-    """The most predictive single column on these rows: its name, its AUC, and it (or its reverse) as a score."""
+@dataclass(frozen=True)
+class ColumnRule:
+    """One column as a score, higher values likelier (`sign` +1) or lower (-1); missing values lowest."""
+
+    name: str
+    index: int
+    sign: float
+    roc_auc: float  # on the rows it was chosen on
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return self.sign * np.nan_to_num(x[:, self.index], nan=-1e9)
+
+
+def single_column_rule(x: np.ndarray, y: np.ndarray, columns: Sequence[str]) -> ColumnRule:
+    """The most predictive single column on these rows, with the direction that ranks them best."""
     filled = np.nan_to_num(x, nan=-1e9)
     raw = [float(roc_auc_score(y, filled[:, j])) for j in range(len(columns))]
     j = int(np.argmax([abs(a - 0.5) for a in raw]))
-    return columns[j], abs(raw[j] - 0.5) + 0.5, filled[:, j] if raw[j] >= 0.5 else -filled[:, j]
+    return ColumnRule(columns[j], j, 1.0 if raw[j] >= 0.5 else -1.0, abs(raw[j] - 0.5) + 0.5)
+
+
+def best_single_column(x: np.ndarray, y: np.ndarray, columns: Sequence[str]) -> tuple[str, float, np.ndarray]:
+    """The most predictive single column on these rows: its name, its AUC, and it (or its reverse) as a score."""
+    rule = single_column_rule(x, y, columns)
+    return rule.name, rule.roc_auc, rule.score(x)
 
 
 @dataclass
