@@ -115,10 +115,17 @@ def run_campaign(
                 at = np.concatenate([np.full(r.size, d) for r, d, _, _ in rows]) if rows else np.zeros(0)
                 yes = np.concatenate([y for _, _, y, _ in rows]) if rows else np.zeros(0, bool)
                 when = np.concatenate([w for _, _, _, w in rows]) if rows else np.zeros(0)
+                wv = np.concatenate([np.full(r.size, k + 1) for k, (r, _, _, _) in enumerate(rows)]) if rows else at
                 back = at + when <= day
-                answers = Answers(p[yes & back], p[~yes & back], p[~back], day - at[~back])
+                answers = Answers(
+                    p[yes & back],
+                    p[~yes & back],
+                    p[~back],
+                    day - at[~back],
+                    (wv[yes & back], wv[~yes & back], wv[~back]),
+                )
                 sd = cands.sd(t)
-                so_far = SoFar(n, int((yes & back).sum()), answers, sd)
+                so_far = SoFar(n, int((yes & back).sum()), answers, sd, not cands.is_ungated(t))
                 outlooks[t] = outlook(so_far, times, t, days_left - day)
             wave_plan = Wave(outlooks, wave_target(0.9, wave, WAVES), asked.copy())
             plan = make_plan(cands, request, as_of, wave=wave_plan, draw=draw)
@@ -172,6 +179,7 @@ def promise_against_truth(
         "by_posterior": by_model,
         "by_truth": float(np.nan_to_num(p_true[rows, t]).sum()) * seen.yes_in_time,
         "shift": seen.posterior.mean_shift(),
+        "slope": seen.posterior.mean_slope(),
     }
 
 
@@ -187,7 +195,7 @@ def wave_lines(label: str, runs: list[dict[str, dict[str, Any]]]) -> list[str]:
             cells.append(
                 f"wave {k + 1}: {mean['asks']:.1f} asks, promised {mean['promised']:.3f}, list's yeses"
                 f" {mean['by_posterior']:.2f} by posterior / {mean['by_truth']:.2f} by truth,"
-                f" shift {mean['shift']:+.2f}"
+                f" shift {mean['shift']:+.2f}, slope {mean['slope']:.2f}"
             )
         lines.append(f"{label} {name}: " + "; ".join(cells))
     return lines

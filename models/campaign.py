@@ -15,7 +15,9 @@ know when it planned wave 1:
   chance of that answer, each pending one its chance of no answer yet (a censored likelihood).
   The grid also holds a slope of the log-odds about the campaign's asks so far (`SLOPE_SD`): each
   wave reaches further down the ranking than the answers that measured the level, and a model
-  taught by asks a rapport chose can be off by more there than at the top.
+  taught by asks a rapport chose can be off by more there than at the top. A ranked type's level
+  is then re-learnt from its newest wave's answers, and its next wave reckoned a step beyond them
+  (`STEP_SD`); a random draw's waves all measure the same customers, and take no step.
 
 `Outlook` turns both into the chance of at least the need by the deadline: the yeses so far, each
 pending ask's chance of still answering yes in time, and each new ask's chance of answering yes
@@ -53,6 +55,13 @@ SLOPE_SD = 0.2
 SLOPES = 7
 SLOPE_GRID = 41  # shifts per slope on a grid with slopes (the two-way grid costs SLOPES times more)
 CHANCE_HEAD = 256  # new asks whose chances `Outlook.chance` makes first when it may stop early
+# A ranked type's next wave asks customers no answer has measured: further down its ranking, or those
+# the other types left. The model's error there need not be its error at the customers asked so far
+# (where a rapport no table records shaped the data, it grows down the ranking; where the top was
+# flattered by the model, it shrinks). So a ranked type's level is re-learnt from its newest wave's
+# answers, with the level from all answers as the prior, widened by this step; and the next wave is
+# reckoned a step further on, whichever way: a margin that comes only where waves reach new ground.
+STEP_SD = 0.3
 MAX_WAVES = 12
 MAX_WAVE_DAYS = 90
 
@@ -178,6 +187,17 @@ class LevelPosterior:
     def mean_slope(self) -> float:
         return 1.0 if self.slopes is None else float(self.weights @ self.slopes)
 
+    def sd_shift(self) -> float:
+        return float(np.sqrt(max(self.weights @ self.shifts**2 - self.mean_shift() ** 2, 0.0)))
+
+    def stepped(self, step_sd: float = STEP_SD) -> LevelPosterior:
+        """The level of customers a step beyond those measured (`STEP_SD`): a normal shift with this
+        posterior's mean, its spread widened by the step; no slope."""
+        mean, sd = self.mean_shift(), float(np.hypot(self.sd_shift(), step_sd))
+        shifts = mean + np.linspace(-GRID_SDS * sd, GRID_SDS * sd, GRID)
+        w = stats.norm.pdf(shifts, loc=mean, scale=sd)
+        return LevelPosterior(shifts, w / w.sum())
+
 
 @dataclass(frozen=True)
 class Answers:
@@ -188,11 +208,24 @@ class Answers:
     no: np.ndarray
     pending: np.ndarray
     elapsed: np.ndarray
+    # Each ask's wave, for yes, no and pending in turn (None: not known, taken as one wave).
+    waves: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def none(cls) -> Answers:
         empty = np.zeros(0)
         return cls(empty, empty, empty, empty)
+
+    def latest(self) -> Answers | None:
+        """The asks of the newest wave alone; None when every ask is of one wave (or not known)."""
+        if self.waves is None:
+            return None
+        every = np.concatenate(self.waves)
+        if not every.size or every.min() == every.max():
+            return None
+        top = every.max()
+        y, n, w = (x == top for x in self.waves)
+        return Answers(self.yes[y], self.no[n], self.pending[w], self.elapsed[w])
 
     def pivot(self) -> float | None:
         """The mean model log-odds of the asks so far (None: no asks yet, nothing to pivot on)."""
@@ -274,6 +307,7 @@ class SoFar:
     yeses: int
     answers: Answers
     level_sd: float
+    ranked: bool = True
 
 
 def outlook(so_far: SoFar, times: AnswerTimes, t: int, days_to_deadline: float, slope: bool = True) -> Outlook:
@@ -281,6 +315,11 @@ def outlook(so_far: SoFar, times: AnswerTimes, t: int, days_to_deadline: float, 
     `slope` False, the level's shift alone (`LevelPosterior`)."""
     need, yeses, answers, level_sd = so_far.need, so_far.yeses, so_far.answers, so_far.level_sd
     posterior = LevelPosterior.prior(level_sd, answers.pivot() if slope else None).update(times, t, answers)
+    if so_far.ranked and answers.pivot() is not None and posterior.shifts.size > 1:  # size 1: taken as exact
+        latest = answers.latest()
+        if latest is not None:  # the newest wave's own level, with the level of all answers as its prior
+            posterior = posterior.stepped().update(times, t, latest)
+        posterior = posterior.stepped()  # the next wave's customers, a step further on
     q = posterior.shifted(answers.pending)
     if answers.pending.size:
         e = answers.elapsed
@@ -366,7 +405,9 @@ def forecast(
                 (at - day)[~back],
             )
             back_yes = yeses + int((yes & back).sum())
-            look = outlook(SoFar(need, back_yes, seen, so_far.level_sd), times, t, pace.days_left - at, slope=False)
+            look = outlook(
+                SoFar(need, back_yes, seen, so_far.level_sd, so_far.ranked), times, t, pace.days_left - at, slope=False
+            )
             target = wave_target(confidence, v, pace.waves)
             pool = later[taken:]
             if look.chance(np.zeros(0))[0] >= target:

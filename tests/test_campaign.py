@@ -116,6 +116,41 @@ def test_a_ranking_steeper_than_the_models_is_learnt_and_carried_down_the_rankin
     assert abs(expected["slope"] - true_yeses) < abs(expected["level"] - true_yeses) / 2
 
 
+def _answered(shift: float, seed: int, wave: int) -> Answers:
+    """300 answers of one wave, asks of model acceptance 0.2-0.6 drawn at the model's log-odds plus `shift`."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.2, 0.6, 300)
+    yes = rng.random(p.size) < special.expit(special.logit(p) + shift)
+    waves = (np.full(int(yes.sum()), wave), np.full(int((~yes).sum()), wave), np.zeros(0, dtype=int))
+    return Answers(p[yes], p[~yes], np.zeros(0), np.zeros(0), waves)
+
+
+def _joined(a: Answers, b: Answers) -> Answers:
+    assert a.waves is not None and b.waves is not None
+    waves = tuple(np.concatenate([x, y]) for x, y in zip(a.waves, b.waves, strict=True))
+    return Answers(np.concatenate([a.yes, b.yes]), np.concatenate([a.no, b.no]), a.pending, a.elapsed, waves)  # type: ignore[arg-type]
+
+
+def test_a_ranked_type_learns_its_level_from_its_newest_wave_and_steps_on_with_a_margin() -> None:
+    """A ranked type's waves reach customers no answer has measured (further down its ranking, or
+    left by the other types): the model's error there need not be the error at the top. Wave 2's
+    answers came back a full unit of log-odds below wave 1's: the next wave is reckoned from the
+    newest answers, and with a margin for the step beyond them. A random draw's waves are alike: all
+    its answers count as one, and no step is added."""
+    both = _joined(_answered(0.0, 5, 1), _answered(-1.0, 6, 2))
+    ranked = outlook(SoFar(20, 0, both, 0.2, ranked=True), _times(), T, 30.0)
+    drawn = outlook(SoFar(20, 0, both, 0.2, ranked=False), _times(), T, 30.0)
+    assert ranked.posterior.mean_shift() < -0.75 < drawn.posterior.mean_shift()
+    assert ranked.posterior.sd_shift() > 2 * drawn.posterior.sd_shift()
+    # At wave 2, with wave 1's answers alone: the same level, a wider margin for the ranked type.
+    first = _answered(-0.5, 5, 1)
+    ranked = outlook(SoFar(20, 0, first, 0.2, ranked=True), _times(), T, 30.0)
+    drawn = outlook(SoFar(20, 0, first, 0.2, ranked=False), _times(), T, 30.0)
+    assert ranked.posterior.mean_shift() == pytest.approx(drawn.posterior.mean_shift(), abs=0.05)
+    below = np.full(400, 0.15)
+    assert np.argmax(ranked.chance(below) >= 0.9) > np.argmax(drawn.chance(below) >= 0.9)
+
+
 def test_asks_long_unanswered_are_evidence_against_a_yes() -> None:
     """Yeses come back within 5 days; an ask still silent at 30 days is likelier a no: a censored
     likelihood moves the level down, where dropping the pending asks would not."""

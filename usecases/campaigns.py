@@ -101,14 +101,14 @@ def campaign_state(
     waiting = ~(yes | no)
     elapsed = (when - made["asked_at"]).dt.total_seconds().to_numpy() / 86_400.0
     yeses, answers = {}, {}
+    p = made["acceptance"].to_numpy(dtype=float)
+    wave = made["wave"].to_numpy(dtype=np.int64)
     for name in record["need"]:
         t = ASK_TYPE_NAMES.index(name)
         of = (made["ask_type"] == name).to_numpy()
-        p = made["acceptance"].to_numpy(dtype=float)
-        yeses[t] = int((yes.to_numpy() & of).sum())
-        answers[t] = Answers(
-            p[yes.to_numpy() & of], p[no.to_numpy() & of], p[waiting.to_numpy() & of], elapsed[waiting.to_numpy() & of]
-        )
+        y, n, w = (mask.to_numpy() & of for mask in (yes, no, waiting))
+        yeses[t] = int(y.sum())
+        answers[t] = Answers(p[y], p[n], p[w], elapsed[w], (wave[y], wave[n], wave[w]))
     return CampaignState(
         plan_id, record, rows, len(dates) + 1, when, pd.Timestamp(calendar["deadline"]), yeses, answers
     )
@@ -138,7 +138,7 @@ def wave_for(
         answers = state.answers[t] if state is not None else Answers.none()
         yeses = state.yeses[t] if state is not None else 0
         sd = float(level_sd[t]) if level_sd is not None else 0.0
-        outlooks[t] = outlook(SoFar(n, yeses, answers, sd), times, t, days_left)
+        outlooks[t] = outlook(SoFar(n, yeses, answers, sd, not cands.is_ungated(t)), times, t, days_left)
     planned = set(state.rows["customer_id"].astype("str")) if state is not None else set()
     planned |= reserved
     exclude = np.array([c in planned for c in cands.customer_id.astype(str)], dtype=bool)
@@ -212,7 +212,8 @@ def campaign_summary(
         yeses = state.yeses[t] if state is not None else 0
         sd = float(level_sd[t]) if level_sd is not None else 0.0
         this = cands.acceptance[rows, t]
-        seen = forecast(SoFar(n, yeses, answers, sd), times, t, pace, request.confidence, this, later, FORECAST_DRAWS)
+        so_far = SoFar(n, yeses, answers, sd, not cands.is_ungated(t))
+        seen = forecast(so_far, times, t, pace, request.confidence, this, later, FORECAST_DRAWS)
         before = int(answers.yes.size + answers.no.size + answers.pending.size)
         out[name] = {
             "need": n,
