@@ -17,8 +17,9 @@ the confidence. Three steps, each bounded:
    machine is; a wall-clock guard only stops a pathological solve. It replaces the greedy plan only
    when it is better.
 3. **The types that cannot be met** share every eligible customer the met types left, each next
-   customer going to the type furthest behind in expected yeses as a share of its need: together
-   beyond the base, the types fall short alike, and no eligible customer is left unasked.
+   customer going to the type furthest behind in expected yeses as a share of its need (in a
+   campaign's wave, counting the yeses and pending asks its earlier waves hold): together beyond
+   the base, the types fall short alike, and no eligible customer is left unasked.
 
 Ties go to the customer asked least recently (never asked first), then by id.
 
@@ -326,8 +327,11 @@ def _share_the_rest(problem: Problem, ordered: dict[int, np.ndarray], plan: Allo
     unmet = [t for t in problem.need if t not in plan.met]
     got: dict[int, list[int]] = {t: [] for t in unmet}
     at = dict.fromkeys(unmet, 0)
-    heap = [(0.0, i, t) for i, t in enumerate(unmet)]
-    expected = dict.fromkeys(unmet, 0.0)
+    # A campaign's later wave counts what its earlier waves already hold (yeses, and pending asks'
+    # chance of a yes in time): the type furthest behind over the whole campaign is served first.
+    expected = {t: problem.outlooks[t].expected_yes(np.zeros(0)) if problem.outlooks else 0.0 for t in unmet}
+    heap = [(expected[t] / problem.need[t], i, t) for i, t in enumerate(unmet)]
+    heapq.heapify(heap)
     while heap:
         _, i, t = heapq.heappop(heap)
         rows = ordered[t]

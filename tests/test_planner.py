@@ -14,6 +14,7 @@ from scipy.stats import binom
 
 from features.catalog import ASK_TYPE_NAMES
 from models.allocation import Problem, allocate, draw_keys
+from models.campaign import Answers, AnswerTimes, SoFar, outlook
 from models.guardrails import GuardrailConfig
 from models.planner import (
     INVITED_AT_RANDOM,
@@ -92,6 +93,34 @@ def test_needs_each_beyond_the_base_share_it_in_proportion_to_the_needs() -> Non
     review, case = plan.summary["review"], plan.summary["case_study"]
     assert not review["met"] and not case["met"]
     assert review["expected_yes"] / 400 == pytest.approx(case["expected_yes"] / 200, abs=0.01)
+
+
+def test_a_later_wave_beyond_the_base_serves_the_type_furthest_behind_over_the_whole_campaign() -> None:
+    """A campaign's last wave, 100 customers left at 0.5 for either type, neither need reachable:
+    reviews already hold 150 of their 200 yeses, case studies none of their 60. The customers go
+    where the campaign is furthest behind, not in proportion to the needs as if nothing had been
+    asked before: case studies take them until they too hold three quarters of their need."""
+    n = 100
+    acceptance = np.full((n, len(ASK_TYPE_NAMES)), 0.5)
+    days = {t: np.ones(10) for t in range(len(ASK_TYPE_NAMES))}
+    times = AnswerTimes(days, days, dict.fromkeys(days, 0.0))  # every answer back in a day
+    outlooks = {
+        T["review"]: outlook(SoFar(200, 150, Answers.none(), 0.0), times, T["review"], 14.0),
+        T["case_study"]: outlook(SoFar(60, 0, Answers.none(), 0.0), times, T["case_study"], 14.0),
+    }
+    problem = Problem(
+        np.array([f"C{i:04d}" for i in range(n)], dtype=object),
+        acceptance,
+        np.ones(acceptance.shape, dtype=bool),
+        pd.DatetimeIndex([pd.NaT] * n),
+        np.zeros(len(ASK_TYPE_NAMES)),
+        {T["review"]: 200, T["case_study"]: 60},
+        0.9,
+        outlooks=outlooks,
+    )
+    got = allocate(problem)
+    assert not got.met and sum(r.size for r in got.rows.values()) == n
+    assert got.rows[T["case_study"]].size >= 90  # 0.75 x 60 yeses at 0.5 each
 
 
 def test_many_types_are_met_as_greedy_meets_them_within_the_budget() -> None:
