@@ -59,8 +59,9 @@ CHANCE_HEAD = 256  # new asks whose chances `Outlook.chance` makes first when it
 # the other types left. The model's error there need not be its error at the customers asked so far
 # (where a rapport no table records shaped the data, it grows down the ranking; where the top was
 # flattered by the model, it shrinks). So a ranked type's level is re-learnt from its newest wave's
-# answers, with the level from all answers as the prior, widened by this step; and the next wave is
-# reckoned a step further on, whichever way: a margin that comes only where waves reach new ground.
+# answers, with the level from all answers as the prior, widened by this step; and what is not
+# answered yet (the newest asks still out, and the next wave) is reckoned a step further on, whichever
+# way: a margin that comes only where waves reach new ground.
 STEP_SD = 0.3
 MAX_WAVES = 12
 MAX_WAVE_DAYS = 90
@@ -300,8 +301,9 @@ class Outlook:
 
 @dataclass(frozen=True)
 class SoFar:
-    """One type of a campaign at a wave: its need, the yeses back, its asks' answers (`Answers`), and
-    the standard error of its calibrated level (the prior's)."""
+    """One type of a campaign at a wave: its need, the yeses back, its asks' answers (`Answers`), the
+    standard error of its calibrated level (the prior's), and whether its customers are asked best
+    first (False: a random draw, whose waves all measure the same customers; see `STEP_SD`)."""
 
     need: int
     yeses: int
