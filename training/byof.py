@@ -320,12 +320,6 @@ def single_column_rule(x: np.ndarray, y: np.ndarray, columns: Sequence[str]) -> 
     return ColumnRule(columns[j], j, 1.0 if raw[j] >= 0.5 else -1.0, abs(raw[j] - 0.5) + 0.5)
 
 
-def best_single_column(x: np.ndarray, y: np.ndarray, columns: Sequence[str]) -> tuple[str, float, np.ndarray]:
-    """The most predictive single column on these rows: its name, its AUC, and it (or its reverse) as a score."""
-    rule = single_column_rule(x, y, columns)
-    return rule.name, rule.roc_auc, rule.score(x)
-
-
 @dataclass
 class Sliced:
     """A prepared table cut by time: the feature columns (label, time, dropped and id columns out),
@@ -394,8 +388,9 @@ def train_table(
     proba = model.proba(features.iloc[test_idx])
     metrics |= ranking_metrics(ys["test"], proba, "model_")
     metrics["model_ece"] = expected_calibration_error(ys["test"], proba)
-    best_col, metrics["baseline_roc_auc"], best_score = best_single_column(x["test"], ys["test"], encoder.columns)
-    best = (best_col, best_score)
+    rule = single_column_rule(x["test"], ys["test"], encoder.columns)
+    metrics["baseline_roc_auc"] = rule.roc_auc
+    best = (rule.name, rule.score(x["test"]))
     metrics["test_rows"] = float(len(test_idx))
     model.metrics = metrics
 
@@ -426,7 +421,7 @@ def train_table(
     # The summary speaks the built-in models' names, so the CLI prints both alike.
     summary = {f"propensity_{k}": metrics[f"model_{k}"] for k in ("roc_auc", "pr_auc", "ece")}
     summary["baseline_roc_auc"] = metrics["baseline_roc_auc"]
-    baseline_name = f"'{best_col}' alone"
+    baseline_name = f"'{rule.name}' alone"
     return TrainResult(run.info.run_id, version, decision.promote, decision, summary, None, baseline_name, warnings)
 
 
