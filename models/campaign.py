@@ -316,8 +316,9 @@ def outlook(so_far: SoFar, times: AnswerTimes, t: int, days_to_deadline: float, 
     """The type's outlook at a wave `days_to_deadline` before the deadline (see `Outlook`); with
     `slope` False, the level's shift alone (`LevelPosterior`)."""
     need, yeses, answers, level_sd = so_far.need, so_far.yeses, so_far.answers, so_far.level_sd
-    posterior = LevelPosterior.prior(level_sd, answers.pivot() if slope else None).update(times, t, answers)
-    if so_far.ranked and answers.pivot() is not None and posterior.shifts.size > 1:  # size 1: taken as exact
+    pivot = answers.pivot()
+    posterior = LevelPosterior.prior(level_sd, pivot if slope else None).update(times, t, answers)
+    if so_far.ranked and pivot is not None and posterior.shifts.size > 1:  # size 1: taken as exact
         latest = answers.latest()
         if latest is not None:  # the newest wave's own level, with the level of all answers as its prior
             posterior = posterior.stepped().update(times, t, latest)
