@@ -16,10 +16,12 @@ the confidence. Three steps, each bounded:
    targets in rounds, so the same request on the same base gives the same plan however loaded the
    machine is; a wall-clock guard only stops a pathological solve. It replaces the greedy plan only
    when it is better.
-3. **The types that cannot be met** share every eligible customer the met types left, each next
-   customer going to the type furthest behind in expected yeses as a share of its need (in a
+3. **The types that cannot be met** share every eligible customer the met types left, the type
+   furthest behind in expected yeses as a share of its need taking the next customer (in a
    campaign's wave, counting the yeses and pending asks its earlier waves hold): together beyond
-   the base, the types fall short alike, and no eligible customer is left unasked.
+   the base, the types fall short alike, and no eligible customer is left unasked. Each ranked
+   type takes first the customers it is likeliest to win against the others, so that the split
+   gives each the most expected yeses for what it leaves them.
 
 Ties go to the customer asked least recently (never asked first), then by id.
 
@@ -332,9 +334,10 @@ def _share_the_rest(problem: Problem, ordered: dict[int, np.ndarray], plan: Allo
     expected = {t: problem.outlooks[t].expected_yes(np.zeros(0)) if problem.outlooks else 0.0 for t in unmet}
     heap = [(expected[t] / problem.need[t], i, t) for i, t in enumerate(unmet)]
     heapq.heapify(heap)
+    shared = _by_advantage(problem, ordered, unmet, taken)
     while heap:
         _, i, t = heapq.heappop(heap)
-        rows = ordered[t]
+        rows = shared[t]
         while at[t] < rows.size and taken[rows[at[t]]]:
             at[t] += 1
         if at[t] == rows.size:
@@ -345,5 +348,31 @@ def _share_the_rest(problem: Problem, ordered: dict[int, np.ndarray], plan: Allo
         expected[t] += float(problem.acceptance[r, t])
         heapq.heappush(heap, (expected[t] / problem.need[t], i, t))
     out = dict(plan.rows)
-    out.update({t: np.asarray(got[t], dtype=np.int64) for t in unmet})
+    for t in unmet:  # each type's share listed best first, as every list is
+        mine = np.zeros(problem.customer_id.size, dtype=bool)
+        mine[got[t]] = True
+        out[t] = ordered[t][mine[ordered[t]]]
     return Allocation(out, plan.met)
+
+
+def _by_advantage(
+    problem: Problem, ordered: dict[int, np.ndarray], unmet: list[int], taken: np.ndarray
+) -> dict[int, np.ndarray]:
+    """Each unmet type's customers left, in the order it takes them when all of them are shared out:
+    first where its acceptance is highest against the best any other unmet ranked type has there
+    (a customer only it may ask comes first), ties in its own order. Taking from the two ends of
+    such orders, the types meet at the split that gives each the most expected yeses for what it
+    leaves the others, instead of each taking its own best and with them the customers another
+    type needs most. An ungated type keeps its random draw's order, and no type is weighed
+    against it: a ranked type's picks must not tilt the draw."""
+    ranked = [t for t in unmet if t not in problem.draws]
+    out = {t: ordered[t] for t in unmet}
+    if len(ranked) < 2:
+        return out
+    p = np.where(problem.eligible[:, ranked] & ~taken[:, None], problem.acceptance[:, ranked], 0.0)
+    for j, t in enumerate(ranked):
+        rows = ordered[t]
+        others = np.delete(p[rows], j, axis=1).max(axis=1)
+        advantage = np.log(np.clip(p[rows, j], 1e-12, None)) - np.log(np.clip(others, 1e-12, None))
+        out[t] = rows[np.argsort(-advantage, kind="stable")]  # ties stay in the type's own order
+    return out

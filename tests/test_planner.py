@@ -95,6 +95,23 @@ def test_needs_each_beyond_the_base_share_it_in_proportion_to_the_needs() -> Non
     assert review["expected_yes"] / 400 == pytest.approx(case["expected_yes"] / 200, abs=0.01)
 
 
+def test_types_sharing_a_base_too_small_for_both_each_take_the_customers_they_are_likeliest_to_win() -> None:
+    """100 customers would as soon do a reference call as a case study (0.5 each); 100 more would do
+    a reference call (0.45) but hardly a case study (0.05). Neither need can be met. Splitting the
+    base so that each type takes the customers it is likeliest to win against the other gives
+    both about 47 of their 100 yeses expected; each taking its own best first gave both 29."""
+    acceptance = np.full((200, len(ASK_TYPE_NAMES)), 0.01)
+    acceptance[:, T["reference_call"]] = np.r_[np.full(100, 0.5), np.full(100, 0.45)]
+    acceptance[:, T["case_study"]] = np.r_[np.full(100, 0.5), np.full(100, 0.05)]
+    plan = make_plan(_base(acceptance), PlanRequest({"reference_call": 100, "case_study": 100}, 0.9), AS_OF)
+    assert plan.asks["customer_id"].is_unique and len(plan.asks) == 200
+    for name in ("reference_call", "case_study"):
+        assert not plan.summary[name]["met"]
+        assert plan.summary[name]["expected_yes"] >= 45, plan.summary
+    case = plan.asks[plan.asks["ask_type"] == "case_study"]
+    assert (case["acceptance"] == 0.5).all()  # no case study is asked of a customer it would hardly win
+
+
 def test_a_later_wave_beyond_the_base_serves_the_type_furthest_behind_over_the_whole_campaign() -> None:
     """A campaign's last wave, 100 customers left at 0.5 for either type, neither need reachable:
     reviews already hold 150 of their 200 yeses, case studies none of their 60. The customers go
@@ -347,6 +364,24 @@ def test_the_review_draw_is_made_before_other_types_and_is_not_tilted_by_them() 
     assert drawn["customer_id"].tolist() == alone.asks["customer_id"].tolist()
     assert with_others.asks["customer_id"].is_unique
     assert all(with_others.summary[t]["met"] for t in ("reference_call", "review", "case_study"))
+
+
+def test_a_review_draw_sharing_a_base_too_small_for_every_need_is_still_not_gated() -> None:
+    """Reviews, reference calls and case studies all beyond the base: the types share it, each ranked
+    type taking the customers it is likeliest to win against the other. Reviews are not ranked
+    against them: their share still follows the draw, not the customers happiest to review."""
+    base, nps = _happy_base(n=600)
+    acceptance = base.acceptance.copy()
+    acceptance[:, T["review"]] = expit(-3.0 + 0.6 * (nps - 5))  # happier customers review far more
+    plan = make_plan(
+        replace(base, acceptance=acceptance),
+        PlanRequest({"reference_call": 400, "review": 400, "case_study": 400}, 0.9),
+        AS_OF,
+    )
+    assert len(plan.asks) == 600 and not any(s["met"] for s in plan.summary.values())
+    rows = plan.asks.loc[plan.asks["ask_type"] == "review", "row"].to_numpy()
+    se = nps.std(ddof=1) / np.sqrt(rows.size)
+    assert abs(nps[rows].mean() - nps.mean()) < 3 * se
 
 
 def test_the_draw_is_fixed_by_the_plan_and_changes_with_its_date() -> None:
