@@ -135,14 +135,19 @@ def wave_for(
     outlooks = {}
     for name, n in request.need.items():
         t = ASK_TYPE_NAMES.index(name)
-        answers = state.answers[t] if state is not None else Answers.none()
-        yeses = state.yeses[t] if state is not None else 0
-        sd = float(level_sd[t]) if level_sd is not None else 0.0
-        outlooks[t] = outlook(SoFar(n, yeses, answers, sd, not cands.is_ungated(t)), times, t, days_left)
+        outlooks[t] = outlook(_so_far(state, cands, level_sd, t, n), times, t, days_left)
     planned = set(state.rows["customer_id"].astype("str")) if state is not None else set()
     planned |= reserved
     exclude = np.array([c in planned for c in cands.customer_id.astype(str)], dtype=bool)
     return Wave(outlooks, wave_target(request.confidence, wave, schedule.waves), exclude), times
+
+
+def _so_far(state: CampaignState | None, cands: Candidates, level_sd: np.ndarray | None, t: int, need: int) -> SoFar:
+    """Type t of the campaign as its waves left it (nothing yet before wave 1); a random draw is not ranked."""
+    answers = state.answers[t] if state is not None else Answers.none()
+    yeses = state.yeses[t] if state is not None else 0
+    sd = float(level_sd[t]) if level_sd is not None else 0.0
+    return SoFar(need, yeses, answers, sd, not cands.is_ungated(t))
 
 
 def reserved_elsewhere(
@@ -208,11 +213,9 @@ def campaign_summary(
             later = np.random.default_rng(t).permutation(later)[:5000]
         else:
             later = np.sort(later)[::-1][:5000]
-        answers = state.answers[t] if state is not None else Answers.none()
-        yeses = state.yeses[t] if state is not None else 0
-        sd = float(level_sd[t]) if level_sd is not None else 0.0
         this = cands.acceptance[rows, t]
-        so_far = SoFar(n, yeses, answers, sd, not cands.is_ungated(t))
+        so_far = _so_far(state, cands, level_sd, t, n)
+        answers, yeses = so_far.answers, so_far.yeses
         seen = forecast(so_far, times, t, pace, request.confidence, this, later, FORECAST_DRAWS)
         before = int(answers.yes.size + answers.no.size + answers.pending.size)
         out[name] = {
@@ -225,7 +228,7 @@ def campaign_summary(
             "expected_asks": before + seen.asks,
             "expected_overshoot": seen.overshoot,
             "met": yeses >= n,
-            "acceptance_level_sd": sd,
+            "acceptance_level_sd": so_far.level_sd,
             "invited_at_random": cands.is_ungated(t),
         }
     return out
