@@ -8,7 +8,8 @@ the wave's date); every ask is answered by a draw from the truth's acceptance fo
 type, after a delay drawn from how long the world's settled asks took to be answered (some never).
 Per type it prints: the realised share of campaigns reaching the need by the deadline, the true
 chance (the yeses before the last wave plus the Poisson-binomial of the last wave's true chance of
-a yes in time), mean asks and mean yeses beyond the need; beside them today's one-shot plan (asks,
+a yes in time), mean asks and mean yeses beyond the need (the true chance and the yeses beyond
+with their standard errors over the replications); beside them today's one-shot plan (asks,
 true chance), the fewest asks reaching 0.9 on the truth (one-shot, the scarcer type first), and the
 points rule asking in the same waves with the campaign's wave sizes (share reaching the need).
 Then per type and wave: the chance promised, and the yeses that wave's own list brings in time by
@@ -201,6 +202,14 @@ def wave_lines(label: str, runs: list[dict[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def mean_se(values: list[float], digits: int) -> str:
+    """The mean over the replications, and its standard error: a cell's figure is an estimate, and
+    a bar is judged with its noise."""
+    x = np.asarray(values, dtype=float)
+    se = x.std(ddof=1) / np.sqrt(x.size) if x.size > 1 else float("nan")
+    return f"{x.mean():.{digits}f} ± {se:.{digits}f}"
+
+
 def nps_gap(features: pd.DataFrame, cands: Candidates, invited: np.ndarray) -> tuple[float, float, float]:
     """Review invitees' mean latest NPS, the fatigue-eligible base's, and the gap in the base's
     standard errors for that many invitees (customers with an NPS response)."""
@@ -275,9 +284,9 @@ def main() -> None:
                         date,
                         name,
                         f"{np.mean([r[name]['reached'] for r in runs]):.3f}",
-                        f"{np.mean([r[name]['true_chance'] for r in runs]):.3f}",
+                        mean_se([r[name]["true_chance"] for r in runs], 3),
                         f"{np.mean([r[name]['asks'] for r in runs]):.1f}",
-                        f"{np.mean([r[name]['overshoot'] for r in runs]):.1f}",
+                        mean_se([r[name]["overshoot"] for r in runs], 1),
                         str(int(mine.sum())),
                         f"{truth_chance(np.nan_to_num(p_true[rows, t]), n):.3f}",
                         f"{np.mean([r[name]['reached'] for r in rule_runs]):.3f}",
