@@ -6,12 +6,15 @@ was then, then the campaign (default: 40 reference calls, 120 reviews, 15 case s
 (`models.planner.make_plan` with the wave's `models.campaign` outlooks, from the answers back by
 the wave's date); every ask is answered by a draw from the truth's acceptance for that customer and
 type, after a delay drawn from how long the world's settled asks took to be answered (some never).
+A replication draws every customer's answers once (`Replies`), and each policy replayed in it meets
+the same ones.
 Per type it prints: the realised share of campaigns reaching the need by the deadline, the true
 chance (the yeses before the last wave plus the Poisson-binomial of the last wave's true chance of
 a yes in time), mean asks and mean yeses beyond the need (the true chance and the yeses beyond
 with their standard errors over the replications); beside them today's one-shot plan (asks,
 true chance), the fewest asks reaching 0.9 on the truth (one-shot, the scarcer type first), and the
-points rule asking in the same waves with the campaign's wave sizes (share reaching the need).
+points rule asking in the same waves with the campaign's wave sizes (share reaching the need, and
+its difference from the campaign's, paired over the replications).
 Then per type and wave: the chance promised, and the yeses that wave's own list brings in time by
 the campaign's posterior and by the truth, which shows where a missed promise comes from.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +77,35 @@ def fewest_by_truth(cands: Candidates, p_true: np.ndarray, confidence: float = 0
     return out
 
 
-def _delays(rng: np.random.Generator, yes: np.ndarray, times: AnswerTimes, t: int) -> np.ndarray:
-    """Days from an ask to its answer (inf: never), drawn from the world's settled asks."""
-    out = np.full(yes.size, np.inf)
-    yes_days, no_days = times.yes_days[t], times.no_days[t]
-    if yes_days.size:
-        out[yes] = rng.choice(yes_days, int(yes.sum()))
-    declines = ~yes & (rng.random(yes.size) >= times.silent_share[t])
-    if no_days.size:
-        out[declines] = rng.choice(no_days, int(declines.sum()))
-    return out
+@dataclass(frozen=True)
+class Replies:
+    """One replication's answers, fixed before any policy asks: per customer and type, whether they
+    would say yes (a uniform against the truth's acceptance) and, once asked, after how long (a
+    uniform into the world's settled delays; a share of noes never come). Every policy replayed in
+    a replication (the campaign, the points rule in its waves, a variant under test) meets the same
+    answer from the same customer: common random numbers, so that their difference is the
+    policies' and not the draws'."""
+
+    yes_u: np.ndarray
+    delay_u: np.ndarray
+    silent_u: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, shape: tuple[int, int]) -> Replies:
+        return cls(rng.random(shape), rng.random(shape), rng.random(shape))
+
+    def answer(self, rows: np.ndarray, t: int, p_true: np.ndarray, times: AnswerTimes) -> tuple[np.ndarray, np.ndarray]:
+        """Yes or not, and the days from the ask to the answer (inf: never)."""
+        yes = self.yes_u[rows, t] < np.nan_to_num(p_true[rows, t])
+        out = np.full(rows.size, np.inf)
+        pick = self.delay_u[rows, t]
+        yes_days, no_days = times.yes_days[t], times.no_days[t]
+        if yes_days.size:
+            out[yes] = yes_days[(pick[yes] * yes_days.size).astype(np.int64)]
+        declines = ~yes & (self.silent_u[rows, t] >= times.silent_share[t])
+        if no_days.size:
+            out[declines] = no_days[(pick[declines] * no_days.size).astype(np.int64)]
+        return yes, out
 
 
 def run_campaign(
@@ -90,7 +113,7 @@ def run_campaign(
     p_true: np.ndarray,
     times: AnswerTimes,
     as_of: pd.Timestamp,
-    rng: np.random.Generator,
+    replies: Replies,
     draw: str,
     order: dict[int, np.ndarray] | None = None,
     sizes: dict[int, list[int]] | None = None,
@@ -144,8 +167,8 @@ def run_campaign(
                 asked[picked[t]] = True
         for t, rows in picked.items():
             asked[rows] = True
-            yes = rng.random(rows.size) < np.nan_to_num(p_true[rows, t])
-            log[t].append((rows, float(day), yes, _delays(rng, yes, times, t)))
+            yes, delay = replies.answer(rows, t, p_true, times)
+            log[t].append((rows, float(day), yes, delay))
             made[t].append(int(rows.size))
     out = {}
     for name, n in NEED.items():
@@ -231,7 +254,7 @@ def main() -> None:
     args = parser.parse_args()
     table = Table(title=f"Campaigns of {WAVES} waves {WAVE_DAYS} days apart, answers from the truth: {NEED} at 0.9")
     cols: tuple[str, ...] = ("world", "seed", "as of", "type", "reached", "true chance", "asks", "overshoot")
-    cols += ("one-shot asks", "one-shot true", "points rule reached")
+    cols += ("one-shot asks", "one-shot true", "points rule reached", "points rule - campaign")
     for col in cols:
         table.add_column(col, justify="right")
     fewest_lines: list[str] = []
@@ -256,7 +279,8 @@ def main() -> None:
                 runs, rule_runs, gaps = [], [], []
                 for rep in range(args.replications):
                     draw = f"{as_of.isoformat()}|{rep}"
-                    result, sizes, rows = run_campaign(cands, p_true, times, as_of, rng, draw)
+                    replies = Replies.draw(rng, cands.acceptance.shape)
+                    result, sizes, rows = run_campaign(cands, p_true, times, as_of, replies, draw)
                     runs.append(result)
                     gaps.append(nps_gap(features, cands, rows[ASK_TYPE_NAMES.index("review")]))
                     # The points rule may not gate reviews either: it asks the same random draw.
@@ -266,7 +290,7 @@ def main() -> None:
                         else points_order
                         for t in rows
                     }
-                    rule_runs.append(run_campaign(cands, p_true, times, as_of, rng, draw, orders, sizes)[0])
+                    rule_runs.append(run_campaign(cands, p_true, times, as_of, replies, draw, orders, sizes)[0])
                 seconds = time.perf_counter() - started
                 z = np.array([g[2] for g in gaps])
                 nps_lines.append(
@@ -290,6 +314,10 @@ def main() -> None:
                         str(int(mine.sum())),
                         f"{truth_chance(np.nan_to_num(p_true[rows, t]), n):.3f}",
                         f"{np.mean([r[name]['reached'] for r in rule_runs]):.3f}",
+                        # Paired: both met the same replies, so the difference is the pickers'.
+                        mean_se(
+                            [q[name]["reached"] - r[name]["reached"] for q, r in zip(rule_runs, runs, strict=True)], 3
+                        ),
                     )
                 detail_lines += wave_lines(f"{world_name} seed {seed} {date}", runs)
                 campaign_rc = np.mean([r["reference_call"]["asks"] + r["case_study"]["asks"] for r in runs])
