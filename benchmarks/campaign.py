@@ -12,9 +12,11 @@ Per type it prints: the realised share of campaigns reaching the need by the dea
 chance (the yeses before the last wave plus the Poisson-binomial of the last wave's true chance of
 a yes in time), mean asks and mean yeses beyond the need (the true chance and the yeses beyond
 with their standard errors over the replications); beside them today's one-shot plan (asks,
-true chance), the fewest asks reaching 0.9 on the truth (one-shot, the scarcer type first), and the
-points rule asking in the same waves with the campaign's wave sizes (share reaching the need, and
-its difference from the campaign's, paired over the replications).
+true chance), the fewest asks reaching 0.9 on the truth (one-shot, the scarcer type first), the
+same waves on the truth (the campaign's own policy planning from the true acceptance, known
+exactly: what its wave schedule costs when the model is not wrong), and the points rule asking in
+the same waves with the campaign's wave sizes (share reaching the need, and its difference from
+the campaign's, paired over the replications).
 Then per type and wave: the chance promised, and the yeses that wave's own list brings in time by
 the campaign's posterior and by the truth, which shows where a missed promise comes from.
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +256,8 @@ def main() -> None:
     args = parser.parse_args()
     table = Table(title=f"Campaigns of {WAVES} waves {WAVE_DAYS} days apart, answers from the truth: {NEED} at 0.9")
     cols: tuple[str, ...] = ("world", "seed", "as of", "type", "reached", "true chance", "asks", "overshoot")
-    cols += ("one-shot asks", "one-shot true", "points rule reached", "points rule - campaign")
+    cols += ("one-shot asks", "one-shot true", "on truth: chance", "asks", "overshoot")
+    cols += ("points rule reached", "points rule - campaign")
     for col in cols:
         table.add_column(col, justify="right")
     fewest_lines: list[str] = []
@@ -273,15 +276,20 @@ def main() -> None:
                 p_true = true_acceptance(generated.truth["acceptance_by_type"], cands, as_of)
                 times = AnswerTimes.learn(then.asks, as_of)
                 one_shot = make_plan(cands, PlanRequest(NEED, 0.9), as_of)
+                # The same policy planning from the truth, known exactly (no level error to learn):
+                # what remains of a miss there is the wave schedule's, not the model's.
+                known = np.where(np.isfinite(cands.acceptance), np.nan_to_num(p_true), np.nan)
+                on_truth = replace(cands, acceptance=known, level_sd=None)
                 points_order = np.argsort(-rule_points(features).sum(axis=1), kind="stable")
                 rng = np.random.default_rng(seed)
                 started = time.perf_counter()
-                runs, rule_runs, gaps = [], [], []
+                runs, truth_runs, rule_runs, gaps = [], [], [], []
                 for rep in range(args.replications):
                     draw = f"{as_of.isoformat()}|{rep}"
                     replies = Replies.draw(rng, cands.acceptance.shape)
                     result, sizes, rows = run_campaign(cands, p_true, times, as_of, replies, draw)
                     runs.append(result)
+                    truth_runs.append(run_campaign(on_truth, p_true, times, as_of, replies, draw)[0])
                     gaps.append(nps_gap(features, cands, rows[ASK_TYPE_NAMES.index("review")]))
                     # The points rule may not gate reviews either: it asks the same random draw.
                     orders = {
@@ -313,6 +321,9 @@ def main() -> None:
                         mean_se([r[name]["overshoot"] for r in runs], 1),
                         str(int(mine.sum())),
                         f"{truth_chance(np.nan_to_num(p_true[rows, t]), n):.3f}",
+                        mean_se([r[name]["true_chance"] for r in truth_runs], 3),
+                        f"{np.mean([r[name]['asks'] for r in truth_runs]):.1f}",
+                        mean_se([r[name]["overshoot"] for r in truth_runs], 1),
                         f"{np.mean([r[name]['reached'] for r in rule_runs]):.3f}",
                         # Paired: both met the same replies, so the difference is the pickers'.
                         mean_se(
