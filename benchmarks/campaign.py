@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from scipy import special
+from sklearn.linear_model import LogisticRegression
 
 from benchmarks.plan import true_acceptance
 from features.baseline import rule_points
@@ -119,11 +121,14 @@ def run_campaign(
     draw: str,
     order: dict[int, np.ndarray] | None = None,
     sizes: dict[int, list[int]] | None = None,
+    first_wave: float | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[int, list[int]], dict[int, np.ndarray]]:
     """One campaign, answers drawn from the truth; `draw` salts the random draw of the ungated types'
     invitees (each replication is a campaign of its own). `order` (per type, customers best first)
     and `sizes` (per type, asks per wave) replay another picker in the same waves, e.g. the points
-    rule. Also returns each type's asked rows; per type, `waves` holds `promise_against_truth` per wave."""
+    rule. `first_wave`: the chance wave 1 aims at, later waves rising evenly to 0.9 (None: the
+    product's `wave_target`). Also returns each type's asked rows; per type, `waves` holds
+    `promise_against_truth` per wave."""
     request = PlanRequest(NEED, 0.9)
     days_left = WAVES * WAVE_DAYS
     asked = np.zeros(cands.customer_id.size, dtype=bool)
@@ -153,7 +158,11 @@ def run_campaign(
                 sd = cands.sd(t)
                 so_far = SoFar(n, int((yes & back).sum()), answers, sd, not cands.is_ungated(t))
                 outlooks[t] = outlook(so_far, times, t, days_left - day)
-            wave_plan = Wave(outlooks, wave_target(0.9, wave, WAVES), asked.copy())
+            if first_wave is None or wave >= WAVES:
+                target = wave_target(0.9, wave, WAVES)
+            else:
+                target = first_wave + (0.9 - first_wave) * (wave - 1) / (WAVES - 1)
+            wave_plan = Wave(outlooks, target, asked.copy())
             plan = make_plan(cands, request, as_of, wave=wave_plan, draw=draw)
             picked = {
                 ASK_TYPE_NAMES.index(n): plan.asks.loc[plan.asks["ask_type"] == n, "row"].to_numpy() for n in NEED
@@ -190,6 +199,26 @@ def run_campaign(
         }
     asked_rows = {t: np.concatenate([r for r, _, _, _ in log[t]]) for t in log}
     return out, made, asked_rows
+
+
+def best_calibration(cands: Candidates, p_true: np.ndarray) -> Candidates:
+    """The model's ranking with the best calibration to the truth there is, taken as exact: per type,
+    a logistic map of the model's log-odds fitted to the true acceptance over the eligible base. A
+    campaign's answers can teach it a type's level and slope, never its ranking; this is the most
+    that learning could buy."""
+    acc = cands.acceptance.copy()
+    for t in range(acc.shape[1]):
+        ok = np.isfinite(acc[:, t]) & (acc[:, t] > 0) & ~cands.blocked[:, t] & np.isfinite(p_true[:, t])
+        if ok.sum() < 2:
+            continue
+        z = special.logit(np.clip(acc[:, t], 1e-6, 1 - 1e-6))
+        # Each customer once as a yes weighted by the true acceptance and once as a no: the fit is
+        # the likelihood of the true probabilities, not of one draw of answers.
+        x = np.concatenate([z[ok], z[ok]])[:, None]
+        y = np.r_[np.ones(ok.sum()), np.zeros(ok.sum())]
+        fit = LogisticRegression(C=1e6).fit(x, y, sample_weight=np.r_[p_true[ok, t], 1 - p_true[ok, t]])
+        acc[:, t] = np.where(np.isfinite(acc[:, t]), fit.predict_proba(z[:, None])[:, 1], np.nan)
+    return replace(cands, acceptance=acc, level_sd=None)
 
 
 def promise_against_truth(
@@ -253,10 +282,20 @@ def main() -> None:
     parser.add_argument("--replications", type=int, default=200)
     parser.add_argument("--worlds", nargs="+", default=["stationary", "drifting"], choices=["drifting", "stationary"])
     parser.add_argument("--dates", nargs="+", default=list(DATES))
+    parser.add_argument(
+        "--first-wave", type=float, default=None, help="wave 1 aims at this chance, later waves rising evenly to 0.9"
+    )
+    parser.add_argument(
+        "--calibrated",
+        action="store_true",
+        help="also the campaign on the model's ranking with the best calibration to the truth, taken as exact",
+    )
     args = parser.parse_args()
     table = Table(title=f"Campaigns of {WAVES} waves {WAVE_DAYS} days apart, answers from the truth: {NEED} at 0.9")
     cols: tuple[str, ...] = ("world", "seed", "as of", "type", "reached", "true chance", "asks", "overshoot")
     cols += ("one-shot asks", "one-shot true", "on truth: chance", "asks", "overshoot")
+    if args.calibrated:
+        cols += ("calibrated: chance", "asks", "overshoot")
     cols += ("points rule reached", "points rule - campaign")
     for col in cols:
         table.add_column(col, justify="right")
@@ -280,16 +319,25 @@ def main() -> None:
                 # what remains of a miss there is the wave schedule's, not the model's.
                 known = np.where(np.isfinite(cands.acceptance), np.nan_to_num(p_true), np.nan)
                 on_truth = replace(cands, acceptance=known, level_sd=None)
+                calibrated = best_calibration(cands, p_true) if args.calibrated else None
                 points_order = np.argsort(-rule_points(features).sum(axis=1), kind="stable")
                 rng = np.random.default_rng(seed)
                 started = time.perf_counter()
-                runs, truth_runs, rule_runs, gaps = [], [], [], []
+                runs, truth_runs, calibrated_runs, rule_runs, gaps = [], [], [], [], []
                 for rep in range(args.replications):
                     draw = f"{as_of.isoformat()}|{rep}"
                     replies = Replies.draw(rng, cands.acceptance.shape)
-                    result, sizes, rows = run_campaign(cands, p_true, times, as_of, replies, draw)
+                    result, sizes, rows = run_campaign(
+                        cands, p_true, times, as_of, replies, draw, first_wave=args.first_wave
+                    )
                     runs.append(result)
-                    truth_runs.append(run_campaign(on_truth, p_true, times, as_of, replies, draw)[0])
+                    truth_runs.append(
+                        run_campaign(on_truth, p_true, times, as_of, replies, draw, first_wave=args.first_wave)[0]
+                    )
+                    if calibrated is not None:
+                        calibrated_runs.append(
+                            run_campaign(calibrated, p_true, times, as_of, replies, draw, first_wave=args.first_wave)[0]
+                        )
                     gaps.append(nps_gap(features, cands, rows[ASK_TYPE_NAMES.index("review")]))
                     # The points rule may not gate reviews either: it asks the same random draw.
                     orders = {
@@ -310,6 +358,15 @@ def main() -> None:
                     mine = (one_shot.asks["ask_type"] == name).to_numpy()
                     rows = one_shot.asks.loc[mine, "row"].to_numpy()
                     t = ASK_TYPE_NAMES.index(name)
+                    bound = (
+                        (
+                            mean_se([r[name]["true_chance"] for r in calibrated_runs], 3),
+                            f"{np.mean([r[name]['asks'] for r in calibrated_runs]):.1f}",
+                            mean_se([r[name]["overshoot"] for r in calibrated_runs], 1),
+                        )
+                        if calibrated_runs
+                        else ()
+                    )
                     table.add_row(
                         world_name,
                         str(seed),
@@ -324,6 +381,7 @@ def main() -> None:
                         mean_se([r[name]["true_chance"] for r in truth_runs], 3),
                         f"{np.mean([r[name]['asks'] for r in truth_runs]):.1f}",
                         mean_se([r[name]["overshoot"] for r in truth_runs], 1),
+                        *bound,
                         f"{np.mean([r[name]['reached'] for r in rule_runs]):.3f}",
                         # Paired: both met the same replies, so the difference is the pickers'.
                         mean_se(
