@@ -21,6 +21,7 @@ Then per type and wave: the chance promised, and the yeses that wave's own list 
 the campaign's posterior and by the truth, which shows where a missed promise comes from.
 
     uv run python benchmarks/campaign.py [--customers 3000] [--seeds 21 22 23] [--replications 200] [--worlds ...]
+        [--dates ...] [--first-wave X] [--calibrated]
 """
 
 from __future__ import annotations
@@ -291,6 +292,8 @@ def main() -> None:
         help="also the campaign on the model's ranking with the best calibration to the truth, taken as exact",
     )
     args = parser.parse_args()
+    if args.first_wave is not None and not 0.0 < args.first_wave < 0.9:
+        parser.error(f"--first-wave must be a chance between 0 and the last wave's 0.9, not {args.first_wave}")
     table = Table(title=f"Campaigns of {WAVES} waves {WAVE_DAYS} days apart, answers from the truth: {NEED} at 0.9")
     cols: tuple[str, ...] = ("world", "seed", "as of", "type", "reached", "true chance", "asks", "overshoot")
     cols += ("one-shot asks", "one-shot true", "on truth: chance", "asks", "overshoot")
