@@ -41,7 +41,6 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 from scipy import special
-from sklearn.linear_model import LogisticRegression
 
 from benchmarks.plan import true_acceptance
 from features.baseline import rule_points
@@ -49,6 +48,7 @@ from features.catalog import ASK_TYPE_NAMES
 from features.io import world_from_tables
 from features.synthetic import DRIFTING, STATIONARY, generate_world
 from models.allocation import draw_keys
+from models.calibration import Calibrator
 from models.campaign import Answers, AnswerTimes, Outlook, SoFar, outlook, wave_target
 from models.planner import Candidates, PlanRequest, Wave, make_plan, shortest_prefix
 from training.datasets import build_training_data
@@ -213,13 +213,26 @@ def best_calibration(cands: Candidates, p_true: np.ndarray) -> Candidates:
         if ok.sum() < 2:
             continue
         z = special.logit(np.clip(acc[:, t], 1e-6, 1 - 1e-6))
-        # Each customer once as a yes weighted by the true acceptance and once as a no: the fit is
-        # the likelihood of the true probabilities, not of one draw of answers.
-        x = np.concatenate([z[ok], z[ok]])[:, None]
+        # The product's own Platt map, fitted with each customer once as a yes weighted by the true
+        # acceptance and once as a no: the likelihood of the true probabilities, not of one draw.
         y = np.r_[np.ones(ok.sum()), np.zeros(ok.sum())]
-        fit = LogisticRegression(C=1e6).fit(x, y, sample_weight=np.r_[p_true[ok, t], 1 - p_true[ok, t]])
-        acc[:, t] = np.where(np.isfinite(acc[:, t]), fit.predict_proba(z[:, None])[:, 1], np.nan)
-    return replace(cands, acceptance=acc, level_sd=None)
+        platt = Calibrator.fit(np.r_[z[ok], z[ok]], y, "platt", weight=np.r_[p_true[ok, t], 1 - p_true[ok, t]])
+        acc[:, t] = platt(z)
+    return known_exactly(cands, acc)
+
+
+def known_exactly(cands: Candidates, acceptance: np.ndarray) -> Candidates:
+    """The base planned from `acceptance` (where the model has one), taken as exact: no level error."""
+    return replace(cands, acceptance=np.where(np.isfinite(cands.acceptance), acceptance, np.nan), level_sd=None)
+
+
+def outcome_cells(runs: list[dict[str, dict[str, Any]]], name: str) -> tuple[str, str, str]:
+    """One type's true chance, mean asks and overshoot over a policy's replications."""
+    return (
+        mean_se([r[name]["true_chance"] for r in runs], 3),
+        f"{np.mean([r[name]['asks'] for r in runs]):.1f}",
+        mean_se([r[name]["overshoot"] for r in runs], 1),
+    )
 
 
 def promise_against_truth(
@@ -320,8 +333,7 @@ def main() -> None:
                 one_shot = make_plan(cands, PlanRequest(NEED, 0.9), as_of)
                 # The same policy planning from the truth, known exactly (no level error to learn):
                 # what remains of a miss there is the wave schedule's, not the model's.
-                known = np.where(np.isfinite(cands.acceptance), np.nan_to_num(p_true), np.nan)
-                on_truth = replace(cands, acceptance=known, level_sd=None)
+                on_truth = known_exactly(cands, np.nan_to_num(p_true))
                 calibrated = best_calibration(cands, p_true) if args.calibrated else None
                 points_order = np.argsort(-rule_points(features).sum(axis=1), kind="stable")
                 rng = np.random.default_rng(seed)
@@ -361,29 +373,17 @@ def main() -> None:
                     mine = (one_shot.asks["ask_type"] == name).to_numpy()
                     rows = one_shot.asks.loc[mine, "row"].to_numpy()
                     t = ASK_TYPE_NAMES.index(name)
-                    bound = (
-                        (
-                            mean_se([r[name]["true_chance"] for r in calibrated_runs], 3),
-                            f"{np.mean([r[name]['asks'] for r in calibrated_runs]):.1f}",
-                            mean_se([r[name]["overshoot"] for r in calibrated_runs], 1),
-                        )
-                        if calibrated_runs
-                        else ()
-                    )
+                    bound = outcome_cells(calibrated_runs, name) if calibrated_runs else ()
                     table.add_row(
                         world_name,
                         str(seed),
                         date,
                         name,
                         f"{np.mean([r[name]['reached'] for r in runs]):.3f}",
-                        mean_se([r[name]["true_chance"] for r in runs], 3),
-                        f"{np.mean([r[name]['asks'] for r in runs]):.1f}",
-                        mean_se([r[name]["overshoot"] for r in runs], 1),
+                        *outcome_cells(runs, name),
                         str(int(mine.sum())),
                         f"{truth_chance(np.nan_to_num(p_true[rows, t]), n):.3f}",
-                        mean_se([r[name]["true_chance"] for r in truth_runs], 3),
-                        f"{np.mean([r[name]['asks'] for r in truth_runs]):.1f}",
-                        mean_se([r[name]["overshoot"] for r in truth_runs], 1),
+                        *outcome_cells(truth_runs, name),
                         *bound,
                         f"{np.mean([r[name]['reached'] for r in rule_runs]):.3f}",
                         # Paired: both met the same replies, so the difference is the pickers'.
